@@ -1,0 +1,8 @@
+"""resdsl: a language and compiler for residual networks."""
+
+from resdsl.diagnostics import Diagnostic, SpecError
+from resdsl.network import Network, compile
+from resdsl.resolve import UsageError
+
+__all__ = ["Diagnostic", "Network", "SpecError", "UsageError", "compile"]
+__version__ = "0.1.0"

@@ -1,0 +1,83 @@
+"""Diagnostics: `FILE:LINE:COL: error: message`, the source line, and a caret."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from resdsl.source import SourceMap, Span
+
+
+@dataclass(frozen=True)
+class Note:
+    """A secondary location that explains an error (e.g. the block it came from)."""
+
+    span: Span
+    message: str
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One error in a spec, anchored at the construct at fault."""
+
+    span: Span | None
+    message: str
+    notes: tuple[Note, ...] = field(default=())
+
+    def render(self, sources: SourceMap | None = None) -> str:
+        """Format as a compiler would: location, message, quoted line, caret."""
+        lines = [_headline(self.span, "error", self.message)]
+        lines += _quote(self.span, sources)
+        for note in self.notes:
+            lines.append(_headline(note.span, "note", note.message))
+            lines += _quote(note.span, sources)
+        return "\n".join(lines)
+
+
+class SpecError(Exception):
+    """A spec is wrong; carries every independent diagnostic found."""
+
+    def __init__(self, diagnostics: list[Diagnostic], sources: SourceMap | None = None) -> None:
+        self.diagnostics = diagnostics
+        self.sources = sources
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        return "\n".join(d.render(self.sources) for d in self.diagnostics)
+
+
+class Reporter:
+    """Collects diagnostics so that independent errors are all reported at once."""
+
+    def __init__(self, sources: SourceMap) -> None:
+        self.sources = sources
+        self.diagnostics: list[Diagnostic] = []
+
+    def error(self, span: Span | None, message: str, notes: tuple[Note, ...] = ()) -> None:
+        diagnostic = Diagnostic(span, message, notes)
+        if diagnostic not in self.diagnostics:
+            self.diagnostics.append(diagnostic)
+
+    def fail(self, span: Span | None, message: str) -> SpecError:
+        """An error that stops compilation at once."""
+        self.error(span, message)
+        return SpecError(self.diagnostics, self.sources)
+
+    def raise_if_any(self) -> None:
+        if self.diagnostics:
+            raise SpecError(self.diagnostics, self.sources)
+
+
+def _headline(span: Span | None, severity: str, message: str) -> str:
+    return f"{span}: {severity}: {message}" if span else f"{severity}: {message}"
+
+
+def _quote(span: Span | None, sources: SourceMap | None) -> list[str]:
+    source = sources.get(span.path) if (sources and span) else None
+    if source is None or span is None:
+        return []
+    text = source.line(span.line).replace("\t", " ")
+    if not text.strip():
+        return []
+    end = span.end_column if span.end_line == span.line else len(text) + 1
+    width = max(1, end - span.column)
+    return [f"  {text}", "  " + " " * (span.column - 1) + "^" + "~" * (width - 1)]

@@ -1,0 +1,91 @@
+"""The public result of compiling a spec: `Network`, and `compile` that makes one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import networkx as nx
+
+from resdsl.diagnostics import Reporter
+from resdsl.expr import Value
+from resdsl.ir.build import lower_program
+from resdsl.passes.count import Counts, StageSummary, count
+from resdsl.resolve import Program, load, read_spec
+
+if TYPE_CHECKING:
+    import torch
+
+
+class Network:
+    """A checked network: the graph IR, its counts, and the program it came from."""
+
+    def __init__(self, program: Program, graph: nx.DiGraph, counts: Counts) -> None:
+        self.program = program
+        self.graph = graph
+        self.counts = counts
+
+    @property
+    def name(self) -> str:
+        return self.graph.graph["name"]
+
+    @property
+    def params(self) -> int:
+        return self.counts.params
+
+    @property
+    def macs(self) -> int:
+        return self.counts.macs
+
+    @property
+    def activation_bytes(self) -> int:
+        return self.counts.activation_bytes
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.graph.graph["input_shape"]
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return self.graph.nodes[self.graph.graph["output"]]["shape"]
+
+    @property
+    def stages(self) -> list[StageSummary]:
+        return self.counts.stages
+
+    @property
+    def recipe(self):
+        """The `train` section, validated (see resdsl.recipe)."""
+        from resdsl.recipe import recipe_of
+
+        return recipe_of(self.program)
+
+    def with_input(self, shape: tuple[int, int, int]) -> Network:
+        """The same spec re-checked for another input shape (e.g. 1x28x28 data)."""
+        from resdsl import ast
+
+        network = self.program.network
+        span = network.input.span if network.input else network.span
+        moved = network.model_copy(update={"input": ast.InputShape(span=span, dims=tuple(shape))})
+        return _check(Program(**{**self.program.__dict__, "network": moved}))
+
+    def to_torch(self, **options: Any) -> torch.nn.Module:
+        """The PyTorch module of this network (see resdsl.backends.pytorch)."""
+        from resdsl.backends.pytorch import lower
+
+        return lower(self, **options)
+
+    def __repr__(self) -> str:
+        return f"Network({self.name!r}, params={self.params:,}, macs={self.macs:,})"
+
+
+def compile(source: str | Path, **params: Value) -> Network:  # noqa: A001 - the API the design names
+    """Parse, resolve, lower and check a spec (a path or spec text); raises SpecError."""
+    return _check(load(read_spec(source), params))
+
+
+def _check(program: Program) -> Network:
+    reporter = Reporter(program.sources)
+    graph = lower_program(program, reporter)
+    reporter.raise_if_any()
+    return Network(program, graph, count(graph))
