@@ -59,7 +59,7 @@ class Pair(Node):
 
 class Call(Node):
     func: str
-    args: list[Union[Expr, Pair]]
+    args: list[Expr | Pair]
 
 
 Expr = Union[Literal, Name, Binary, Neg, Compare, Conditional, Call]

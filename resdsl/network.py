@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
-from resdsl.diagnostics import Reporter
+from resdsl.diagnostics import Reporter, SpecError
 from resdsl.expr import Value
 from resdsl.ir.build import lower_program
 from resdsl.passes.count import Counts, StageSummary, count
@@ -79,9 +79,21 @@ class Network:
         return f"Network({self.name!r}, params={self.params:,}, macs={self.macs:,})"
 
 
-def compile(source: str | Path, **params: Value) -> Network:  # noqa: A001 - the API the design names
+def compile(source: str | Path, **params: Value) -> Network:
     """Parse, resolve, lower and check a spec (a path or spec text); raises SpecError."""
     return _check(load(read_spec(source), params))
+
+
+def lower_unchecked(source: str | Path, **params: Value) -> tuple[nx.DiGraph, SpecError | None]:
+    """The IR even when checks fail (nodes at fault carry an `error` attribute), for drawing.
+
+    A spec that does not parse or resolve still raises SpecError.
+    """
+    program = load(read_spec(source), params)
+    reporter = Reporter(program.sources)
+    graph = lower_program(program, reporter)
+    error = SpecError(reporter.diagnostics, program.sources) if reporter.diagnostics else None
+    return graph, error
 
 
 def _check(program: Program) -> Network:

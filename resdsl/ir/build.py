@@ -267,6 +267,7 @@ class _Lowering:
             else:
                 message = (f"{node_id}: shortcut {shortcut.name} gives {sc_shape} but the residual "
                            f"branch gives {fmt(out_shape)}")
+            self.graph.nodes[node_id]["error"] = message.split(": ", 1)[1]
             self._report(statement.span, origin, message, shortcut.span)
         return node_id
 
@@ -402,6 +403,7 @@ class _Lowering:
 
     def _on_error(self, node: str, message: str) -> None:
         attrs = self.graph.nodes[node]
+        attrs["error"] = message
         self._report(attrs["span"], attrs["origin"], f"{node}: {message}")
 
     def _report(self, span: Span, origin: Span | None, message: str, definition: Span | None = None) -> None:

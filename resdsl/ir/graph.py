@@ -7,6 +7,7 @@ Node id: the dotted module path (`layer2.0.conv1`). Node attributes:
   params, macs   filled by `resdsl.passes.count`
   scope   `Scope`: section, stage, block index, branch
   span    where the op is written; `origin`: the stage line that instantiated it
+  error   (only on a node that failed its check) the diagnostic message
 Edge attribute `index` orders an op's inputs (for `add`: 0 residual branch, 1 shortcut).
 Graph attributes: name, input_shape, output (the node feeding `output`), stages (names in order).
 """

@@ -1,0 +1,3 @@
+from resdsl.cli.app import main
+
+main()

@@ -1,0 +1,77 @@
+"""`resdsl info FILE`: the paper's Table 1, computed, or the same as JSON."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from resdsl.cli.common import SetOption, load_network
+from resdsl.ir.ops import fmt
+from resdsl.network import Network
+
+
+def info(
+    spec: Annotated[str, typer.Argument(help="A spec file (.res) or a zoo name.", show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    set_: SetOption = None,
+) -> None:
+    """Print each stage's output size, blocks, params and MACs, with totals."""
+    network = load_network(spec, set_)
+    typer.echo(json.dumps(summary(network), indent=2) if as_json else table(network))
+
+
+def summary(network: Network) -> dict:
+    """The `--json` object of DESIGN.md §5."""
+    return {
+        "name": network.name,
+        "input": list(network.input_shape),
+        "output": list(network.output_shape),
+        "params": network.params,
+        "macs": network.macs,
+        "activation_bytes": network.activation_bytes,
+        "stages": [
+            {"name": s.name, "blocks": s.blocks, "block": s.block, "shortcut": s.shortcut,
+             "output": s.output, "params": s.params, "macs": s.macs, "activation_bytes": s.activation_bytes}
+            for s in network.stages
+        ],
+    }
+
+
+def table(network: Network) -> str:
+    header = ("stage", "output", "blocks", "block", "shortcut", "params", "MACs", "activations")
+    rows = [header]
+    for s in network.stages:
+        rows.append((s.name, fmt(tuple(s.output)), str(s.blocks) if s.blocks else "",
+                     s.block or "", s.shortcut or "", f"{s.params:,}", _si(s.macs),
+                     _bytes(s.activation_bytes)))
+    rows.append(("total", fmt(network.output_shape), "", "", "", f"{network.params:,}", _si(network.macs),
+                 _bytes(network.activation_bytes)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    right = {2, 5, 6, 7}
+
+    def line(row: tuple[str, ...]) -> str:
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
+
+    rule = "  ".join("-" * w for w in widths)
+    title = f"{network.name}: input {fmt(network.input_shape)}, MACs count conv and linear layers"
+    return "\n".join([title, line(rows[0]), rule, *map(line, rows[1:-1]), rule, line(rows[-1])]).rstrip()
+
+
+def _si(value: int) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.3f}{unit}"
+    return str(value)
+
+
+def _bytes(value: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if value >= scale:
+            return f"{value / scale:.1f} {unit}"
+    return f"{value} B"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("info")(info)
