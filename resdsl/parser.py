@@ -67,7 +67,7 @@ def _syntax_diagnostic(error: UnexpectedInput, source: SourceFile) -> Diagnostic
 
 def _join(words: list[str]) -> str:
     if len(words) > 6:
-        words = words[:6] + ["..."]
+        words = [*words[:6], "..."]
     return ", ".join(words[:-1]) + (" or " if len(words) > 1 else "") + words[-1]
 
 
