@@ -1,0 +1,555 @@
+"""Diagrams of the graph IR with Graphviz: the stage chain of the paper's Table 1, the blocks of
+its Figures 2 and 3, or every op. Nodes that failed their check are red, with the diagnostic."""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import subprocess
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import graphviz
+import networkx as nx
+
+from resdsl.ir.graph import inputs
+from resdsl.ir.ops import OPS, REQUIRED, Args, Shape, coerce
+from resdsl.passes.count import count
+
+Level = Literal["stage", "block", "op"]
+LEVELS: tuple[Level, ...] = ("stage", "block", "op")
+FORMATS = ("svg", "png", "pdf", "dot")
+PNG_DPI = 144  # sharp enough for a README; Graphviz's default of 96 blurs the small labels
+INSTALL_HINT = ("Graphviz's `dot` program is not installed, so only .dot output can be written; "
+                "install Graphviz (`apt-get install graphviz` or `brew install graphviz`)")
+
+# Ops the block view leaves out, as the paper's figures do (BN and ReLU are implied).
+_QUIET = {"batchnorm", "relu", "identity", "flatten", "dropout", "output"}
+# Ops that give a shortcut weights: such a shortcut is drawn as a box (options B, C, D).
+_WEIGHTED = {"conv", "linear"}
+_STAGE_FILLS = ("#dbe9f6", "#e2f0d9", "#fce4d6", "#ede1f5", "#fff2cc", "#d9f2f2")
+_PLAIN_FILL = "#f2f2f2"
+_ERROR = {"color": "red", "fontcolor": "red", "penwidth": "2", "fillcolor": "#ffe6e6"}
+_UNCHECKED = {"color": "gray55", "fontcolor": "gray45", "fillcolor": "white"}
+
+
+class RenderError(Exception):
+    """The diagram cannot be rendered in the asked format (e.g. Graphviz is missing)."""
+
+
+def draw(graph: nx.DiGraph, level: Level = "block", expand: bool = False) -> graphviz.Digraph:
+    """The diagram of `graph` at `level`; `expand` draws every block instead of "×N" runs."""
+    if level == "stage":
+        return _stage_view(graph)
+    if level == "block":
+        return _block_view(graph, expand)
+    if level == "op":
+        return _op_view(graph)
+    raise ValueError(f"unknown level {level!r}; expected one of {', '.join(LEVELS)}")
+
+
+def render(diagram: graphviz.Digraph, fmt: str) -> bytes:
+    """The diagram as `fmt` (svg, png, pdf, dot); only dot needs no Graphviz install."""
+    if fmt == "dot":
+        return diagram.source.encode()
+    if fmt not in FORMATS:
+        raise RenderError(f"cannot draw {fmt!r} files; use one of {', '.join(FORMATS)}")
+    if shutil.which("dot") is None:
+        raise RenderError(INSTALL_HINT)
+    if fmt == "png":
+        diagram = diagram.copy()
+        diagram.attr(dpi=str(PNG_DPI))
+    try:
+        return diagram.pipe(format=fmt)
+    except graphviz.ExecutableNotFound:
+        raise RenderError(INSTALL_HINT) from None
+    except subprocess.CalledProcessError as error:
+        detail = (error.stderr or b"").decode(errors="replace").strip().splitlines()
+        raise RenderError(f"Graphviz failed to render the diagram: {detail[-1] if detail else error}") from None
+
+
+# --- labels ---------------------------------------------------------------------------------
+
+def shape_text(shape: Shape | None) -> str:
+    return "?" if shape is None else "×".join(str(d) for d in shape)
+
+
+def layer_text(op: str, args: Args | None) -> str:
+    """An op in the paper's words: "3×3 conv, 64, /2", "3×3 max pool, /2", "fc 1000"."""
+    if args is None:
+        return op
+    if op == "conv":
+        text = f"{_pair(args['kernel'])} conv, {args['out']}"
+        if args["groups"] > 1:
+            text += f", groups {args['groups']}"
+        if args["dilation"] != (1, 1):
+            text += f", dilation {_pair(args['dilation'])}"
+        return text + _stride_text(args["stride"])
+    if op in ("maxpool", "avgpool"):
+        name = "max pool" if op == "maxpool" else "avg pool"
+        if args["kernel"] is None:
+            return name
+        return f"{_pair(args['kernel'])} {name}{_stride_text(args['stride'])}"
+    if op == "linear":
+        return f"fc {args['out']}"
+    if op == "subsample":
+        return f"subsample /{args['stride']}"
+    if op == "pad_channels":
+        return f"zero-pad to {args['out']}"
+    if op == "batchnorm":
+        return "BN"
+    if op == "relu":
+        return "ReLU"
+    return " ".join([op, *_arg_words(op, args)])
+
+
+def op_text(op: str, args: Args | None) -> str:
+    """An op with its arguments as written in a spec, defaults left out: "conv 3x3, 64, stride 2"."""
+    if args is None:
+        return f"{op} (arguments not known)"
+    words = _arg_words(op, args)
+    return f"{op} {', '.join(words)}" if words else op
+
+
+def _arg_words(op: str, args: Args) -> list[str]:
+    spec = OPS.get(op)
+    if spec is None:
+        return [f"{k} {_value(v)}" for k, v in args.items()]
+    words = []
+    for param in spec.signature:
+        value = args.get(param.name)
+        if param.positional:
+            if value is not None:
+                words.append("x".join(map(str, value)) if param.name == "kernel" else _value(value))
+        elif value != _default(spec, args, param.name):
+            words.append(param.name if value is True else f"{param.name} {_value(value)}")
+    return words
+
+
+def _default(spec: Any, args: Args, name: str) -> Any:
+    """The value `name` would take if left out (defaults may depend on other arguments)."""
+    param = next(p for p in spec.signature if p.name == name)
+    if param.default is REQUIRED:
+        return None
+    trial = dict(args)
+    trial[name] = None if param.default is None else coerce(param.kind, param.default)
+    return spec.complete(trial)[name]
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, tuple):
+        return str(value[0]) if len(value) == 2 and value[0] == value[1] else "x".join(map(str, value))
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _pair(value: tuple[int, int]) -> str:
+    return f"{value[0]}×{value[1]}"
+
+
+def _stride_text(stride: tuple[int, int]) -> str:
+    if stride == (1, 1):
+        return ""
+    return f", /{stride[0]}" if stride[0] == stride[1] else f", /{_pair(stride)}"
+
+
+def _stride(args: Args | None) -> int:
+    value = (args or {}).get("stride") or 1
+    return max(value) if isinstance(value, tuple) else value
+
+
+def _wrap(message: str) -> str:
+    return "\n".join(textwrap.wrap(message, 44, break_on_hyphens=False))
+
+
+def _si(value: int, unit: str) -> str:
+    for prefix, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.3g}{prefix} {unit}"
+    return f"{value} {unit}"
+
+
+# --- structure --------------------------------------------------------------------------------
+
+@dataclass
+class _Unit:
+    """The nodes of the stem, the head, one block, or (at stage level) one stage."""
+
+    key: tuple[str, str, int | None]
+    nodes: list[str]
+
+    @property
+    def section(self) -> str:
+        return self.key[0]
+
+    @property
+    def stage(self) -> str:
+        return self.key[1]
+
+
+def _units(graph: nx.DiGraph, by_block: bool) -> list[_Unit]:
+    """The graph's nodes grouped by stage (and block), in the order they were built."""
+    units: dict[tuple[str, str, int | None], _Unit] = {}
+    for node, attrs in graph.nodes(data=True):
+        scope = attrs["scope"]
+        key = (scope.section, scope.stage, scope.block if by_block else None)
+        units.setdefault(key, _Unit(key, [])).nodes.append(node)
+    return list(units.values())
+
+
+def _shape(graph: nx.DiGraph, node: str) -> Shape | None:
+    attrs = graph.nodes[node]
+    if attrs["op"] == "output":
+        sources = inputs(graph, node)
+        return graph.nodes[sources[0]]["shape"] if sources else None
+    return attrs["shape"]
+
+
+def error_of(graph: nx.DiGraph, node: str) -> str | None:
+    """Why the node failed: its check's message, or a pointer to the diagnostics for a node the front
+    end could not build (bad arguments, unknown op or block) on an input of known shape."""
+    attrs = graph.nodes[node]
+    if attrs.get("error"):
+        return attrs["error"]
+    if attrs["args"] is None:
+        sources = inputs(graph, node)
+        if sources and graph.nodes[sources[0]]["shape"] is not None:
+            return "see the diagnostics"
+    return None
+
+
+def _placeholder(attrs: dict) -> bool:
+    return attrs["op"] == "identity" and attrs["args"] is None
+
+
+def _status(graph: nx.DiGraph, node: str) -> dict[str, str]:
+    """Red for a node that failed its check, grey for one whose shape could not be inferred."""
+    if error_of(graph, node):
+        return dict(_ERROR)
+    return dict(_UNCHECKED) if _shape(graph, node) is None else {}
+
+
+def _fills(graph: nx.DiGraph) -> dict[str, str]:
+    stages = graph.graph.get("stages", [])
+    return {name: _STAGE_FILLS[i % len(_STAGE_FILLS)] for i, name in enumerate(stages)}
+
+
+def _exit(graph: nx.DiGraph, unit: _Unit) -> str:
+    """The node whose output leaves the unit (its last main-branch node)."""
+    return [n for n in unit.nodes if graph.nodes[n]["scope"].branch == "main"][-1]
+
+
+def _digraph(graph: nx.DiGraph, level: str) -> graphviz.Digraph:
+    name = graph.graph.get("name", "network")
+    diagram = graphviz.Digraph(name=f"{name}_{level}", comment=f"resdsl viz --level {level}")
+    diagram.attr(rankdir="TB", fontname="Helvetica", fontsize="11", labelloc="t", label=name,
+                 ranksep="0.22", nodesep="0.35")
+    diagram.attr("node", shape="box", style="rounded,filled", fillcolor="white", fontname="Helvetica",
+                 fontsize="10", margin="0.12,0.04", height="0.3")
+    diagram.attr("edge", fontname="Helvetica", fontsize="9", arrowsize="0.6", fontcolor="gray30")
+    return diagram
+
+
+# --- stage level --------------------------------------------------------------------------------
+
+def _stage_view(graph: nx.DiGraph) -> graphviz.Digraph:
+    diagram = _digraph(graph, "stage")
+    rows = {row.name: row for row in count(graph).stages}
+    fills = _fills(graph)
+    units = _units(graph, by_block=False)
+    for unit in units:
+        attrs = _status_of_unit(graph, unit)
+        if unit.section == "io":
+            diagram.node(unit.stage, unit.stage, **({"shape": "ellipse", "style": "filled"} | attrs))
+            continue
+        lines = [unit.stage]
+        if unit.section == "stage":
+            lines += _stage_lines(graph, unit)
+        else:
+            lines += _repeats([layer_text(graph.nodes[n]["op"], graph.nodes[n]["args"]) for n in unit.nodes
+                               if graph.nodes[n]["op"] not in _QUIET])
+        row = rows.get(unit.stage)
+        if row is not None and row.params + row.macs:
+            lines.append(f"{_si(row.params, 'params')} · {_si(row.macs, 'MACs')}")
+        lines += [_wrap(f"{n}: {error_of(graph, n)}") for n in unit.nodes if error_of(graph, n)]
+        fill = fills.get(unit.stage, _PLAIN_FILL)
+        diagram.node(unit.stage, "\n".join(lines), **({"fillcolor": fill} | attrs))
+    for before, after in itertools.pairwise(units):
+        source = _exit(graph, before)
+        diagram.edge(before.stage, after.stage, label=f" {shape_text(_shape(graph, source))}")
+    return diagram
+
+
+def _status_of_unit(graph: nx.DiGraph, unit: _Unit) -> dict[str, str]:
+    if any(error_of(graph, n) for n in unit.nodes):
+        return dict(_ERROR)
+    return _status(graph, _exit(graph, unit))
+
+
+def _stage_lines(graph: nx.DiGraph, unit: _Unit) -> list[str]:
+    """Block type and shortcut, then Table 1's "[3×3, 64; 3×3, 64] ×3" from the stage's first block."""
+    scopes = [graph.nodes[n]["scope"] for n in unit.nodes]
+    blocks = sorted({s.block for s in scopes if s.block is not None})
+    first = [n for n, s in zip(unit.nodes, scopes, strict=True) if s.block == (blocks[0] if blocks else None)]
+    kinds = f"{scopes[0].block_type or 'layers'}, shortcut {scopes[0].shortcut or 'none'}"
+    convs = [graph.nodes[n]["args"] for n in first
+             if graph.nodes[n]["op"] == "conv" and graph.nodes[n]["scope"].branch == "main"]
+    widths = "; ".join(_conv_width(args) for args in convs if args is not None)
+    stride = max((_stride(graph.nodes[n]["args"]) for n in first), default=1)
+    table = f"[{widths}] ×{len(blocks)}" if widths else f"×{len(blocks)}"
+    return [kinds, table + (f", /{stride}" if stride > 1 else "")]
+
+
+def _conv_width(args: Args) -> str:
+    text = f"{_pair(args['kernel'])}, {args['out']}"
+    return text + (f", groups {args['groups']}" if args["groups"] > 1 else "")
+
+
+def _repeats(lines: list[str]) -> list[str]:
+    """Consecutive equal lines as one line with "×N"."""
+    out: list[str] = []
+    counts: list[int] = []
+    for line in lines:
+        if out and out[-1] == line:
+            counts[-1] += 1
+        else:
+            out.append(line)
+            counts.append(1)
+    return [line if n == 1 else f"{line} ×{n}" for line, n in zip(out, counts, strict=True)]
+
+
+# --- block level ---------------------------------------------------------------------------------
+
+@dataclass
+class _Run:
+    """Consecutive identical blocks of a stage, drawn once (or one block, or the stem/head)."""
+
+    unit: _Unit
+    members: list[_Unit]
+
+
+def _signature(graph: nx.DiGraph, unit: _Unit) -> tuple:
+    """What makes two blocks the same: their ops, arguments and shapes, branch by branch."""
+    def frozen(args: Args | None) -> tuple | None:
+        return None if args is None else tuple(sorted(args.items()))
+
+    return tuple((a["scope"].branch, a["op"], frozen(a["args"]), a["shape"], error_of(graph, n))
+                 for n, a in ((n, graph.nodes[n]) for n in unit.nodes))
+
+
+def _runs(graph: nx.DiGraph, units: list[_Unit], expand: bool) -> list[_Run]:
+    runs: list[_Run] = []
+    previous = None
+    for unit in units:
+        signature = (unit.stage, _signature(graph, unit)) if unit.key[2] is not None else None
+        if not expand and signature is not None and signature == previous:
+            runs[-1].members.append(unit)
+        else:
+            runs.append(_Run(unit, [unit]))
+        previous = signature
+    return runs
+
+
+class _BlockView:
+    """Figure 3's look: the residual branch's layers in a column, its shortcut beside it."""
+
+    def __init__(self, graph: nx.DiGraph, expand: bool) -> None:
+        self.graph = graph
+        self.runs = _runs(graph, _units(graph, by_block=True), expand)
+        self.alias: dict[str, str] = {}  # node of a collapsed block -> same node of the run's first block
+        self.unit_of: dict[str, tuple] = {}
+        self.boxes: dict[str, str] = {}  # shortcut node -> the box drawn for its whole chain
+        for run in self.runs:
+            for member in run.members:
+                for node, same in zip(member.nodes, run.unit.nodes, strict=True):
+                    self.alias[node] = same
+            for node in run.unit.nodes:
+                self.unit_of[node] = run.unit.key
+
+    def visible(self, node: str) -> bool:
+        """Main-branch layers the paper draws, and any node that failed; shortcuts are drawn by their add."""
+        attrs = self.graph.nodes[node]
+        if attrs["scope"].branch == "shortcut":
+            return False
+        return attrs["op"] not in _QUIET or error_of(self.graph, node) is not None
+
+    def drawn(self, node: str) -> str | None:
+        """The drawn node that carries `node`'s output (hidden ops pass their input through)."""
+        while True:
+            node = self.alias.get(node, node)
+            if node in self.boxes:
+                return self.boxes[node]
+            if self.visible(node):
+                return node
+            sources = inputs(self.graph, node)
+            if not sources:
+                return None
+            node = sources[0]
+
+    def shortcut(self, add: str, source: str) -> tuple[list[str], str]:
+        """The shortcut-branch nodes feeding `add` (in order), and the node the shortcut starts from."""
+        chain: list[str] = []
+        block = self.unit_of[add]
+        while self.graph.nodes[source]["scope"].branch == "shortcut" and self.unit_of.get(source) == block:
+            chain.insert(0, source)
+            source = inputs(self.graph, source)[0]
+        return chain, source
+
+    def build(self) -> graphviz.Digraph:
+        graph = self.graph
+        diagram = _digraph(graph, "block")
+        diagram.attr(splines="spline")
+        fills = _fills(graph)
+        for run in self.runs:
+            fill = fills.get(run.unit.stage, _PLAIN_FILL)
+            if len(run.members) > 1:
+                first, last = run.members[0].key[2], run.members[-1].key[2]
+                name = f"cluster_{run.unit.stage}.{first}"
+                with diagram.subgraph(name=name) as cluster:
+                    cluster.attr(label=f"×{len(run.members)}", labeljust="r", labelloc="t", style="dashed,rounded",
+                                 color="gray40", fontsize="12", tooltip=f"{run.unit.stage} blocks {first}–{last}")
+                    self._draw_unit(cluster, run.unit, fill)
+            else:
+                self._draw_unit(diagram, run.unit, fill)
+        self._edges(diagram)
+        return diagram
+
+    def _draw_unit(self, diagram: graphviz.Digraph, unit: _Unit, fill: str) -> None:
+        graph = self.graph
+        for node in unit.nodes:
+            attrs = graph.nodes[node]
+            if attrs["op"] == "add" and attrs["scope"].branch == "main":
+                self._draw_add(diagram, node, fill)
+            elif attrs["op"] == "input":
+                diagram.node(node, f"input\n{shape_text(attrs['shape'])}", shape="ellipse", style="filled")
+            elif self.visible(node):
+                label = "not built" if _placeholder(attrs) else layer_text(attrs["op"], attrs["args"])
+                if error_of(graph, node):
+                    label += "\n" + _wrap(error_of(graph, node))
+                diagram.node(node, label, width="1.7", **({"fillcolor": fill} | _status(graph, node)))
+
+    def _draw_add(self, diagram: graphviz.Digraph, add: str, fill: str) -> None:
+        """The paper's ⊕, with a projection shortcut's box beside it; a failed add is a red box."""
+        graph = self.graph
+        sources = inputs(graph, add)
+        if len(sources) == 2:
+            chain, _ = self.shortcut(add, sources[1])
+            if self._boxed(chain):
+                self._draw_box(diagram, chain, fill)
+        error = error_of(graph, add)
+        if error:
+            diagram.node(add, f"add\n{_wrap(error)}", **_status(graph, add))
+            return
+        circle = {"shape": "circle", "style": "filled", "fillcolor": "white", "width": "0.22", "height": "0.22",
+                  "fixedsize": "true", "fontsize": "11"}
+        diagram.node(add, "+", **(circle | _status(graph, add)))
+
+    def _boxed(self, chain: list[str]) -> bool:
+        return any(self.graph.nodes[n]["op"] in _WEIGHTED or error_of(self.graph, n) for n in chain)
+
+    def _draw_box(self, diagram: graphviz.Digraph, chain: list[str], fill: str) -> None:
+        """A projection shortcut (options B, C, D) as one labelled box beside the residual branch."""
+        graph = self.graph
+        lines = [layer_text(graph.nodes[n]["op"], graph.nodes[n]["args"]) for n in chain
+                 if graph.nodes[n]["op"] not in _QUIET]
+        lines += [_wrap(error_of(graph, n)) for n in chain if error_of(graph, n)]
+        box = chain[-1]
+        weighted = any(graph.nodes[n]["op"] in _WEIGHTED for n in chain)
+        status = next((_status(graph, n) for n in chain if error_of(graph, n)), _status(graph, box))
+        diagram.node(box, "\n".join(lines), style="filled", fontsize="9", tooltip="projection shortcut",
+                     **({"fillcolor": fill, "class": "projection" if weighted else "shortcut"} | status))
+        for node in chain:
+            self.boxes[node] = box
+
+    def _edges(self, diagram: graphviz.Digraph) -> None:
+        graph = self.graph
+        labelled = graph.graph.get("input_shape")
+        for run in self.runs:
+            for node in run.unit.nodes:
+                if not self.visible(node):
+                    continue
+                sources = inputs(graph, node)
+                for index, source in enumerate(sources):
+                    if graph.nodes[node]["op"] == "add" and index == 1:
+                        self._shortcut_edge(diagram, node, source)
+                        continue
+                    start = self.drawn(source)
+                    if start is None:
+                        continue
+                    attrs: dict[str, str] = {"weight": "8"}
+                    shape = _shape(graph, source)
+                    if self.unit_of.get(start) != self.unit_of[node] and shape != labelled:
+                        attrs["label"] = f" {shape_text(shape)}"
+                        labelled = shape
+                    diagram.edge(start, node, **attrs)
+
+    def _shortcut_edge(self, diagram: graphviz.Digraph, add: str, source: str) -> None:
+        """Solid for identity, dashed for a parameter-free shortcut (option A), through the box otherwise."""
+        chain, root = self.shortcut(add, source)
+        start = self.drawn(root)
+        if start is None:
+            return
+        if not chain:
+            diagram.edge(start, add, weight="1", **{"class": "shortcut identity"})
+        elif chain[-1] in self.boxes:
+            box = self.boxes[chain[-1]]
+            diagram.edge(start, box, weight="1", **{"class": "shortcut"})
+            diagram.edge(box, add, weight="1", **{"class": "shortcut"})
+        else:
+            tip = ", ".join(layer_text(self.graph.nodes[n]["op"], self.graph.nodes[n]["args"]) for n in chain)
+            diagram.edge(start, add, style="dashed", weight="1", tooltip=tip,
+                         **{"class": "shortcut parameter-free"})
+
+
+def _block_view(graph: nx.DiGraph, expand: bool) -> graphviz.Digraph:
+    return _BlockView(graph, expand).build()
+
+
+# --- op level ---------------------------------------------------------------------------------------
+
+def _op_view(graph: nx.DiGraph) -> graphviz.Digraph:
+    diagram = _digraph(graph, "op")
+    diagram.attr(ranksep="0.15", nodesep="0.25")
+    fills = _fills(graph)
+    for stage, blocks in _nested(graph):
+        if stage is None:
+            for unit in blocks:
+                _op_nodes(diagram, graph, unit.nodes, "white")
+            continue
+        fill = fills.get(stage.stage, _PLAIN_FILL)
+        with diagram.subgraph(name=f"cluster_{stage.stage}") as outer:
+            outer.attr(label=stage.stage, labeljust="l", style="rounded", color="gray50")
+            for unit in blocks:
+                if unit.key[2] is None:
+                    _op_nodes(outer, graph, unit.nodes, fill)
+                    continue
+                with outer.subgraph(name=f"cluster_{unit.stage}.{unit.key[2]}") as inner:
+                    block_type = graph.nodes[unit.nodes[0]]["scope"].block_type
+                    inner.attr(label=f"{unit.stage}.{unit.key[2]} ({block_type})", style="dashed,rounded",
+                               color="gray60")
+                    _op_nodes(inner, graph, unit.nodes, fill)
+    for source, target, data in graph.edges(data=True):
+        attrs = {"class": "shortcut"} if graph.nodes[target]["op"] == "add" and data["index"] == 1 else {}
+        diagram.edge(source, target, **attrs)
+    return diagram
+
+
+def _nested(graph: nx.DiGraph) -> Iterator[tuple[_Unit | None, list[_Unit]]]:
+    """Blocks grouped by stage; io nodes on their own (no cluster)."""
+    blocks = _units(graph, by_block=True)
+    for stage in _units(graph, by_block=False):
+        members = [u for u in blocks if u.key[:2] == stage.key[:2]]
+        yield (None if stage.section == "io" else stage), members
+
+
+def _op_nodes(diagram: graphviz.Digraph, graph: nx.DiGraph, nodes: list[str], fill: str) -> None:
+    for node in nodes:
+        attrs = graph.nodes[node]
+        text = op_text(attrs["op"], attrs["args"])
+        lines = [node] + ([text] if text != node and attrs["op"] not in ("input", "output") else [])
+        lines.append(shape_text(_shape(graph, node)))
+        if error_of(graph, node):
+            lines.append(_wrap(error_of(graph, node)))
+        shade = "white" if attrs["scope"].branch == "shortcut" else fill
+        diagram.node(node, "\n".join(lines), **({"fillcolor": shade} | _status(graph, node)))

@@ -1,0 +1,298 @@
+"""`resdsl viz`: real SVG from Graphviz, parsed as XML and checked against the paper's figures and tables."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from resdsl.cli.app import app
+from resdsl.network import lower_unchecked
+from resdsl.viz import draw, render
+
+SPECS = Path(__file__).resolve().parent.parent / "specs"
+SVG = "{http://www.w3.org/2000/svg}"
+
+# Option A at a stage that narrows 32 -> 16 channels: zero-padding cannot shrink channels.
+SHRINKING = """network shrink {
+  input 3x32x32
+  stem { conv1: conv 3x3, 32; bn1: batchnorm; relu }
+  stages (block: basic, shortcut: A) {
+    layer1: 2 x 32
+    layer2: 2 x 16, stride 2
+    layer3: 2 x 64, stride 2
+  }
+  head { avgpool; fc: linear 10 }
+}
+"""
+
+# 30 channels cannot be split into 4 groups.
+BAD_GROUPS = """network groups {
+  input 3x32x32
+  stem { conv1: conv 3x3, 30 }
+  head { mix: conv 3x3, 64, groups 4; avgpool; fc: linear 10 }
+}
+"""
+
+
+def svg(spec: str | Path, level: str, expand: bool = False, **params) -> ET.Element:
+    graph, _ = lower_unchecked(spec, **params)
+    return ET.fromstring(render(draw(graph, level, expand), "svg"))
+
+
+def groups(root: ET.Element, kind: str) -> dict[str, ET.Element]:
+    """The SVG groups of Graphviz nodes, edges or clusters, by their <title>."""
+    return {g.find(f"{SVG}title").text: g for g in root.iter(f"{SVG}g")
+            if kind in g.get("class", "").split()}
+
+
+def text(group: ET.Element) -> str:
+    return " ".join((t.text or "").strip() for t in group.iter(f"{SVG}text"))
+
+
+def classes(group: ET.Element) -> set[str]:
+    return set(group.get("class", "").split())
+
+
+def outline(group: ET.Element) -> ET.Element:
+    """The first shape Graphviz drew for a node or edge (tooltips nest it in an <a>)."""
+    return next(e for e in group.iter() if e.tag in (f"{SVG}polygon", f"{SVG}path", f"{SVG}ellipse"))
+
+
+def dashed(edge: ET.Element) -> bool:
+    return outline(edge).get("stroke-dasharray") is not None
+
+
+def stroke(node: ET.Element) -> str:
+    return outline(node).get("stroke")
+
+
+def labels(root: ET.Element) -> list[str]:
+    return [text(node) for node in groups(root, "node").values()]
+
+
+def run(*args: str | Path):
+    return CliRunner().invoke(app, ["viz", *map(str, args)])
+
+
+# --- block level: the paper's Figure 3 ------------------------------------------------------------
+
+def test_block_view_labels_layers_as_figure_3_does():
+    found = labels(svg(SPECS / "resnet34.res", "block"))
+    for label in ("7×7 conv, 64, /2", "3×3 max pool, /2", "3×3 conv, 64", "3×3 conv, 128, /2",
+                  "3×3 conv, 256, /2", "3×3 conv, 512, /2", "3×3 conv, 512", "avg pool", "fc 1000"):
+        assert label in found
+
+
+def test_block_view_collapses_identical_blocks_to_times_n():
+    # Table 1, ResNet-34: 3, 4, 6, 3 blocks; the first block of layers 2-4 differs (stride 2).
+    root = svg(SPECS / "resnet34.res", "block")
+    assert sorted(text(c) for c in groups(root, "cluster").values()) == ["×2", "×3", "×3", "×5"]
+    assert labels(root).count("3×3 conv, 128") == 3  # layer2.0's second conv and the ×3 block's two
+    assert labels(root).count("3×3 conv, 128, /2") == 1
+
+
+def test_expand_draws_every_layer_of_the_34_layer_net():
+    root = svg(SPECS / "resnet34.res", "block", expand=True)
+    convs = [label for label in labels(root) if "conv" in label]
+    assert len(convs) == 33  # 34 weighted layers = 33 convs + fc
+    assert labels(root).count("+") == 16
+    assert not groups(root, "cluster")
+
+
+def test_identity_shortcuts_are_solid_and_option_a_dashed():
+    edges = groups(svg(SPECS / "resnet34.res", "block", expand=True), "edge")
+    shortcuts = [e for e in edges.values() if "shortcut" in classes(e)]
+    assert sum(dashed(e) for e in shortcuts) == 3  # conv3_1, conv4_1, conv5_1 increase dimensions
+    assert sum(not dashed(e) for e in shortcuts) == 13
+
+
+def test_option_a_dashed_shortcut_ends_at_the_stride_2_block():
+    edges = groups(svg(SPECS / "resnet34.res", "block"), "edge")
+    dashed_ends = sorted(title.split("->")[1] for title, e in edges.items() if dashed(e))
+    assert dashed_ends == ["layer2.0.add", "layer3.0.add", "layer4.0.add"]
+
+
+def test_projection_shortcuts_are_labelled_boxes():
+    # ResNet-50 with option B: a 1x1 projection where the width changes (all four stages' first blocks).
+    root = svg(SPECS / "resnet50.res", "block")
+    boxes = [n for n in groups(root, "node").values() if "projection" in classes(n)]
+    assert sorted(text(b) for b in boxes) == ["1×1 conv, 1024, /2", "1×1 conv, 2048, /2", "1×1 conv, 256",
+                                              "1×1 conv, 512, /2"]
+    assert all(outline(b).tag == f"{SVG}polygon" for b in boxes)  # a box, not the rounded layer shape
+    assert not any(dashed(e) for e in groups(root, "edge").values())
+
+
+def test_option_c_projects_every_shortcut():
+    root = svg(SPECS / "resnet34c.res", "block", expand=True)
+    boxes = [n for n in groups(root, "node").values() if "projection" in classes(n)]
+    assert len(boxes) == 16
+
+
+def test_plain_net_has_no_shortcuts():
+    root = svg(SPECS / "plain34.res", "block", expand=True)
+    assert "+" not in labels(root)
+    assert not [e for e in groups(root, "edge").values() if "shortcut" in classes(e)]
+    assert len([label for label in labels(root) if "conv" in label]) == 33
+
+
+def test_block_view_collapses_the_1202_layer_net_to_one_block_per_run():
+    # ResNet-1202 (Table 6): n = 200 blocks per stage; layer2 and layer3 start with a stride-2 block.
+    root = svg(SPECS / "cifar1202.res", "block")
+    assert sorted(text(c) for c in groups(root, "cluster").values()) == ["×199", "×199", "×200"]
+
+
+def test_block_view_puts_shapes_on_the_edges_where_they_change():
+    edges = groups(svg(SPECS / "cifar20.res", "block"), "edge")
+    assert sorted(text(e) for e in edges.values() if text(e)) == ["16×32×32", "32×16×16", "64×8×8"]
+
+
+# --- stage level: Table 1 as a chain ---------------------------------------------------------------
+
+def test_stage_view_is_table_1_as_a_chain():
+    root = svg(SPECS / "resnet50.res", "stage")
+    nodes = groups(root, "node")
+    assert list(nodes) == ["input", "stem", "layer1", "layer2", "layer3", "layer4", "head", "output"]
+    assert "[1×1, 64; 3×3, 64; 1×1, 256] ×3" in text(nodes["layer1"])
+    assert "[1×1, 128; 3×3, 128; 1×1, 512] ×4, /2" in text(nodes["layer2"])
+    assert "[1×1, 512; 3×3, 512; 1×1, 2048] ×3, /2" in text(nodes["layer4"])
+    assert "bottleneck, shortcut B" in text(nodes["layer3"])
+    assert "7×7 conv, 64, /2" in text(nodes["stem"])
+
+
+def test_stage_view_edges_carry_table_1_output_sizes():
+    edges = groups(svg(SPECS / "resnet50.res", "stage"), "edge")
+    assert {title: text(e) for title, e in edges.items()} == {
+        "input->stem": "3×224×224", "stem->layer1": "64×56×56", "layer1->layer2": "256×56×56",
+        "layer2->layer3": "512×28×28", "layer3->layer4": "1024×14×14", "layer4->head": "2048×7×7",
+        "head->output": "1000"}
+
+
+def test_stage_view_follows_set_params():
+    nodes = groups(svg(SPECS / "cifar_resnet.res", "stage", n=5), "node")
+    assert "[3×3, 32; 3×3, 32] ×5, /2" in text(nodes["layer2"])
+
+
+# --- op level: every IR node ---------------------------------------------------------------------------
+
+def test_op_view_draws_every_op_with_args_and_shape():
+    nodes = groups(svg(SPECS / "cifar20.res", "op"), "node")
+    assert text(nodes["layer2.0.conv1"]) == "layer2.0.conv1 conv 3x3, 32, stride 2 32×16×16"
+    assert text(nodes["layer2.0.downsample.pad_channels"]).endswith("pad_channels 32 32×16×16")
+    assert len([n for n in nodes if n.endswith(("conv1", "conv2"))]) == 19  # 6n convs with n = 3, and the stem's
+    assert "fc" in nodes and "input" in nodes
+
+
+def test_op_view_clusters_by_stage_and_block():
+    clusters = groups(svg(SPECS / "cifar20.res", "op"), "cluster")
+    assert {"cluster_stem", "cluster_layer1", "cluster_layer3", "cluster_head"} <= set(clusters)
+    assert text(clusters["cluster_layer2.1"]) == "layer2.1 (basic)"
+    assert len([name for name in clusters if name.count(".") == 1]) == 9  # 3 stages x n = 3 blocks
+
+
+# --- a spec that fails its checks is still drawn ---------------------------------------------------------
+
+@pytest.mark.parametrize("level", ["stage", "block", "op"])
+def test_failing_node_is_red_with_its_diagnostic(level):
+    nodes = groups(svg(SHRINKING, level), "node")
+    red = [n for n in nodes.values() if stroke(n) == "red"]
+    assert len(red) == 1
+    assert "zero-padding cannot shrink 32 channels to 16" in " ".join(text(red[0]).split())
+
+
+def test_nodes_downstream_of_a_failure_are_grey():
+    nodes = groups(svg(SHRINKING, "op"), "node")
+    assert stroke(nodes["fc"]) != "black"
+    assert text(nodes["fc"]).endswith("?")
+    assert stroke(nodes["layer1.0.conv1"]) == "black"
+
+
+def test_groups_that_do_not_divide_mark_the_conv():
+    nodes = groups(svg(BAD_GROUPS, "op"), "node")
+    assert stroke(nodes["mix"]) == "red"
+    assert "groups 4 does not divide the 30 input channels" in " ".join(text(nodes["mix"]).split())
+
+
+def test_an_op_that_cannot_be_built_is_red_where_it_is_written():
+    spec = "network z {\n  input 3x32x32\n  stem { conv 3x3, 8; bogus 3 }\n  head { avgpool; fc: linear 10 }\n}\n"
+    nodes = groups(svg(spec, "block"), "node")
+    red = [text(n) for n in nodes.values() if stroke(n) == "red"]
+    assert red == ["not built see the diagnostics"]
+    assert stroke(nodes["fc"]) != "black"
+
+
+# --- the command ------------------------------------------------------------------------------------------
+
+def test_cli_writes_svg(tmp_path):
+    out = tmp_path / "r.svg"
+    result = run(SPECS / "resnet18.res", "-o", out)
+    assert result.exit_code == 0
+    assert ET.parse(out).getroot().tag == f"{SVG}svg"
+
+
+def test_cli_writes_png_and_pdf(tmp_path):
+    run(SPECS / "cifar20.res", "-o", tmp_path / "a.png", "--level", "stage")
+    run(SPECS / "cifar20.res", "-o", tmp_path / "a.pdf", "--level", "stage")
+    assert (tmp_path / "a.png").read_bytes().startswith(b"\x89PNG")
+    assert (tmp_path / "a.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_cli_draws_a_failing_spec_and_exits_1(tmp_path):
+    spec = tmp_path / "shrink.res"
+    spec.write_text(SHRINKING)
+    out = tmp_path / "shrink.svg"
+    result = run(spec, "-o", out)
+    assert result.exit_code == 1
+    assert f"{spec}:6:5: error:" in result.stderr
+    assert out.exists()
+
+
+def test_cli_spec_that_does_not_parse_writes_nothing(tmp_path):
+    spec = tmp_path / "bad.res"
+    spec.write_text("network bad {\n  input 3x32x32\n  stem { conv 3x3, }\n}\n")
+    result = run(spec, "-o", tmp_path / "bad.svg")
+    assert result.exit_code == 1
+    assert f"{spec}:3:" in result.stderr
+    assert not list(tmp_path.glob("*.svg*")) and not list(tmp_path.glob(".bad.svg*"))
+
+
+def test_cli_unknown_extension_is_a_usage_error(tmp_path):
+    result = run(SPECS / "resnet18.res", "-o", tmp_path / "r.jpeg")
+    assert result.exit_code == 2
+    assert "error: " in result.stderr and ".svg, .png, .pdf or .dot" in result.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_cli_unknown_level_is_a_usage_error(tmp_path):
+    assert run(SPECS / "resnet18.res", "-o", tmp_path / "r.svg", "--level", "layer").exit_code == 2
+
+
+def test_cli_bad_set_is_a_usage_error(tmp_path):
+    assert run(SPECS / "cifar_resnet.res", "-o", tmp_path / "r.svg", "--set", "n").exit_code == 2
+
+
+def test_dot_output_needs_no_graphviz(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    out = tmp_path / "r.dot"
+    result = run(SPECS / "resnet34.res", "-o", out)
+    assert result.exit_code == 0
+    source = out.read_text()
+    assert source.startswith("// resdsl viz --level block") and "digraph resnet34_block {" in source
+
+
+def test_rendering_without_graphviz_says_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    result = run(SPECS / "resnet34.res", "-o", tmp_path / "r.svg")
+    assert result.exit_code == 1
+    assert "apt-get install graphviz" in result.stderr and "brew install graphviz" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not list(tmp_path.glob("*.svg*")) and not list(tmp_path.glob(".r.svg*"))
+
+
+def test_cli_output_that_cannot_be_written_is_one_sentence(tmp_path):
+    (tmp_path / "taken.svg").mkdir()
+    result = run(SPECS / "resnet18.res", "-o", tmp_path / "taken.svg")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: cannot write") and len(result.stderr.splitlines()) == 1
