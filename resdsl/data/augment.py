@@ -1,0 +1,121 @@
+"""Batched augmentation on uint8 image tensors, on the batch's device: the paper's CIFAR and ImageNet recipes."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+class Augment:
+    """Scale to [0, 1], subtract the mean (and divide by std), then random pad+crop or rescale+crop, and flip.
+
+    The mean is subtracted before padding, so padded pixels are zero after normalisation.
+    With `scale=(lo, hi)` (the paper's ImageNet recipe) each image's shorter side is resized
+    to a random integer in [lo, hi] before the `crop`; evaluation resizes it to lo.
+    """
+
+    def __init__(
+        self,
+        *,
+        pad: int = 0,
+        crop: int | None = None,
+        flip: bool = False,
+        mean: torch.Tensor | None = None,
+        std: torch.Tensor | None = None,
+        scale: tuple[int, int] | None = None,
+    ) -> None:
+        if pad < 0 or (crop is not None and crop < 1):
+            raise ValueError(f"pad must be >= 0 and crop >= 1, not pad={pad}, crop={crop}")
+        if scale is not None and (crop is None or not crop <= scale[0] <= scale[1]):
+            raise ValueError(f"scale {scale} needs a crop no larger than its lower bound")
+        self.pad, self.crop, self.flip, self.scale = pad, crop, flip, scale
+        self.mean = None if mean is None else mean.float()
+        self.std = None if std is None else std.float()
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Random training views: float32 N x C x crop x crop (crop defaults to the image size)."""
+        x = self.normalize(images)
+        draw = _Draw(len(x), x.device, generator)
+        flips = draw.uniform() < 0.5 if self.flip else torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        if self.scale is not None:
+            return self._rescale_crop(x, flips, draw)
+        return self._pad_crop(x, flips, draw)
+
+    def eval(self, images: torch.Tensor) -> torch.Tensor:
+        """The deterministic view: normalised, resized to the lower scale bound if any, centre-cropped."""
+        x = self.normalize(images)
+        if self.scale is not None:
+            height, width = x.shape[-2:]
+            factor = self.scale[0] / min(height, width)
+            size = (max(self.scale[0], round(height * factor)), max(self.scale[0], round(width * factor)))
+            x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+        crop_h, crop_w = self._crop_size(x)
+        top, left = (x.shape[-2] - crop_h) // 2, (x.shape[-1] - crop_w) // 2
+        return x[..., top:top + crop_h, left:left + crop_w]
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 -> float32 in [0, 1], minus the mean, divided by std."""
+        x = images.to(torch.float32) / 255
+        if self.mean is not None:
+            x -= _like(self.mean, x, "mean")
+        if self.std is not None:
+            x /= _like(self.std, x, "std")
+        return x
+
+    def _crop_size(self, x: torch.Tensor) -> tuple[int, int]:
+        return (self.crop, self.crop) if self.crop is not None else tuple(x.shape[-2:])
+
+    def _pad_crop(self, x: torch.Tensor, flips: torch.Tensor, draw: _Draw) -> torch.Tensor:
+        n, channels = x.shape[:2]
+        crop_h, crop_w = self._crop_size(x)
+        if self.pad:
+            x = F.pad(x, (self.pad,) * 4)
+        height, width = x.shape[-2:]
+        if crop_h > height or crop_w > width:
+            raise ValueError(f"crop {crop_h}x{crop_w} is larger than the padded {height}x{width} images")
+        top, left = draw.integers(height - crop_h + 1), draw.integers(width - crop_w + 1)
+        ys, xs = torch.arange(crop_h, device=x.device), torch.arange(crop_w, device=x.device)
+        rows = top[:, None] + ys
+        cols = left[:, None] + torch.where(flips[:, None], crop_w - 1 - xs, xs)
+        batch = torch.arange(n, device=x.device)[:, None, None, None]
+        channel = torch.arange(channels, device=x.device)[None, :, None, None]
+        return x[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
+
+    def _rescale_crop(self, x: torch.Tensor, flips: torch.Tensor, draw: _Draw) -> torch.Tensor:
+        n, channels, height, width = x.shape
+        low, high = self.scale
+        side = low + draw.integers(high - low + 1).float()
+        window = self.crop * min(height, width) / side  # the crop's side in input pixels
+        left, top = draw.uniform() * (width - window), draw.uniform() * (height - window)
+        # affine_grid maps output [-1, 1] onto the window's edges in the input's [-1, 1] (align_corners=False)
+        theta = torch.zeros(n, 2, 3, device=x.device)
+        theta[:, 0, 0] = torch.where(flips, -window / width, window / width)
+        theta[:, 0, 2] = (2 * left + window) / width - 1
+        theta[:, 1, 1] = window / height
+        theta[:, 1, 2] = (2 * top + window) / height - 1
+        grid = F.affine_grid(theta, [n, channels, self.crop, self.crop], align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+class _Draw:
+    """Per-image random numbers from `generator` (on its own device), moved to the batch's device."""
+
+    def __init__(self, n: int, device: torch.device, generator: torch.Generator | None) -> None:
+        self.n, self.device, self.generator = n, device, generator
+        self.source = generator.device if generator is not None else device
+
+    def uniform(self) -> torch.Tensor:
+        return torch.rand(self.n, generator=self.generator, device=self.source).to(self.device)
+
+    def integers(self, high: int) -> torch.Tensor:
+        return torch.randint(high, (self.n,), generator=self.generator, device=self.source).to(self.device)
+
+
+def _like(stat: torch.Tensor, x: torch.Tensor, name: str) -> torch.Tensor:
+    """`stat` (C, or C x H x W) on x's device, shaped to broadcast over the batch."""
+    stat = stat.to(x.device)
+    if stat.dim() == 1 and stat.numel() == x.shape[1]:
+        return stat.view(-1, 1, 1)
+    if tuple(stat.shape) != tuple(x.shape[1:]):
+        raise ValueError(f"{name} of shape {tuple(stat.shape)} does not fit images of shape {tuple(x.shape[1:])}")
+    return stat

@@ -1,0 +1,80 @@
+"""`Dataset` (a whole split as tensors), `load_dataset`, the train/val `split` and the per-pixel mean."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from resdsl.data.formats import read_cifar_batch, read_idx_pair
+from resdsl.data.images import ImageFiles, list_folder
+from resdsl.data.locate import DataError, check_name, holding_dir
+
+CLASSES = {"cifar10": 10, "cifar100": 100, "fashion-mnist": 10, "mnist": 10}
+MEAN_SAMPLE = 2000  # image-folder images averaged for the pixel mean
+
+
+@dataclass
+class Dataset:
+    """One split: uint8 images N x C x H x W (an `ImageFiles` for image folders) and int64 labels."""
+
+    images: torch.Tensor | ImageFiles
+    labels: torch.Tensor
+    classes: int
+    name: str
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """C, H, W of one image."""
+        return tuple(self.images.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, indices: torch.Tensor) -> Dataset:
+        """The images at `indices`, in that order."""
+        return replace(self, images=self.images[indices], labels=self.labels[indices])
+
+
+def load_dataset(dataset: str, root: Path, train: bool) -> Dataset:
+    """The train or test split of `dataset` from `root` (a directory `find_data` returned); DataError if malformed."""
+    check_name(dataset)
+    root = holding_dir(dataset, Path(root)) or Path(root)
+    if dataset == "cifar10":
+        names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
+        parts = [read_cifar_batch(root / name, b"labels", 10) for name in names]
+        images, labels = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    elif dataset == "cifar100":
+        images, labels = read_cifar_batch(root / ("train" if train else "test"), b"fine_labels", 100)
+    elif dataset in ("fashion-mnist", "mnist"):
+        prefix = "train" if train else "t10k"
+        images, labels = read_idx_pair(root / f"{prefix}-images-idx3-ubyte", root / f"{prefix}-labels-idx1-ubyte", 10)
+    else:
+        paths, targets, classes = list_folder(root / "train")
+        if not train:
+            paths, targets, _ = list_folder(root / "val", classes)
+        return Dataset(ImageFiles(paths), torch.tensor(targets, dtype=torch.int64), len(classes), dataset)
+    return Dataset(images, labels, CLASSES[dataset], dataset)
+
+
+def split(dataset: Dataset, val: int, seed: int = 0) -> tuple[Dataset, Dataset]:
+    """A deterministic random train/val split holding out `val` images (the paper: 45k/5k), each kept in file order."""
+    if not 0 <= val < len(dataset):
+        raise DataError(f"cannot hold out {val} validation images from the {len(dataset)} of {dataset.name}")
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
+    return dataset.subset(order[val:].sort().values), dataset.subset(order[:val].sort().values)
+
+
+def pixel_mean(dataset: Dataset) -> torch.Tensor:
+    """The per-pixel mean image, C x H x W float32 in [0, 1] units (image folders: over a fixed sample)."""
+    images = dataset.images
+    if isinstance(images, ImageFiles):
+        step = -(-len(images) // MEAN_SAMPLE)
+        images = images[slice(0, None, step)]
+    total = torch.zeros(dataset.shape, dtype=torch.float64)
+    for start in range(0, len(images), 1000):
+        chunk = images[start:start + 1000]
+        chunk = chunk.decode() if isinstance(chunk, ImageFiles) else chunk
+        total += chunk.to(torch.float64).sum(0)
+    return (total / (255 * max(1, len(images)))).float()

@@ -1,0 +1,92 @@
+"""Readers for the on-disk formats: CIFAR python pickle batches and idx files (gzipped or not)."""
+
+from __future__ import annotations
+
+import gzip
+import math
+import pickle
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from resdsl.data.locate import DataError
+
+# The only globals a CIFAR batch needs: numpy arrays (and, in protocol 2 pickles written by
+# Python 3, `_codecs.encode` for their bytes). Anything else in the pickle is refused.
+PICKLE_GLOBALS = {
+    ("_codecs", "encode"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+}
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed")
+        return super().find_class(module, name)
+
+
+def read_cifar_batch(path: Path, label_key: bytes, classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (uint8 N x 3 x 32 x 32) and labels (int64 N) of one CIFAR python batch file."""
+    if not path.is_file():
+        raise DataError(f"{path} is missing; the CIFAR batch directory must hold all of its batch files")
+    try:
+        with path.open("rb") as handle:
+            batch = _ArrayUnpickler(handle, encoding="bytes").load()
+    except Exception as error:
+        raise DataError(f"{path} is not a readable CIFAR batch ({error or type(error).__name__})") from None
+    if not isinstance(batch, dict) or b"data" not in batch or label_key not in batch:
+        raise DataError(f"{path} is not a CIFAR batch: it lacks the keys b'data' and {label_key!r}")
+    data, labels = batch[b"data"], batch[label_key]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise DataError(f"{path} is not a CIFAR batch: b'data' must be a uint8 array of N rows of 3072 bytes")
+    try:
+        labels = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+    except (TypeError, ValueError):
+        labels = None
+    if labels is None or labels.shape != (len(data),) or ((labels < 0) | (labels >= classes)).any():
+        raise DataError(f"{path} is not a CIFAR batch: it needs one label in 0..{classes - 1} per image")
+    images = torch.from_numpy(np.ascontiguousarray(data)).reshape(-1, 3, 32, 32)
+    return images, labels
+
+
+def read_idx(path: Path, ndim: int) -> torch.Tensor:
+    """The uint8 array stored in an idx file (`path`, or `path`.gz), which must have `ndim` dimensions."""
+    if path.is_file():
+        raw, name = path.read_bytes(), path
+    elif path.with_name(path.name + ".gz").is_file():
+        name = path.with_name(path.name + ".gz")
+        try:
+            raw = gzip.decompress(name.read_bytes())
+        except (OSError, EOFError, zlib.error) as error:
+            raise DataError(f"{name} is not a readable gzip file ({error})") from None
+    else:
+        raise DataError(f"{path} (or {path.name}.gz) is missing; the idx directory must hold all four idx files")
+    header = 4 + 4 * ndim
+    if len(raw) < header or raw[:3] != b"\x00\x00\x08" or raw[3] != ndim:
+        raise DataError(f"{name} is not an idx file of unsigned bytes with {ndim} dimension(s)")
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    if len(raw) - header != math.prod(dims):
+        raise DataError(f"{name} is truncated or padded: its header promises {math.prod(dims)} bytes of data, "
+                        f"it holds {len(raw) - header}")
+    return torch.frombuffer(bytearray(raw[header:]), dtype=torch.uint8).reshape(dims)
+
+
+def read_idx_pair(images_path: Path, labels_path: Path, classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (uint8 N x 1 x H x W) and labels (int64 N) of an idx image file and its label file."""
+    images = read_idx(images_path, 3)
+    labels = read_idx(labels_path, 1).long()
+    if labels.shape[0] != images.shape[0]:
+        raise DataError(f"{labels_path} holds {labels.shape[0]} labels for the {images.shape[0]} images "
+                        f"of {images_path}")
+    if labels.numel() and int(labels.max()) >= classes:
+        raise DataError(f"{labels_path} holds label {int(labels.max())}, outside 0..{classes - 1}")
+    return images.unsqueeze(1), labels

@@ -1,0 +1,78 @@
+"""Where a dataset's files live: `find_data` and the `DataError` every data problem raises (no torch)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DATASETS = ("cifar10", "cifar100", "fashion-mnist", "mnist", "imagefolder")
+
+# The file (or folder) whose presence says a directory holds the dataset, and the
+# sub-folders the usual archives unpack to.
+MARKERS = {
+    "cifar10": ("data_batch_1",),
+    "cifar100": ("train",),
+    "fashion-mnist": ("train-images-idx3-ubyte", "train-images-idx3-ubyte.gz"),
+    "mnist": ("train-images-idx3-ubyte", "train-images-idx3-ubyte.gz"),
+    "imagefolder": ("train",),
+}
+SUBDIRS = {
+    "cifar10": ("", "cifar-10-batches-py"),
+    "cifar100": ("", "cifar-100-python"),
+    "fashion-mnist": ("", "raw", "FashionMNIST/raw"),
+    "mnist": ("", "raw", "MNIST/raw"),
+    "imagefolder": ("",),
+}
+SOURCES = {
+    "cifar10": "download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz and unpack it into one of them",
+    "cifar100": "download https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz and unpack it into one of them",
+    "fashion-mnist": "install the Debian package fashion-mnist or put the idx files from "
+    "https://github.com/zalandoresearch/fashion-mnist into one of them",
+    "mnist": "put the four idx files from https://yann.lecun.com/exdb/mnist/ (gzipped or not) into one of them",
+    "imagefolder": "make one of them hold train/<class>/*.jpg and val/<class>/*.jpg (the ImageNet layout)",
+}
+SYSTEM_COPIES = {"fashion-mnist": Path("/usr/share/datasets/fashion-mnist")}
+
+
+class DataError(Exception):
+    """Missing or malformed data; `str(error)` is one plain sentence naming the paths and what to do."""
+
+
+def check_name(dataset: str) -> None:
+    """Raise DataError unless `dataset` is one of DATASETS."""
+    if dataset not in DATASETS:
+        raise DataError(f"unknown dataset '{dataset}'; choose one of {', '.join(DATASETS)}")
+
+
+def holding_dir(dataset: str, root: Path) -> Path | None:
+    """The directory at or under `root` holding `dataset`'s files, or None."""
+    for sub in SUBDIRS[dataset]:
+        candidate = root / sub if sub else root
+        if any((candidate / marker).exists() for marker in MARKERS[dataset]):
+            return candidate
+    return None
+
+
+def candidates(dataset: str, data: str | Path | None) -> list[Path]:
+    """The directories searched, in order: `data`, $RESDSL_DATA/<dataset>, ~/.cache/resdsl/<dataset>, system copy."""
+    paths = [Path(data).expanduser()] if data is not None else []
+    if os.environ.get("RESDSL_DATA"):
+        paths.append(Path(os.environ["RESDSL_DATA"]).expanduser() / dataset)
+    paths.append(Path.home() / ".cache" / "resdsl" / dataset)
+    if dataset in SYSTEM_COPIES:
+        paths.append(SYSTEM_COPIES[dataset])
+    return paths
+
+
+def find_data(dataset: str, data: str | Path | None) -> Path:
+    """The directory holding `dataset`'s files, searched in the order of `candidates`; DataError if none does."""
+    check_name(dataset)
+    tried = candidates(dataset, data)
+    for root in tried:
+        found = holding_dir(dataset, root)
+        if found is not None:
+            return found
+    names = [str(path) for path in tried]
+    listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+    hint = "" if data is not None else " (or pass --data DIR)"
+    raise DataError(f"no {dataset} data found in {listed}: {SOURCES[dataset]}{hint}")
