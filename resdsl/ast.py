@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Union
-
 from pydantic import BaseModel, ConfigDict
 
 from resdsl.source import Span
@@ -62,7 +60,7 @@ class Call(Node):
     args: list[Expr | Pair]
 
 
-Expr = Union[Literal, Name, Binary, Neg, Compare, Conditional, Call]
+Expr = Literal | Name | Binary | Neg | Compare | Conditional | Call
 
 
 class Kwarg(Node):
@@ -92,7 +90,7 @@ class Let(Node):
     value: Expr
 
 
-Statement = Union[Layer, Let]
+Statement = Layer | Let
 
 
 class Formal(Node):

@@ -53,9 +53,9 @@ class Reporter:
         self.diagnostics: list[Diagnostic] = []
 
     def error(self, span: Span | None, message: str, notes: tuple[Note, ...] = ()) -> None:
-        diagnostic = Diagnostic(span, message, notes)
-        if diagnostic not in self.diagnostics:
-            self.diagnostics.append(diagnostic)
+        # The same error at the same place (e.g. once per block of a stage) is reported once.
+        if not any(d.span == span and d.message == message for d in self.diagnostics):
+            self.diagnostics.append(Diagnostic(span, message, notes))
 
     def fail(self, span: Span | None, message: str) -> SpecError:
         """An error that stops compilation at once."""
@@ -65,6 +65,9 @@ class Reporter:
     def raise_if_any(self) -> None:
         if self.diagnostics:
             raise SpecError(self.diagnostics, self.sources)
+
+
+_QUOTE_WIDTH = 160
 
 
 def _headline(span: Span | None, severity: str, message: str) -> str:
@@ -79,5 +82,10 @@ def _quote(span: Span | None, sources: SourceMap | None) -> list[str]:
     if not text.strip():
         return []
     end = span.end_column if span.end_line == span.line else len(text) + 1
-    width = max(1, end - span.column)
-    return [f"  {text}", "  " + " " * (span.column - 1) + "^" + "~" * (width - 1)]
+    column = span.column
+    if len(text) > _QUOTE_WIDTH:  # show a window of a very long line around the column
+        start = max(0, min(column - 1 - _QUOTE_WIDTH // 4, len(text) - _QUOTE_WIDTH))
+        text = text[start:start + _QUOTE_WIDTH]
+        column, end = column - start, min(end - start, _QUOTE_WIDTH + 1)
+    width = max(1, end - column)
+    return [f"  {text}", "  " + " " * (column - 1) + "^" + "~" * (width - 1)]

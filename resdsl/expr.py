@@ -29,6 +29,13 @@ _FUNCTIONS: dict[str, Callable[..., Value]] = {"min": min, "max": max}
 
 def evaluate(expr: ast.Expr, env: Mapping[str, Value]) -> Value:
     """The value of `expr` with names looked up in `env`."""
+    try:
+        return _evaluate(expr, env)
+    except RecursionError:
+        raise EvalError(expr.span, "expression is nested too deeply") from None
+
+
+def _evaluate(expr: ast.Expr, env: Mapping[str, Value]) -> Value:
     match expr:
         case ast.Literal(value=value):
             return value
@@ -41,9 +48,13 @@ def evaluate(expr: ast.Expr, env: Mapping[str, Value]) -> Value:
         case ast.Binary(op=op, left=left, right=right):
             return _arithmetic(expr, op, _number(left, env), _number(right, env))
         case ast.Compare(op=op, left=left, right=right):
-            return _COMPARE[op](evaluate(left, env), evaluate(right, env))
+            a, b = _evaluate(left, env), _evaluate(right, env)
+            try:
+                return _COMPARE[op](a, b)
+            except TypeError:
+                raise EvalError(expr.span, f"cannot compare {describe(a)} with {describe(b)}") from None
         case ast.Conditional(then=then, condition=condition, otherwise=otherwise):
-            return evaluate(then, env) if evaluate(condition, env) else evaluate(otherwise, env)
+            return _evaluate(then, env) if _evaluate(condition, env) else _evaluate(otherwise, env)
         case ast.Call(func=func, args=args) if func in _FUNCTIONS and args:
             if any(isinstance(a, ast.Pair) for a in args):
                 raise EvalError(expr.span, f"{func}() takes plain values")
@@ -55,7 +66,7 @@ def evaluate(expr: ast.Expr, env: Mapping[str, Value]) -> Value:
 
 
 def _number(expr: ast.Expr, env: Mapping[str, Value]) -> int | float:
-    value = evaluate(expr, env)
+    value = _evaluate(expr, env)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise EvalError(expr.span, f"expected a number, got {describe(value)}")
     return value

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -79,6 +82,18 @@ class Network:
         return f"Network({self.name!r}, params={self.params:,}, macs={self.macs:,})"
 
 
+@contextmanager
+def _without_gc() -> Iterator[None]:
+    """Pause the cycle collector: its full passes over the growing graph make deep nets superlinear."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def compile(source: str | Path, **params: Value) -> Network:
     """Parse, resolve, lower and check a spec (a path or spec text); raises SpecError."""
     return _check(load(read_spec(source), params))
@@ -91,13 +106,15 @@ def lower_unchecked(source: str | Path, **params: Value) -> tuple[nx.DiGraph, Sp
     """
     program = load(read_spec(source), params)
     reporter = Reporter(program.sources)
-    graph = lower_program(program, reporter)
+    with _without_gc():
+        graph = lower_program(program, reporter)
     error = SpecError(reporter.diagnostics, program.sources) if reporter.diagnostics else None
     return graph, error
 
 
 def _check(program: Program) -> Network:
     reporter = Reporter(program.sources)
-    graph = lower_program(program, reporter)
-    reporter.raise_if_any()
-    return Network(program, graph, count(graph))
+    with _without_gc():
+        graph = lower_program(program, reporter)
+        reporter.raise_if_any()
+        return Network(program, graph, count(graph))

@@ -5,11 +5,11 @@ from __future__ import annotations
 from functools import cache
 from importlib import resources
 
-from lark import Lark, Token, Transformer, Tree, v_args
+from lark import Lark, Token, Transformer_NonRecursive, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from resdsl import ast
-from resdsl.diagnostics import Diagnostic, SpecError
+from resdsl.diagnostics import Diagnostic, Note, SpecError
 from resdsl.source import MAX_SPEC_BYTES, SourceFile, SourceMap, Span
 
 
@@ -37,43 +37,71 @@ _TOKEN_WORDS = {
     "LPAR": "'('", "RPAR": "')'", "COMMA": "','", "COLON": "':'", "EQUAL": "'='",
     "NAME": "a name", "INT": "an integer", "FLOAT": "a number", "SHAPE": "a shape like 3x224x224",
     "STRING": "a quoted path", "CALL": "a call", "X": "'x'", "$END": "end of file",
+    "MINUS": "'-'", "ADD_OP": "'+'", "MUL_OP": "'*'", "COMPARE": "a comparison",
 }
 
 
 def _syntax_diagnostic(error: UnexpectedInput, source: SourceFile) -> Diagnostic:
     line, column = max(error.line, 1), max(error.column, 1)
-    if isinstance(error, UnexpectedCharacters):
-        message = f"unexpected character {source.text[error.pos_in_stream]!r}"
-    elif isinstance(error, UnexpectedEOF):
+    notes: tuple[Note, ...] = ()
+    at_end = isinstance(error, UnexpectedEOF) or (
+        isinstance(error, UnexpectedToken) and error.token.type == "$END")
+    if at_end:
         message = "unexpected end of file (a '}' may be missing)"
         lines = source.text.splitlines() or [""]
         line, column = len(lines), len(lines[-1]) + 1
+        notes = _unclosed_brace(source)
+    elif isinstance(error, UnexpectedCharacters):
+        char = source.text[error.pos_in_stream]
+        message = ("unterminated string (a closing '\"' is missing on this line)" if char == '"'
+                   else f"unexpected character {char!r}")
     elif isinstance(error, UnexpectedToken):
         found = error.token
-        if found.type == "$END":
-            message = "unexpected end of file (a '}' may be missing)"
-            lines = source.text.splitlines() or [""]
-            line, column = len(lines), len(lines[-1]) + 1
-        else:
-            shown = "end of line" if found.type == "_NEWLINE" else repr(str(found))
-            expected = sorted({_TOKEN_WORDS.get(t, repr(t.lower())) for t in error.expected})
-            message = f"unexpected {shown}; expected {_join(expected)}"
+        shown = "end of line" if found.type == "_NEWLINE" else repr(str(found))
+        expected = sorted({_TOKEN_WORDS.get(t, repr(t.lower())) for t in error.expected})
+        message = f"unexpected {shown}; expected {_join(expected)}"
     else:
         message = "syntax error"
     end = column + max(1, len(str(getattr(error, "token", "") or " ").strip() or " "))
     span = Span(path=source.path, line=line, column=column, end_line=line, end_column=end)
-    return Diagnostic(span, message)
+    return Diagnostic(span, message, notes)
+
+
+def _unclosed_brace(source: SourceFile) -> tuple[Note, ...]:
+    """A note at the last '{' that is never closed, skipping comments and strings."""
+    open_braces: list[tuple[int, int]] = []
+    for number, text in enumerate(source.text.splitlines(), start=1):
+        in_string = False
+        for column, char in enumerate(text, start=1):
+            if char == '"':
+                in_string = not in_string
+            elif in_string:
+                continue
+            elif char == "#":
+                break
+            elif char == "{":
+                open_braces.append((number, column))
+            elif char == "}" and open_braces:
+                open_braces.pop()
+    if not open_braces:
+        return ()
+    line, column = open_braces[-1]
+    span = Span(path=source.path, line=line, column=column, end_line=line, end_column=column + 1)
+    return (Note(span, "this '{' is not closed"),)
 
 
 def _join(words: list[str]) -> str:
     if len(words) > 6:
-        words = [*words[:6], "..."]
+        return ", ".join(words[:6]) + ", ..."
     return ", ".join(words[:-1]) + (" or " if len(words) > 1 else "") + words[-1]
 
 
 @v_args(meta=True)
-class _ToAst(Transformer):
-    """Parse tree to AST models; purely structural, no semantic checks here."""
+class _ToAst(Transformer_NonRecursive):
+    """Parse tree to AST models; purely structural, no semantic checks here.
+
+    Non-recursive, so that `1 + 1 + ...` thousands of terms long cannot overflow the stack.
+    """
 
     def __init__(self, path: str) -> None:
         super().__init__()
@@ -208,7 +236,7 @@ class _ToAst(Transformer):
         return [c for c in children if c is not None]
 
     def stages(self, meta, children):
-        *options, items = children
+        *options, items = [c for c in children if not isinstance(c, Token)]
         return "stages", ast.Stages(span=self._span(meta), options=[o for o in options if o is not None],
                                     items=items)
 

@@ -11,7 +11,7 @@ from resdsl import ast
 from resdsl.diagnostics import Reporter, SpecError
 from resdsl.expr import EvalError, Value, evaluate
 from resdsl.parser import parse
-from resdsl.source import SourceFile, SourceMap
+from resdsl.source import MAX_SPEC_BYTES, SourceFile, SourceMap, Span
 
 MAX_EXTENDS_DEPTH = 16
 
@@ -66,7 +66,9 @@ def load(source: SourceFile, overrides: dict[str, Value], sources: SourceMap | N
         if child.extends:
             for assign in child.extends.assigns:
                 if assign.name not in decls:
-                    reporter.error(assign.span, f"'{child.extends.path}' declares no param '{assign.name}'")
+                    declared = ", ".join(decls) or "none"
+                    reporter.error(assign.span, f"'{child.extends.path}' declares no param '{assign.name}' "
+                                                f"(declared: {declared})")
                 values[assign.name] = assign.value
         network = child if network is None else _merge(network, child)
 
@@ -91,7 +93,9 @@ def _extends_chain(source: SourceFile, sources: SourceMap, reporter: Reporter) -
         if len(module.networks) != 1:
             message = ("no network in this file" if not module.networks
                        else f"one network per file; this file has {len(module.networks)}")
-            span = module.networks[1].span if len(module.networks) > 1 else module.span
+            first_line = Span(path=source.path, line=1, column=1, end_line=1,
+                              end_column=len(source.line(1)) + 1)
+            span = module.networks[1].span if len(module.networks) > 1 else first_line
             raise reporter.fail(span, message)
         chain.insert(0, module)
         extends = module.networks[0].extends
@@ -103,7 +107,7 @@ def _extends_chain(source: SourceFile, sources: SourceMap, reporter: Reporter) -
             raise reporter.fail(extends.span, f"'{extends.path}' extends itself (a cycle of extends)")
         seen.add(str(parent))
         try:
-            text = parent.read_text()
+            text = _read_text(parent)
         except (OSError, UnicodeDecodeError) as error:
             reason = getattr(error, "strerror", None) or str(error)
             raise reporter.fail(extends.span, f"cannot read '{extends.path}': {reason}") from None
@@ -191,11 +195,17 @@ def read_spec(path_or_text: str | Path) -> SourceFile:
         return SourceFile(path="<string>", text=path_or_text)
     path = Path(path_or_text)
     try:
-        return SourceFile(path=str(path), text=path.read_text())
+        return SourceFile(path=str(path), text=_read_text(path))
     except FileNotFoundError:
         raise SpecError([_no_file(f"no such file: {path}")]) from None
     except (OSError, UnicodeDecodeError) as error:
         raise SpecError([_no_file(f"cannot read {path}: {error}")]) from None
+
+
+def _read_text(path: Path) -> str:
+    """The file's text, read no further than one byte past the size limit (so /dev/zero cannot hang us)."""
+    with path.open("rb") as handle:
+        return handle.read(MAX_SPEC_BYTES + 1).decode()
 
 
 def _no_file(message: str):

@@ -52,7 +52,8 @@ def table(network: Network) -> str:
     right = {2, 5, 6, 7}
 
     def line(row: tuple[str, ...]) -> str:
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=False)))
+        cells = enumerate(zip(row, widths, strict=True))
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in cells)
 
     rule = "  ".join("-" * w for w in widths)
     title = f"{network.name}: input {fmt(network.input_shape)}, MACs count conv and linear layers"

@@ -14,7 +14,7 @@ from resdsl import ast
 from resdsl.diagnostics import Note, Reporter
 from resdsl.expr import EvalError, Value, describe, evaluate
 from resdsl.ir.graph import Scope
-from resdsl.ir.ops import OPS, REQUIRED, Args, coerce, fmt
+from resdsl.ir.ops import MAX_WIDTH, OPS, REQUIRED, Args, coerce, fmt
 from resdsl.passes.shapes import infer_node
 from resdsl.resolve import Program, prelude_source
 from resdsl.source import Span
@@ -61,6 +61,9 @@ class _Lowering:
         if len(dims) != 3 or min(dims) <= 0:
             self.reporter.error(network.input.span, f"input must be CxHxW with positive sizes, got {fmt(dims)}")
             return self.graph
+        if max(dims) > MAX_WIDTH:
+            self.reporter.error(network.input.span, f"input size {max(dims):,} is over the limit of {MAX_WIDTH:,}")
+            return self.graph
         self.graph.graph["input_shape"] = dims
         self._add("input", "input", {"shape": dims}, [], Scope("io", "input"), network.input.span)
         try:
@@ -94,6 +97,8 @@ class _Lowering:
                 self.reporter.error(stage.span, f"stage name '{name}' is used twice")
                 continue
             self.graph.graph["stages"].append(name)
+            self._no_repeats(stages.options, "stages option")
+            self._no_repeats(stage.options, "stage option")
             options = {o.name: o for o in stages.options} | {o.name: o for o in stage.options}
             current = self._stage(name, stage, depth, width, options, current)
         return current
@@ -142,6 +147,12 @@ class _Lowering:
             return current
         extra = {k: v for k, v in options.items() if k not in _STAGE_KEYS}
         formals = {f.name for f in block.definition.formals}
+        if "width" in extra:
+            self.reporter.error(extra.pop("width").span, "the stage line gives the width: `DEPTH x WIDTH`")
+        if "width" not in formals:
+            self.reporter.error(block_opt.value.span, f"block '{block_opt.value.id}' has no 'width' parameter "
+                                                      "to take the stage's width")
+            return current
         for key, option in extra.items():
             if key not in formals:
                 self.reporter.error(option.span, f"block '{block_opt.value.id}' has no parameter '{key}' "
@@ -165,13 +176,22 @@ class _Lowering:
         bound: dict[str, ast.Kwarg] = {}
         shortcut: ast.Kwarg | None = None
         name = option.value.id
+        referrer: ast.BlockAlias | None = None
         for _ in range(MAX_LAYERS):
             definition = self.program.blocks.get(name)
             if definition is None:
-                self.reporter.error(option.value.span, self._unknown("block", name, self.program.blocks))
+                span = option.value.span if referrer is None else referrer.span
+                self.reporter.error(span, self._unknown("block", name, self.program.blocks))
                 return None
             if isinstance(definition, ast.BlockDef):
+                formals = {f.name for f in definition.formals}
+                for binding in bound.values():
+                    if binding.name not in formals:
+                        self.reporter.error(binding.span, f"block '{definition.name}' has no parameter "
+                                                          f"'{binding.name}' (it takes {', '.join(sorted(formals))})")
+                        return None
                 return _Block(definition, bound, shortcut)
+            referrer = definition
             for binding in definition.bindings:
                 if binding.name == "shortcut":
                     shortcut = shortcut or binding
@@ -190,6 +210,13 @@ class _Lowering:
             self.reporter.error(option.value.span, self._unknown("shortcut option", option.value.id,
                                                                  self.program.shortcuts))
         return found
+
+    def _no_repeats(self, items: list[ast.Kwarg], what: str) -> None:
+        seen: set[str] = set()
+        for item in items:
+            if item.name in seen:
+                self.reporter.error(item.span, f"{what} '{item.name}' is given twice")
+            seen.add(item.name)
 
     @staticmethod
     def _unknown(kind: str, name: str, known) -> str:
@@ -297,7 +324,7 @@ class _Lowering:
             else:
                 public = [name for name in OPS if name not in _INTERNAL_OPS]
                 message = self._unknown("op", layer.op, public)
-            self.reporter.error(self._where(layer.op_span, origin), message)
+            self._report(layer.op_span, origin, message)
             return self._poison(prefix, current, scope, layer.span)
         args = self._bind(layer, op, env, origin)
         if layer.op in ("conv", "linear"):
@@ -310,6 +337,8 @@ class _Lowering:
             flatten = self._name(prefix, "flatten", layer.span)
             current = self._add(flatten, "flatten", {}, [current], scope, layer.span, origin)
             infer_node(self.graph, current, self._on_error)
+        if layer.label and self.graph.has_node(prefix + layer.label):
+            self._report(layer.span, origin, f"layer name '{prefix + layer.label}' is used twice")
         node_id = self._name(prefix, layer.label or layer.op, layer.span)
         self._add(node_id, layer.op, args, [current], scope, layer.span, origin)
         infer_node(self.graph, node_id, self._on_error)
@@ -328,9 +357,8 @@ class _Lowering:
                 continue
             slot = next(slots, None)
             if slot is None:
-                self.reporter.error(self._where(arg.span, origin),
-                                    f"{layer.op} takes {len(positional)} positional argument(s); "
-                                    "this one is extra")
+                self._report(arg.span, origin,
+                             f"{layer.op} takes {len(positional)} positional argument(s); this one is extra")
                 ok = False
                 continue
             value = self._eval(arg, env, origin)
@@ -338,9 +366,12 @@ class _Lowering:
             values[slot.name] = (value, arg.span)
         names = {p.name: p for p in op.signature}
         for kwarg in layer.kwargs:
+            if kwarg.name in values:
+                self._report(kwarg.span, origin, f"{layer.op} argument '{kwarg.name}' is given twice")
+                ok = False
+                continue
             if kwarg.name not in names:
-                self.reporter.error(self._where(kwarg.span, origin),
-                                    self._unknown(f"argument of {layer.op}", kwarg.name, names))
+                self._report(kwarg.span, origin, self._unknown(f"argument of {layer.op}", kwarg.name, names))
                 ok = False
                 continue
             value = self._eval(kwarg.value, env, origin)
@@ -355,11 +386,10 @@ class _Lowering:
                 try:
                     args[param.name] = coerce(param.kind, value)
                 except ValueError as error:
-                    self.reporter.error(self._where(span, origin), f"{layer.op} {param.name}: {error}")
+                    self._report(span, origin, f"{layer.op} argument '{param.name}': {error}")
                     ok = False
             elif param.default is REQUIRED:
-                self.reporter.error(self._where(layer.op_span, origin),
-                                    f"{layer.op} needs its {param.name} argument")
+                self._report(layer.op_span, origin, f"{layer.op} needs its {param.name} argument")
                 ok = False
             else:
                 args[param.name] = None if param.default is None else coerce(param.kind, param.default)
@@ -394,7 +424,7 @@ class _Lowering:
         try:
             return evaluate(expr, env)
         except EvalError as error:
-            self.reporter.error(self._where(error.span, origin), error.message)
+            self._report(error.span, origin, error.message)
             return None
 
     def _where(self, span: Span, origin: Span | None) -> Span:
@@ -404,7 +434,9 @@ class _Lowering:
     def _on_error(self, node: str, message: str) -> None:
         attrs = self.graph.nodes[node]
         attrs["error"] = message
-        self._report(attrs["span"], attrs["origin"], f"{node}: {message}")
+        # "linear expects ..." needs no "linear: " in front; "layer2.0.conv1: ..." does.
+        said = message.startswith(f"{attrs['op']} ") and node.split("_")[0] == attrs["op"]
+        self._report(attrs["span"], attrs["origin"], message if said else f"{node}: {message}")
 
     def _report(self, span: Span, origin: Span | None, message: str, definition: Span | None = None) -> None:
         notes: list[Note] = []

@@ -40,6 +40,8 @@ class Scope:
 def inputs(graph: nx.DiGraph, node: str) -> list[str]:
     """The node's inputs, in argument order."""
     preds = graph.pred[node]
+    if len(preds) < 2:
+        return list(preds)
     return sorted(preds, key=lambda p: preds[p]["index"])
 
 

@@ -36,34 +36,31 @@ class Counts(BaseModel):
 
 def count(graph: nx.DiGraph) -> Counts:
     """Store `params` and `macs` on every node and sum them per stage."""
-    rows: dict[str, StageSummary] = {}
-    blocks: dict[str, set[int]] = {}
+    totals: dict[str, dict] = {}
+    nodes = graph.nodes
     for node in nx.topological_sort(graph):
-        attrs = graph.nodes[node]
+        attrs = nodes[node]
         scope = attrs["scope"]
         shape = attrs["shape"]
-        shapes = [graph.nodes[p]["shape"] for p in inputs(graph, node)]
+        shapes = [nodes[p]["shape"] for p in inputs(graph, node)]
         op = OPS[attrs["op"]]
         known = shape is not None and attrs["args"] is not None and None not in shapes
         attrs["params"] = op.params(attrs["args"], shapes, shape) if known else 0
         attrs["macs"] = op.macs(attrs["args"], shapes, shape) if known else 0
         if scope.section == "io":
             continue
-        row = rows.get(scope.stage)
+        row = totals.get(scope.stage)
         if row is None:
-            row = rows[scope.stage] = StageSummary(name=scope.stage, blocks=0, block=scope.block_type,
-                                                   shortcut=scope.shortcut, output=[], params=0, macs=0,
-                                                   activation_bytes=0)
-            blocks[scope.stage] = set()
-        row.params += attrs["params"]
-        row.macs += attrs["macs"]
-        row.activation_bytes += BYTES_PER_ELEMENT * math.prod(shape) if shape else 0
+            row = totals[scope.stage] = {"name": scope.stage, "blocks": set(), "block": scope.block_type,
+                                         "shortcut": scope.shortcut, "output": [], "params": 0, "macs": 0,
+                                         "activation_bytes": 0}
+        row["params"] += attrs["params"]
+        row["macs"] += attrs["macs"]
+        row["activation_bytes"] += BYTES_PER_ELEMENT * math.prod(shape) if shape else 0
         if scope.branch == "main" and shape is not None:
-            row.output = list(shape)
+            row["output"] = list(shape)
         if scope.block is not None:
-            blocks[scope.stage].add(scope.block)
-    for name, row in rows.items():
-        row.blocks = len(blocks[name])
-    stages = list(rows.values())
+            row["blocks"].add(scope.block)
+    stages = [StageSummary(**(row | {"blocks": len(row["blocks"])})) for row in totals.values()]
     return Counts(params=sum(r.params for r in stages), macs=sum(r.macs for r in stages),
                   activation_bytes=sum(r.activation_bytes for r in stages), stages=stages)
