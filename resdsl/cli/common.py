@@ -56,8 +56,11 @@ def atomic_output(path: Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
     os.close(handle)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
         yield Path(temp)
+        os.chmod(temp, 0o666 & ~umask)  # mkstemp makes files private; give the output normal permissions
         os.replace(temp, path)
     finally:
         if os.path.exists(temp):

@@ -80,6 +80,7 @@ class _Lowering:
             return self.graph
         self.graph.graph["output"] = current
         self._add("output", "output", {}, [current], Scope("io", "output"), network.span)
+        infer_node(self.graph, "output", self._on_error)
         return self.graph
 
     def _stages(self, stages: ast.Stages, current: str) -> str:
