@@ -1,0 +1,100 @@
+"""Latency and throughput of a model's deployment routes, timed the same way side by side."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from resdsl.backends import BACKENDS, BackendUnavailable, BatchProfile, Unsupported, load_backend
+from resdsl.backends.artifact import DTYPES, cast
+from resdsl.backends.fold import fold_batchnorm
+
+Runner = Callable[[torch.Tensor], torch.Tensor]
+
+ROUTES = {
+    "eager": "torch eager",
+    "folded": "torch eager, BN folded",
+    "compile": "torch.compile (BN folded)",
+    "export": "torch.export program",
+    "onnx": "onnxruntime",
+    "tensorrt": "TensorRT engine",
+}
+
+
+@dataclass
+class Timing:
+    """One route's result: latencies in milliseconds, throughput in images per second, or why it could not run."""
+
+    route: str
+    batch: int
+    p50_ms: float = float("nan")
+    p90_ms: float = float("nan")
+    throughput: float = float("nan")
+    error: str = ""
+
+
+def runner(route: str, model: torch.nn.Module, example: torch.Tensor, precision: str, device: str,
+           workdir: Path) -> Runner:
+    """A callable for one route; artifact routes build their artifact in `workdir` first."""
+    if route == "eager":
+        return cast(copy.deepcopy(model), example, precision)[0].to(device)
+    folded = fold_batchnorm(model)
+    if route == "folded":
+        return cast(folded, example, precision)[0].to(device)
+    if route == "compile":
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "no CUDA runtime" on CPU hosts
+        return torch.compile(cast(folded, example, precision)[0].to(device))
+    if precision not in BACKENDS[route].precisions:
+        raise Unsupported(f"the {route} backend builds {' or '.join(BACKENDS[route].precisions)}, not {precision}")
+    backend = load_backend(route)
+    if hasattr(backend, "require"):
+        backend.require()
+    batch = BatchProfile(example.shape[0], example.shape[0], example.shape[0])
+    with torch.no_grad():
+        expected = model(example)
+    out = workdir / f"model{BACKENDS[route].suffix}"
+    backend.build(folded, example, out, precision=precision, batch=batch, expected=expected)
+    return backend.load(out, device)
+
+
+def measure(run: Runner, example: torch.Tensor, *, runs: int, warmup: int, device: str) -> tuple[float, float, float]:
+    """p50 and p90 latency (ms) and throughput (images/s) of `runs` timed calls after `warmup` untimed ones."""
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    times = []
+    with torch.inference_mode():
+        for _ in range(warmup):
+            run(example)
+        sync()
+        for _ in range(runs):
+            start = time.perf_counter()
+            run(example)
+            sync()
+            times.append(time.perf_counter() - start)
+    deciles = statistics.quantiles(times, n=10, method="inclusive") if len(times) > 1 else times * 9
+    return statistics.median(times) * 1e3, deciles[8] * 1e3, example.shape[0] * len(times) / sum(times)
+
+
+def bench(routes: list[str], model: torch.nn.Module, example: torch.Tensor, *, precision: str, device: str,
+          runs: int, warmup: int, workdir: Path) -> list[Timing]:
+    """Time each route in turn; a route that fails to build or run gets its reason instead of figures."""
+    results = []
+    for route in routes:
+        timing = Timing(ROUTES[route], example.shape[0])
+        try:
+            run = runner(route, model, example, precision, device, workdir)
+            x = example.to(device, DTYPES[precision])
+            timing.p50_ms, timing.p90_ms, timing.throughput = measure(run, x, runs=runs, warmup=warmup, device=device)
+        except (BackendUnavailable, Unsupported) as error:
+            timing.error = str(error)
+        except Exception as error:
+            text = str(error).strip()
+            timing.error = f"failed: {text.splitlines()[0] if text else type(error).__name__}"
+        results.append(timing)
+    return results
+

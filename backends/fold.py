@@ -1,0 +1,49 @@
+"""Fold each eval-mode BatchNorm into the convolution that feeds it (an fx pass)."""
+
+from __future__ import annotations
+
+import copy
+
+from torch import fx, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+
+def fold_batchnorm(model: nn.Module) -> fx.GraphModule:
+    """A copy of `model` (eval mode) where every conv -> BatchNorm pair is one conv with a bias.
+
+    A BatchNorm whose input is not a conv used only by it (e.g. pre-activation units) stays.
+    """
+    if model.training:
+        raise ValueError("BatchNorm folding needs a model in eval mode; call model.eval() first")
+    gm = copy.deepcopy(model) if isinstance(model, fx.GraphModule) else fx.symbolic_trace(copy.deepcopy(model))
+    modules = dict(gm.named_modules())
+    for node in list(gm.graph.nodes):
+        conv = node.args[0] if node.op == "call_module" and node.args else None
+        if not _foldable(conv, node, modules):
+            continue
+        fused = fuse_conv_bn_eval(modules[conv.target], modules[node.target])
+        _set_submodule(gm, conv.target, fused)
+        node.replace_all_uses_with(conv)
+        gm.graph.erase_node(node)
+    gm.delete_all_unused_submodules()
+    gm.graph.lint()
+    gm.recompile()
+    return gm
+
+
+def _foldable(conv: object, bn: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    if not (isinstance(conv, fx.Node) and conv.op == "call_module" and len(conv.users) == 1):
+        return False
+    norm = modules.get(bn.target)
+    return (
+        type(modules.get(conv.target)) is nn.Conv2d
+        and isinstance(norm, nn.BatchNorm2d)
+        and norm.track_running_stats
+        and norm.running_mean is not None
+    )
+
+
+def _set_submodule(root: nn.Module, target: str, module: nn.Module) -> None:
+    parent, _, name = target.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, name, module)
+

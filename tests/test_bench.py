@@ -1,0 +1,47 @@
+"""`resdsl bench`: timed routes side by side, JSON output, and clean refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from resdsl.cli.app import app
+
+CIFAR20 = str(Path(__file__).resolve().parent.parent / "specs" / "cifar20.res")
+
+
+def run(*args: str):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_bench_json_reports_latency_percentiles_and_throughput():
+    result = run("bench", CIFAR20, "--runs", 5, "--warmup", 1, "--batch", 2, "--no-compare", "--json")
+    assert result.exit_code == 0, result.output
+    (timing,) = json.loads(result.stdout)["results"]
+    assert timing["route"] == "torch eager" and timing["batch"] == 2 and not timing["error"]
+    assert 0 < timing["p50_ms"] <= timing["p90_ms"]
+    assert timing["throughput"] > 0
+
+
+def test_bench_on_cpu_puts_eager_folded_compiled_and_onnxruntime_side_by_side():
+    result = run("bench", CIFAR20, "--backend", "onnx", "--runs", 2, "--warmup", 1, "--json")
+    assert result.exit_code == 0, result.output
+    routes = [r["route"] for r in json.loads(result.stdout)["results"]]
+    assert routes == ["onnxruntime", "torch eager", "torch eager, BN folded", "torch.compile (BN folded)"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without a GPU")
+def test_bench_tensorrt_without_a_gpu_exits_1_naming_what_is_missing():
+    result = run("bench", CIFAR20, "--backend", "tensorrt", "--no-compare", "--runs", 2)
+    assert result.exit_code == 1 and "NVIDIA GPU" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("flags", [("--runs", "1"), ("--batch", "0"), ("--precision", "int8"),
+                                   ("--backend", "coreml"), ("--device", "tpu")])
+def test_bench_bad_flag_values_exit_2(flags):
+    result = run("bench", CIFAR20, *flags)
+    assert result.exit_code == 2 and result.output.startswith("error: ")

@@ -1,0 +1,253 @@
+"""`resdsl build`: artifacts run outside resdsl (onnxruntime, torch.export.load, torch.jit.load) and match
+an independent PyTorch module carrying the same --weights (torchvision's for the torchvision specs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+import torch
+import torchvision
+from resdsl.backends.fold import fold_batchnorm
+from typer.testing import CliRunner
+
+import resdsl
+from resdsl.cli.app import app
+
+SPECS = Path(__file__).resolve().parent.parent / "specs"
+CIFAR20 = str(SPECS / "cifar20.res")
+RESNET18 = str(SPECS / "torchvision" / "resnet18.res")
+RESNEXT50 = str(SPECS / "torchvision" / "resnext50_32x4d.res")
+SMALL = (3, 64, 64)
+
+
+def run(*args: str):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def randomised(model: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
+    """Give every BatchNorm non-trivial statistics and affine terms, so folding and --weights are visible."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                for tensor, low, high in ((module.running_mean, -0.5, 0.5), (module.running_var, 0.5, 2.0),
+                                          (module.weight, 0.5, 1.5), (module.bias, -0.3, 0.3)):
+                    tensor.copy_(torch.rand(tensor.shape, generator=generator) * (high - low) + low)
+    return model.eval()
+
+
+def checkpoint(tmp_path: Path, model: torch.nn.Module, bare: bool = False) -> Path:
+    path = tmp_path / "weights.pt"
+    state = model.state_dict()
+    torch.save(state if bare else {"model": state, "step": 7}, path)
+    return path
+
+
+def batch(n: int = 2, shape: tuple[int, ...] = SMALL) -> torch.Tensor:
+    return torch.randn(n, *shape, generator=torch.Generator().manual_seed(3))
+
+
+def assert_close_relative(actual, expected, tolerance: float = 1e-4) -> None:
+    actual, expected = torch.as_tensor(np.asarray(actual)), torch.as_tensor(np.asarray(expected))
+    assert actual.shape == expected.shape
+    error = (actual - expected).abs().max().item() / expected.abs().max().item()
+    assert error <= tolerance, f"relative error {error:.2e}"
+
+
+def onnx_outputs(path: Path, x: torch.Tensor) -> np.ndarray:
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+
+
+def build(*args: str) -> None:
+    result = run("build", *args)
+    assert result.exit_code == 0, result.output
+
+
+@pytest.fixture(scope="module")
+def resnet18_weights(tmp_path_factory) -> tuple[Path, torch.nn.Module]:
+    reference = randomised(torchvision.models.resnet18())
+    return checkpoint(tmp_path_factory.mktemp("r18"), reference), reference
+
+
+@pytest.fixture(scope="module")
+def cifar20_weights(tmp_path_factory) -> tuple[Path, torch.nn.Module]:
+    model = randomised(resdsl.compile(CIFAR20).to_torch(seed=5))
+    return checkpoint(tmp_path_factory.mktemp("c20"), model), model
+
+
+def test_onnx_resnet18_matches_torchvision_with_the_same_weights(resnet18_weights, tmp_path):
+    weights, reference = resnet18_weights
+    out = tmp_path / "r18.onnx"
+    build(RESNET18, "--backend", "onnx", "-o", out, "--weights", weights, "--input", "3x64x64", "--batch", 2)
+    x = batch()
+    with torch.no_grad():
+        assert_close_relative(onnx_outputs(out, x), reference(x))
+
+
+def test_exported_program_resnet18_matches_torchvision_with_the_same_weights(resnet18_weights, tmp_path):
+    weights, reference = resnet18_weights
+    out = tmp_path / "r18.pt2"
+    build(RESNET18, "--backend", "export", "-o", out, "--weights", weights, "--input", "3x64x64", "--batch", 2)
+    x = batch()
+    with torch.no_grad():
+        assert_close_relative(torch.export.load(out).module()(x), reference(x))
+
+
+def test_pytorch_artifact_state_dict_loads_into_torchvision(resnet18_weights, tmp_path):
+    weights, reference = resnet18_weights
+    out = tmp_path / "r18.pt2"
+    build(RESNET18, "--backend", "pytorch", "-o", out, "--weights", weights, "--input", "3x64x64")
+    model = torchvision.models.resnet18()
+    model.load_state_dict(torch.export.load(out).module().state_dict(), strict=True)
+    x = batch()
+    with torch.no_grad():
+        assert_close_relative(model.eval()(x), reference(x), 1e-6)
+
+
+def test_onnx_resnext50_at_small_input_matches_torchvision(tmp_path):
+    reference = randomised(torchvision.models.resnext50_32x4d())
+    weights = checkpoint(tmp_path, reference, bare=True)
+    out = tmp_path / "rx50.onnx"
+    build(RESNEXT50, "--backend", "onnx", "-o", out, "--weights", weights, "--input", "3x64x64", "--batch", 2)
+    x = batch()
+    with torch.no_grad():
+        assert_close_relative(onnx_outputs(out, x), reference(x))
+
+
+def test_onnx_cifar20_option_a_matches_pytorch(cifar20_weights, tmp_path):
+    weights, model = cifar20_weights
+    out = tmp_path / "c20.onnx"
+    build(CIFAR20, "--backend", "onnx", "-o", out, "--weights", weights, "--batch", 2)
+    x = batch(2, (3, 32, 32))
+    with torch.no_grad():
+        assert_close_relative(onnx_outputs(out, x), model(x))
+
+
+def test_onnx_option_a_shortcut_uses_only_standard_slice_and_pad(cifar20_weights, tmp_path):
+    out = tmp_path / "c20.onnx"
+    build(CIFAR20, "--backend", "onnx", "-o", out, "--weights", cifar20_weights[0])
+    graph = onnx.load(str(out)).graph
+    onnx.checker.check_model(str(out), full_check=True)
+    assert {n.domain for n in graph.node} <= {"", "ai.onnx"}
+    assert {"Slice", "Pad"} <= {n.op_type for n in graph.node}
+
+
+def test_exported_program_cifar20_matches_pytorch(cifar20_weights, tmp_path):
+    weights, model = cifar20_weights
+    out = tmp_path / "c20.pt2"
+    build(CIFAR20, "--backend", "export", "-o", out, "--weights", weights, "--batch", 2)
+    x = batch(2, (3, 32, 32))
+    with torch.no_grad():
+        assert_close_relative(torch.export.load(out).module()(x), model(x))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
+def test_torchscript_cifar20_matches_pytorch(cifar20_weights, tmp_path):
+    weights, model = cifar20_weights
+    out = tmp_path / "c20.ts"
+    build(CIFAR20, "--backend", "torchscript", "-o", out, "--weights", weights, "--batch", 2)
+    x = batch(3, (3, 32, 32))
+    with torch.no_grad():
+        assert_close_relative(torch.jit.load(str(out))(x), model(x))
+
+
+def test_dynamic_batch_onnx_runs_at_batch_1_and_5(cifar20_weights, tmp_path):
+    weights, model = cifar20_weights
+    out = tmp_path / "dyn.onnx"
+    build(CIFAR20, "--backend", "onnx", "-o", out, "--weights", weights, "--dynamic-batch", "1:4:8")
+    for n in (1, 5):
+        x = batch(n, (3, 32, 32))
+        with torch.no_grad():
+            assert_close_relative(onnx_outputs(out, x), model(x))
+
+
+def test_fp16_onnx_has_half_input_and_stays_close(cifar20_weights, tmp_path):
+    weights, model = cifar20_weights
+    out = tmp_path / "half.onnx"
+    build(CIFAR20, "--backend", "onnx", "-o", out, "--weights", weights, "--precision", "fp16", "--batch", 2)
+    assert onnx.load(str(out)).graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    x = batch(2, (3, 32, 32))
+    with torch.no_grad():
+        assert_close_relative(onnx_outputs(out, x.half()).astype(np.float32), model(x), 1e-2)
+
+
+def test_folding_removes_every_batchnorm_of_a_post_activation_net(cifar20_weights):
+    folded = fold_batchnorm(cifar20_weights[1])
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+
+
+def test_folding_changes_outputs_by_at_most_1e_4_relative():
+    model = randomised(resdsl.compile(RESNET18).with_input(SMALL).to_torch(seed=2))
+    x = batch()
+    with torch.no_grad():
+        assert_close_relative(fold_batchnorm(model)(x), model(x))
+
+
+def test_folding_refuses_a_model_in_training_mode():
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batchnorm(resdsl.compile(CIFAR20).to_torch().train())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without a GPU")
+def test_tensorrt_without_a_gpu_exits_1_naming_what_is_missing(tmp_path):
+    result = run("build", CIFAR20, "--backend", "tensorrt", "-o", tmp_path / "c20.engine")
+    assert result.exit_code == 1
+    assert "NVIDIA GPU" in result.output and "pip install 'resdsl[tensorrt]'" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "c20.engine").exists()
+
+
+def test_int8_is_refused_with_the_reason(tmp_path):
+    result = run("build", CIFAR20, "--backend", "tensorrt", "-o", tmp_path / "c20.engine", "--precision", "int8")
+    assert result.exit_code == 2
+    assert "calibration" in result.output and "ModelOpt" in result.output
+
+
+def test_missing_weights_file_is_refused(tmp_path):
+    result = run("build", CIFAR20, "--backend", "onnx", "-o", tmp_path / "m.onnx", "--weights", tmp_path / "no.pt")
+    assert result.exit_code == 1 and "no such weights file" in result.output
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_corrupt_weights_file_is_refused(tmp_path):
+    weights = tmp_path / "bad.pt"
+    weights.write_bytes(b"not a checkpoint")
+    result = run("build", CIFAR20, "--backend", "onnx", "-o", tmp_path / "m.onnx", "--weights", weights)
+    assert result.exit_code == 1 and "not a readable PyTorch checkpoint" in result.output
+
+
+def test_weights_of_another_network_are_refused_naming_the_keys(resnet18_weights, tmp_path):
+    result = run("build", CIFAR20, "--backend", "onnx", "-o", tmp_path / "m.onnx", "--weights", resnet18_weights[0])
+    assert result.exit_code == 1
+    assert "does not fit cifar20" in result.output and "unexpected layer2.0.downsample.0.weight" in result.output
+
+
+@pytest.mark.parametrize("flags", [("--dynamic-batch", "8:4:1"), ("--dynamic-batch", "1-8"),
+                                   ("--batch", "0"), ("--batch", "2", "--dynamic-batch", "1:2:4"),
+                                   ("--precision", "fp8"), ("--precision", "bf16"), ("--input", "64x64")])
+def test_bad_flag_values_exit_2_with_one_sentence(flags, tmp_path):
+    result = run("build", CIFAR20, "--backend", "onnx", "-o", tmp_path / "m.onnx", *flags)
+    assert result.exit_code == 2 and result.output.startswith("error: ")
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_unknown_backend_exits_2(tmp_path):
+    result = run("build", CIFAR20, "--backend", "coreml", "-o", tmp_path / "m")
+    assert result.exit_code == 2 and "--backend must be one of" in result.output
+
+
+def test_failed_build_leaves_nothing_behind(tmp_path, monkeypatch):
+    import resdsl.backends.onnx as backend
+
+    def broken(model, example, out, batch):
+        out.write_bytes(b"half an onnx file")
+        raise RuntimeError("exporter crashed")
+
+    monkeypatch.setattr(backend, "export", broken)
+    result = run("build", CIFAR20, "--backend", "onnx", "-o", tmp_path / "m.onnx")
+    assert result.exit_code == 1 and "exporter crashed" in result.output
+    assert list(tmp_path.iterdir()) == []
