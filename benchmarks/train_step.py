@@ -1,0 +1,197 @@
+"""Construction time, training step and inference forward: resdsl's modules against hand-written references.
+
+Pairs: compiled ResNet-50 (specs/torchvision/resnet50.res) vs torchvision's, and compiled ResNet-56
+(specs/cifar56.res) vs the plain option-A ResNet-56 written below. Runs are interleaved in one process
+and each figure is the median of `--repeats` runs. Targets: train step within 3%, construction within 10%.
+
+    python benchmarks/train_step.py                 # full size (meant for a GPU)
+    python benchmarks/train_step.py --quick         # small batch and resolution, a few minutes on 2 CPU cores
+    python benchmarks/train_step.py --no-compile    # eager modules
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+import resdsl
+
+SPECS = Path(resdsl.__file__).resolve().parent.parent / "specs"
+
+
+class BasicBlockA(nn.Module):
+    """Two 3x3 convs; the option-A shortcut subsamples and appends zero channels."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.stride, self.extra = stride, cout - cin
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        out = self.bn2(self.conv2(out))
+        shortcut = x
+        if self.stride != 1 or self.extra:
+            shortcut = F.pad(x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, 0, self.extra))
+        return F.relu(out + shortcut, inplace=True)
+
+
+class ResNet56(nn.Module):
+    """The paper's CIFAR-10 ResNet-56 (n = 9, widths 16/32/64, option A), written by hand."""
+
+    def __init__(self, n: int = 9, classes: int = 10) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.layer1 = self._stage(16, 16, n, 1)
+        self.layer2 = self._stage(16, 32, n, 2)
+        self.layer3 = self._stage(32, 64, n, 2)
+        self.fc = nn.Linear(64, classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    @staticmethod
+    def _stage(cin: int, cout: int, blocks: int, stride: int) -> nn.Sequential:
+        return nn.Sequential(BasicBlockA(cin, cout, stride), *(BasicBlockA(cout, cout, 1) for _ in range(blocks - 1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One comparison: how to build resdsl's module and the reference, and the input they take."""
+
+    name: str
+    ours: Callable[[], nn.Module]
+    reference: Callable[[], nn.Module]
+    reference_name: str
+    batch: int
+    size: int
+    classes: int
+
+
+def pairs(quick: bool) -> list[Pair]:
+    return [
+        Pair("resnet50", lambda: resdsl.compile(SPECS / "torchvision/resnet50.res").to_torch(),
+             torchvision.models.resnet50, "torchvision", 4 if quick else 64, 112 if quick else 224, 1000),
+        Pair("cifar56", lambda: resdsl.compile(SPECS / "cifar56.res").to_torch(), ResNet56, "hand-written",
+             32 if quick else 128, 32, 10),
+    ]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _interleaved(functions: list[Callable[[], object]], repeats: int, device: torch.device) -> list[float]:
+    """Median seconds of each function, alternating which runs first in each round."""
+    times: list[list[float]] = [[] for _ in functions]
+    for r in range(repeats):
+        order = range(len(functions)) if r % 2 == 0 else reversed(range(len(functions)))
+        for i in order:
+            _sync(device)
+            start = time.perf_counter()
+            functions[i]()
+            _sync(device)
+            times[i].append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
+
+
+def _train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+    return step
+
+
+def _inference(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    def forward() -> None:
+        with torch.no_grad():
+            model(x)
+
+    return forward
+
+
+def run(pair: Pair, args: argparse.Namespace, device: torch.device) -> list[tuple[str, float, float]]:
+    """(measure, ours, reference) seconds for one pair."""
+    rows = [("construction", *_interleaved([pair.ours, pair.reference], args.repeats, device))]
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(pair.batch, 3, pair.size, pair.size, generator=generator).to(device)
+    y = torch.randint(pair.classes, (pair.batch,), generator=generator).to(device)
+    if args.channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    models = []
+    for build in (pair.ours, pair.reference):
+        model = build().to(device)
+        if args.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        models.append(model)
+    runners = [torch.compile(m) if args.compile else m for m in models]
+    for mode, make in (("train step", lambda m: _train_step(m, x, y)), ("inference", lambda m: _inference(m, x))):
+        for model in models:
+            model.train(mode == "train step")
+        steps = [make(r) for r in runners]
+        start = time.perf_counter()
+        for step in steps:  # compiles, warms up
+            for _ in range(args.warmup):
+                step()
+        print(f"  {pair.name} {mode}: warm-up (compile) {time.perf_counter() - start:.1f} s", flush=True)
+        rows.append((mode, *_interleaved(steps, args.repeats, device)))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small batch and resolution (CPU)")
+    parser.add_argument("--no-compile", dest="compile", action="store_false", help="time the eager modules")
+    parser.add_argument("--repeats", type=int, default=10, help="timed runs per measure (median reported)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed runs before timing")
+    parser.add_argument("--models", default="resnet50,cifar56", help="comma-separated: resnet50, cifar56")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--channels-last", action="store_true", help="NHWC memory format")
+    args = parser.parse_args()
+    if args.repeats < 1 or args.warmup < 1:
+        parser.error("--repeats and --warmup must be at least 1")
+    device = torch.device(args.device)
+    chosen = args.models.split(",")
+    unknown = set(chosen) - {p.name for p in pairs(args.quick)}
+    if unknown:
+        parser.error(f"unknown model(s): {', '.join(sorted(unknown))}")
+    torch.manual_seed(0)
+    print(f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, device {device}, "
+          f"{'compiled' if args.compile else 'eager'}, median of {args.repeats}", flush=True)
+    table = []
+    for pair in pairs(args.quick):
+        if pair.name in chosen:
+            shape = f"{pair.batch}x3x{pair.size}x{pair.size}"
+            table += [(pair.name, shape, pair.reference_name, *row) for row in run(pair, args, device)]
+    print(f"\n| model | input | reference | measure | resdsl ms | reference ms | ratio |\n|{'---|' * 7}")
+    for name, shape, reference, measure, ours, theirs in table:
+        print(f"| {name} | {shape} | {reference} | {measure} | {ours * 1e3:.1f} | {theirs * 1e3:.1f} "
+              f"| {ours / theirs:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,464 @@
+"""The PyTorch backend against torchvision, hand-written PyTorch, PAPER.md and hand counts."""
+
+from __future__ import annotations
+
+import copy
+import math
+import operator
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+import resdsl
+from resdsl import backends
+from resdsl.diagnostics import SpecError
+
+SPECS = Path(resdsl.__file__).resolve().parent.parent / "specs"
+TORCHVISION = sorted(p.stem for p in (SPECS / "torchvision").glob("*.res"))
+CIFAR_ZOO = ["cifar20", "cifar32", "cifar44", "cifar56", "cifar110", "cifar_plain20", "cifar_plain56",
+             "cifar_plain110", "preact/preact110", "preact/preact164", "wrn28_10"]
+IMAGENET_ZOO = ["resnet18", "resnet34", "resnet34b", "resnet34c", "resnet50", "plain18", "plain34"]
+
+
+def _model(spec: str, **options: object) -> fx.GraphModule:
+    return resdsl.compile(SPECS / f"{spec}.res").to_torch(**options)
+
+
+def _param_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _projection(cin: int, cout: int) -> int:
+    """A 1x1 conv without bias plus its BatchNorm (weight and bias)."""
+    return cin * cout + 2 * cout
+
+
+def _shapes(model: fx.GraphModule, x: torch.Tensor) -> dict[str, tuple[int, ...]]:
+    """Each fx node's real output shape, batch excluded, keyed by node name."""
+    model.eval()
+    ShapeProp(model).propagate(x)
+    return {n.name: tuple(n.meta["tensor_meta"].shape[1:]) for n in model.graph.nodes if n.op != "output"}
+
+
+def _assert_shapes_match_ir(network: resdsl.Network, model: fx.GraphModule) -> None:
+    shapes = _shapes(model, torch.randn(2, *network.input_shape))
+    graph = network.graph
+    for node in graph:
+        op = graph.nodes[node]["op"]
+        if op in ("input", "output"):
+            continue
+        name = node.replace(".", "_")
+        if name in shapes:
+            assert shapes[name] == graph.nodes[node]["shape"], node
+        else:  # only pass-through ops have no node of their own
+            assert op in ("identity", "dropout") and graph.nodes[node]["args"].get("p", 0) == 0, node
+    assert shapes[model.graph.find_nodes(op="output")[0].args[0].name] == network.output_shape
+
+
+def _record(model: fx.GraphModule, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every intermediate value of one forward, keyed by fx node name."""
+    values: dict[str, torch.Tensor] = {}
+
+    class Recorder(fx.Interpreter):
+        def run_node(self, n: fx.Node) -> object:
+            result = super().run_node(n)
+            if isinstance(result, torch.Tensor):
+                values[n.name] = result.clone()  # later in-place ops must not change the record
+            return result
+
+    Recorder(model).run(x)
+    return values
+
+
+# --- parity with torchvision -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", TORCHVISION)
+def test_torchvision_weights_load_and_outputs_match(name: str) -> None:
+    reference = getattr(torchvision.models, name)().eval()
+    model = _model(f"torchvision/{name}").eval()
+    model.load_state_dict(reference.state_dict(), strict=True)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = reference(x)
+        torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
+
+
+def test_train_mode_step_matches_torchvision() -> None:
+    reference = torchvision.models.resnet18()
+    model = _model("torchvision/resnet18")
+    model.load_state_dict(reference.state_dict(), strict=True)
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    model(x).square().mean().backward()
+    reference(x).square().mean().backward()
+    torch.testing.assert_close(model.state_dict(), reference.state_dict(), rtol=1e-5, atol=1e-6)
+    grads = {n: p.grad for n, p in reference.named_parameters()}
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, grads[n], rtol=1e-4, atol=1e-6)
+
+
+# --- shapes and parameter counts against the IR ------------------------------------------
+
+BLOCKS = ["basic", "bottleneck", "bottleneck_v1_5", "preact_basic", "preact_bottleneck", "plain_basic"]
+SHORTCUTS = ["A", "B", "C", "D", "none", "identity"]
+
+
+@st.composite
+def specs(draw: st.DrawFn) -> str:
+    """A small random spec for 32x32 input: stem, 1-3 stages of any block and shortcut, head."""
+    stem_width = draw(st.sampled_from([4, 8, 16]))
+    stem = f"conv1: conv 3x3, {stem_width}, stride {draw(st.sampled_from([1, 2]))}; bn1: batchnorm; relu"
+    if draw(st.booleans()):
+        stem += "; maxpool 3x3, stride 2"
+    stages = []
+    for i in range(draw(st.integers(1, 3))):
+        options = [f"stride {draw(st.sampled_from([1, 2]))}", f"block: {draw(st.sampled_from(BLOCKS))}",
+                   f"shortcut: {draw(st.sampled_from(SHORTCUTS))}"]
+        if "bottleneck" in options[1] and "preact" not in options[1]:
+            options += [f"groups: {draw(st.sampled_from([1, 2]))}", f"base_width: {draw(st.sampled_from([64, 128]))}"]
+        depth, width = draw(st.integers(1, 2)), draw(st.sampled_from([4, 8, 12, 16]))
+        stages.append(f"layer{i + 1}: {depth} x {width}, " + ", ".join(options))
+    head = draw(st.sampled_from(["avgpool; fc: linear 10", "avgpool; flatten; fc1: linear 8; bn: batchnorm; relu; "
+                                 "dropout 0.2; fc: linear 10"]))
+    body = "\n    ".join(stages)
+    return f"network random {{\n  input 3x32x32\n  stem {{ {stem} }}\n  stages {{\n    {body}\n  }}\n" \
+           f"  head {{ {head} }}\n}}\n"
+
+
+def _compile_or_reject(text: str, **params: object) -> resdsl.Network:
+    try:
+        return resdsl.compile(text, **params)
+    except SpecError:
+        assume(False)
+        raise
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+@given(specs())
+def test_random_spec_module_matches_ir(text: str) -> None:
+    network = _compile_or_reject(text)
+    model = network.to_torch()
+    assert _param_count(model) == network.params
+    _assert_shapes_match_ir(network, model)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+@given(specs(), st.integers(8, 48), st.integers(8, 48))
+def test_module_runs_at_any_input_size_the_ir_accepts(text: str, height: int, width: int) -> None:
+    network = _compile_or_reject(text)
+    model = network.to_torch()
+    try:
+        moved = network.with_input((3, height, width))
+    except SpecError:
+        assume(False)
+    _assert_shapes_match_ir(moved, model)
+
+
+@pytest.mark.parametrize("spec", CIFAR_ZOO)
+def test_cifar_zoo_module_matches_ir(spec: str) -> None:
+    network = resdsl.compile(SPECS / f"{spec}.res")
+    model = network.to_torch()
+    assert _param_count(model) == network.params
+    _assert_shapes_match_ir(network, model)
+
+
+@pytest.mark.parametrize("spec", IMAGENET_ZOO)
+def test_imagenet_zoo_module_matches_ir_at_64px(spec: str) -> None:
+    network = resdsl.compile(SPECS / f"{spec}.res")
+    model = network.to_torch()
+    assert _param_count(model) == network.params
+    _assert_shapes_match_ir(network.with_input((3, 64, 64)), model)
+
+
+# --- shortcut options against hand computation --------------------------------------------
+
+
+def test_cifar20_has_paper_parameter_count() -> None:
+    assert _param_count(_model("cifar20")) == 269_722  # PAPER.md, Table 6
+
+
+def test_option_a_shortcut_has_no_parameters() -> None:
+    model = _model("cifar56")
+    assert [n for n, _ in model.named_parameters() if "downsample" in n] == []
+    assert _param_count(model) == 853_018  # PAPER.md, Table 6
+
+
+def test_option_a_shortcut_subsamples_and_zero_pads() -> None:
+    model = _model("cifar20").eval()
+    values = _record(model, torch.randn(2, 3, 32, 32))
+    block_input = values["layer1_2_relu_1"]
+    expected = torch.cat([block_input[:, :, ::2, ::2], torch.zeros(2, 16, 16, 16)], dim=1)
+    add = model.graph.find_nodes(op="call_function", target=operator.add)
+    shortcut = next(n.args[1] for n in add if n.name == "layer2_0_add")
+    torch.testing.assert_close(values[shortcut.name], expected, rtol=0, atol=0)
+
+
+def test_option_b_adds_three_projections_to_resnet34() -> None:
+    projections = _projection(64, 128) + _projection(128, 256) + _projection(256, 512)
+    assert _param_count(_model("resnet34b")) - _param_count(_model("resnet34")) == projections
+
+
+def test_option_c_adds_a_projection_to_every_block_of_resnet34() -> None:
+    blocks = ([(64, 64)] * 3 + [(64, 128)] + [(128, 128)] * 3 + [(128, 256)] + [(256, 256)] * 5
+              + [(256, 512)] + [(512, 512)] * 2)
+    extra = sum(_projection(cin, cout) for cin, cout in blocks)
+    assert _param_count(_model("resnet34c")) - _param_count(_model("resnet34")) == extra
+
+
+def test_option_d_costs_the_same_parameters_as_option_b() -> None:
+    text = f'network resnet34d extends "{SPECS / "resnet34.res"}" {{\n  stages (shortcut: D)\n}}\n'
+    model = resdsl.compile(text).to_torch()
+    projections = _projection(64, 128) + _projection(128, 256) + _projection(256, 512)
+    assert _param_count(model) - _param_count(_model("resnet34")) == projections
+    assert isinstance(model.get_submodule("layer2.0.downsample.1"), nn.Conv2d)
+
+
+def test_option_a_resnet34_is_torchvision_minus_its_projections() -> None:
+    torchvision_resnet34 = 21_797_672
+    projections = _projection(64, 128) + _projection(128, 256) + _projection(256, 512)
+    assert _param_count(_model("resnet34")) == torchvision_resnet34 - projections
+
+
+# --- op arguments against hand-written PyTorch ----------------------------------------------
+
+PRIMITIVES = """network primitives {
+  input 3x32x32
+  stem {
+    conv 5x5, 8, stride 2, padding 1, dilation 2, bias
+    batchnorm eps: 1e-3, momentum: 0.01
+    relu
+    maxpool 3x3, stride 2, padding 1, ceil
+    conv 3x3, 8, groups 2
+    avgpool 2x2, stride 1, count_include_pad: false
+  }
+  head {
+    flatten
+    linear 16, bias: false
+    batchnorm
+    relu
+    dropout 0.3
+    dropout 0
+    identity
+    linear 10
+  }
+}
+"""
+
+
+def test_primitive_ops_mirror_their_arguments() -> None:
+    reference = nn.Sequential(
+        nn.Conv2d(3, 8, 5, stride=2, padding=1, dilation=2, bias=True),
+        nn.BatchNorm2d(8, eps=1e-3, momentum=0.01),
+        nn.ReLU(),
+        nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True),
+        nn.Conv2d(8, 8, 3, padding=1, groups=2, bias=False),
+        nn.AvgPool2d(2, stride=1, count_include_pad=False),
+        nn.Flatten(),
+        nn.Linear(8 * 6 * 6, 16, bias=False),
+        nn.BatchNorm1d(16),
+        nn.ReLU(),
+        nn.Dropout(0.3),
+        nn.Linear(16, 10),
+    )
+    model = resdsl.compile(PRIMITIVES).to_torch()
+    ours, theirs = list(model.state_dict().values()), reference.state_dict()
+    assert [t.shape for t in ours] == [t.shape for t in theirs.values()]
+    reference.load_state_dict(dict(zip(theirs, ours, strict=True)))
+    x = torch.randn(4, 3, 32, 32)
+    model.train()
+    reference.train()
+    torch.manual_seed(0)
+    train_out = model(x)
+    torch.manual_seed(0)
+    torch.testing.assert_close(train_out, reference(x))
+    torch.testing.assert_close(list(model.state_dict().values()), list(reference.state_dict().values()))
+    model.eval()
+    reference.eval()
+    torch.testing.assert_close(model(x), reference(x))
+
+
+def test_dropout_zero_and_identity_add_no_module() -> None:
+    model = resdsl.compile(PRIMITIVES).to_torch()
+    assert sum(isinstance(m, nn.Dropout) for m in model.modules()) == 1
+
+
+def test_op_without_lowering_is_a_clear_error() -> None:
+    network = resdsl.compile(SPECS / "cifar20.res")
+    network.graph.nodes["layer1.0.relu"]["op"] = "gelu"
+    with pytest.raises(backends.Unsupported, match=r"layer1\.0\.relu: the op `gelu` has no PyTorch lowering"):
+        network.to_torch()
+
+
+def test_generated_module_is_named_after_the_network() -> None:
+    model = _model("torchvision/wide_resnet50_2")
+    assert type(model).__name__ == "WideResnet50_2"
+    assert "def forward(self, x)" in model.code
+
+
+# --- initialisation ---------------------------------------------------------------------------
+
+
+def test_convs_are_he_normal_fan_out() -> None:
+    weight = _model("cifar20", seed=1).get_submodule("layer3.1.conv1").weight
+    expected_std = math.sqrt(2 / (64 * 3 * 3))
+    assert abs(weight.std().item() / expected_std - 1) < 0.03
+    assert abs(weight.mean().item()) < 0.05 * expected_std
+
+
+def test_batchnorms_start_at_one_and_zero() -> None:
+    for module in _model("cifar20").modules():
+        if isinstance(module, nn.BatchNorm2d):
+            assert torch.equal(module.weight, torch.ones_like(module.weight))
+            assert torch.equal(module.bias, torch.zeros_like(module.bias))
+
+
+def test_linear_has_pytorch_default_init() -> None:
+    fc = _model("resnet18").get_submodule("fc")
+    bound = 1 / math.sqrt(512)
+    assert fc.weight.abs().max().item() <= bound
+    assert abs(fc.weight.std().item() / (bound / math.sqrt(3)) - 1) < 0.03
+    assert fc.bias.abs().max().item() <= bound
+
+
+def test_same_seed_gives_the_same_weights() -> None:
+    first, second = _model("cifar20", seed=7).state_dict(), _model("cifar20", seed=7).state_dict()
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+
+
+def test_different_seeds_give_different_weights() -> None:
+    first, second = _model("cifar20", seed=1), _model("cifar20", seed=2)
+    assert not torch.equal(first.get_submodule("conv1").weight, second.get_submodule("conv1").weight)
+
+
+def test_seeded_build_leaves_global_rng_alone() -> None:
+    torch.manual_seed(123)
+    expected = torch.rand(4)
+    torch.manual_seed(123)
+    _model("cifar20", seed=5)
+    torch.testing.assert_close(torch.rand(4), expected, rtol=0, atol=0)
+
+
+def test_seed_none_draws_from_global_rng() -> None:
+    torch.manual_seed(11)
+    first = _model("cifar20", seed=None).get_submodule("conv1").weight
+    torch.manual_seed(11)
+    second = _model("cifar20", seed=None).get_submodule("conv1").weight
+    assert torch.equal(first, second)
+    assert not torch.equal(first, _model("cifar20", seed=0).get_submodule("conv1").weight)
+
+
+def _zeroed_batchnorms(model: nn.Module) -> set[str]:
+    return {n for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d) and not m.weight.any()}
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_zero_init_residual_matches_torchvision(name: str) -> None:
+    reference = getattr(torchvision.models, name)(zero_init_residual=True)
+    model = _model(f"torchvision/{name}", zero_init_residual=True)
+    assert _zeroed_batchnorms(model) == _zeroed_batchnorms(reference)
+    assert _zeroed_batchnorms(model)
+
+
+def test_zero_init_residual_off_zeroes_nothing() -> None:
+    assert _zeroed_batchnorms(_model("cifar20")) == set()
+
+
+def test_zero_init_residual_finds_last_batchnorm_by_graph_not_name() -> None:
+    text = """block odd(width, stride = 1) {
+  a: conv 3x3, width, stride stride
+  norm_last: batchnorm
+  relu
+  add shortcut
+  relu
+}
+network n {
+  input 3x16x16
+  stem { conv 3x3, 8; first_norm: batchnorm; relu }
+  stages (block: odd, shortcut: B) { layer1: 2 x 8; layer2: 1 x 16, stride 2 }
+  head { avgpool; linear 10 }
+}
+"""
+    model = resdsl.compile(text).to_torch(zero_init_residual=True)
+    assert _zeroed_batchnorms(model) == {"layer1.0.norm_last", "layer1.1.norm_last", "layer2.0.norm_last"}
+
+
+def test_zero_init_residual_blocks_start_as_their_shortcut() -> None:
+    model = _model("cifar20", zero_init_residual=True).eval()
+    values = _record(model, torch.randn(2, 3, 32, 32))
+    torch.testing.assert_close(values["layer1_1_add"], values["layer1_0_relu_1"], rtol=0, atol=0)
+
+
+def test_zero_init_residual_leaves_preactivation_branches_alone() -> None:
+    assert _zeroed_batchnorms(_model("preact/preact110", zero_init_residual=True)) == set()
+
+
+# --- the PyTorch ecosystem ----------------------------------------------------------------------
+
+
+def test_torch_compile_traces_the_module() -> None:
+    model = _model("cifar20").eval()
+    x = torch.randn(2, 3, 32, 32)
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x), model(x))
+
+
+def test_torch_compile_trains_like_eager() -> None:
+    model = _model("cifar20")
+    twin = copy.deepcopy(model)
+    x = torch.randn(4, 3, 32, 32)
+    torch.compile(model, backend="aot_eager", fullgraph=True)(x).square().mean().backward()
+    twin(x).square().mean().backward()
+    for (name, p), q in zip(model.named_parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.slow
+def test_torch_compile_inductor_matches_eager() -> None:
+    model = _model("cifar20").eval()
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(torch.compile(model)(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_torch_export_runs_like_the_module() -> None:
+    model = _model("cifar20").eval()
+    x = torch.randn(2, 3, 32, 32)
+    program = torch.export.export(model, (x,))
+    torch.testing.assert_close(program.module()(x), model(x))
+
+
+def test_channels_last_gives_the_same_outputs() -> None:
+    model = _model("cifar20").eval()
+    x = torch.randn(2, 3, 32, 32)
+    expected = model(x)
+    model = model.to(memory_format=torch.channels_last)
+    torch.testing.assert_close(model(x.to(memory_format=torch.channels_last)), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_bf16_autocast_runs_in_bf16() -> None:
+    model = _model("cifar20").eval()
+    x = torch.randn(2, 3, 32, 32)
+    expected = model(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), expected, rtol=0.1, atol=0.1 * expected.abs().max().item())
+
+
+def test_distributed_data_parallel_trains_like_the_module(tmp_path: Path) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        model = _model("cifar20")
+        twin = copy.deepcopy(model)
+        x = torch.randn(4, 3, 32, 32)
+        nn.parallel.DistributedDataParallel(model)(x).square().mean().backward()
+        twin(x).square().mean().backward()
+        for p, q in zip(model.parameters(), twin.parameters(), strict=True):
+            torch.testing.assert_close(p.grad, q.grad)
+    finally:
+        torch.distributed.destroy_process_group()
