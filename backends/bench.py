@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
 from resdsl.backends import BACKENDS, BackendUnavailable, BatchProfile, Unsupported, load_backend
 from resdsl.backends.artifact import DTYPES, cast
 from resdsl.backends.fold import fold_batchnorm

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from resdsl.backends import BatchProfile, BuildReport, Unsupported
 from resdsl.backends.artifact import cast, output_errors
 

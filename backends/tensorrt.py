@@ -7,6 +7,7 @@ from pathlib import Path
 from types import ModuleType
 
 import torch
+
 from resdsl.backends import BackendUnavailable, BatchProfile, BuildReport
 from resdsl.backends.artifact import cast, output_errors
 from resdsl.backends.export import exported_program

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
 from resdsl.backends import BatchProfile, BuildReport
 from resdsl.backends.artifact import cast, output_errors
 

@@ -14,10 +14,10 @@ import tempfile
 from pathlib import Path
 
 import torch
-from resdsl.backends import BackendUnavailable
-from resdsl.backends.bench import ROUTES, measure, runner
 
 import resdsl
+from resdsl.backends import BackendUnavailable
+from resdsl.backends.bench import ROUTES, measure, runner
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 CASES = (  # spec, batch, timed runs per repeat on a 2-core CPU

@@ -11,10 +11,10 @@ import onnxruntime
 import pytest
 import torch
 import torchvision
-from resdsl.backends.fold import fold_batchnorm
 from typer.testing import CliRunner
 
 import resdsl
+from resdsl.backends.fold import fold_batchnorm
 from resdsl.cli.app import app
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
