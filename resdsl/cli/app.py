@@ -6,7 +6,7 @@ import importlib
 
 import typer
 
-COMMANDS = ("check", "info")
+COMMANDS = ("check", "info", "build", "bench", "train", "eval", "plot", "viz")
 
 app = typer.Typer(
     name="resdsl",

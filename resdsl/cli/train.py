@@ -1,0 +1,112 @@
+"""`resdsl train SPEC`: train a network on its spec's recipe, every setting overridable by a flag."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from resdsl.cli.common import SetOption, fail, load_network
+from resdsl.diagnostics import SpecError
+
+RECIPE = "Recipe (overrides the spec's train section)"
+RUN = "Run"
+
+
+def train(
+    spec: Annotated[str, typer.Argument(help="A spec file (.res) or a zoo name.", show_default=False)],
+    data: Annotated[Path | None, typer.Option(help="Directory holding the dataset's files.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory (default runs/<network>).")] = None,
+    dataset: Annotated[str | None, typer.Option(help="cifar10, cifar100, fashion-mnist, mnist or imagefolder.",
+                                                rich_help_panel=RECIPE)] = None,
+    iterations: Annotated[int | None, typer.Option(help="Train this many iterations.", rich_help_panel=RECIPE)] = None,
+    epochs: Annotated[int | None, typer.Option(help="Train this many epochs.", rich_help_panel=RECIPE)] = None,
+    batch: Annotated[int | None, typer.Option(help="Batch size (over all processes).", rich_help_panel=RECIPE)] = None,
+    lr: Annotated[float | None, typer.Option(help="Base learning rate.", rich_help_panel=RECIPE)] = None,
+    momentum: Annotated[float | None, typer.Option(help="SGD momentum.", rich_help_panel=RECIPE)] = None,
+    weight_decay: Annotated[float | None, typer.Option(help="L2 weight decay.", rich_help_panel=RECIPE)] = None,
+    nesterov: Annotated[bool | None, typer.Option("--nesterov/--no-nesterov", help="Nesterov momentum.",
+                                                  rich_help_panel=RECIPE, show_default=False)] = None,
+    label_smoothing: Annotated[float | None, typer.Option(help="Label smoothing.", rich_help_panel=RECIPE)] = None,
+    schedule: Annotated[str | None, typer.Option(help='"steps(32000: 0.1, 48000: 0.1)", "cosine()" or "constant()".',
+                                                 rich_help_panel=RECIPE)] = None,
+    warmup: Annotated[str | None, typer.Option(help='"lr 0.01, until_train_error 0.8", "iterations 400" or "none".',
+                                               rich_help_panel=RECIPE)] = None,
+    augment: Annotated[str | None, typer.Option(help='"pad 4, crop 32, flip" or "none".',
+                                                rich_help_panel=RECIPE)] = None,
+    split: Annotated[str | None, typer.Option(help='"TRAIN, VAL" image counts, "VAL", or "0" for none.',
+                                              rich_help_panel=RECIPE)] = None,
+    mean_subtract: Annotated[bool | None, typer.Option("--mean-subtract/--no-mean-subtract", show_default=False,
+                                                       help="Per-pixel mean subtraction.",
+                                                       rich_help_panel=RECIPE)] = None,
+    recipe: Annotated[list[str] | None, typer.Option(metavar="LINE", rich_help_panel=RECIPE,
+                                                     help='Any train-section line, e.g. "lr 0.05".')] = None,
+    seed: Annotated[int, typer.Option(help="Seed of initialisation, order and augmentation.", rich_help_panel=RUN)] = 0,
+    checkpoint_every: Annotated[int, typer.Option(help="Write last.pt every N iterations.",
+                                                  rich_help_panel=RUN)] = 1000,
+    eval_every: Annotated[int, typer.Option(help="Evaluate every N iterations.", rich_help_panel=RUN)] = 1000,
+    log_every: Annotated[int, typer.Option(help="Log a metrics line every N iterations.", rich_help_panel=RUN)] = 50,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last.pt.",
+                                         rich_help_panel=RUN)] = False,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N (default: cuda if any).",
+                                               rich_help_panel=RUN)] = None,
+    amp: Annotated[str | None, typer.Option(help="Autocast to bf16 or fp16.", rich_help_panel=RUN)] = None,
+    compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the model.", rich_help_panel=RUN)] = False,
+    sync_bn: Annotated[bool, typer.Option(help="SyncBatchNorm across processes.", rich_help_panel=RUN)] = False,
+    zero_init_residual: Annotated[bool, typer.Option(help="Zero the last BN of each residual branch.",
+                                                     rich_help_panel=RUN)] = False,
+    limit_train: Annotated[int | None, typer.Option(help="Train on the first N images only.",
+                                                    rich_help_panel=RUN)] = None,
+    limit_eval: Annotated[int | None, typer.Option(help="Evaluate on the first N images only.",
+                                                   rich_help_panel=RUN)] = None,
+    set_: SetOption = None,
+) -> None:
+    """Train SPEC with the recipe of its train section; writes metrics.jsonl and checkpoints to --out."""
+    if iterations is not None and epochs is not None:
+        fail("give either --iterations or --epochs, not both", 2)
+    if amp not in (None, "bf16", "fp16"):
+        fail(f"--amp takes bf16 or fp16, not '{amp}'", 2)
+    for name, value in (("--checkpoint-every", checkpoint_every), ("--eval-every", eval_every),
+                        ("--log-every", log_every), ("--limit-train", limit_train), ("--limit-eval", limit_eval)):
+        if value is not None and value < 1:
+            fail(f"{name} must be at least 1, not {value}", 2)
+    flags = {"dataset": None if dataset is None else f'"{dataset}"', "iterations": iterations, "epochs": epochs,
+             "batch": batch, "lr": lr, "momentum": momentum, "weight_decay": weight_decay,
+             "nesterov": None if nesterov is None else str(nesterov).lower(), "label_smoothing": label_smoothing,
+             "schedule": schedule, "warmup": warmup, "augment": augment, "split": split,
+             "mean_subtract": None if mean_subtract is None else str(mean_subtract).lower()}
+    lines = [(f"--{key.replace('_', '-')}", f"{key} {value}") for key, value in flags.items() if value is not None]
+    lines += [("--recipe", line) for line in recipe or []]
+
+    network = load_network(spec, set_)
+    from resdsl.recipe import recipe_of
+
+    try:
+        run_recipe = recipe_of(network.program, lines)
+    except SpecError as error:
+        typer.echo(error.render(), err=True)
+        raise typer.Exit(1) from None
+
+    from resdsl.data import DataError
+    from resdsl.train import RunConfig, RunError, run
+    from resdsl.train.checkpoint import CheckpointError
+    from resdsl.train.distributed import DeviceError
+
+    config = RunConfig(recipe=run_recipe, out=out or Path("runs") / network.name, data=data, seed=seed,
+                       device=device, amp=amp, compile=compile_, sync_bn=sync_bn,
+                       zero_init_residual=zero_init_residual, checkpoint_every=checkpoint_every,
+                       eval_every=eval_every, log_every=log_every, limit_train=limit_train,
+                       limit_eval=limit_eval, resume=resume)
+    try:
+        status = run(network, config)
+    except (DataError, RunError, CheckpointError, DeviceError) as error:
+        fail(str(error))
+    except SpecError as error:
+        typer.echo(error.render(), err=True)
+        raise typer.Exit(1) from None
+    raise typer.Exit(status)
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="train")(train)

@@ -1,0 +1,375 @@
+"""The `train` section of a spec as a validated `Recipe`, and its learning-rate schedule.
+
+A spec without a `train` section gets the paper's CIFAR-10 recipe (section 4.2):
+batch 128, SGD lr 0.1, momentum 0.9, weight decay 1e-4, lr x0.1 at 32k and 48k
+iterations, 64k iterations, 45k/5k split, pad-4 crop and flip, per-pixel mean subtraction.
+
+Units: `steps(m: f, ...)` milestones count in the unit of the run length given beside the
+schedule (`iterations` or `epochs`). Warm-up comes in three forms:
+`warmup lr 0.01, until_train_error 0.8` (the paper's ResNet-110: constant 0.01 until the
+training error drops below 80%), `warmup lr 0.01, iterations 400` (constant 0.01 for 400
+iterations), and `warmup iterations 400` (linear ramp from lr/400 up to lr).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from difflib import get_close_matches
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from resdsl import ast
+from resdsl.diagnostics import Reporter
+from resdsl.expr import EvalError, Value, describe, evaluate
+from resdsl.source import SourceFile, Span
+
+#: Names a spec may give its dataset, mapped to resdsl.data's names.
+DATASET_ALIASES = {"fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist"}
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class Schedule(_Frozen):
+    """`steps(m: factor, ...)`, `cosine()` or `constant()`; milestones in `unit`."""
+
+    kind: Literal["steps", "cosine", "constant"] = "steps"
+    milestones: tuple[tuple[int, float], ...] = ((32000, 0.1), (48000, 0.1))
+    unit: Literal["iterations", "epochs"] = "iterations"
+
+
+class Warmup(_Frozen):
+    """A warm-up: constant `lr` until `until_train_error` or for `iterations`, or linear if no lr."""
+
+    lr: float | None = None
+    iterations: int | None = None
+    until_train_error: float | None = None
+
+    def ends(self, train_error: float) -> bool:
+        """Whether a training error this low ends an `until_train_error` warm-up."""
+        return self.until_train_error is not None and train_error < self.until_train_error
+
+
+class Augmentation(_Frozen):
+    """Zero-pad by `pad`, random `crop` (default: the input size), horizontal `flip`, random-size `scale`."""
+
+    pad: int = 0
+    crop: int | None = None
+    flip: bool = False
+    scale: tuple[int, int] | None = None
+
+
+class Recipe(_Frozen):
+    """Everything `resdsl train` needs to know that is not the architecture."""
+
+    dataset: str = "cifar10"
+    split: tuple[int | None, int] | None = (45000, 5000)
+    batch: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    nesterov: bool = False
+    schedule: Schedule = Schedule()
+    iterations: int | None = 64000
+    epochs: int | None = None
+    warmup: Warmup | None = None
+    label_smoothing: float = 0.0
+    augment: Augmentation | None = Augmentation(pad=4, crop=32, flip=True)
+    mean_subtract: bool = True
+
+    def total_iterations(self, steps_per_epoch: int) -> int:
+        return self.iterations if self.iterations is not None else self.epochs * steps_per_epoch
+
+    def lr_at(self, iteration: int, steps_per_epoch: int, warming: bool = False) -> float:
+        """The learning rate of step `iteration` (0-based).
+
+        `warming` says an `until_train_error` warm-up has not ended yet; the loop tracks it.
+        """
+        warmup = self.warmup
+        if warmup is not None:
+            if warmup.until_train_error is not None and warming:
+                return warmup.lr
+            if warmup.iterations is not None and iteration < warmup.iterations:
+                return warmup.lr if warmup.lr is not None else self.lr * (iteration + 1) / warmup.iterations
+        scale = steps_per_epoch if self.schedule.unit == "epochs" else 1
+        if self.schedule.kind == "cosine":
+            total = self.total_iterations(steps_per_epoch)
+            return self.lr * 0.5 * (1 + math.cos(math.pi * min(iteration, total) / total))
+        lr = self.lr
+        if self.schedule.kind == "steps":
+            for milestone, factor in self.schedule.milestones:
+                if iteration >= milestone * scale:
+                    lr *= factor
+        return lr
+
+
+_KEYS = ("dataset", "split", "batch", "lr", "momentum", "weight_decay", "nesterov", "schedule",
+         "iterations", "epochs", "warmup", "label_smoothing", "augment", "mean_subtract")
+
+
+def recipe_of(program, overrides: Sequence[str | tuple[str, str]] = ()) -> Recipe:
+    """The validated recipe of `program`'s train section, with `overrides` (setting lines) on top.
+
+    Each override is a line as it would appear in the train section, e.g. "lr 0.05", or a pair
+    (origin, line) where origin names it in diagnostics (e.g. "--lr"); it replaces the spec's
+    setting of the same key. Raises SpecError with every bad setting.
+    """
+    from resdsl.parser import parse
+
+    reporter = Reporter(program.sources)
+    spec_settings = program.network.train.settings if program.network.train else []
+    extra: list[ast.Setting] = []
+    for number, item in enumerate(overrides):
+        origin, line = item if isinstance(item, tuple) else (f"override {number + 1}", item)
+        path = f"<{origin}>" if program.sources.get(f"<{origin}>") is None else f"<{origin} {number + 1}>"
+        # the line alone on line 2, so that a diagnostic quotes just what the user wrote
+        source = program.sources.add(SourceFile(path=path, text=f"network _ {{ train {{\n{line}\n}} }}\n"))
+        module = parse(source, program.sources)
+        extra += module.networks[0].train.settings if module.networks[0].train else []
+    layers = [spec_settings, extra]
+    fields: dict[str, object] = {}
+    spans: dict[str, Span] = {}
+    unit_of_layer: list[str | None] = []
+    for settings in layers:
+        seen: dict[str, Span] = {}
+        for setting in settings:
+            if setting.key in seen:
+                reporter.error(setting.span, f"'{setting.key}' is set twice (first at {seen[setting.key]})")
+                continue
+            seen[setting.key] = setting.span
+            value = _setting(setting, program.params, reporter)
+            if value is _BAD:
+                continue
+            if setting.key in ("iterations", "epochs"):
+                fields.pop("epochs" if setting.key == "iterations" else "iterations", None)
+            fields[setting.key] = value
+            spans[setting.key] = setting.span
+        length_keys = [k for k in ("iterations", "epochs") if k in seen]
+        if len(length_keys) == 2:
+            reporter.error(seen["epochs"], "give either 'iterations' or 'epochs', not both")
+        unit_of_layer.append(length_keys[0] if length_keys else None)
+    reporter.raise_if_any()
+
+    if "schedule" in fields:
+        layer = next(i for i in (1, 0) if any(s.key == "schedule" for s in layers[i]))
+        unit = unit_of_layer[layer] or ("epochs" if "epochs" in fields else "iterations")
+        fields["schedule"] = fields["schedule"].model_copy(update={"unit": unit})
+    if "iterations" in fields or "epochs" in fields:
+        fields.setdefault("iterations", None)
+        fields.setdefault("epochs", None)
+    recipe = Recipe(**fields)
+    _check_recipe(recipe, spans, reporter)
+    reporter.raise_if_any()
+    return recipe
+
+
+_BAD = object()
+
+
+def _setting(setting: ast.Setting, env: dict[str, Value], reporter: Reporter) -> object:
+    """The field value of one setting line, or _BAD after reporting why."""
+    key = setting.key
+    if key not in _KEYS:
+        close = get_close_matches(key, _KEYS, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else f" (known: {', '.join(_KEYS)})"
+        reporter.error(setting.span, f"unknown train setting '{key}'{hint}")
+        return _BAD
+    try:
+        return _PARSERS[key](setting, env)
+    except EvalError as error:
+        reporter.error(error.span, error.message)
+        return _BAD
+
+
+def _value(expr: ast.Expr, env: dict[str, Value]) -> Value:
+    return evaluate(expr, env)
+
+
+def _word(expr: ast.Expr) -> str | None:
+    if isinstance(expr, ast.Name):
+        return expr.id
+    if isinstance(expr, ast.Literal) and isinstance(expr.value, str):
+        return expr.value
+    return None
+
+
+def _only(setting: ast.Setting, what: str) -> ast.Expr:
+    if len(setting.args) != 1 or setting.kwargs:
+        raise EvalError(setting.span, f"'{setting.key}' takes one value: {what}")
+    return setting.args[0]
+
+
+def _number(expr: ast.Expr, env: dict[str, Value], what: str, *, integer: bool = False,
+            positive: bool = False, low: float | None = None, high: float | None = None) -> int | float:
+    value = _value(expr, env)
+    if isinstance(value, bool) or not isinstance(value, int | float) or (integer and not isinstance(value, int)):
+        raise EvalError(expr.span, f"{what} must be {'an integer' if integer else 'a number'}, got {describe(value)}")
+    if positive and value <= 0:
+        raise EvalError(expr.span, f"{what} must be positive, got {describe(value)}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise EvalError(expr.span, f"{what} must be between {low} and {high}, got {describe(value)}")
+    return value
+
+
+def _dataset(setting: ast.Setting, env: dict[str, Value]) -> str:
+    from resdsl.data import DATASETS
+
+    expr = _only(setting, "a dataset name such as cifar10")
+    name = _word(expr)
+    if name is None:
+        raise EvalError(expr.span, f"expected a dataset name, got {describe(_value(expr, env))}")
+    name = DATASET_ALIASES.get(name, name)
+    if name not in DATASETS:
+        known = [n.replace("-", "_") for n in DATASETS]
+        close = get_close_matches(name.replace("-", "_"), known, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else f" (known: {', '.join(known)})"
+        raise EvalError(expr.span, f"unknown dataset '{name}'{hint}")
+    return name
+
+
+def _split(setting: ast.Setting, env: dict[str, Value]) -> tuple[int | None, int] | None:
+    if setting.kwargs or len(setting.args) not in (1, 2):
+        raise EvalError(setting.span, "'split' takes TRAIN, VAL image counts (or VAL alone; 0 for no validation)")
+    counts = [_number(a, env, "a split size", integer=True, low=0) for a in setting.args]
+    if counts[-1] == 0:
+        return None
+    return (counts[0], counts[1]) if len(counts) == 2 else (None, counts[0])
+
+
+def _int(what: str):
+    def parse(setting: ast.Setting, env: dict[str, Value]) -> int:
+        return _number(_only(setting, what), env, f"'{setting.key}'", integer=True, positive=True)
+    return parse
+
+
+def _float(low: float, high: float | None = None):
+    def parse(setting: ast.Setting, env: dict[str, Value]) -> float:
+        expr = _only(setting, "a number")
+        return float(_number(expr, env, f"'{setting.key}'", low=low, high=high))
+    return parse
+
+
+def _lr(setting: ast.Setting, env: dict[str, Value]) -> float:
+    return float(_number(_only(setting, "a number"), env, "the learning rate", positive=True))
+
+
+def _flag(setting: ast.Setting, env: dict[str, Value]) -> bool:
+    if not setting.args and not setting.kwargs:
+        return True
+    expr = _only(setting, "true or false")
+    value = _value(expr, env)
+    if not isinstance(value, bool):
+        raise EvalError(expr.span, f"'{setting.key}' takes true or false, got {describe(value)}")
+    return value
+
+
+def _schedule(setting: ast.Setting, env: dict[str, Value]) -> Schedule:
+    expr = _only(setting, "steps(m: factor, ...), cosine() or constant()")
+    if isinstance(expr, ast.Name) and expr.id in ("cosine", "constant"):
+        return Schedule(kind=expr.id, milestones=())
+    if not isinstance(expr, ast.Call) or expr.func not in ("steps", "cosine", "constant"):
+        raise EvalError(expr.span, "a schedule is steps(m: factor, ...), cosine() or constant()")
+    if expr.func != "steps":
+        if expr.args:
+            raise EvalError(expr.span, f"{expr.func}() takes no arguments")
+        return Schedule(kind=expr.func, milestones=())
+    milestones = []
+    for arg in expr.args:
+        if not isinstance(arg, ast.Pair):
+            raise EvalError(arg.span, "each step is milestone: factor, as in steps(32000: 0.1)")
+        at = _number(arg.key, env, "a milestone", integer=True, positive=True)
+        factor = _number(arg.value, env, "a step factor", positive=True)
+        if milestones and at <= milestones[-1][0]:
+            raise EvalError(arg.key.span, f"milestones must increase; {at} follows {milestones[-1][0]}")
+        milestones.append((at, float(factor)))
+    return Schedule(kind="steps", milestones=tuple(milestones))
+
+
+def _kwargs(setting: ast.Setting, allowed: tuple[str, ...], flags: tuple[str, ...] = ()) -> dict[str, ast.Expr | None]:
+    """`name value` pairs and bare flag words of a setting, checked against `allowed`."""
+    given: dict[str, ast.Expr | None] = {}
+    for arg in setting.args:
+        word = _word(arg)
+        if word not in flags:
+            raise EvalError(arg.span, f"'{setting.key}' takes {', '.join(allowed)}")
+        given[word] = None
+    for kwarg in setting.kwargs:
+        if kwarg.name not in allowed:
+            close = get_close_matches(kwarg.name, allowed, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f" (known: {', '.join(allowed)})"
+            raise EvalError(kwarg.span, f"'{setting.key}' has no option '{kwarg.name}'{hint}")
+        if kwarg.name in given:
+            raise EvalError(kwarg.span, f"'{kwarg.name}' is given twice")
+        given[kwarg.name] = kwarg.value
+    return given
+
+
+def _warmup(setting: ast.Setting, env: dict[str, Value]) -> Warmup | None:
+    if len(setting.args) == 1 and not setting.kwargs and _word(setting.args[0]) == "none":
+        return None
+    given = _kwargs(setting, ("lr", "iterations", "until_train_error"))
+    lr = float(_number(given["lr"], env, "the warm-up lr", positive=True)) if "lr" in given else None
+    iterations = (_number(given["iterations"], env, "warm-up iterations", integer=True, positive=True)
+                  if "iterations" in given else None)
+    until = (float(_number(given["until_train_error"], env, "until_train_error", positive=True, high=1.0))
+             if "until_train_error" in given else None)
+    if (iterations is None) == (until is None):
+        raise EvalError(setting.span, "a warm-up needs exactly one of 'iterations N' or 'until_train_error E'")
+    if until is not None and lr is None:
+        raise EvalError(setting.span, "a warm-up until a training error needs its 'lr'")
+    return Warmup(lr=lr, iterations=iterations, until_train_error=until)
+
+
+def _augment(setting: ast.Setting, env: dict[str, Value]) -> Augmentation | None:
+    if len(setting.args) == 1 and not setting.kwargs and _word(setting.args[0]) == "none":
+        return None
+    given = _kwargs(setting, ("pad", "crop", "flip", "scale"), flags=("flip",))
+    pad = _number(given["pad"], env, "'pad'", integer=True, low=0) if "pad" in given else 0
+    crop = _number(given["crop"], env, "'crop'", integer=True, positive=True) if "crop" in given else None
+    flip = "flip" in given and (given["flip"] is None or _flag_value(given["flip"], env))
+    scale = None
+    if "scale" in given:
+        expr = given["scale"]
+        if not isinstance(expr, ast.Call) or expr.func != "range" or len(expr.args) != 2:
+            raise EvalError(expr.span, "'scale' is range(low, high) of the crop's side, e.g. range(256, 480)")
+        low, high = (_number(a, env, "a scale bound", integer=True, positive=True) for a in expr.args)
+        if low > high:
+            raise EvalError(expr.span, f"scale range({low}, {high}) is empty")
+        scale = (low, high)
+    return Augmentation(pad=pad, crop=crop, flip=flip, scale=scale)
+
+
+def _flag_value(expr: ast.Expr, env: dict[str, Value]) -> bool:
+    value = _value(expr, env)
+    if not isinstance(value, bool):
+        raise EvalError(expr.span, f"expected true or false, got {describe(value)}")
+    return value
+
+
+_PARSERS = {
+    "dataset": _dataset,
+    "split": _split,
+    "batch": _int("a batch size"),
+    "lr": _lr,
+    "momentum": _float(0.0, 1.0),
+    "weight_decay": _float(0.0),
+    "nesterov": _flag,
+    "schedule": _schedule,
+    "iterations": _int("a number of iterations"),
+    "epochs": _int("a number of epochs"),
+    "warmup": _warmup,
+    "label_smoothing": _float(0.0, 1.0),
+    "augment": _augment,
+    "mean_subtract": _flag,
+}
+
+
+def _check_recipe(recipe: Recipe, spans: dict[str, Span], reporter: Reporter) -> None:
+    """Checks that involve more than one setting."""
+    if recipe.nesterov and recipe.momentum == 0:
+        reporter.error(spans.get("nesterov"), "nesterov needs a momentum above 0")
+    if recipe.warmup and recipe.warmup.lr is not None and recipe.warmup.lr > recipe.lr:
+        reporter.error(spans.get("warmup"), f"the warm-up lr {recipe.warmup.lr} is above the lr {recipe.lr}")

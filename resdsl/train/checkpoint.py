@@ -1,0 +1,77 @@
+"""Checkpoints: written atomically (temp file, fsync, rename), refused clearly when damaged."""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+REQUIRED = ("model", "optimizer", "iteration", "epoch", "loader", "rng")
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used; the message is one sentence for the user."""
+
+
+def save(path: Path, state: dict[str, Any]) -> None:
+    """Write `state` to `path` so that `path` is always either the old or the new checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save(state, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
+
+
+def load(path: Path, required: tuple[str, ...] = REQUIRED) -> dict[str, Any]:
+    """The checkpoint at `path`; CheckpointError if it is missing, truncated, corrupt or incomplete."""
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # torch raises several types for damaged files
+        raise CheckpointError(f"{path} is not a readable checkpoint "
+                              "(truncated, corrupt or another kind of file)") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} does not hold a checkpoint dict")
+    missing = [key for key in required if key not in state]
+    if missing:
+        raise CheckpointError(f"{path} is not a resdsl training checkpoint (missing {', '.join(missing)})")
+    return state
+
+
+def rng_state() -> dict[str, Any]:
+    """Every random generator the loop draws from, in types torch.load(weights_only=True) accepts."""
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_tuples(state["python"]))
+    kind, keys, position, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tuples(value: Any) -> Any:
+    """random.setstate needs tuples where a round trip may have left lists."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list | tuple) else value

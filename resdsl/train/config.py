@@ -1,0 +1,34 @@
+"""`RunConfig`: how to run a recipe (where, how long between checkpoints, on what device)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from resdsl.recipe import Recipe
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything about a run that is not the network or its recipe."""
+
+    recipe: Recipe
+    out: Path
+    data: Path | None = None
+    seed: int = 0
+    device: str | None = None
+    amp: str | None = None
+    compile: bool = False
+    sync_bn: bool = False
+    zero_init_residual: bool = False
+    checkpoint_every: int = 1000
+    eval_every: int = 1000
+    log_every: int = 50
+    limit_train: int | None = None
+    limit_eval: int | None = None
+    resume: bool = False
+
+    def to_json(self) -> dict:
+        """The config as written to config.json."""
+        fields = {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items() if k != "recipe"}
+        return {"recipe": self.recipe.model_dump(mode="json"), **fields}
