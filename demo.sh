@@ -22,4 +22,4 @@ resdsl info specs/resnet152.res
 resdsl info specs/cifar110.res
 resdsl viz specs/resnet34.res -o demo-out/resnet34.svg
 resdsl build specs/cifar20.res --backend onnx -o demo-out/cifar20.onnx
-resdsl bench specs/cifar20.res --backend pytorch --batch 32 --runs 20
+resdsl bench specs/cifar20.res --backend onnx --batch 32 --runs 20 --no-compare
