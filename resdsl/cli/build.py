@@ -19,7 +19,7 @@ from resdsl.backends import (
     Unsupported,
     load_backend,
 )
-from resdsl.cli.common import SetOption, fail, load_network
+from resdsl.cli.common import SetOption, fail, human_bytes, load_network
 from resdsl.diagnostics import SpecError
 from resdsl.network import Network
 
@@ -79,7 +79,8 @@ def build(
     except Exception as error:
         fail(f"the {backend} build failed: {first_line(error)}")
     folded = "BN folded" if info.fold and not no_fold else "BN kept"
-    typer.echo(f"{backend}: {report.path} ({size(report.size)}), {precision}, {profile}, {folded}; {checked(report)}")
+    typer.echo(f"{backend}: {report.path} ({human_bytes(report.size)}), {precision}, {profile}, {folded}; "
+               f"{checked(report)}")
 
 
 def check_choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
@@ -191,13 +192,6 @@ def listing(keys: list[str], shown: int = 3) -> str:
 def first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
-
-
-def size(value: int) -> str:
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if value >= scale:
-            return f"{value / scale:.1f} {unit}"
-    return f"{value} B"
 
 
 def register(app: typer.Typer) -> None:

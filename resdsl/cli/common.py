@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -67,5 +66,9 @@ def atomic_output(path: Path) -> Iterator[Path]:
             os.unlink(temp)
 
 
-def stdout_is_terminal() -> bool:
-    return sys.stdout.isatty()
+def human_bytes(value: int) -> str:
+    """A byte count as people read it: `137.3 MiB`."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if value >= scale:
+            return f"{value / scale:.1f} {unit}"
+    return f"{value} B"

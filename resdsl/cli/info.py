@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from resdsl.cli.common import SetOption, load_network
+from resdsl.cli.common import SetOption, human_bytes, load_network
 from resdsl.ir.ops import fmt
 from resdsl.network import Network
 
@@ -45,9 +45,9 @@ def table(network: Network) -> str:
     for s in network.stages:
         rows.append((s.name, fmt(tuple(s.output)), str(s.blocks) if s.blocks else "",
                      s.block or "", s.shortcut or "", f"{s.params:,}", _si(s.macs),
-                     _bytes(s.activation_bytes)))
+                     human_bytes(s.activation_bytes)))
     rows.append(("total", fmt(network.output_shape), "", "", "", f"{network.params:,}", _si(network.macs),
-                 _bytes(network.activation_bytes)))
+                 human_bytes(network.activation_bytes)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     right = {2, 5, 6, 7}
 
@@ -65,13 +65,6 @@ def _si(value: int) -> str:
         if value >= scale:
             return f"{value / scale:.3f}{unit}"
     return str(value)
-
-
-def _bytes(value: int) -> str:
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if value >= scale:
-            return f"{value / scale:.1f} {unit}"
-    return f"{value} B"
 
 
 def register(app: typer.Typer) -> None:
