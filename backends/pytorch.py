@@ -1,6 +1,6 @@
-"""Lower the graph IR to a PyTorch module: submodules at the node ids, forward generated with torch.fx.
+"""Lower the graph IR to a PyTorch module class: submodules at the node ids, forward generated with torch.fx.
 
-Each op maps to a module (ops with parameters or train/eval state) or to a call in the generated
+Each op maps to a module factory (ops with parameters or train/eval state) or to a call in the generated
 forward (parameter-free ops); adding an op is one `@lowering` function here. The fx node of IR
 node `layer2.0.conv1` is named `layer2_0_conv1`; pass-through ops (identity, dropout 0) have none.
 """
@@ -8,11 +8,15 @@ node `layer2.0.conv1` is named `layer2_0_conv1`; pass-through ops (identity, dro
 from __future__ import annotations
 
 import contextlib
+import copy
+import itertools
+import linecache
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import networkx as nx
 import torch
@@ -40,7 +44,7 @@ class OpView:
     args: Args
     inputs: list[Shape]
     shape: Shape
-    owns_input: bool = False  # the input is a fresh tensor read by this op alone
+    owns_input: bool = False  # the first input is a fresh tensor read by this op alone
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,8 @@ class Call:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
-Lowered = nn.Module | Call | None  # None: the op passes its input through unchanged
+ModuleFactory = Callable[[], nn.Module]
+Lowered = ModuleFactory | Call | None  # None: the op passes its input through unchanged
 LOWERINGS: dict[str, Callable[[OpView], Lowered]] = {}
 
 
@@ -67,26 +72,26 @@ def lowering(op: str) -> Callable[[Callable[[OpView], Lowered]], Callable[[OpVie
 
 
 @lowering("conv")
-def _conv(node: OpView) -> nn.Module:
+def _conv(node: OpView) -> ModuleFactory:
     a = node.args
-    return nn.Conv2d(node.inputs[0][0], a["out"], a["kernel"], stride=a["stride"], padding=a["padding"],
-                     dilation=a["dilation"], groups=a["groups"], bias=a["bias"])
+    return partial(nn.Conv2d, node.inputs[0][0], a["out"], a["kernel"], stride=a["stride"], padding=a["padding"],
+                   dilation=a["dilation"], groups=a["groups"], bias=a["bias"])
 
 
 @lowering("batchnorm")
-def _batchnorm(node: OpView) -> nn.Module:
+def _batchnorm(node: OpView) -> ModuleFactory:
     norm = nn.BatchNorm2d if len(node.shape) == 3 else nn.BatchNorm1d
-    return norm(node.shape[0], eps=node.args["eps"], momentum=node.args["momentum"])
+    return partial(norm, node.shape[0], eps=node.args["eps"], momentum=node.args["momentum"])
 
 
 @lowering("linear")
-def _linear(node: OpView) -> nn.Module:
-    return nn.Linear(node.inputs[0][0], node.args["out"], bias=node.args["bias"])
+def _linear(node: OpView) -> ModuleFactory:
+    return partial(nn.Linear, node.inputs[0][0], node.args["out"], bias=node.args["bias"])
 
 
 @lowering("dropout")
 def _dropout(node: OpView) -> Lowered:
-    return nn.Dropout(node.args["p"]) if node.args["p"] > 0 else None
+    return partial(nn.Dropout, node.args["p"]) if node.args["p"] > 0 else None
 
 
 @lowering("identity")
@@ -101,7 +106,7 @@ def _relu(node: OpView) -> Call:
 
 @lowering("add")
 def _add(node: OpView) -> Call:
-    return Call(operator.add)
+    return Call(operator.iadd if node.owns_input else operator.add)
 
 
 @lowering("flatten")
@@ -136,29 +141,92 @@ def _pad_channels(node: OpView) -> Call:
     return Call(F.pad, ((0, 0, 0, 0, 0, node.shape[0] - node.inputs[0][0]),))
 
 
-def lower(network: Network, *, zero_init_residual: bool = False, seed: int | None = 0) -> fx.GraphModule:
-    """The network as an `fx.GraphModule`, initialised as torchvision does (He normal, fan_out).
+class GeneratedModule(nn.Module):
+    """Base of the module classes generated from networks: each has its own `graph`, `code` and `forward`.
 
-    `seed` makes the initialisation reproducible without touching the global RNG (None: use it).
-    `zero_init_residual` zeroes the last BatchNorm of each residual branch, so each block starts
-    as its shortcut; a branch that ends in a conv (pre-activation units) is left as it is.
+    Instantiating one builds the submodules at their node ids and initialises them as torchvision does
+    (He normal, fan_out convs; BatchNorm 1 and 0; PyTorch's default linears). `seed` makes the weights
+    reproducible without touching the global RNG (None: draw from it). `zero_init_residual` zeroes the
+    last BatchNorm of each residual branch, so each block starts as its shortcut; a branch that ends in
+    a conv (pre-activation units) is left as it is.
     """
+
+    graph: ClassVar[fx.Graph]  # the fx graph `forward` was generated from; node names are the IR ids
+    code: ClassVar[str]  # the source of `forward`
+    _layout: ClassVar[tuple[Submodule, ...]]
+    _residual_ends: ClassVar[tuple[str, ...]]
+
+    def __init__(self, *, seed: int | None = 0, zero_init_residual: bool = False) -> None:
+        super().__init__()
+        with _seeded(seed):
+            built: dict[str, nn.Module] = {"": self}
+            for submodule in self._layout:
+                built[submodule.path] = module = submodule.make()
+                built[submodule.parent].add_module(submodule.name, module)
+            _initialise(self)
+        if zero_init_residual:
+            for path in self._residual_ends:
+                nn.init.zeros_(built[path].weight)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle as an `fx.GraphModule` of the same submodules and code: loading it needs torch, not resdsl."""
+        return fx.GraphModule(self, copy.deepcopy(self.graph), type(self).__name__).__reduce__()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> GeneratedModule:
+        """A deep copy of the same generated class (pickling, above, gives a GraphModule instead)."""
+        clone = type(self).__new__(type(self))
+        memo[id(self)] = clone
+        clone.__setstate__(copy.deepcopy(self.__dict__, memo))
+        return clone
+
+
+@dataclass(frozen=True)
+class Submodule:
+    """One submodule of a generated class, in construction order: a lowered op or a plain container."""
+
+    path: str
+    make: Callable[[], nn.Module]
+
+    @property
+    def parent(self) -> str:
+        return self.path.rpartition(".")[0]
+
+    @property
+    def name(self) -> str:
+        return self.path.rpartition(".")[2]
+
+
+def module_class(network: Network) -> type[GeneratedModule]:
+    """Generate the network's module class: `forward` is the fx code of the graph, compiled once."""
     graph = network.graph
-    rng = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
-    with rng:
-        if seed is not None:
-            torch.manual_seed(seed)
-        root, code = _build(graph)
-        _initialise(root)
-    if zero_init_residual:
-        for node in _residual_ends(graph):
-            nn.init.zeros_(root.get_submodule(node).weight)
-    return fx.GraphModule(root, code, class_name=_class_name(network.name))
+    layout, code = _build(graph)
+    python = code.python_code(root_module="self")
+    filename = f"<resdsl {network.name} {next(_generated)}>"
+    linecache.cache[filename] = (len(python.src), None, python.src.splitlines(keepends=True), filename)
+    namespace = dict(python.globals)
+    exec(compile(python.src, filename, "exec"), namespace)
+    attributes = {"forward": namespace["forward"], "graph": code, "code": python.src, "_layout": tuple(layout),
+                  "_residual_ends": tuple(_residual_ends(graph)), "__module__": __name__}
+    return type(_class_name(network.name), (GeneratedModule,), attributes)
 
 
-def _build(graph: nx.DiGraph) -> tuple[nn.Module, fx.Graph]:
-    """The modules at their node ids, and the forward as an fx graph, in the IR's topological order."""
-    root = nn.Module()
+_generated = itertools.count()
+
+
+@contextlib.contextmanager
+def _seeded(seed: int | None) -> Iterator[None]:
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def _build(graph: nx.DiGraph) -> tuple[list[Submodule], fx.Graph]:
+    """The submodules to build, and the forward as an fx graph, in the IR's topological order."""
+    layout: list[Submodule] = []
+    containers: set[str] = set()
     code = fx.Graph()
     values: dict[str, fx.Node] = {}
     order = {node: i for i, node in enumerate(graph.nodes)}
@@ -178,31 +246,33 @@ def _build(graph: nx.DiGraph) -> tuple[nn.Module, fx.Graph]:
         name = node.replace(".", "_")
         if lowered is None:
             values[node] = args[0]
-        elif isinstance(lowered, nn.Module):
-            _set_submodule(root, node, lowered)
-            values[node] = code.create_node("call_module", node, tuple(args), name=name)
-        else:
+        elif isinstance(lowered, Call):
             values[node] = code.create_node("call_function", lowered.function, (*args, *lowered.args),
                                             dict(lowered.kwargs), name=name)
-    return root, code
+        else:
+            layout += _containers(node, containers)
+            layout.append(Submodule(node, lowered))
+            values[node] = code.create_node("call_module", node, tuple(args), name=name)
+    return layout, code
+
+
+def _containers(path: str, existing: set[str]) -> list[Submodule]:
+    """The plain containers `path` needs that are not built yet, outermost first."""
+    parts = path.split(".")
+    missing = []
+    for depth in range(1, len(parts)):
+        container = ".".join(parts[:depth])
+        if container not in existing:
+            existing.add(container)
+            missing.append(Submodule(container, nn.Module))
+    return missing
 
 
 def _view(graph: nx.DiGraph, node: str) -> OpView:
     preds = inputs(graph, node)
-    owns = len(preds) == 1 and graph.nodes[preds[0]]["op"] in _FRESH and graph.out_degree(preds[0]) == 1
+    owns = graph.nodes[preds[0]]["op"] in _FRESH and graph.out_degree(preds[0]) == 1
     attrs = graph.nodes[node]
     return OpView(attrs["args"], [graph.nodes[p]["shape"] for p in preds], attrs["shape"], owns)
-
-
-def _set_submodule(root: nn.Module, target: str, module: nn.Module) -> None:
-    """Place `module` at a dotted path, creating the containers on the way."""
-    *path, name = target.split(".")
-    parent = root
-    for part in path:
-        if not hasattr(parent, part):
-            parent.add_module(part, nn.Module())
-        parent = getattr(parent, part)
-    parent.add_module(name, module)
 
 
 def _initialise(root: nn.Module) -> None:

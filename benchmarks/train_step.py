@@ -4,6 +4,10 @@ Pairs: compiled ResNet-50 (specs/torchvision/resnet50.res) vs torchvision's, and
 (specs/cifar56.res) vs the plain option-A ResNet-56 written below. Runs are interleaved in one process
 and each figure is the median of `--repeats` runs. Targets: train step within 3%, construction within 10%.
 
+Construction is `network.to_torch()` (instantiating the network's generated class) against the reference's
+constructor; "spec to module" adds what the reference pays once when Python imports its class: parsing
+and checking the spec and generating the class (`resdsl.compile(spec).to_torch()` from scratch).
+
     python benchmarks/train_step.py                 # full size (meant for a GPU)
     python benchmarks/train_step.py --quick         # small batch and resolution, a few minutes on 2 CPU cores
     python benchmarks/train_step.py --no-compile    # eager modules
@@ -79,7 +83,7 @@ class Pair:
     """One comparison: how to build resdsl's module and the reference, and the input they take."""
 
     name: str
-    ours: Callable[[], nn.Module]
+    spec: Path
     reference: Callable[[], nn.Module]
     reference_name: str
     batch: int
@@ -89,10 +93,9 @@ class Pair:
 
 def pairs(quick: bool) -> list[Pair]:
     return [
-        Pair("resnet50", lambda: resdsl.compile(SPECS / "torchvision/resnet50.res").to_torch(),
-             torchvision.models.resnet50, "torchvision", 4 if quick else 64, 112 if quick else 224, 1000),
-        Pair("cifar56", lambda: resdsl.compile(SPECS / "cifar56.res").to_torch(), ResNet56, "hand-written",
-             32 if quick else 128, 32, 10),
+        Pair("resnet50", SPECS / "torchvision/resnet50.res", torchvision.models.resnet50, "torchvision",
+             4 if quick else 64, 112 if quick else 224, 1000),
+        Pair("cifar56", SPECS / "cifar56.res", ResNet56, "hand-written", 32 if quick else 128, 32, 10),
     ]
 
 
@@ -136,14 +139,17 @@ def _inference(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
 
 def run(pair: Pair, args: argparse.Namespace, device: torch.device) -> list[tuple[str, float, float]]:
     """(measure, ours, reference) seconds for one pair."""
-    rows = [("construction", *_interleaved([pair.ours, pair.reference], args.repeats, device))]
+    network = resdsl.compile(pair.spec)
+    rows = [("construction", *_interleaved([network.to_torch, pair.reference], args.repeats, device)),
+            ("spec to module", *_interleaved([lambda: resdsl.compile(pair.spec).to_torch(), pair.reference],
+                                             args.repeats, device))]
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(pair.batch, 3, pair.size, pair.size, generator=generator).to(device)
     y = torch.randint(pair.classes, (pair.batch,), generator=generator).to(device)
     if args.channels_last:
         x = x.to(memory_format=torch.channels_last)
     models = []
-    for build in (pair.ours, pair.reference):
+    for build in (network.to_torch, pair.reference):
         model = build().to(device)
         if args.channels_last:
             model = model.to(memory_format=torch.channels_last)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import networkx as nx
 
@@ -17,7 +18,7 @@ from resdsl.passes.count import Counts, StageSummary, count
 from resdsl.resolve import Program, load, read_spec
 
 if TYPE_CHECKING:
-    import torch
+    from resdsl.backends.pytorch import GeneratedModule
 
 
 class Network:
@@ -72,11 +73,16 @@ class Network:
         moved = network.model_copy(update={"input": ast.InputShape(span=span, dims=tuple(shape))})
         return _check(Program(**{**self.program.__dict__, "network": moved}))
 
-    def to_torch(self, **options: Any) -> torch.nn.Module:
-        """The PyTorch module of this network (see resdsl.backends.pytorch)."""
-        from resdsl.backends.pytorch import lower
+    @cached_property
+    def torch_class(self) -> type[GeneratedModule]:
+        """The PyTorch module class of this network, generated once (see resdsl.backends.pytorch)."""
+        from resdsl.backends.pytorch import module_class
 
-        return lower(self, **options)
+        return module_class(self)
+
+    def to_torch(self, *, seed: int | None = 0, zero_init_residual: bool = False) -> GeneratedModule:
+        """A new, initialised PyTorch module of this network: `torch_class(seed=..., zero_init_residual=...)`."""
+        return self.torch_class(seed=seed, zero_init_residual=zero_init_residual)
 
     def __repr__(self) -> str:
         return f"Network({self.name!r}, params={self.params:,}, macs={self.macs:,})"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import operator
+import pickle
 from pathlib import Path
 
 import pytest
@@ -194,8 +195,7 @@ def test_option_a_shortcut_subsamples_and_zero_pads() -> None:
     values = _record(model, torch.randn(2, 3, 32, 32))
     block_input = values["layer1_2_relu_1"]
     expected = torch.cat([block_input[:, :, ::2, ::2], torch.zeros(2, 16, 16, 16)], dim=1)
-    add = model.graph.find_nodes(op="call_function", target=operator.add)
-    shortcut = next(n.args[1] for n in add if n.name == "layer2_0_add")
+    shortcut = next(n.args[1] for n in model.graph.nodes if n.name == "layer2_0_add")
     torch.testing.assert_close(values[shortcut.name], expected, rtol=0, atol=0)
 
 
@@ -295,6 +295,36 @@ def test_op_without_lowering_is_a_clear_error() -> None:
         network.to_torch()
 
 
+def test_residual_add_writes_into_the_branch_output_like_torchvision() -> None:
+    model = _model("torchvision/resnet18")
+    add = next(n for n in model.graph.nodes if n.name == "layer1_0_add")
+    assert add.target is operator.iadd  # torchvision's `out += identity`
+    assert add.args[0].name == "layer1_0_bn2"
+
+
+def test_module_class_is_generated_once_per_network() -> None:
+    network = resdsl.compile(SPECS / "cifar20.res")
+    first, second = network.to_torch(), network.to_torch()
+    assert type(first) is type(second) is network.torch_class
+    assert first.conv1.weight is not second.conv1.weight
+
+
+def test_module_pickles_as_a_graph_module_with_the_same_outputs() -> None:
+    model = _model("cifar20").eval()
+    loaded = pickle.loads(pickle.dumps(model))
+    x = torch.randn(2, 3, 32, 32)
+    assert isinstance(loaded, fx.GraphModule)
+    assert torch.equal(loaded(x), model(x))
+
+
+def test_deep_copy_keeps_the_generated_class() -> None:
+    model = _model("cifar20")
+    twin = copy.deepcopy(model)
+    assert type(twin) is type(model)
+    assert twin.conv1.weight is not model.conv1.weight
+    torch.testing.assert_close(twin.state_dict(), model.state_dict(), rtol=0, atol=0)
+
+
 def test_generated_module_is_named_after_the_network() -> None:
     model = _model("torchvision/wide_resnet50_2")
     assert type(model).__name__ == "WideResnet50_2"
@@ -324,6 +354,16 @@ def test_linear_has_pytorch_default_init() -> None:
     assert fc.weight.abs().max().item() <= bound
     assert abs(fc.weight.std().item() / (bound / math.sqrt(3)) - 1) < 0.03
     assert fc.bias.abs().max().item() <= bound
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnext50_32x4d"])
+def test_global_seed_gives_torchvision_initial_weights_bit_for_bit(name: str) -> None:
+    torch.manual_seed(0)
+    reference = getattr(torchvision.models, name)().state_dict()
+    torch.manual_seed(0)
+    model = _model(f"torchvision/{name}", seed=None).state_dict()
+    assert list(model) == list(reference)
+    torch.testing.assert_close(model, reference, rtol=0, atol=0)
 
 
 def test_same_seed_gives_the_same_weights() -> None:
