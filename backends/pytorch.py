@@ -1,8 +1,10 @@
 """Lower the graph IR to a PyTorch module class: submodules at the node ids, forward generated with torch.fx.
 
-Each op maps to a module factory (ops with parameters or train/eval state) or to a call in the generated
-forward (parameter-free ops); adding an op is one `@lowering` function here. The fx node of IR
-node `layer2.0.conv1` is named `layer2_0_conv1`; pass-through ops (identity, dropout 0) have none.
+The class is generated once per network (`Network.torch_class`); instantiating it only builds and
+initialises the submodules, as a hand-written class would. Each op maps to a module factory (ops with
+parameters or train/eval state) or to a call in the generated forward (parameter-free ops); adding an op
+is one `@lowering` function here. The fx node of IR node `layer2.0.conv1` is named `layer2_0_conv1`;
+pass-through ops (identity, dropout 0) have none.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import networkx as nx
 import torch
@@ -35,6 +37,8 @@ if TYPE_CHECKING:
 _FRESH = frozenset({"conv", "batchnorm", "linear", "add", "maxpool", "avgpool", "pad_channels"})
 # Parameter-free ops that keep zeros zero: a BatchNorm followed only by these ends its branch.
 _ZERO_PRESERVING = frozenset({"relu", "dropout", "identity"})
+# Numbers the generated sources, so that each has its own name in tracebacks.
+_generated = itertools.count()
 
 
 @dataclass(frozen=True)
@@ -160,9 +164,9 @@ class GeneratedModule(nn.Module):
         super().__init__()
         with _seeded(seed):
             built: dict[str, nn.Module] = {"": self}
-            for submodule in self._layout:
-                built[submodule.path] = module = submodule.make()
-                built[submodule.parent].add_module(submodule.name, module)
+            for path, parent, name, make in self._layout:
+                built[path] = module = make()
+                built[parent].add_module(name, module)
             _initialise(self)
         if zero_init_residual:
             for path in self._residual_ends:
@@ -180,20 +184,18 @@ class GeneratedModule(nn.Module):
         return clone
 
 
-@dataclass(frozen=True)
-class Submodule:
+class Submodule(NamedTuple):
     """One submodule of a generated class, in construction order: a lowered op or a plain container."""
 
     path: str
-    make: Callable[[], nn.Module]
+    parent: str
+    name: str
+    make: ModuleFactory
 
-    @property
-    def parent(self) -> str:
-        return self.path.rpartition(".")[0]
-
-    @property
-    def name(self) -> str:
-        return self.path.rpartition(".")[2]
+    @classmethod
+    def at(cls, path: str, make: ModuleFactory) -> Submodule:
+        parent, _, name = path.rpartition(".")
+        return cls(path, parent, name, make)
 
 
 def module_class(network: Network) -> type[GeneratedModule]:
@@ -210,11 +212,9 @@ def module_class(network: Network) -> type[GeneratedModule]:
     return type(_class_name(network.name), (GeneratedModule,), attributes)
 
 
-_generated = itertools.count()
-
-
 @contextlib.contextmanager
 def _seeded(seed: int | None) -> Iterator[None]:
+    """Draw from a fresh RNG seeded with `seed`, leaving the global one as it was (None: use the global one)."""
     if seed is None:
         yield
         return
@@ -251,7 +251,7 @@ def _build(graph: nx.DiGraph) -> tuple[list[Submodule], fx.Graph]:
                                             dict(lowered.kwargs), name=name)
         else:
             layout += _containers(node, containers)
-            layout.append(Submodule(node, lowered))
+            layout.append(Submodule.at(node, lowered))
             values[node] = code.create_node("call_module", node, tuple(args), name=name)
     return layout, code
 
@@ -264,7 +264,7 @@ def _containers(path: str, existing: set[str]) -> list[Submodule]:
         container = ".".join(parts[:depth])
         if container not in existing:
             existing.add(container)
-            missing.append(Submodule(container, nn.Module))
+            missing.append(Submodule.at(container, nn.Module))
     return missing
 
 
@@ -276,13 +276,10 @@ def _view(graph: nx.DiGraph, node: str) -> OpView:
 
 
 def _initialise(root: nn.Module) -> None:
-    """torchvision's initialisation: He normal (fan_out) convs, BatchNorm 1 and 0, default linears."""
+    """torchvision's initialisation: He normal (fan_out) convs; BatchNorms (1 and 0) and linears keep PyTorch's."""
     for module in root.modules():
         if isinstance(module, nn.Conv2d):
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(module, nn.BatchNorm2d | nn.BatchNorm1d):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
 
 
 def _residual_ends(graph: nx.DiGraph) -> list[str]:

@@ -2,7 +2,9 @@
 
 Pairs: compiled ResNet-50 (specs/torchvision/resnet50.res) vs torchvision's, and compiled ResNet-56
 (specs/cifar56.res) vs the plain option-A ResNet-56 written below. Runs are interleaved in one process
-and each figure is the median of `--repeats` runs. Targets: train step within 3%, construction within 10%.
+and each figure is the median of `--repeats` rounds; the ratio is the median of the per-round ratios
+(each round times both back to back, so slow drift of the machine cancels). Targets: train step within 3%,
+construction within 10%.
 
 Construction is `network.to_torch()` (instantiating the network's generated class) against the reference's
 constructor; "spec to module" adds what the reference pays once when Python imports its class: parsing
@@ -104,18 +106,32 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _interleaved(functions: list[Callable[[], object]], repeats: int, device: torch.device) -> list[float]:
-    """Median seconds of each function, alternating which runs first in each round."""
-    times: list[list[float]] = [[] for _ in functions]
+@dataclass(frozen=True)
+class Timing:
+    """Medians of one interleaved comparison, and the spread of the per-round ratios."""
+
+    ours: float
+    reference: float
+    ratio: float  # median over rounds of ours / reference, each pair timed back to back
+    ratio_iqr: tuple[float, float]
+
+
+def _interleaved(ours: Callable[[], object], reference: Callable[[], object], repeats: int,
+                 device: torch.device) -> Timing:
+    """Time both `repeats` times, alternating which runs first in each round."""
+    rounds: list[tuple[float, float]] = []
     for r in range(repeats):
-        order = range(len(functions)) if r % 2 == 0 else reversed(range(len(functions)))
-        for i in order:
+        seconds = {}
+        for name, function in (("ours", ours), ("reference", reference))[:: 1 if r % 2 == 0 else -1]:
             _sync(device)
             start = time.perf_counter()
-            functions[i]()
+            function()
             _sync(device)
-            times[i].append(time.perf_counter() - start)
-    return [statistics.median(t) for t in times]
+            seconds[name] = time.perf_counter() - start
+        rounds.append((seconds["ours"], seconds["reference"]))
+    ratios = statistics.quantiles([a / b for a, b in rounds], n=4)
+    return Timing(statistics.median(a for a, _ in rounds), statistics.median(b for _, b in rounds), ratios[1],
+                  (ratios[0], ratios[2]))
 
 
 def _train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
@@ -137,12 +153,12 @@ def _inference(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
     return forward
 
 
-def run(pair: Pair, args: argparse.Namespace, device: torch.device) -> list[tuple[str, float, float]]:
-    """(measure, ours, reference) seconds for one pair."""
+def run(pair: Pair, args: argparse.Namespace, device: torch.device) -> list[tuple[str, Timing]]:
+    """Each measure's timing for one pair."""
     network = resdsl.compile(pair.spec)
-    rows = [("construction", *_interleaved([network.to_torch, pair.reference], args.repeats, device)),
-            ("spec to module", *_interleaved([lambda: resdsl.compile(pair.spec).to_torch(), pair.reference],
-                                             args.repeats, device))]
+    rows = [("construction", _interleaved(network.to_torch, pair.reference, args.repeats, device)),
+            ("spec to module", _interleaved(lambda: resdsl.compile(pair.spec).to_torch(), pair.reference,
+                                            args.repeats, device))]
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(pair.batch, 3, pair.size, pair.size, generator=generator).to(device)
     y = torch.randint(pair.classes, (pair.batch,), generator=generator).to(device)
@@ -164,7 +180,7 @@ def run(pair: Pair, args: argparse.Namespace, device: torch.device) -> list[tupl
             for _ in range(args.warmup):
                 step()
         print(f"  {pair.name} {mode}: warm-up (compile) {time.perf_counter() - start:.1f} s", flush=True)
-        rows.append((mode, *_interleaved(steps, args.repeats, device)))
+        rows.append((mode, _interleaved(*steps, args.repeats, device)))
     return rows
 
 
@@ -172,14 +188,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small batch and resolution (CPU)")
     parser.add_argument("--no-compile", dest="compile", action="store_false", help="time the eager modules")
-    parser.add_argument("--repeats", type=int, default=10, help="timed runs per measure (median reported)")
+    parser.add_argument("--repeats", type=int, default=10, help="timed rounds per measure (medians reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs before timing")
     parser.add_argument("--models", default="resnet50,cifar56", help="comma-separated: resnet50, cifar56")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--channels-last", action="store_true", help="NHWC memory format")
     args = parser.parse_args()
-    if args.repeats < 1 or args.warmup < 1:
-        parser.error("--repeats and --warmup must be at least 1")
+    if args.repeats < 4 or args.warmup < 1:
+        parser.error("--repeats must be at least 4 and --warmup at least 1")
     device = torch.device(args.device)
     chosen = args.models.split(",")
     unknown = set(chosen) - {p.name for p in pairs(args.quick)}
@@ -193,10 +209,10 @@ def main() -> None:
         if pair.name in chosen:
             shape = f"{pair.batch}x3x{pair.size}x{pair.size}"
             table += [(pair.name, shape, pair.reference_name, *row) for row in run(pair, args, device)]
-    print(f"\n| model | input | reference | measure | resdsl ms | reference ms | ratio |\n|{'---|' * 7}")
-    for name, shape, reference, measure, ours, theirs in table:
-        print(f"| {name} | {shape} | {reference} | {measure} | {ours * 1e3:.1f} | {theirs * 1e3:.1f} "
-              f"| {ours / theirs:.3f} |")
+    print(f"\n| model | input | reference | measure | resdsl ms | reference ms | ratio | ratio IQR |\n|{'---|' * 8}")
+    for name, shape, reference, measure, t in table:
+        print(f"| {name} | {shape} | {reference} | {measure} | {t.ours * 1e3:.1f} | {t.reference * 1e3:.1f} "
+              f"| {t.ratio:.3f} | {t.ratio_iqr[0]:.3f}-{t.ratio_iqr[1]:.3f} |")
 
 
 if __name__ == "__main__":
