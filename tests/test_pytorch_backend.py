@@ -480,14 +480,25 @@ def test_channels_last_gives_the_same_outputs() -> None:
     torch.testing.assert_close(model(x.to(memory_format=torch.channels_last)), expected, rtol=1e-4, atol=1e-5)
 
 
-def test_bf16_autocast_runs_in_bf16() -> None:
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_runs_in_the_lower_precision(dtype: torch.dtype) -> None:
     model = _model("cifar20").eval()
     x = torch.randn(2, 3, 32, 32)
     expected = model(x)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=dtype):
         out = model(x)
-    assert out.dtype == torch.bfloat16
+    assert out.dtype == dtype
     torch.testing.assert_close(out.float(), expected, rtol=0.1, atol=0.1 * expected.abs().max().item())
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_training_step_gives_float32_gradients(dtype: torch.dtype) -> None:
+    model = _model("torchvision/resnet18")  # in-place residual adds meet projection shortcuts
+    with torch.autocast("cpu", dtype=dtype):
+        out = model(torch.randn(2, 3, 64, 64))
+    out.float().square().mean().backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and g.dtype == torch.float32 and g.isfinite().all() for g in grads)
 
 
 def test_distributed_data_parallel_trains_like_the_module(tmp_path: Path) -> None:
