@@ -65,14 +65,31 @@ def workspace(tmp_path_factory) -> Path:
     return root
 
 
-def _resdsl(*args: str, cwd: Path, env: dict | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
+def _resdsl(*args: str, cwd: Path, env: dict | None = None, timeout: float = 180,
+            entry: tuple[str, str] = ("-m", "resdsl")) -> subprocess.CompletedProcess:
     environment = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "resdsl", *args], cwd=cwd, env=environment, capture_output=True,
+    return subprocess.run([sys.executable, *entry, *args], cwd=cwd, env=environment, capture_output=True,
                           text=True, timeout=timeout)
 
 
-def _train(workspace: Path, out: str, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return _resdsl("train", "tiny.res", "--data", "data", "--out", out, *QUICK, *extra, cwd=workspace, env=env)
+def _train(workspace: Path, out: str, *extra: str) -> subprocess.CompletedProcess:
+    return _resdsl("train", "tiny.res", "--data", "data", "--out", out, *QUICK, *extra, cwd=workspace)
+
+
+# `resdsl train ...` that dies by SIGKILL right after saving the checkpoint of iteration 8.
+KILLED_AFTER_CHECKPOINT_8 = """
+import os, signal, sys
+from resdsl.train import checkpoint
+from resdsl.cli.app import main
+save = checkpoint.save
+def save_then_die(path, state):
+    save(path, state)
+    if state["iteration"] == 8:
+        os.kill(os.getpid(), signal.SIGKILL)
+checkpoint.save = save_then_die
+sys.argv[0] = "resdsl"
+main()
+"""
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +123,8 @@ def test_metrics_follow_the_step_schedule(finished: Path):
 
 
 def test_resume_after_sigkill_ends_bit_identical(workspace: Path, finished: Path):
-    killed = _train(workspace, "killed", env={"RESDSL_TRAIN_KILL_AFTER_CHECKPOINT": "8"})
+    killed = _resdsl("train", "tiny.res", "--data", "data", "--out", "killed", *QUICK, cwd=workspace,
+                     entry=("-c", KILLED_AFTER_CHECKPOINT_8))
     assert killed.returncode == -signal.SIGKILL
     assert load(workspace / "killed" / "last.pt")["iteration"] == 8
     resumed = _train(workspace, "killed", "--resume")
