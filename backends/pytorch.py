@@ -4,7 +4,7 @@ The class is generated once per network (`Network.torch_class`); instantiating i
 initialises the submodules, as a hand-written class would. Each op maps to a module factory (ops with
 parameters or train/eval state) or to a call in the generated forward (parameter-free ops); adding an op
 is one `@lowering` function here. The fx node of IR node `layer2.0.conv1` is named `layer2_0_conv1`;
-pass-through ops (identity, dropout 0) have none.
+pass-through ops (identity, dropout 0, 1x1 pools at stride 1) have none.
 """
 
 from __future__ import annotations
@@ -118,18 +118,27 @@ def _flatten(node: OpView) -> Call:
     return Call(torch.flatten, (1,))
 
 
+def _is_identity_pool(a: Args) -> bool:
+    """A 1x1 window at stride 1 without padding (option D's pool where the stride is 1) copies its input."""
+    return a["kernel"] == (1, 1) and a["stride"] == (1, 1) and a["padding"] == (0, 0)
+
+
 @lowering("maxpool")
-def _maxpool(node: OpView) -> Call:
+def _maxpool(node: OpView) -> Call | None:
     a = node.args
+    if _is_identity_pool(a):
+        return None
     return Call(F.max_pool2d, kwargs={"kernel_size": a["kernel"], "stride": a["stride"], "padding": a["padding"],
                                       "ceil_mode": a["ceil"]})
 
 
 @lowering("avgpool")
-def _avgpool(node: OpView) -> Call:
+def _avgpool(node: OpView) -> Call | None:
     a = node.args
     if a["kernel"] is None:
         return Call(F.adaptive_avg_pool2d, (1,))
+    if _is_identity_pool(a):
+        return None
     return Call(F.avg_pool2d, kwargs={"kernel_size": a["kernel"], "stride": a["stride"], "padding": a["padding"],
                                       "ceil_mode": a["ceil"], "count_include_pad": a["count_include_pad"]})
 

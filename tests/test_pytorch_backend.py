@@ -19,6 +19,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 import resdsl
 from resdsl import backends
 from resdsl.diagnostics import SpecError
+from resdsl.ir.graph import inputs
 
 SPECS = Path(resdsl.__file__).resolve().parent.parent / "specs"
 TORCHVISION = sorted(p.stem for p in (SPECS / "torchvision").glob("*.res"))
@@ -58,7 +59,8 @@ def _assert_shapes_match_ir(network: resdsl.Network, model: fx.GraphModule) -> N
         if name in shapes:
             assert shapes[name] == graph.nodes[node]["shape"], node
         else:  # only pass-through ops have no node of their own
-            assert op in ("identity", "dropout") and graph.nodes[node]["args"].get("p", 0) == 0, node
+            assert op in ("identity", "dropout", "avgpool", "maxpool"), node
+            assert graph.nodes[node]["shape"] == graph.nodes[inputs(graph, node)[0]]["shape"], node
     assert shapes[model.graph.find_nodes(op="output")[0].args[0].name] == network.output_shape
 
 
@@ -217,6 +219,13 @@ def test_option_d_costs_the_same_parameters_as_option_b() -> None:
     projections = _projection(64, 128) + _projection(128, 256) + _projection(256, 512)
     assert _param_count(model) - _param_count(_model("resnet34")) == projections
     assert isinstance(model.get_submodule("layer2.0.downsample.1"), nn.Conv2d)
+
+
+def test_option_d_pools_only_where_the_stride_is_not_1() -> None:
+    text = f'network resnet50d extends "{SPECS / "torchvision/resnet50.res"}" {{\n  stages (shortcut: D)\n}}\n'
+    nodes = {n.name: n for n in resdsl.compile(text).to_torch().graph.nodes}
+    assert nodes["layer1_0_downsample_1"].args[0].name == "maxpool"  # stride 1: the block input itself
+    assert nodes["layer2_0_downsample_0"].target is torch.nn.functional.avg_pool2d
 
 
 def test_option_a_resnet34_is_torchvision_minus_its_projections() -> None:
