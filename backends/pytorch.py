@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from resdsl.ir.graph import inputs
+from resdsl.ir.graph import Scope, inputs
 from resdsl.ir.ops import Args, Shape
 
 from . import Unsupported
@@ -235,7 +235,7 @@ def _seeded(seed: int | None) -> Iterator[None]:
 def _build(graph: nx.DiGraph) -> tuple[list[Submodule], fx.Graph]:
     """The submodules to build, and the forward as an fx graph, in the IR's topological order."""
     layout: list[Submodule] = []
-    containers: set[str] = set()
+    containers: dict[str, type[nn.Module]] = {}
     code = fx.Graph()
     values: dict[str, fx.Node] = {}
     order = {node: i for i, node in enumerate(graph.nodes)}
@@ -259,22 +259,35 @@ def _build(graph: nx.DiGraph) -> tuple[list[Submodule], fx.Graph]:
             values[node] = code.create_node("call_function", lowered.function, (*args, *lowered.args),
                                             dict(lowered.kwargs), name=name)
         else:
-            layout += _containers(node, containers)
+            layout += _containers(node, attrs["scope"], containers)
             layout.append(Submodule.at(node, lowered))
             values[node] = code.create_node("call_module", node, tuple(args), name=name)
     return layout, code
 
 
-def _containers(path: str, existing: set[str]) -> list[Submodule]:
-    """The plain containers `path` needs that are not built yet, outermost first."""
+def _containers(path: str, scope: Scope, existing: dict[str, type[nn.Module]]) -> list[Submodule]:
+    """The containers `path` needs that are not built yet, outermost first, each a class named for what it holds."""
     parts = path.split(".")
     missing = []
     for depth in range(1, len(parts)):
         container = ".".join(parts[:depth])
         if container not in existing:
-            existing.add(container)
-            missing.append(Submodule.at(container, nn.Module))
+            existing[container] = _container_class(container, scope)
+            missing.append(Submodule.at(container, existing[container]))
     return missing
+
+
+def _container_class(path: str, scope: Scope) -> type[nn.Module]:
+    """An empty module class whose name says what the container holds: `Stage`, `Bottleneck`, `ShortcutB`."""
+    if path == scope.stage and scope.section == "stage":
+        name = "Stage"
+    elif path == f"{scope.stage}.{scope.block}" and scope.block_type:
+        name = _class_name(scope.block_type)
+    elif scope.branch == "shortcut" and path.count(".") == 2 and scope.shortcut:
+        name = _class_name(f"shortcut_{scope.shortcut}")
+    else:
+        return nn.Module
+    return type(name, (nn.Module,), {"__module__": __name__})
 
 
 def _view(graph: nx.DiGraph, node: str) -> OpView:
@@ -306,7 +319,7 @@ def _residual_ends(graph: nx.DiGraph) -> list[str]:
 
 
 def _class_name(name: str) -> str:
-    """`wide_resnet50_2` -> `WideResnet50_2`: the network's name as a Python class name."""
+    """`wide_resnet50_2` -> `WideResnet50_2`: a spec's name as a Python class name."""
     joined = ""
     for part in filter(None, re.split(r"[^0-9A-Za-z]+", name)):
         joined += f"_{part}" if part[0].isdigit() and joined else part[0].upper() + part[1:]

@@ -334,6 +334,12 @@ def test_deep_copy_keeps_the_generated_class() -> None:
     torch.testing.assert_close(twin.state_dict(), model.state_dict(), rtol=0, atol=0)
 
 
+def test_containers_are_named_for_stage_block_and_shortcut() -> None:
+    model = _model("torchvision/resnet18")
+    names = [type(model.get_submodule(path)).__name__ for path in ("layer2", "layer2.0", "layer2.0.downsample")]
+    assert names == ["Stage", "Basic", "ShortcutB"]
+
+
 def test_generated_module_is_named_after_the_network() -> None:
     model = _model("torchvision/wide_resnet50_2")
     assert type(model).__name__ == "WideResnet50_2"
