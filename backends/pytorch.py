@@ -194,7 +194,7 @@ class GeneratedModule(nn.Module):
 
 
 class Submodule(NamedTuple):
-    """One submodule of a generated class, in construction order: a lowered op or a plain container."""
+    """One submodule of a generated class, in construction order: a lowered op or a container."""
 
     path: str
     parent: str
@@ -228,7 +228,7 @@ def _seeded(seed: int | None) -> Iterator[None]:
         yield
         return
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)  # not torch.manual_seed: that would reseed the GPUs' RNGs too
         yield
 
 
