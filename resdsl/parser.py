@@ -60,6 +60,8 @@ def _syntax_diagnostic(error: UnexpectedInput, source: SourceFile) -> Diagnostic
         shown = "end of line" if found.type == "_NEWLINE" else repr(str(found))
         expected = sorted({_TOKEN_WORDS.get(t, repr(t.lower())) for t in error.expected})
         message = f"unexpected {shown}; expected {_join(expected)}"
+        if "RBRACE" in error.expected and str(found) in _SECTION_WORDS and _first_on_its_line(source, line, column):
+            notes = _unclosed_brace(source, before=(line, column))
     else:
         message = "syntax error"
     end = column + max(1, len(str(getattr(error, "token", "") or " ").strip() or " "))
@@ -67,12 +69,28 @@ def _syntax_diagnostic(error: UnexpectedInput, source: SourceFile) -> Diagnostic
     return Diagnostic(span, message, notes)
 
 
-def _unclosed_brace(source: SourceFile) -> tuple[Note, ...]:
-    """A note at the last '{' that is never closed, skipping comments and strings."""
-    open_braces: list[tuple[int, int]] = []
+# Words that start a section or a definition: met where a '}' could go, the block before lacks one.
+_SECTION_WORDS = frozenset({"stem", "stages", "head", "train", "network", "block", "shortcut", "param"})
+
+
+def _first_on_its_line(source: SourceFile, line: int, column: int) -> bool:
+    lines = source.text.splitlines()
+    return line <= len(lines) and not lines[line - 1][: column - 1].strip()
+
+
+def _unclosed_brace(source: SourceFile, before: tuple[int, int] | None = None) -> tuple[Note, ...]:
+    """A note at the '{' most likely left open (before a position, if given), skipping comments and strings.
+
+    A '}' that starts its line closes the '{' opened on a line of the same indentation; any '{' opened
+    after that one and still open is the one missing its '}'.
+    """
+    open_braces: list[tuple[int, int, int]] = []  # line, column, indentation of the line
+    skipped: list[tuple[int, int, int]] = []
     for number, text in enumerate(source.text.splitlines(), start=1):
-        in_string = False
+        indent, in_string = len(text) - len(text.lstrip()), False
         for column, char in enumerate(text, start=1):
+            if before is not None and (number, column) >= before:
+                break
             if char == '"':
                 in_string = not in_string
             elif in_string:
@@ -80,12 +98,17 @@ def _unclosed_brace(source: SourceFile) -> tuple[Note, ...]:
             elif char == "#":
                 break
             elif char == "{":
-                open_braces.append((number, column))
+                open_braces.append((number, column, indent))
             elif char == "}" and open_braces:
+                same = [i for i, brace in enumerate(open_braces) if brace[2] == indent]
+                if column == indent + 1 and same and same[-1] < len(open_braces) - 1:
+                    skipped += open_braces[same[-1] + 1:]
+                    del open_braces[same[-1] + 1:]
                 open_braces.pop()
-    if not open_braces:
+    unclosed = skipped[:1] or open_braces[-1:]
+    if not unclosed:
         return ()
-    line, column = open_braces[-1]
+    line, column, _ = unclosed[0]
     span = Span(path=source.path, line=line, column=column, end_line=line, end_column=column + 1)
     return (Note(span, "this '{' is not closed"),)
 

@@ -99,10 +99,19 @@ def test_error_in_a_user_block_notes_the_stage_line():
     assert f"{path}:12:5: note: instantiated here" in output
 
 
-def test_missing_brace_notes_the_unclosed_brace():
+def test_missing_brace_at_end_of_file_notes_the_brace_left_open():
     path = BAD_SPECS / "missing_closing_brace.res"
     _, output = _check(str(path))
-    assert f"{path}:2:11: note: this '{{' is not closed" in output
+    assert f"{path}:4:8: note: this '{{' is not closed" in output  # stem's: the last '}' lines up with network's
+
+
+def test_section_after_unclosed_block_notes_that_block(tmp_path):
+    path = tmp_path / "stem_open.res"
+    path.write_text("network t {\n  input 3x32x32\n  stem {\n    conv1: conv 3x3, 16\n"
+                    "  stages {\n    layer1: 1 x 16, block: basic\n  }\n  head { avgpool; fc: linear 10 }\n}\n")
+    _, output = _check(str(path))
+    assert f"{path}:5:3: error: unexpected 'stages'" in output
+    assert f"{path}:3:8: note: this '{{' is not closed" in output
 
 
 def test_one_bad_spec_among_good_ones_fails_the_run():
