@@ -219,6 +219,12 @@ def error_of(graph: nx.DiGraph, node: str) -> str | None:
     return None
 
 
+def _not_built(node: str) -> str:
+    """The label of a placeholder: `layer1 not built` for a stage or block that could not be built."""
+    where = node.rpartition(".")[0]
+    return f"{where} not built" if where else "not built"
+
+
 def _placeholder(attrs: dict) -> bool:
     return attrs["op"] == "identity" and attrs["args"] is None
 
@@ -424,7 +430,7 @@ class _BlockView:
             elif attrs["op"] == "input":
                 diagram.node(node, f"input\n{shape_text(attrs['shape'])}", shape="ellipse", style="filled")
             elif self.visible(node):
-                label = "not built" if _placeholder(attrs) else layer_text(attrs["op"], attrs["args"])
+                label = _not_built(node) if _placeholder(attrs) else layer_text(attrs["op"], attrs["args"])
                 if error_of(graph, node):
                     label += "\n" + _wrap(error_of(graph, node))
                 diagram.node(node, label, width="1.7", **({"fillcolor": fill} | _status(graph, node)))

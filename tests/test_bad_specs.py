@@ -77,12 +77,22 @@ def test_independent_errors_in_one_file_are_all_reported(tmp_path):
 def test_errors_in_several_stages_are_all_reported(tmp_path):
     path = tmp_path / "stages.res"
     path.write_text("network t {\n  input 3x32x32\n  stem { conv 3x3, 16 }\n"
-                    "  stages (block: basic, shortcut: A) {\n    layer1: 2 x 0\n    layer2: 2 x 8, stride 2\n"
+                    "  stages (block: basic, shortcut: A) {\n    layer1: 2 x 0\n    layer2: 2 x 8, stride 0\n"
                     "  }\n}\n")
     status, output = _check(str(path))
     assert status == 1
     assert f"{path}:5:17: error: stage width must be a positive integer, got 0" in output
-    assert f"{path}:6:5: error: layer2.0.downsample.pad_channels: zero-padding cannot shrink" in output
+    assert f"{path}:6:27: error: stage stride must be a positive integer, got 0" in output
+
+
+def test_stage_after_a_failed_stage_is_not_checked_against_a_guessed_input(tmp_path):
+    path = tmp_path / "stages.res"
+    path.write_text("network t {\n  input 3x32x32\n  stem { conv 3x3, 16 }\n"
+                    "  stages (block: basic, shortcut: A) {\n    layer1: 2 x 0\n    layer2: 2 x 8, stride 2\n"
+                    "  }\n}\n")
+    status, output = _check(str(path))
+    assert status == 1
+    assert output.count("error:") == 1  # layer2's input width is unknown, not the stem's 16
 
 
 def test_error_in_a_builtin_block_notes_the_prelude_line():

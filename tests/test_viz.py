@@ -223,6 +223,15 @@ def test_an_op_that_cannot_be_built_is_red_where_it_is_written():
     assert stroke(nodes["fc"]) != "black"
 
 
+@pytest.mark.parametrize("level", ["stage", "block", "op"])
+def test_a_stage_of_an_unknown_block_is_drawn_red(level):
+    spec = ("network u {\n  input 3x32x32\n  stem { conv 3x3, 16 }\n  stages (block: bottlenek, shortcut: B) {\n"
+            "    layer1: 2 x 16\n  }\n  head { avgpool; fc: linear 10 }\n}\n")
+    nodes = groups(svg(spec, level), "node")
+    red = [text(n) for n in nodes.values() if stroke(n) == "red"]
+    assert len(red) == 1 and "see the diagnostics" in red[0]
+
+
 # --- the command ------------------------------------------------------------------------------------------
 
 def test_cli_writes_svg(tmp_path):

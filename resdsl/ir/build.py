@@ -131,7 +131,7 @@ class _Lowering:
         if block_opt is None:
             self.reporter.error(stage.span, "no block type for this stage; add `block: basic` to the "
                                             "stages defaults or the stage line")
-            return current
+            return self._failed_stage(name, stage, current)
         block = self._block_type(block_opt)
         shortcut_opt = options.get("shortcut")
         if block is not None and block.shortcut is not None:
@@ -145,7 +145,7 @@ class _Lowering:
             stride = self._positive(self._eval(options["stride"].value, dict(self.program.params)),
                                     options["stride"].value.span, "stride")
         if block is None or depth is None or width is None or stride is None:
-            return current
+            return self._failed_stage(name, stage, current)
         extra = {k: v for k, v in options.items() if k not in _STAGE_KEYS}
         formals = {f.name for f in block.definition.formals}
         if "width" in extra:
@@ -153,7 +153,7 @@ class _Lowering:
         if "width" not in formals:
             self.reporter.error(block_opt.value.span, f"block '{block_opt.value.id}' has no 'width' parameter "
                                                       "to take the stage's width")
-            return current
+            return self._failed_stage(name, stage, current)
         for key, option in extra.items():
             if key not in formals:
                 self.reporter.error(option.span, f"block '{block_opt.value.id}' has no parameter '{key}' "
@@ -167,6 +167,10 @@ class _Lowering:
             current = self._block(block, args, width, stride if index == 0 else 1, shortcut,
                                   f"{name}.{index}.", current, scope, stage.span)
         return current
+
+    def _failed_stage(self, name: str, stage: ast.Stage, current: str) -> str:
+        """A stage that could not be built stands as one placeholder: drawn, and unknown to the checks after it."""
+        return self._poison(f"{name}.", current, Scope("stage", name), stage.span)
 
     # --- name lookups ----------------------------------------------------------------
 
