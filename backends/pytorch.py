@@ -17,7 +17,7 @@ import operator
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cache, partial
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import networkx as nx
@@ -235,7 +235,7 @@ def _seeded(seed: int | None) -> Iterator[None]:
 def _build(graph: nx.DiGraph) -> tuple[list[Submodule], fx.Graph]:
     """The submodules to build, and the forward as an fx graph, in the IR's topological order."""
     layout: list[Submodule] = []
-    containers: dict[str, type[nn.Module]] = {}
+    containers: set[str] = set()
     code = fx.Graph()
     values: dict[str, fx.Node] = {}
     order = {node: i for i, node in enumerate(graph.nodes)}
@@ -265,28 +265,32 @@ def _build(graph: nx.DiGraph) -> tuple[list[Submodule], fx.Graph]:
     return layout, code
 
 
-def _containers(path: str, scope: Scope, existing: dict[str, type[nn.Module]]) -> list[Submodule]:
+def _containers(path: str, scope: Scope, existing: set[str]) -> list[Submodule]:
     """The containers `path` needs that are not built yet, outermost first, each a class named for what it holds."""
     parts = path.split(".")
     missing = []
     for depth in range(1, len(parts)):
         container = ".".join(parts[:depth])
         if container not in existing:
-            existing[container] = _container_class(container, scope)
-            missing.append(Submodule.at(container, existing[container]))
+            existing.add(container)
+            missing.append(Submodule.at(container, _container_class(container, scope)))
     return missing
 
 
 def _container_class(path: str, scope: Scope) -> type[nn.Module]:
-    """An empty module class whose name says what the container holds: `Stage`, `Bottleneck`, `ShortcutB`."""
+    """The container class for `path`, named for what it holds: `Stage`, `Bottleneck`, `ShortcutB`."""
     if path == scope.stage and scope.section == "stage":
-        name = "Stage"
-    elif path == f"{scope.stage}.{scope.block}" and scope.block_type:
-        name = _class_name(scope.block_type)
-    elif scope.branch == "shortcut" and path.count(".") == 2 and scope.shortcut:
-        name = _class_name(f"shortcut_{scope.shortcut}")
-    else:
-        return nn.Module
+        return _named_container("Stage")
+    if path == f"{scope.stage}.{scope.block}" and scope.block_type:
+        return _named_container(_class_name(scope.block_type))
+    if scope.branch == "shortcut" and path.count(".") == 2 and scope.shortcut:
+        return _named_container(_class_name(f"shortcut_{scope.shortcut}"))
+    return nn.Module
+
+
+@cache
+def _named_container(name: str) -> type[nn.Module]:
+    """One empty module class per name, shared by every container that holds the same kind of thing."""
     return type(name, (nn.Module,), {"__module__": __name__})
 
 

@@ -82,7 +82,7 @@ class ResNet56(nn.Module):
 
 @dataclass(frozen=True)
 class Pair:
-    """One comparison: how to build resdsl's module and the reference, and the input they take."""
+    """One comparison: resdsl's spec, the reference's constructor, and the input they take."""
 
     name: str
     spec: Path

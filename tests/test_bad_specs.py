@@ -74,11 +74,16 @@ def test_independent_errors_in_one_file_are_all_reported(tmp_path):
     assert "    conv 3x3, 16, strides 2" in output and "    batchnrom" in output
 
 
-def test_errors_in_several_stages_are_all_reported(tmp_path):
+def _zero_width_layer1(tmp_path, layer2: str):
+    """A spec whose layer1 has width 0, followed by `layer2`."""
     path = tmp_path / "stages.res"
     path.write_text("network t {\n  input 3x32x32\n  stem { conv 3x3, 16 }\n"
-                    "  stages (block: basic, shortcut: A) {\n    layer1: 2 x 0\n    layer2: 2 x 8, stride 0\n"
-                    "  }\n}\n")
+                    f"  stages (block: basic, shortcut: A) {{\n    layer1: 2 x 0\n    {layer2}\n  }}\n}}\n")
+    return path
+
+
+def test_errors_in_several_stages_are_all_reported(tmp_path):
+    path = _zero_width_layer1(tmp_path, "layer2: 2 x 8, stride 0")
     status, output = _check(str(path))
     assert status == 1
     assert f"{path}:5:17: error: stage width must be a positive integer, got 0" in output
@@ -86,10 +91,7 @@ def test_errors_in_several_stages_are_all_reported(tmp_path):
 
 
 def test_stage_after_a_failed_stage_is_not_checked_against_a_guessed_input(tmp_path):
-    path = tmp_path / "stages.res"
-    path.write_text("network t {\n  input 3x32x32\n  stem { conv 3x3, 16 }\n"
-                    "  stages (block: basic, shortcut: A) {\n    layer1: 2 x 0\n    layer2: 2 x 8, stride 2\n"
-                    "  }\n}\n")
+    path = _zero_width_layer1(tmp_path, "layer2: 2 x 8, stride 2")
     status, output = _check(str(path))
     assert status == 1
     assert output.count("error:") == 1  # layer2's input width is unknown, not the stem's 16
