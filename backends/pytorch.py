@@ -1,16 +1,22 @@
-"""Lower the graph IR to a PyTorch module class: submodules at the node ids, forward generated with torch.fx.
+"""Lower the graph IR to a tree of PyTorch modules that follows the node ids.
 
-The class is generated once per network (`Network.torch_class`); instantiating it only builds and
-initialises the submodules, as a hand-written class would. Each op maps to a module factory (ops with
-parameters or train/eval state) or to a call in the generated forward (parameter-free ops); adding an op
-is one `@lowering` function here. The fx node of IR node `layer2.0.conv1` is named `layer2_0_conv1`;
-pass-through ops (identity, dropout 0, 1x1 pools at stride 1) have none.
+`layer2.0.conv1` is the module `conv1` of block `0` of stage `layer2`, so state-dict keys are the
+IR's ids. A stage is an `nn.Sequential` of its blocks; a block, its shortcut (`downsample`) and any
+other group of layers with one input and one output is a module whose `forward` is generated from
+the IR with torch.fx's code generator — one class per distinct forward, shared by every block of
+the same definition and shortcut case (`print(model.layer1[0].code)`). A chain of modules is an
+`nn.Sequential`; a group with several inputs or outputs (timm's `paths` of SK) only holds its
+children, like `nn.ModuleList`. Every op that reads one tensor and has a torch.nn module is one
+(so forward hooks and torchvision's IntermediateLayerGetter see it); ops without one (option A's
+halves, channel slices) and ops that combine tensors are calls in the generated forward.
+Lowerings are keyed by op class: adding an op is one `@lowers` function here.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import copyreg
 import itertools
 import linecache
 import operator
@@ -25,20 +31,19 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from resdsl.ir.graph import Scope, inputs
-from resdsl.ir.ops import Args, Shape
+from resdsl.ir import ops
+from resdsl.ir.graph import inputs
+from resdsl.ir.ops import Args, Op, Shape
 
 from . import Unsupported
 
 if TYPE_CHECKING:
     from resdsl.network import Network
 
-# Ops whose result is a new tensor that no other op aliases, so a sole consumer may overwrite it.
-_FRESH = frozenset({"conv", "batchnorm", "linear", "add", "maxpool", "avgpool", "pad_channels"})
-# Parameter-free ops that keep zeros zero: a BatchNorm followed only by these ends its branch.
-_ZERO_PRESERVING = frozenset({"relu", "dropout", "identity"})
-# Numbers the generated sources, so that each has its own name in tracebacks.
-_generated = itertools.count()
+_generated = itertools.count()  # numbers the generated sources, so that each has its own name in tracebacks
+
+
+# --- lowerings, one per op class --------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -51,71 +56,133 @@ class OpView:
     owns_input: bool = False  # the first input is a fresh tensor read by this op alone
 
 
-@dataclass(frozen=True)
-class Call:
-    """A parameter-free op in the generated forward: `function(*inputs, *args, **kwargs)`."""
+ModuleFactory = Callable[[], nn.Module]
 
-    function: Callable[..., Any]
+
+Emit = Callable[[fx.Graph, str, list[fx.Node], str], fx.Node]  # (graph, module path, inputs, name) -> output
+
+
+@dataclass(frozen=True)
+class Lowered:
+    """An op in PyTorch: a module at the node's path, a function called in the forward, or nodes to emit.
+
+    The forward calls the module if there is one, else `function(*inputs, *args, **kwargs)`; `emit`, when
+    given, writes the fx nodes itself (channel_conv reshapes around its Conv1d). None of them: the op
+    passes its input through. Calls use torch and operator only, so that a pickled model needs no resdsl.
+    """
+
+    module: ModuleFactory | None = None
+    function: Callable[..., Any] | None = None
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
+    emit: Emit | None = None
+
+    @property
+    def passes_through(self) -> bool:
+        return self.module is None and self.function is None and self.emit is None
 
 
-ModuleFactory = Callable[[], nn.Module]
-Lowered = ModuleFactory | Call | None  # None: the op passes its input through unchanged
-LOWERINGS: dict[str, Callable[[OpView], Lowered]] = {}
+Lowering = Callable[[OpView], Lowered]
+LOWERINGS: dict[type[Op], Lowering] = {}
 
 
-def lowering(op: str) -> Callable[[Callable[[OpView], Lowered]], Callable[[OpView], Lowered]]:
-    """Register the PyTorch lowering of an IR op."""
+def lowers(op: type[Op]) -> Callable[[Lowering], Lowering]:
+    """Register the PyTorch lowering of an op class."""
 
-    def register(function: Callable[[OpView], Lowered]) -> Callable[[OpView], Lowered]:
+    def register(function: Lowering) -> Lowering:
         LOWERINGS[op] = function
         return function
 
     return register
 
 
-@lowering("conv")
-def _conv(node: OpView) -> ModuleFactory:
+def _module(factory: Callable[..., nn.Module], *args: Any, **kwargs: Any) -> Lowered:
+    return Lowered(module=partial(factory, *args, **kwargs))
+
+
+def _call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Lowered:
+    return Lowered(function=function, args=args, kwargs=kwargs)
+
+
+@lowers(ops.Conv)
+def _conv(node: OpView) -> Lowered:
     a = node.args
-    return partial(nn.Conv2d, node.inputs[0][0], a["out"], a["kernel"], stride=a["stride"], padding=a["padding"],
+    return _module(nn.Conv2d, node.inputs[0][0], a["out"], a["kernel"], stride=a["stride"], padding=a["padding"],
                    dilation=a["dilation"], groups=a["groups"], bias=a["bias"])
 
 
-@lowering("batchnorm")
-def _batchnorm(node: OpView) -> ModuleFactory:
+def _emit_channel_conv(graph: fx.Graph, target: str, inputs: list[fx.Node], name: str) -> fx.Node:
+    """ECA's conv: the Cx1x1 map viewed as one row of C values, convolved, and viewed back."""
+    x = inputs[0]
+    row = graph.call_method("flatten", (x, 1))
+    convolved = graph.create_node("call_module", target, (graph.call_method("unsqueeze", (row, 1)),), name=name)
+    return graph.call_method("view_as", (convolved, x))
+
+
+@lowers(ops.ChannelConv)
+def _channel_conv(node: OpView) -> Lowered:
+    k = node.args["kernel"]
+    return Lowered(module=partial(nn.Conv1d, 1, 1, k, padding=(k - 1) // 2, bias=False), emit=_emit_channel_conv)
+
+
+@lowers(ops.BatchNorm)
+def _batchnorm(node: OpView) -> Lowered:
     norm = nn.BatchNorm2d if len(node.shape) == 3 else nn.BatchNorm1d
-    return partial(norm, node.shape[0], eps=node.args["eps"], momentum=node.args["momentum"])
+    return _module(norm, node.shape[0], eps=node.args["eps"], momentum=node.args["momentum"])
 
 
-@lowering("linear")
-def _linear(node: OpView) -> ModuleFactory:
-    return partial(nn.Linear, node.inputs[0][0], node.args["out"], bias=node.args["bias"])
+@lowers(ops.GroupNorm)
+def _groupnorm(node: OpView) -> Lowered:
+    return _module(nn.GroupNorm, node.args["groups"], node.shape[0], eps=node.args["eps"])
 
 
-@lowering("dropout")
-def _dropout(node: OpView) -> Lowered:
-    return partial(nn.Dropout, node.args["p"]) if node.args["p"] > 0 else None
+@lowers(ops.Linear)
+def _linear(node: OpView) -> Lowered:
+    return _module(nn.Linear, node.inputs[0][0], node.args["out"], bias=node.args["bias"])
 
 
-@lowering("identity")
-def _identity(node: OpView) -> Lowered:
-    return None
+@lowers(ops.ReLU)
+def _relu(node: OpView) -> Lowered:
+    return _module(nn.ReLU, inplace=True) if node.owns_input else _module(nn.ReLU)
 
 
-@lowering("relu")
-def _relu(node: OpView) -> Call:
-    return Call(F.relu, kwargs={"inplace": True} if node.owns_input else {})
+@lowers(ops.SiLU)
+def _silu(node: OpView) -> Lowered:
+    return _module(nn.SiLU)
 
 
-@lowering("add")
-def _add(node: OpView) -> Call:
-    return Call(operator.iadd if node.owns_input else operator.add)
+@lowers(ops.GELU)
+def _gelu(node: OpView) -> Lowered:
+    return _module(nn.GELU)
 
 
-@lowering("flatten")
-def _flatten(node: OpView) -> Call:
-    return Call(torch.flatten, (1,))
+@lowers(ops.HardSwish)
+def _hard_swish(node: OpView) -> Lowered:
+    return _module(nn.Hardswish)
+
+
+@lowers(ops.Sigmoid)
+def _sigmoid(node: OpView) -> Lowered:
+    return _module(nn.Sigmoid)
+
+
+@lowers(ops.HardSigmoid)
+def _hard_sigmoid(node: OpView) -> Lowered:
+    return _module(nn.Hardsigmoid)
+
+
+@lowers(ops.Softmax)
+def _softmax(node: OpView) -> Lowered:
+    branches = node.args["branches"]
+    if branches is None:
+        return _module(nn.Softmax, dim=1)
+
+    def across(graph: fx.Graph, target: str, inputs: list[fx.Node], name: str) -> fx.Node:
+        """Softmax across `branches` equal groups of channels, channel by channel (timm's SK attention)."""
+        grouped = graph.call_method("unflatten", (inputs[0], 1, (branches, -1)))
+        return graph.call_method("flatten", (graph.call_method("softmax", (grouped, 1)), 1, 2))
+
+    return Lowered(emit=across)
 
 
 def _is_identity_pool(a: Args) -> bool:
@@ -123,53 +190,132 @@ def _is_identity_pool(a: Args) -> bool:
     return a["kernel"] == (1, 1) and a["stride"] == (1, 1) and a["padding"] == (0, 0)
 
 
-@lowering("maxpool")
-def _maxpool(node: OpView) -> Call | None:
-    a = node.args
-    if _is_identity_pool(a):
-        return None
-    return Call(F.max_pool2d, kwargs={"kernel_size": a["kernel"], "stride": a["stride"], "padding": a["padding"],
-                                      "ceil_mode": a["ceil"]})
-
-
-@lowering("avgpool")
-def _avgpool(node: OpView) -> Call | None:
+@lowers(ops.MaxPool)
+def _maxpool(node: OpView) -> Lowered:
     a = node.args
     if a["kernel"] is None:
-        return Call(F.adaptive_avg_pool2d, (1,))
+        return _module(nn.AdaptiveMaxPool2d, 1)
     if _is_identity_pool(a):
-        return None
-    return Call(F.avg_pool2d, kwargs={"kernel_size": a["kernel"], "stride": a["stride"], "padding": a["padding"],
-                                      "ceil_mode": a["ceil"], "count_include_pad": a["count_include_pad"]})
+        return Lowered()
+    return _module(nn.MaxPool2d, a["kernel"], a["stride"], a["padding"], ceil_mode=a["ceil"])
 
 
-@lowering("subsample")
-def _subsample(node: OpView) -> Call:
+@lowers(ops.AvgPool)
+def _avgpool(node: OpView) -> Lowered:
+    a = node.args
+    if a["kernel"] is None:
+        return _module(nn.AdaptiveAvgPool2d, 1)
+    if _is_identity_pool(a):
+        return Lowered()
+    return _module(nn.AvgPool2d, a["kernel"], a["stride"], a["padding"], ceil_mode=a["ceil"],
+                   count_include_pad=a["count_include_pad"])
+
+
+@lowers(ops.Add)
+def _add(node: OpView) -> Lowered:
+    return _call(operator.iadd if node.owns_input else operator.add)
+
+
+@lowers(ops.Mul)
+def _mul(node: OpView) -> Lowered:
+    return _call(operator.mul)
+
+
+def _emit_concat(graph: fx.Graph, target: str, inputs: list[fx.Node], name: str) -> fx.Node:
+    return graph.create_node("call_function", torch.cat, (list(inputs), 1), name=name)
+
+
+@lowers(ops.Concat)
+def _concat(node: OpView) -> Lowered:
+    return Lowered(emit=_emit_concat)
+
+
+@lowers(ops.SliceChannels)
+def _slice_channels(node: OpView) -> Lowered:
+    return _call(operator.getitem, (slice(None), slice(node.args["start"], node.args["stop"])))
+
+
+@lowers(ops.Subsample)
+def _subsample(node: OpView) -> Lowered:
     step = slice(None, None, node.args["stride"])
-    return Call(operator.getitem, ((slice(None), slice(None), step, step),))
+    return _call(operator.getitem, (slice(None), slice(None), step, step))
 
 
-@lowering("pad_channels")
-def _pad_channels(node: OpView) -> Call:
-    return Call(F.pad, ((0, 0, 0, 0, 0, node.shape[0] - node.inputs[0][0]),))
+@lowers(ops.PadChannels)
+def _pad_channels(node: OpView) -> Lowered:
+    return _call(F.pad, (0, 0, 0, 0, 0, node.shape[0] - node.inputs[0][0]))
 
 
-class GeneratedModule(nn.Module):
-    """Base of the module classes generated from networks: each has its own `graph`, `code` and `forward`.
+@lowers(ops.Flatten)
+def _flatten(node: OpView) -> Lowered:
+    return _module(nn.Flatten)
 
-    Instantiating one builds the submodules at their node ids and initialises them as torchvision does
-    (He normal, fan_out convs; BatchNorm 1 and 0; PyTorch's default linears). `seed` makes the weights
-    reproducible without touching the global RNG (None: draw from it). `zero_init_residual` zeroes the
-    last BatchNorm of each residual branch, so each block starts as its shortcut; a branch that ends in
-    a conv (pre-activation units) is left as it is.
+
+@lowers(ops.Dropout)
+def _dropout(node: OpView) -> Lowered:
+    return _module(nn.Dropout, node.args["p"]) if node.args["p"] > 0 else Lowered()
+
+
+@lowers(ops.Identity)
+def _identity(node: OpView) -> Lowered:
+    return Lowered()
+
+
+# --- the module classes -------------------------------------------------------------------------
+
+
+class _Generated:
+    """Pickling and copying shared by the generated classes: a pickle needs torch, not resdsl."""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        clone = type(self).__new__(type(self))
+        memo[id(self)] = clone
+        clone.__setstate__(copy.deepcopy(self.__dict__, memo))
+        return clone
+
+
+class GeneratedModule(_Generated, nn.Module):
+    """A module whose `forward` is generated from the IR; each class has its own `graph` and `code`."""
+
+    graph: ClassVar[fx.Graph]  # the fx graph `forward` was generated from
+    code: ClassVar[str]  # the source of `forward`
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle as an `fx.GraphModule` of the same submodules and code."""
+        return fx.GraphModule(self, copy.deepcopy(self.graph), type(self).__name__).__reduce__()
+
+
+class GeneratedSequential(_Generated, nn.Sequential):
+    """A named nn.Sequential (a stage, a shortcut); pickled as a plain nn.Sequential."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return copyreg._reconstructor, (nn.Sequential, object, None), self.__dict__
+
+
+@dataclass(frozen=True)
+class FeatureInfo:
+    """One output of a feature extractor: its name, channels, and how much smaller than the input it is."""
+
+    name: str
+    channels: int
+    reduction: int
+
+
+class NetworkModule(GeneratedModule):
+    """Base of the network classes: instantiating one builds the module tree and initialises it.
+
+    Initialisation is torchvision's: He normal (fan_out) convs, BatchNorm and GroupNorm at 1 and 0,
+    PyTorch's default linears — the same draws in the same order, so equal to torchvision's weights
+    after the same `torch.manual_seed`. `seed` makes the weights reproducible without touching the
+    global RNG (None: draw from it). `zero_init_residual` zeroes the last norm of each residual
+    branch, so each block starts as its shortcut; a branch that ends in a conv is left as it is.
     """
 
-    graph: ClassVar[fx.Graph]  # the fx graph `forward` was generated from; node names are the IR ids
-    code: ClassVar[str]  # the source of `forward`
     _layout: ClassVar[tuple[Submodule, ...]]
     _residual_ends: ClassVar[tuple[str, ...]]
+    feature_info: ClassVar[tuple[FeatureInfo, ...]] = ()
 
-    def __init__(self, *, seed: int | None = 0, zero_init_residual: bool = False) -> None:
+    def __init__(self, *, seed: int | None = None, zero_init_residual: bool = False) -> None:
         super().__init__()
         with _seeded(seed):
             built: dict[str, nn.Module] = {"": self}
@@ -179,46 +325,17 @@ class GeneratedModule(nn.Module):
             _initialise(self)
         if zero_init_residual:
             for path in self._residual_ends:
-                nn.init.zeros_(built[path].weight)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        """Pickle as an `fx.GraphModule` of the same submodules and code: loading it needs torch, not resdsl."""
-        return fx.GraphModule(self, copy.deepcopy(self.graph), type(self).__name__).__reduce__()
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> GeneratedModule:
-        """A deep copy of the same generated class (pickling, above, gives a GraphModule instead)."""
-        clone = type(self).__new__(type(self))
-        memo[id(self)] = clone
-        clone.__setstate__(copy.deepcopy(self.__dict__, memo))
-        return clone
+                if path in built:
+                    nn.init.zeros_(built[path].weight)
 
 
 class Submodule(NamedTuple):
-    """One submodule of a generated class, in construction order: a lowered op or a container."""
+    """One submodule of a network, in construction order: a lowered op or a group."""
 
     path: str
     parent: str
     name: str
     make: ModuleFactory
-
-    @classmethod
-    def at(cls, path: str, make: ModuleFactory) -> Submodule:
-        parent, _, name = path.rpartition(".")
-        return cls(path, parent, name, make)
-
-
-def module_class(network: Network) -> type[GeneratedModule]:
-    """Generate the network's module class: `forward` is the fx code of the graph, compiled once."""
-    graph = network.graph
-    layout, code = _build(graph)
-    python = code.python_code(root_module="self")
-    filename = f"<resdsl {network.name} {next(_generated)}>"
-    linecache.cache[filename] = (len(python.src), None, python.src.splitlines(keepends=True), filename)
-    namespace = dict(python.globals)
-    exec(compile(python.src, filename, "exec"), namespace)
-    attributes = {"forward": namespace["forward"], "graph": code, "code": python.src, "_layout": tuple(layout),
-                  "_residual_ends": tuple(_residual_ends(graph)), "__module__": __name__}
-    return type(_class_name(network.name), (GeneratedModule,), attributes)
 
 
 @contextlib.contextmanager
@@ -232,93 +349,361 @@ def _seeded(seed: int | None) -> Iterator[None]:
         yield
 
 
-def _build(graph: nx.DiGraph) -> tuple[list[Submodule], fx.Graph]:
-    """The submodules to build, and the forward as an fx graph, in the IR's topological order."""
-    layout: list[Submodule] = []
-    containers: set[str] = set()
-    code = fx.Graph()
-    values: dict[str, fx.Node] = {}
-    order = {node: i for i, node in enumerate(graph.nodes)}
-    for node in nx.lexicographical_topological_sort(graph, key=order.__getitem__):
-        attrs = graph.nodes[node]
-        args = [values[p] for p in inputs(graph, node)]
-        if attrs["op"] == "input":
-            values[node] = code.placeholder("x")
-            continue
-        if attrs["op"] == "output":
-            code.output(args[0])
-            continue
-        if attrs["op"] not in LOWERINGS:
-            raise Unsupported(f"{node}: the op `{attrs['op']}` has no PyTorch lowering "
-                              f"(known ops: {', '.join(sorted(LOWERINGS))})")
-        lowered = LOWERINGS[attrs["op"]](_view(graph, node))
-        name = node.replace(".", "_")
-        if lowered is None:
-            values[node] = args[0]
-        elif isinstance(lowered, Call):
-            values[node] = code.create_node("call_function", lowered.function, (*args, *lowered.args),
-                                            dict(lowered.kwargs), name=name)
-        else:
-            layout += _containers(node, attrs["scope"], containers)
-            layout.append(Submodule.at(node, lowered))
-            values[node] = code.create_node("call_module", node, tuple(args), name=name)
-    return layout, code
-
-
-def _containers(path: str, scope: Scope, existing: set[str]) -> list[Submodule]:
-    """The containers `path` needs that are not built yet, outermost first, each a class named for what it holds."""
-    parts = path.split(".")
-    missing = []
-    for depth in range(1, len(parts)):
-        container = ".".join(parts[:depth])
-        if container not in existing:
-            existing.add(container)
-            missing.append(Submodule.at(container, _container_class(container, scope)))
-    return missing
-
-
-def _container_class(path: str, scope: Scope) -> type[nn.Module]:
-    """The container class for `path`, named for what it holds: `Stage`, `Bottleneck`, `ShortcutB`."""
-    if path == scope.stage and scope.section == "stage":
-        return _named_container("Stage")
-    if path == f"{scope.stage}.{scope.block}" and scope.block_type:
-        return _named_container(_class_name(scope.block_type))
-    if scope.branch == "shortcut" and path.count(".") == 2 and scope.shortcut:
-        return _named_container(_class_name(f"shortcut_{scope.shortcut}"))
-    return nn.Module
-
-
-@cache
-def _named_container(name: str) -> type[nn.Module]:
-    """One empty module class per name, shared by every container that holds the same kind of thing."""
-    return type(name, (nn.Module,), {"__module__": __name__})
-
-
-def _view(graph: nx.DiGraph, node: str) -> OpView:
-    preds = inputs(graph, node)
-    owns = graph.nodes[preds[0]]["op"] in _FRESH and graph.out_degree(preds[0]) == 1
-    attrs = graph.nodes[node]
-    return OpView(attrs["args"], [graph.nodes[p]["shape"] for p in preds], attrs["shape"], owns)
-
-
 def _initialise(root: nn.Module) -> None:
-    """torchvision's initialisation: He normal (fan_out) convs; BatchNorms (1 and 0) and linears keep PyTorch's."""
+    """torchvision's initialisation: He normal (fan_out) convs; norms (1 and 0) and linears keep PyTorch's."""
     for module in root.modules():
         if isinstance(module, nn.Conv2d):
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
 
+# --- from the IR to the tree -------------------------------------------------------------------
+
+
+@dataclass
+class Group:
+    """A path that holds layers (`layer1`, `layer1.0`, `layer1.0.downsample`): its children and its region."""
+
+    path: str
+    children: dict[str, Group | str] = field(default_factory=dict)
+    nodes: list[str] = field(default_factory=list)
+    source: str | None = None  # the one tensor it reads, if there is one
+    exit: str | None = None  # the one node whose output leaves it, if there is one
+    kind: str = "holder"  # "forward", "sequential" or "holder"
+    name: str = ""  # its class name
+
+
+class _Lowering:
+    """One network's IR lowered: the tree of groups, each node's lowering, and the layout to build."""
+
+    def __init__(self, network: Network, escaping: frozenset[str] = frozenset()) -> None:
+        self.network = network
+        self.graph: nx.DiGraph = network.graph
+        self.order = {node: i for i, node in enumerate(self.graph.nodes)}
+        self.lowered = {node: self._lower(node, escaping) for node in self.graph
+                        if self.graph.nodes[node]["op"].name not in ("input", "output")}
+        self.root = self._tree()
+        self.groups: dict[str, Group] = {}
+        self._classify(self.root)
+
+    def _lower(self, node: str, escaping: frozenset[str]) -> Lowered:
+        attrs = self.graph.nodes[node]
+        lowering = LOWERINGS.get(type(attrs["op"]))
+        if lowering is None:
+            known = ", ".join(sorted(op.name for op in LOWERINGS))
+            raise Unsupported(f"{node}: the op `{attrs['op']}` has no PyTorch lowering (known ops: {known})")
+        preds = inputs(self.graph, node)
+        first = self.graph.nodes[preds[0]] if preds else None
+        owns = bool(first) and first["op"].fresh and self.graph.out_degree(preds[0]) == 1 and preds[0] not in escaping
+        view = OpView(attrs["args"], [self.graph.nodes[p]["shape"] for p in preds], attrs["shape"], owns)
+        return lowering(view)
+
+    def value(self, node: str) -> str:
+        """The node whose tensor `node` outputs: itself, or for a pass-through op, its input's value."""
+        while node in self.lowered and self.lowered[node].passes_through:
+            node = inputs(self.graph, node)[0]
+        return node
+
+    # --- the tree -------------------------------------------------------------------------
+
+    def _tree(self) -> Group:
+        root = Group("")
+        for node in self.graph:
+            if node not in self.lowered:
+                continue
+            group = root
+            parts = node.split(".")
+            for depth, part in enumerate(parts[:-1], start=1):
+                child = group.children.get(part)
+                if child is None:
+                    child = group.children[part] = Group(".".join(parts[:depth]))
+                group.nodes.append(node)
+                group = child
+            group.nodes.append(node)
+            group.children[parts[-1]] = node
+        return root
+
+    def _classify(self, group: Group) -> None:
+        """Find each group's region and kind, innermost first (a chain needs its children's kinds)."""
+        self.groups[group.path] = group
+        for child in group.children.values():
+            if isinstance(child, Group):
+                self._classify(child)
+        members = set(group.nodes)
+        sources = {p for n in group.nodes for p in self.graph.pred[n] if p not in members}
+        exits = [n for n in group.nodes if any(s not in members for s in self.graph.succ[n])]
+        if group.path == "":
+            group.source, group.exit, group.kind = "input", self.graph.graph["output"], "forward"
+            group.name = _class_name(self.network.name)
+            return
+        if len(sources) == 1 and len(exits) == 1 and self.order[next(iter(sources))] < self.order[group.nodes[0]]:
+            group.source, group.exit = next(iter(sources)), exits[0]
+            group.kind = "sequential" if self._is_chain(group) else "forward"
+        group.name = self._name(group)
+
+    def _is_chain(self, group: Group) -> bool:
+        """Whether the group's units are modules (or callable groups) each reading the one before."""
+        current = self.value(group.source)
+        for unit in self.units(group):
+            if isinstance(unit, Group):
+                if unit.kind == "holder" or self.value(unit.source) != current:
+                    return False
+                current = self.value(unit.exit)
+                continue
+            lowered = self.lowered[unit]
+            if lowered.passes_through:
+                continue
+            if lowered.function is not None or [self.value(p) for p in inputs(self.graph, unit)] != [current]:
+                return False
+            current = unit
+        return current == self.value(group.exit)
+
+    def _name(self, group: Group) -> str:
+        """The class name of a group: `Stage`, the block's (`BottleneckV1_5`), `ShortcutB`, or the block called."""
+        scope = self.graph.nodes[group.nodes[0]]["scope"]
+        if scope.section == "stage" and group.path == scope.stage:
+            return "Stage"
+        if scope.block is not None and group.path == f"{scope.stage}.{scope.block}" and scope.block_type:
+            return _class_name(scope.block_type)
+        if scope.branch == "shortcut" and group.path.endswith(".downsample") and scope.shortcut:
+            return _class_name(f"shortcut_{scope.shortcut}")
+        called = self.graph.graph.get("calls", {}).get(group.path)
+        return _class_name(called) if called else ""
+
+    def units(self, group: Group, inline: frozenset[str] = frozenset()) -> list[Group | str]:
+        """What the group's forward calls, in a valid order: leaves, and child groups that are callable."""
+        found: list[Group | str] = []
+
+        def collect(g: Group) -> None:
+            for child in g.children.values():
+                if isinstance(child, Group) and (child.kind == "holder" or child.path in inline):
+                    collect(child)
+                else:
+                    found.append(child)
+
+        collect(group)
+        return sorted(found, key=lambda u: self.order[u.nodes[0] if isinstance(u, Group) else u])
+
+    # --- code -----------------------------------------------------------------------------
+
+    def forward_graph(self, group: Group, outputs: list[str] | None = None,
+                      inline: frozenset[str] = frozenset()) -> fx.Graph:
+        """The fx graph of a group's forward: its units called in order, relative to the group.
+
+        `outputs`: return these nodes' values as a dict (a feature extractor) instead of the group's exit.
+        """
+        code = fx.Graph()
+        prefix = f"{group.path}." if group.path else ""
+        values = {self.value(group.source): code.placeholder("x")}
+        needed = _needed(self.graph, outputs) if outputs is not None else None
+        for unit in self.units(group, inline):
+            if isinstance(unit, Group):
+                if needed is not None and unit.exit not in needed:
+                    continue
+                target = unit.path.removeprefix(prefix)
+                values[unit.exit] = code.create_node("call_module", target, (values[self.value(unit.source)],),
+                                                     name=_fx_name(target))
+                values[unit.exit].meta["ir"] = target
+                continue
+            if needed is not None and unit not in needed:
+                continue
+            lowered = self.lowered[unit]
+            if lowered.passes_through:
+                continue
+            args = [values[self.value(p)] for p in inputs(self.graph, unit)]
+            target, name = unit.removeprefix(prefix), _fx_name(unit.removeprefix(prefix))
+            if lowered.emit is not None:
+                values[unit] = lowered.emit(code, target, args, name)
+            elif lowered.module is not None:
+                values[unit] = code.create_node("call_module", target, tuple(args), name=name)
+            else:
+                values[unit] = code.create_node("call_function", lowered.function, (*args, *lowered.args),
+                                                dict(lowered.kwargs), name=name)
+            values[unit].meta["ir"] = target  # the IR node, relative to the group: for tools that walk the tree
+        if outputs is None:
+            code.output(values[self.value(group.exit)])
+        else:
+            code.output({name: values[self.value(node)] for name, node in outputs})
+        return code
+
+    def layout(self, targets: set[str] | None = None) -> list[Submodule]:
+        """Every submodule in construction order (as a hand-written constructor would build them).
+
+        `targets`: build only what these call_module targets need (a feature extractor's forward).
+        """
+
+        def kept(path: str) -> bool:
+            return targets is None or any(path == t or path.startswith(f"{t}.") or t.startswith(f"{path}.")
+                                          for t in targets)
+
+        holding = {path for node, lowered in self.lowered.items() if lowered.module is not None
+                   for path in _prefixes(node)}
+        layout: list[Submodule] = []
+        built: set[str] = set()
+        for node, lowered in self.lowered.items():
+            for path in _prefixes(node):
+                group = self.groups[path]
+                if path not in built and kept(path) and (group.kind != "holder" or path in holding):
+                    built.add(path)
+                    layout.append(_submodule(path, self.group_class(group)))
+            if lowered.module is not None and kept(node):
+                layout.append(_submodule(node, lowered.module))
+        return layout
+
+    def group_class(self, group: Group) -> ModuleFactory:
+        if group.kind == "sequential":
+            return _sequential_class(group.name) if group.name else nn.Sequential
+        if group.kind == "forward":
+            return _forward_class(group.name or "Group", _source(self.forward_graph(group)))
+        digits = all(name.isdigit() for name in group.children)
+        return nn.ModuleList if digits else nn.Module
+
+
+def _prefixes(node: str) -> list[str]:
+    """`layer1.0.conv1` -> [`layer1`, `layer1.0`]: the groups a node is in, outermost first."""
+    parts = node.split(".")
+    return [".".join(parts[:depth]) for depth in range(1, len(parts))]
+
+
+def _submodule(path: str, make: ModuleFactory) -> Submodule:
+    parent, _, name = path.rpartition(".")
+    return Submodule(path, parent, name, make)
+
+
+def _needed(graph: nx.DiGraph, outputs: list[tuple[str, str]]) -> set[str]:
+    needed: set[str] = set()
+    for _, node in outputs:
+        if node not in needed:
+            needed |= nx.ancestors(graph, node) | {node}
+    return needed
+
+
+@dataclass(frozen=True)
+class _Source:
+    """A forward's Python source and the globals it needs, from fx's code generator."""
+
+    text: str
+    globals: tuple[tuple[str, Any], ...]
+    graph: fx.Graph = field(compare=False)
+
+
+def _source(graph: fx.Graph) -> _Source:
+    python = graph.python_code(root_module="self")
+    return _Source(python.src, tuple(sorted(python.globals.items(), key=lambda kv: kv[0])), graph)
+
+
+def _compile_forward(source: _Source, label: str) -> Callable[..., Any]:
+    filename = f"<resdsl {label} {next(_generated)}>"
+    linecache.cache[filename] = (len(source.text), None, source.text.splitlines(keepends=True), filename)
+    namespace = dict(source.globals)
+    exec(compile(source.text, filename, "exec"), namespace)
+    return namespace["forward"]
+
+
+_FORWARD_CLASSES: dict[tuple[str, str], type[GeneratedModule]] = {}
+
+
+def _forward_class(name: str, source: _Source) -> type[GeneratedModule]:
+    """One class per name and forward source: every block of a definition and shortcut case shares it."""
+    key = (name, source.text)
+    cls = _FORWARD_CLASSES.get(key)
+    if cls is None:
+        attributes = {"forward": _compile_forward(source, name), "graph": source.graph, "code": source.text,
+                      "__module__": __name__}
+        cls = _FORWARD_CLASSES[key] = type(name, (GeneratedModule,), attributes)
+    return cls
+
+
+@cache
+def _sequential_class(name: str) -> type[GeneratedSequential]:
+    return type(name, (GeneratedSequential,), {"__module__": __name__})
+
+
+def _fx_name(path: str) -> str:
+    return path.replace(".", "_") or "x"
+
+
+def module_class(network: Network) -> type[NetworkModule]:
+    """Generate the network's class: its tree of submodules and its forward, compiled once."""
+    lowering = _Lowering(network)
+    source = _source(lowering.forward_graph(lowering.root))
+    attributes = {"forward": _compile_forward(source, network.name), "graph": source.graph, "code": source.text,
+                  "_layout": tuple(lowering.layout()), "_residual_ends": tuple(_residual_ends(network.graph)),
+                  "__module__": __name__}
+    return type(lowering.root.name, (NetworkModule,), attributes)
+
+
+class UnknownFeature(ValueError):
+    """A feature name that is not a layer or a group of layers with one output."""
+
+
+def feature_class(network: Network, names: tuple[str, ...]) -> type[NetworkModule]:
+    """A class whose forward returns the outputs of `names` (layers or groups) as a dict, in that order.
+
+    Groups around a requested layer are run layer by layer; layers no feature needs are left out, modules
+    and all, as torchvision's feature extractors do.
+    """
+    if not names:
+        raise UnknownFeature("give at least one feature name")
+    probe = _Lowering(network)
+    outputs = [(name, _feature_node(probe, name)) for name in names]
+    nodes = {node for _, node in outputs}
+    lowering = _Lowering(network, escaping=frozenset(nodes))
+    inline = frozenset(path for path in lowering.groups if path and any(n.startswith(f"{path}.") for n in names))
+    graph = lowering.forward_graph(lowering.root, outputs, inline)
+    source = _source(graph)
+    targets = {n.target for n in graph.nodes if n.op == "call_module"}
+    height = network.input_shape[1]
+    info = tuple(FeatureInfo(name, network.graph.nodes[node]["shape"][0],
+                             height // network.graph.nodes[node]["shape"][1]
+                             if len(network.graph.nodes[node]["shape"]) == 3 else 0)
+                 for name, node in outputs)
+    attributes = {"forward": _compile_forward(source, f"{network.name} features"), "graph": graph,
+                  "code": source.text, "_layout": tuple(lowering.layout(targets)),
+                  "_residual_ends": tuple(_residual_ends(network.graph)), "feature_info": info,
+                  "__module__": __name__}
+    return type(f"{lowering.root.name}Features", (NetworkModule,), attributes)
+
+
+def _feature_node(lowering: _Lowering, name: str) -> str:
+    graph = lowering.graph
+    if name in graph and name not in ("input", "output"):
+        return name
+    group = lowering.groups.get(name)
+    if group is not None and name:
+        if group.exit is None:
+            raise UnknownFeature(f"'{name}' has several outputs; name one of the layers under it")
+        return group.exit
+    from difflib import get_close_matches
+
+    known = [n for n in graph if n not in ("input", "output")] + [p for p in lowering.groups if p]
+    close = get_close_matches(name, known, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    raise UnknownFeature(f"'{name}' is not a layer or group of {network_name(lowering)}{hint}")
+
+
+def network_name(lowering: _Lowering) -> str:
+    return lowering.network.name
+
+
 def _residual_ends(graph: nx.DiGraph) -> list[str]:
-    """The BatchNorm that ends the residual branch (input 0) of each `add`, where one does."""
+    """The norm layers that end the residual branch (input 0) of each `add shortcut`, through ops that keep zeros
+    zero (an SE gate's product included)."""
     ends = []
     for node in graph:
-        if graph.nodes[node]["op"] != "add":
+        if not graph.nodes[node].get("residual"):
             continue
-        current = inputs(graph, node)[0]
-        while graph.nodes[current]["op"] in _ZERO_PRESERVING:
-            current = inputs(graph, current)[0]
-        if graph.nodes[current]["op"] == "batchnorm":
-            ends.append(current)
+        stack, seen = [inputs(graph, node)[0]], set()
+        while stack:
+            current = stack.pop()
+            if current in seen:
+                continue
+            seen.add(current)
+            op = graph.nodes[current]["op"]
+            if op.norm:
+                ends.append(current)
+            elif op.keeps_zero:
+                sources = inputs(graph, current)
+                stack += sources if op.name == "mul" else sources[:1]
     return ends
 
 

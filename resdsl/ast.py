@@ -1,60 +1,71 @@
-"""The abstract syntax of a `.res` file: frozen pydantic models, each with its span."""
+"""The abstract syntax of a `.res` file: frozen dataclasses, each with its span."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from dataclasses import dataclass, field, replace
 
 from resdsl.source import Span
 
 
-class Node(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+@dataclass(frozen=True, slots=True)
+class Node:
     span: Span
+
+    def but(self, **changes) -> Node:
+        """A copy with some fields changed."""
+        return replace(self, **changes)
 
 
 # --- expressions -----------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
 class Literal(Node):
     """An int, float, bool, string or shape (`3x224x224`) written in the source."""
 
     value: int | float | bool | str | tuple[int, ...]
 
 
+@dataclass(frozen=True, slots=True)
 class Name(Node):
     id: str
 
 
+@dataclass(frozen=True, slots=True)
 class Binary(Node):
     op: str
     left: Expr
     right: Expr
 
 
+@dataclass(frozen=True, slots=True)
 class Neg(Node):
     operand: Expr
 
 
+@dataclass(frozen=True, slots=True)
 class Compare(Node):
     op: str
     left: Expr
     right: Expr
 
 
+@dataclass(frozen=True, slots=True)
 class Conditional(Node):
     then: Expr
     condition: Expr
     otherwise: Expr
 
 
+@dataclass(frozen=True, slots=True)
 class Pair(Node):
-    """`key: value` inside a call, as in `steps(32000: 0.1)`."""
+    """`key: value` inside a call, as in `steps(32000: 0.1)` or `groupnorm(32, eps: 1e-3)`."""
 
     key: Expr
     value: Expr
 
 
+@dataclass(frozen=True, slots=True)
 class Call(Node):
     func: str
     args: list[Expr | Pair]
@@ -63,6 +74,7 @@ class Call(Node):
 Expr = Literal | Name | Binary | Neg | Compare | Conditional | Call
 
 
+@dataclass(frozen=True, slots=True)
 class Kwarg(Node):
     """`name value` or `name: value`."""
 
@@ -73,16 +85,28 @@ class Kwarg(Node):
 # --- layers, blocks, shortcuts -----------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
 class Layer(Node):
-    """One primitive op: `conv1: conv 3x3, 64, stride 2`."""
+    """One layer: `conv1: conv 3x3, 64, stride 2`, an op value (`bn1: norm`) or a block call (`se: attn 256`).
+
+    `args` keeps the order in which positional and keyword arguments were written.
+    """
 
     label: str | None
     op: str
     op_span: Span
-    args: list[Expr]
-    kwargs: list[Kwarg]
+    args: list[Expr | Kwarg]
+
+    @property
+    def positional(self) -> list[Expr]:
+        return [a for a in self.args if not isinstance(a, Kwarg)]
+
+    @property
+    def keywords(self) -> list[Kwarg]:
+        return [a for a in self.args if isinstance(a, Kwarg)]
 
 
+@dataclass(frozen=True, slots=True)
 class Let(Node):
     """A local value inside a block: `mid = width * base_width // 64`."""
 
@@ -90,39 +114,63 @@ class Let(Node):
     value: Expr
 
 
-Statement = Layer | Let
+@dataclass(frozen=True, slots=True)
+class From(Node):
+    """`from pre`: the next layer reads the tensor named `pre` instead of the current one."""
+
+    name: str
+    name_span: Span
 
 
+Statement = Layer | Let | From
+
+
+@dataclass(frozen=True, slots=True)
 class Formal(Node):
     name: str
     default: Expr | None
 
 
+@dataclass(frozen=True, slots=True)
 class BlockDef(Node):
     name: str
     formals: list[Formal]
     body: list[Statement]
+    override: bool = False
 
 
+@dataclass(frozen=True, slots=True)
 class BlockAlias(Node):
     """`block plain_basic = basic(shortcut: none)`: a block with arguments bound."""
 
     name: str
     target: str
     bindings: list[Kwarg]
+    override: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Case(Node):
+    """The `same` or `changed` case of a shortcut option."""
+
+    kind: str
+    body: list[Statement]
+
+
+@dataclass(frozen=True, slots=True)
 class ShortcutDef(Node):
-    """A shortcut option: what `add shortcut` adds when the shape is kept or changed.
-
-    A missing case means no shortcut in that case.
-    """
+    """A shortcut option: what `add shortcut` adds when the block keeps its shape (`same`) or changes it."""
 
     name: str
-    same: list[Statement] | None
-    changed: list[Statement] | None
+    formals: list[Formal]
+    cases: list[Case]
+    override: bool = False
+
+    def case(self, kind: str) -> Case | None:
+        return next((c for c in self.cases if c.kind == kind), None)
 
 
+@dataclass(frozen=True, slots=True)
 class ParamDecl(Node):
     name: str
     value: Expr | None
@@ -131,6 +179,7 @@ class ParamDecl(Node):
 # --- networks ------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
 class Stage(Node):
     """`layer2: 4 x 128, stride 2`: depth, width and per-stage options."""
 
@@ -140,11 +189,13 @@ class Stage(Node):
     options: list[Kwarg]
 
 
+@dataclass(frozen=True, slots=True)
 class Stages(Node):
     options: list[Kwarg]
     items: list[Stage] | None
 
 
+@dataclass(frozen=True, slots=True)
 class Setting(Node):
     """One line of a `train` section: `lr 0.1` or `augment pad 4, crop 32, flip`."""
 
@@ -153,23 +204,28 @@ class Setting(Node):
     kwargs: list[Kwarg]
 
 
+@dataclass(frozen=True, slots=True)
 class Section(Node):
     layers: list[Statement]
 
 
+@dataclass(frozen=True, slots=True)
 class Train(Node):
     settings: list[Setting]
 
 
+@dataclass(frozen=True, slots=True)
 class Extends(Node):
     path: str
     assigns: list[Kwarg]
 
 
+@dataclass(frozen=True, slots=True)
 class InputShape(Node):
     dims: tuple[int, ...]
 
 
+@dataclass(frozen=True, slots=True)
 class Network(Node):
     name: str
     extends: Extends | None
@@ -178,9 +234,10 @@ class Network(Node):
     stages: Stages | None = None
     head: Section | None = None
     train: Train | None = None
-    repeated: list[Span] = []
+    repeated: list[Span] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
 class Module(Node):
     """A whole file."""
 
@@ -188,7 +245,3 @@ class Module(Node):
     blocks: list[BlockDef | BlockAlias]
     shortcuts: list[ShortcutDef]
     networks: list[Network]
-
-
-for _model in (Binary, Neg, Compare, Conditional, Pair, Call, Kwarg, Layer, Let, Formal):
-    _model.model_rebuild()

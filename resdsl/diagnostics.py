@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from resdsl.source import SourceMap, Span
 
+MAX_SHOWN = 50  # errors printed for one spec; the rest are counted
+
 
 @dataclass(frozen=True)
 class Note:
@@ -36,35 +38,47 @@ class Diagnostic:
 class SpecError(Exception):
     """A spec is wrong; carries every independent diagnostic found."""
 
-    def __init__(self, diagnostics: list[Diagnostic], sources: SourceMap | None = None) -> None:
+    def __init__(self, diagnostics: list[Diagnostic], sources: SourceMap | None = None, more: int = 0) -> None:
         self.diagnostics = diagnostics
         self.sources = sources
+        self.more = more
         super().__init__(self.render())
 
     def render(self) -> str:
-        return "\n".join(d.render(self.sources) for d in self.diagnostics)
+        text = "\n".join(d.render(self.sources) for d in self.diagnostics)
+        return text + (f"\n... and {self.more:,} more errors" if self.more else "")
 
 
-class Reporter:
-    """Collects diagnostics so that independent errors are all reported at once."""
+class Diagnostics:
+    """Collects the diagnostics of one compilation, so that independent errors are all reported at once."""
 
     def __init__(self, sources: SourceMap) -> None:
         self.sources = sources
         self.diagnostics: list[Diagnostic] = []
+        self._seen: set[tuple[Span | None, str]] = set()
+        self.more = 0
 
     def error(self, span: Span | None, message: str, notes: tuple[Note, ...] = ()) -> None:
         # The same error at the same place (e.g. once per block of a stage) is reported once.
-        if not any(d.span == span and d.message == message for d in self.diagnostics):
+        if (span, message) in self._seen:
+            return
+        self._seen.add((span, message))
+        if len(self.diagnostics) < MAX_SHOWN:
             self.diagnostics.append(Diagnostic(span, message, notes))
+        else:
+            self.more += 1
 
     def fail(self, span: Span | None, message: str) -> SpecError:
         """An error that stops compilation at once."""
         self.error(span, message)
-        return SpecError(self.diagnostics, self.sources)
+        return self.exception()
+
+    def exception(self) -> SpecError:
+        return SpecError(self.diagnostics, self.sources, self.more)
 
     def raise_if_any(self) -> None:
         if self.diagnostics:
-            raise SpecError(self.diagnostics, self.sources)
+            raise self.exception()
 
 
 _QUOTE_WIDTH = 160

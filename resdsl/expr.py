@@ -1,14 +1,62 @@
-"""Evaluating expressions: integer arithmetic on params, with errors at their span."""
+"""Evaluating expressions: arithmetic on params, ops and blocks as values, tensors by name; errors at their span."""
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Literal as Kind
 
 from resdsl import ast
+from resdsl.limits import MAX_EXPRESSION_DEPTH
 from resdsl.source import Span
 
-Value = int | float | bool | str | tuple[int, ...]
+MAX_MAGNITUDE = 10**30  # results beyond this are refused: no width or count is ever near it
+
+
+@dataclass(frozen=True)
+class Argument:
+    """One argument bound to a callee: positional when `name` is None."""
+
+    name: str | None
+    value: Value
+    span: Span
+
+
+@dataclass(frozen=True)
+class Callee:
+    """An op, block or shortcut option used as a value, with the arguments bound so far.
+
+    `norm = batchnorm` binds none; `groupnorm(32)` and `se(rd_ratio: 0.25)` bind some, and the layer
+    that applies the value (`bn1: norm`) adds its own after them.
+    """
+
+    kind: Kind["op", "block", "shortcut"]
+    name: str
+    arguments: tuple[Argument, ...] = ()
+
+    def bind(self, arguments: list[Argument]) -> Callee:
+        return Callee(self.kind, self.name, self.arguments + tuple(arguments))
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A tensor of the graph named in a block: a layer's label, `input`, or a name given to `from`."""
+
+    node: str
+
+
+class NoLayer:
+    """`none` as a value: applying it adds no layer (`attn = none`, `norm: none`)."""
+
+    def __repr__(self) -> str:
+        return "none"
+
+
+NONE = NoLayer()
+
+Value = int | float | bool | str | tuple[int, ...] | Callee | Tensor | NoLayer
 
 
 class EvalError(Exception):
@@ -24,18 +72,45 @@ _COMPARE: dict[str, Callable[[Value, Value], bool]] = {
     "==": operator.eq, "!=": operator.ne, "<": operator.lt,
     "<=": operator.le, ">": operator.gt, ">=": operator.ge,
 }
-_FUNCTIONS: dict[str, Callable[..., Value]] = {"min": min, "max": max}
+
+
+def make_divisible(value: float, divisor: int, min_value: int | None = None, round_limit: float = 0.9) -> int:
+    """timm's and torchvision's channel rounding: the nearest multiple of `divisor`, not more than 10% down."""
+    least = divisor if min_value is None else min_value
+    rounded = max(least, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < round_limit * value else rounded
+
+
+@dataclass(frozen=True)
+class Builtin:
+    """A function of the language: the number of values it takes, and what it computes."""
+
+    least: int
+    most: int
+    compute: Callable[..., int | float]
+    doc: str
+
+
+BUILTINS: dict[str, Builtin] = {
+    "min": Builtin(2, 64, min, "the smallest of two or more numbers"),
+    "max": Builtin(2, 64, max, "the largest of two or more numbers"),
+    "floor": Builtin(1, 1, math.floor, "rounds down to an integer"),
+    "ceil": Builtin(1, 1, math.ceil, "rounds up to an integer"),
+    "log2": Builtin(1, 1, math.log2, "the base-2 logarithm of a positive number"),
+    "make_divisible": Builtin(2, 4, make_divisible,
+                              "make_divisible(v, divisor, min_value = divisor, round_limit = 0.9), as timm rounds "
+                              "channel counts"),
+}
 
 
 def evaluate(expr: ast.Expr, env: Mapping[str, Value]) -> Value:
     """The value of `expr` with names looked up in `env`."""
-    try:
-        return _evaluate(expr, env)
-    except RecursionError:
-        raise EvalError(expr.span, "expression is nested too deeply") from None
+    return _evaluate(expr, env, 0)
 
 
-def _evaluate(expr: ast.Expr, env: Mapping[str, Value]) -> Value:
+def _evaluate(expr: ast.Expr, env: Mapping[str, Value], depth: int) -> Value:
+    if depth > MAX_EXPRESSION_DEPTH:
+        raise EvalError(expr.span, f"expression is nested more than {MAX_EXPRESSION_DEPTH} deep")
     match expr:
         case ast.Literal(value=value):
             return value
@@ -44,68 +119,133 @@ def _evaluate(expr: ast.Expr, env: Mapping[str, Value]) -> Value:
                 raise EvalError(expr.span, _unknown_name(name, env))
             return env[name]
         case ast.Neg(operand=operand):
-            return -_number(operand, env)
-        case ast.Binary(op=op, left=left, right=right):
-            return _arithmetic(expr, op, _number(left, env), _number(right, env))
+            return -_number(operand, env, depth + 1)
+        case ast.Binary():
+            # a long sum is a deep left spine: walk it with a loop, not with recursion
+            spine: list[ast.Binary] = []
+            node: ast.Expr = expr
+            while isinstance(node, ast.Binary):
+                spine.append(node)
+                node = node.left
+            result = _number(node, env, depth + 1)
+            for binary in reversed(spine):
+                result = _arithmetic(binary, result, _number(binary.right, env, depth + 1))
+            return result
         case ast.Compare(op=op, left=left, right=right):
-            a, b = _evaluate(left, env), _evaluate(right, env)
+            a, b = _evaluate(left, env, depth + 1), _evaluate(right, env, depth + 1)
             try:
                 return _COMPARE[op](a, b)
             except TypeError:
                 raise EvalError(expr.span, f"cannot compare {describe(a)} with {describe(b)}") from None
-        case ast.Conditional(then=then, condition=condition, otherwise=otherwise):
-            return _evaluate(then, env) if _evaluate(condition, env) else _evaluate(otherwise, env)
-        case ast.Call(func=func, args=args) if func in _FUNCTIONS and args:
-            if any(isinstance(a, ast.Pair) for a in args):
-                raise EvalError(expr.span, f"{func}() takes plain values")
-            return _FUNCTIONS[func](*(_number(a, env) for a in args))
-        case ast.Call(func=func):
-            raise EvalError(expr.span, f"unknown function '{func}' (a space is needed before '(' "
-                                       "to pass a value in parentheses)")
+        case ast.Conditional():
+            node = expr
+            while isinstance(node, ast.Conditional):  # `a if c else b if d else e`, any length
+                condition = _evaluate(node.condition, env, depth + 1)
+                if not isinstance(condition, bool):
+                    raise EvalError(node.condition.span, f"the condition of `if` must be true or false (a "
+                                                         f"comparison), not {describe(condition)}")
+                if condition:
+                    return _evaluate(node.then, env, depth + 1)
+                node = node.otherwise
+            return _evaluate(node, env, depth + 1)
+        case ast.Call(func=func, args=args) if func in BUILTINS:
+            return _builtin(expr, BUILTINS[func], [_plain(a, func, env, depth) for a in args])
+        case ast.Call(func=func, args=args):
+            callee = env.get(func)
+            if not isinstance(callee, Callee):
+                raise EvalError(expr.span, f"unknown function '{func}' (a space is needed before '(' to pass a "
+                                           "value in parentheses)")
+            return callee.bind([_argument(a, env, depth + 1) for a in args])
     raise EvalError(expr.span, "cannot evaluate this expression")
 
 
-def _number(expr: ast.Expr, env: Mapping[str, Value]) -> int | float:
-    value = _evaluate(expr, env)
+def _plain(arg: ast.Expr | ast.Pair, func: str, env: Mapping[str, Value], depth: int) -> int | float:
+    if isinstance(arg, ast.Pair):
+        raise EvalError(arg.span, f"{func}() takes plain values")
+    return _number(arg, env, depth + 1)
+
+
+def evaluate_arguments(args: list[ast.Expr | ast.Pair], env: Mapping[str, Value]) -> list[Argument]:
+    """The values of a call's arguments, `name: value` pairs as keyword arguments."""
+    return [_argument(a, env, 0) for a in args]
+
+
+def _argument(arg: ast.Expr | ast.Pair, env: Mapping[str, Value], depth: int) -> Argument:
+    if isinstance(arg, ast.Pair):
+        if not isinstance(arg.key, ast.Name):
+            raise EvalError(arg.key.span, "an argument name must be a plain name, as in `groupnorm(32, eps: 1e-3)`")
+        return Argument(arg.key.id, _evaluate(arg.value, env, depth), arg.span)
+    return Argument(None, _evaluate(arg, env, depth), arg.span)
+
+
+def _builtin(expr: ast.Call, function: Builtin, values: list[int | float]) -> int | float:
+    if not function.least <= len(values) <= function.most:
+        wanted = (f"{function.least}" if function.least == function.most
+                  else f"{function.least} or more" if function.most > 4 else f"{function.least} to {function.most}")
+        raise EvalError(expr.span, f"{expr.func}() takes {wanted} values, got {len(values)}")
+    if expr.func == "log2" and values[0] <= 0:
+        raise EvalError(expr.span, f"log2() needs a positive number, got {describe(values[0])}")
+    return _bounded(expr, function.compute(*values))
+
+
+def _number(expr: ast.Expr, env: Mapping[str, Value], depth: int) -> int | float:
+    value = _evaluate(expr, env, depth)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise EvalError(expr.span, f"expected a number, got {describe(value)}")
     return value
 
 
-def _arithmetic(expr: ast.Binary, op: str, left: int | float, right: int | float) -> int | float:
+def _arithmetic(expr: ast.Binary, left: int | float, right: int | float) -> int | float:
+    op = expr.op
     if op in ("/", "//", "%") and right == 0:
         raise EvalError(expr.span, "division by zero")
     if op == "+":
-        return left + right
-    if op == "-":
-        return left - right
-    if op == "*":
-        return left * right
-    if op == "//":
-        return left // right
-    if op == "%":
-        return left % right
-    if isinstance(left, int) and isinstance(right, int):
+        result = left + right
+    elif op == "-":
+        result = left - right
+    elif op == "*":
+        result = left * right
+    elif op == "//":
+        result = left // right
+    elif op == "%":
+        result = left % right
+    elif isinstance(left, int) and isinstance(right, int):
         if left % right:
             raise EvalError(expr.span, f"{left} / {right} is not an integer (use // to round down)")
-        return left // right
-    return left / right
+        result = left // right
+    else:
+        result = left / right
+    return _bounded(expr, result)
+
+
+def _bounded(expr: ast.Node, value: int | float) -> int | float:
+    if (isinstance(value, float) and not math.isfinite(value)) or abs(value) > MAX_MAGNITUDE:
+        raise EvalError(expr.span, f"this value is out of range (beyond ±1e30): {describe(value)}")
+    return value
 
 
 def _unknown_name(name: str, env: Mapping[str, Value]) -> str:
     from difflib import get_close_matches
 
-    close = get_close_matches(name, list(env), n=1)
+    close = get_close_matches(name, [k for k in env if not isinstance(env[k], Callee)], n=1)
     hint = f"; did you mean '{close[0]}'?" if close else ""
     return f"unknown name '{name}'{hint}"
 
 
 def describe(value: Value) -> str:
-    """A value as the user wrote it: `3x3`, `0.5`, `true`."""
+    """A value as the user wrote it: `3x3`, `0.5`, `true`, `the op groupnorm`."""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, int) and abs(value) > MAX_MAGNITUDE:
+        return f"a number of about {int(value.bit_length() * math.log10(2)) + 1} digits"
     if isinstance(value, tuple):
         return "x".join(str(d) for d in value)
     if isinstance(value, str):
         return f'"{value}"'
+    if isinstance(value, Callee):
+        return f"the {'shortcut option' if value.kind == 'shortcut' else value.kind} '{value.name}'"
+    if isinstance(value, Tensor):
+        return f"the tensor '{value.node}'"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "an infinite number"
     return str(value)

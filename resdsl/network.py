@@ -11,14 +11,15 @@ from typing import TYPE_CHECKING
 
 import networkx as nx
 
-from resdsl.diagnostics import Reporter, SpecError
+from resdsl.diagnostics import Diagnostics, SpecError
 from resdsl.expr import Value
 from resdsl.ir.build import lower_program
+from resdsl.limits import MAX_ACTIVATION_BYTES
 from resdsl.passes.count import Counts, StageSummary, count
 from resdsl.resolve import Program, load, read_spec
 
 if TYPE_CHECKING:
-    from resdsl.backends.pytorch import GeneratedModule
+    from resdsl.backends.pytorch import NetworkModule
 
 
 class Network:
@@ -66,23 +67,34 @@ class Network:
 
     def with_input(self, shape: tuple[int, int, int]) -> Network:
         """The same spec re-checked for another input shape (e.g. 1x28x28 data)."""
+        from dataclasses import replace
+
         from resdsl import ast
 
         network = self.program.network
         span = network.input.span if network.input else network.span
-        moved = network.model_copy(update={"input": ast.InputShape(span=span, dims=tuple(shape))})
-        return _check(Program(**{**self.program.__dict__, "network": moved}))
+        moved = replace(network, input=ast.InputShape(span, tuple(shape)))
+        return _check(replace(self.program, network=moved))
 
     @cached_property
-    def torch_class(self) -> type[GeneratedModule]:
+    def torch_class(self) -> type[NetworkModule]:
         """The PyTorch module class of this network, generated once (see resdsl.backends.pytorch)."""
         from resdsl.backends.pytorch import module_class
 
         return module_class(self)
 
-    def to_torch(self, *, seed: int | None = 0, zero_init_residual: bool = False) -> GeneratedModule:
-        """A new, initialised PyTorch module of this network: `torch_class(seed=..., zero_init_residual=...)`."""
-        return self.torch_class(seed=seed, zero_init_residual=zero_init_residual)
+    def to_torch(self, *, seed: int | None = None, zero_init_residual: bool = False,
+                 features: list[str] | None = None) -> NetworkModule:
+        """A new, initialised PyTorch module of this network (see resdsl.backends.pytorch).
+
+        `seed=None` draws the weights from torch's global RNG, as torchvision does; `features` names the
+        layers or groups (`layer2`, `layer3.5.conv2`) whose outputs the module returns instead, as a dict.
+        """
+        if features is None:
+            return self.torch_class(seed=seed, zero_init_residual=zero_init_residual)
+        from resdsl.backends.pytorch import feature_class
+
+        return feature_class(self, tuple(features))(seed=seed, zero_init_residual=zero_init_residual)
 
     def __repr__(self) -> str:
         return f"Network({self.name!r}, params={self.params:,}, macs={self.macs:,})"
@@ -111,16 +123,22 @@ def lower_unchecked(source: str | Path, **params: Value) -> tuple[nx.DiGraph, Sp
     A spec that does not parse or resolve still raises SpecError.
     """
     program = load(read_spec(source), params)
-    reporter = Reporter(program.sources)
+    diagnostics = Diagnostics(program.sources)
     with _without_gc():
-        graph = lower_program(program, reporter)
-    error = SpecError(reporter.diagnostics, program.sources) if reporter.diagnostics else None
-    return graph, error
+        graph = lower_program(program, diagnostics)
+    return graph, diagnostics.exception() if diagnostics.diagnostics else None
 
 
 def _check(program: Program) -> Network:
-    reporter = Reporter(program.sources)
+    diagnostics = Diagnostics(program.sources)
     with _without_gc():
-        graph = lower_program(program, reporter)
-        reporter.raise_if_any()
-        return Network(program, graph, count(graph))
+        graph = lower_program(program, diagnostics)
+        diagnostics.raise_if_any()
+        counts = count(graph)
+    if counts.activation_bytes > MAX_ACTIVATION_BYTES:
+        network = program.network
+        diagnostics.error(network.input.span, f"one image's activations come to {counts.activation_bytes / 2**30:,.1f} "
+                                              f"GiB, over the limit of {MAX_ACTIVATION_BYTES // 2**30} GiB; use a "
+                                              "smaller input")
+        diagnostics.raise_if_any()
+    return Network(program, graph, counts)

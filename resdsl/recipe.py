@@ -21,7 +21,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from resdsl import ast
-from resdsl.diagnostics import Reporter
+from resdsl.diagnostics import Diagnostics as Reporter
 from resdsl.expr import EvalError, Value, describe, evaluate
 from resdsl.source import SourceFile, Span
 
@@ -140,7 +140,7 @@ def recipe_of(program, overrides: Sequence[str | tuple[str, str]] = ()) -> Recip
                 reporter.error(setting.span, f"'{setting.key}' is set twice (first at {seen[setting.key]})")
                 continue
             seen[setting.key] = setting.span
-            value = _setting(setting, program.params, reporter)
+            value = _setting(setting, program.param_values, reporter)
             if value is _BAD:
                 continue
             if setting.key in ("iterations", "epochs"):

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
 from pathlib import Path
 
 from resdsl import ast
-from resdsl.diagnostics import Reporter, SpecError
+from resdsl.diagnostics import Diagnostic, Diagnostics, Note, SpecError
 from resdsl.expr import EvalError, Value, evaluate
+from resdsl.limits import MAX_EXTENDS_DEPTH, MAX_LITERAL_DIGITS
 from resdsl.parser import parse
-from resdsl.source import MAX_SPEC_BYTES, SourceFile, SourceMap, Span
-
-MAX_EXTENDS_DEPTH = 16
+from resdsl.source import SourceFile, SourceMap, Span, UnreadableSpec, read_source_text
 
 
 class UsageError(Exception):
@@ -25,7 +25,7 @@ class Program:
     """Everything the IR builder needs: one merged network and the names it can use."""
 
     network: ast.Network
-    params: dict[str, Value]
+    param_values: dict[str, Value]
     blocks: dict[str, ast.BlockDef | ast.BlockAlias]
     shortcuts: dict[str, ast.ShortcutDef]
     sources: SourceMap
@@ -47,8 +47,8 @@ def load(source: SourceFile, overrides: dict[str, Value], sources: SourceMap | N
     """Parse `source` and everything it extends, bind params, and merge the network."""
     sources = sources or SourceMap()
     sources.add(prelude_source())
-    reporter = Reporter(sources)
-    chain = _extends_chain(source, sources, reporter)
+    diagnostics = Diagnostics(sources)
+    chain = _extends_chain(source, sources, diagnostics)
     prelude = _prelude_module()
 
     blocks: dict[str, ast.BlockDef | ast.BlockAlias] = {b.name: b for b in prelude.blocks}
@@ -57,8 +57,8 @@ def load(source: SourceFile, overrides: dict[str, Value], sources: SourceMap | N
     values: dict[str, ast.Expr | None] = {}
     network: ast.Network | None = None
     for module in chain:
-        _define(module.blocks, blocks, reporter, "block")
-        _define(module.shortcuts, shortcuts, reporter, "shortcut")
+        _define(module.blocks, blocks, diagnostics, "block")
+        _define(module.shortcuts, shortcuts, diagnostics, "shortcut option")
         for decl in module.params:
             decls[decl.name] = decl
             values[decl.name] = decl.value
@@ -67,8 +67,8 @@ def load(source: SourceFile, overrides: dict[str, Value], sources: SourceMap | N
             for assign in child.extends.assigns:
                 if assign.name not in decls:
                     declared = ", ".join(decls) or "none"
-                    reporter.error(assign.span, f"'{child.extends.path}' declares no param '{assign.name}' "
-                                                f"(declared: {declared})")
+                    diagnostics.error(assign.span, f"'{child.extends.path}' declares no param '{assign.name}' "
+                                                   f"(declared: {declared})")
                 values[assign.name] = assign.value
         network = child if network is None else _merge(network, child)
 
@@ -76,15 +76,15 @@ def load(source: SourceFile, overrides: dict[str, Value], sources: SourceMap | N
         if name not in decls:
             declared = ", ".join(decls) or "none"
             raise UsageError(f"--set {name}: the spec declares no param '{name}' (declared: {declared})")
-    params = _bind_params(decls, values, overrides, reporter)
+    param_values = _bind_params(decls, values, overrides, diagnostics)
     for span in network.repeated:
-        reporter.error(span, "this section is given twice in the network")
-    reporter.raise_if_any()
-    return Program(network=network, params=params, blocks=blocks, shortcuts=shortcuts,
+        diagnostics.error(span, "this section is given twice in the network")
+    diagnostics.raise_if_any()
+    return Program(network=network, param_values=param_values, blocks=blocks, shortcuts=shortcuts,
                    sources=sources, param_decls=decls)
 
 
-def _extends_chain(source: SourceFile, sources: SourceMap, reporter: Reporter) -> list[ast.Module]:
+def _extends_chain(source: SourceFile, sources: SourceMap, diagnostics: Diagnostics) -> list[ast.Module]:
     """The modules from the root ancestor down to `source`."""
     chain: list[ast.Module] = []
     seen = {str(Path(source.path).resolve())}
@@ -93,25 +93,35 @@ def _extends_chain(source: SourceFile, sources: SourceMap, reporter: Reporter) -
         if len(module.networks) != 1:
             message = ("no network in this file" if not module.networks
                        else f"one network per file; this file has {len(module.networks)}")
-            first_line = Span(path=source.path, line=1, column=1, end_line=1,
-                              end_column=len(source.line(1)) + 1)
-            span = module.networks[1].span if len(module.networks) > 1 else first_line
-            raise reporter.fail(span, message)
+            span = module.networks[1].span if len(module.networks) > 1 else source.start()
+            raise diagnostics.fail(span, message)
         chain.insert(0, module)
         extends = module.networks[0].extends
         if extends is None:
             return chain
-        base = Path.cwd() if source.path.startswith("<") else Path(source.path).parent
-        parent = (base / extends.path).resolve()
-        if str(parent) in seen or len(seen) > MAX_EXTENDS_DEPTH:
-            raise reporter.fail(extends.span, f"'{extends.path}' extends itself (a cycle of extends)")
+        parent = _extends_target(source, extends.path)
+        if str(parent) in seen:
+            raise diagnostics.fail(extends.span, f"'{extends.path}' extends itself (a cycle of extends)")
+        if len(seen) >= MAX_EXTENDS_DEPTH:
+            raise diagnostics.fail(extends.span, f"the extends chain is more than {MAX_EXTENDS_DEPTH} files deep")
         seen.add(str(parent))
         try:
-            text = _read_text(parent)
-        except (OSError, UnicodeDecodeError) as error:
-            reason = getattr(error, "strerror", None) or str(error)
-            raise reporter.fail(extends.span, f"cannot read '{extends.path}': {reason}") from None
+            text = read_source_text(parent)
+        except UnreadableSpec as error:
+            raise diagnostics.fail(extends.span, f"cannot read '{extends.path}': {error}") from None
         source = SourceFile(path=_display_path(parent), text=text)
+
+
+def _extends_target(source: SourceFile, target: str) -> Path:
+    """The file `extends "target"` names: a path relative to the spec, else a zoo name (`resnet50`)."""
+    base = Path.cwd() if source.path.startswith("<") else Path(source.path).parent
+    path = (base / target).resolve()
+    if path.exists():
+        return path
+    from resdsl.zoo import zoo_path
+
+    found = zoo_path(target)
+    return Path(found).resolve() if found else path
 
 
 def _display_path(path: Path) -> str:
@@ -121,13 +131,26 @@ def _display_path(path: Path) -> str:
         return str(path)
 
 
-def _define(items: list, table: dict, reporter: Reporter, kind: str) -> None:
+def _define(items: list, table: dict, diagnostics: Diagnostics, kind: str) -> None:
+    """Add a file's definitions; replacing a visible name needs `override`, and `override` needs a name to replace."""
     own: set[str] = set()
     for item in items:
         if item.name in own:
-            reporter.error(item.span, f"{kind} '{item.name}' is defined twice in this file")
+            diagnostics.error(item.span, f"{kind} '{item.name}' is defined twice in this file")
+        elif item.name in table and not item.override:
+            earlier = table[item.name].span
+            where = "a built-in" if earlier.path == prelude_source().path else "already defined"
+            diagnostics.error(item.span, f"{kind} '{item.name}' is {where}; write `override {_keyword(kind)} "
+                                         f"{item.name}` to replace it", (Note(earlier, "defined here"),))
+        elif item.override and item.name not in table:
+            diagnostics.error(item.span, f"`override` of {kind} '{item.name}', but there is no {kind} of that "
+                                         "name to replace")
         own.add(item.name)
         table[item.name] = item
+
+
+def _keyword(kind: str) -> str:
+    return kind.split()[0]
 
 
 def _merge(parent: ast.Network, child: ast.Network) -> ast.Network:
@@ -138,22 +161,15 @@ def _merge(parent: ast.Network, child: ast.Network) -> ast.Network:
             stages = child.stages
         else:
             options = {o.name: o for o in stages.options} | {o.name: o for o in child.stages.options}
-            stages = child.stages.model_copy(update={
-                "options": list(options.values()),
-                "items": child.stages.items if child.stages.items is not None else stages.items,
-            })
-    return child.model_copy(update={
-        "input": child.input or parent.input,
-        "stem": child.stem or parent.stem,
-        "stages": stages,
-        "head": child.head or parent.head,
-        "train": child.train or parent.train,
-        "repeated": parent.repeated + child.repeated,
-    })
+            stages = replace(child.stages, options=list(options.values()),
+                             items=child.stages.items if child.stages.items is not None else stages.items)
+    return replace(child, input=child.input or parent.input, stem=child.stem or parent.stem, stages=stages,
+                   head=child.head or parent.head, train=child.train or parent.train,
+                   repeated=parent.repeated + child.repeated)
 
 
 def _bind_params(decls: dict[str, ast.ParamDecl], values: dict[str, ast.Expr | None],
-                 overrides: dict[str, Value], reporter: Reporter) -> dict[str, Value]:
+                 overrides: dict[str, Value], diagnostics: Diagnostics) -> dict[str, Value]:
     env: dict[str, Value] = {}
     for name, decl in decls.items():
         if name in overrides:
@@ -161,12 +177,12 @@ def _bind_params(decls: dict[str, ast.ParamDecl], values: dict[str, ast.Expr | N
             continue
         expr = values[name]
         if expr is None:
-            reporter.error(decl.span, f"param '{name}' has no value; give one with --set {name}=VALUE")
+            diagnostics.error(decl.span, f"param '{name}' has no value; give one with --set {name}=VALUE")
             continue
         try:
             env[name] = evaluate(expr, env)
         except EvalError as error:
-            reporter.error(error.span, error.message)
+            diagnostics.error(error.span, error.message)
     return env
 
 
@@ -175,14 +191,19 @@ def parse_override(text: str) -> tuple[str, Value]:
     name, sep, raw = text.partition("=")
     name, raw = name.strip(), raw.strip()
     if not sep or not name.isidentifier() or not raw:
-        raise UsageError(f"--set expects NAME=VALUE, got '{text}'")
+        raise UsageError(f"--set expects NAME=VALUE, got '{text[:60]}'")
     if raw in ("true", "false"):
         return name, raw == "true"
+    if len(raw) > MAX_LITERAL_DIGITS * 4 or any(len(d) > MAX_LITERAL_DIGITS for d in raw.lstrip("-").split("x")):
+        raise UsageError(f"--set {name}: the value has more than {MAX_LITERAL_DIGITS} digits")
     for convert in (int, float):
         try:
-            return name, convert(raw)
+            value = convert(raw)
         except ValueError:
-            pass
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            break
+        return name, value
     dims = raw.split("x")
     if len(dims) > 1 and all(d.isdigit() for d in dims):
         return name, tuple(int(d) for d in dims)
@@ -190,25 +211,19 @@ def parse_override(text: str) -> tuple[str, Value]:
 
 
 def read_spec(path_or_text: str | Path) -> SourceFile:
-    """A spec from a path, or from text when given a string that is clearly source."""
+    """A spec from a path or a zoo name (`resnet50`), or from text when given a string that is clearly source."""
     if isinstance(path_or_text, str) and ("\n" in path_or_text or "{" in path_or_text):
         return SourceFile(path="<string>", text=path_or_text)
     path = Path(path_or_text)
+    if not path.exists() and isinstance(path_or_text, str):
+        from resdsl.zoo import zoo_path
+
+        found = zoo_path(path_or_text)
+        if found is not None:
+            return SourceFile(path=str(found), text=read_source_text(Path(found)))
     try:
-        return SourceFile(path=str(path), text=_read_text(path))
-    except FileNotFoundError:
-        raise SpecError([_no_file(f"no such file: {path}")]) from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise SpecError([_no_file(f"cannot read {path}: {error}")]) from None
-
-
-def _read_text(path: Path) -> str:
-    """The file's text, read no further than one byte past the size limit (so /dev/zero cannot hang us)."""
-    with path.open("rb") as handle:
-        return handle.read(MAX_SPEC_BYTES + 1).decode()
-
-
-def _no_file(message: str):
-    from resdsl.diagnostics import Diagnostic
-
-    return Diagnostic(None, message)
+        return SourceFile(path=str(path), text=read_source_text(path))
+    except UnreadableSpec as error:
+        if error.missing:
+            raise SpecError([Diagnostic(None, f"no such file: {path}")]) from None
+        raise SpecError([Diagnostic(Span(str(path), 1, 1, 1, 1), f"cannot read this spec: {error}")]) from None

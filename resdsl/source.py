@@ -1,16 +1,19 @@
-"""Source files and the spans that point into them."""
+"""Source files, the spans that point into them, and reading spec files safely."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+import os
+import stat
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
 
-MAX_SPEC_BYTES = 1_000_000
+from resdsl.limits import MAX_SPEC_BYTES
 
 
-class Span(BaseModel):
+@dataclass(frozen=True, slots=True)
+class Span:
     """A range of characters in one source file, 1-based like editors show it."""
-
-    model_config = ConfigDict(frozen=True)
 
     path: str
     line: int
@@ -22,17 +25,27 @@ class Span(BaseModel):
         return f"{self.path}:{self.line}:{self.column}"
 
 
-class SourceFile(BaseModel):
-    """The text of one spec file, kept so diagnostics can quote it."""
-
-    model_config = ConfigDict(frozen=True)
+@dataclass(frozen=True)
+class SourceFile:
+    """The text of one spec file, kept so diagnostics can quote it. Line endings are normalised to `\\n`."""
 
     path: str
     text: str
 
+    def __post_init__(self) -> None:
+        if "\r" in self.text:  # CRLF and lone CR (old Mac) files: one line ending for the lexer and the quotes
+            object.__setattr__(self, "text", self.text.replace("\r\n", "\n").replace("\r", "\n"))
+
+    @cached_property
+    def lines(self) -> list[str]:
+        return self.text.split("\n")
+
     def line(self, number: int) -> str:
-        lines = self.text.splitlines()
-        return lines[number - 1] if 0 < number <= len(lines) else ""
+        return self.lines[number - 1] if 0 < number <= len(self.lines) else ""
+
+    def start(self) -> Span:
+        """The span of the first line, for errors about the whole file."""
+        return Span(self.path, 1, 1, 1, len(self.line(1)) + 1)
 
 
 class SourceMap:
@@ -47,3 +60,43 @@ class SourceMap:
 
     def get(self, path: str) -> SourceFile | None:
         return self.files.get(path)
+
+
+class UnreadableSpec(Exception):
+    """A spec file that cannot be read; the message is one sentence without the path."""
+
+    def __init__(self, message: str, missing: bool = False) -> None:
+        super().__init__(message)
+        self.missing = missing
+
+
+def read_source_text(path: Path) -> str:
+    """A spec file's text: only regular files, no more than the size limit, UTF-8.
+
+    Checked before reading, so that a FIFO, a device or a directory can neither hang nor flood us.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise UnreadableSpec("no such file", missing=True) from None
+    except OSError as error:
+        raise UnreadableSpec(error.strerror or str(error)) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file (a FIFO, socket or device)"
+            raise UnreadableSpec(f"it is {kind}")
+        if info.st_size > MAX_SPEC_BYTES:
+            raise UnreadableSpec(f"it is {info.st_size:,} bytes, over the limit of {MAX_SPEC_BYTES:,} for a spec")
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            data = handle.read(MAX_SPEC_BYTES + 1)
+    except OSError as error:
+        raise UnreadableSpec(error.strerror or str(error)) from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_SPEC_BYTES:
+        raise UnreadableSpec(f"it is over the limit of {MAX_SPEC_BYTES:,} bytes for a spec")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UnreadableSpec(f"it is not UTF-8 text (byte {error.start + 1} cannot be decoded)") from None

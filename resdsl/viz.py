@@ -9,13 +9,13 @@ import subprocess
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import graphviz
 import networkx as nx
 
 from resdsl.ir.graph import inputs
-from resdsl.ir.ops import OPS, REQUIRED, Args, Shape, coerce
+from resdsl.ir.ops import Args, Op, Shape
 from resdsl.passes.count import count
 
 Level = Literal["stage", "block", "op"]
@@ -25,10 +25,8 @@ PNG_DPI = 144  # sharp enough for a README; Graphviz's default of 96 blurs the s
 INSTALL_HINT = ("Graphviz's `dot` program is not installed, so only .dot output can be written; "
                 "install Graphviz (`apt-get install graphviz` or `brew install graphviz`)")
 
-# Ops the block view leaves out, as the paper's figures do (BN and ReLU are implied).
-_QUIET = {"batchnorm", "relu", "identity", "flatten", "dropout", "output"}
-# Ops that give a shortcut weights: such a shortcut is drawn as a box (options B, C, D).
-_WEIGHTED = {"conv", "linear"}
+# How the block view draws the ops that join tensors.
+_JOINS = {"add": "+", "mul": "×", "concat": "‖"}
 _STAGE_FILLS = ("#dbe9f6", "#e2f0d9", "#fce4d6", "#ede1f5", "#fff2cc", "#d9f2f2")
 _PLAIN_FILL = "#f2f2f2"
 _ERROR = {"color": "red", "fontcolor": "red", "penwidth": "2", "fillcolor": "#ffe6e6"}
@@ -76,82 +74,18 @@ def shape_text(shape: Shape | None) -> str:
     return "?" if shape is None else "×".join(str(d) for d in shape)
 
 
-def layer_text(op: str, args: Args | None) -> str:
+def layer_text(op: Op, args: Args | None) -> str:
     """An op in the paper's words: "3×3 conv, 64, /2", "3×3 max pool, /2", "fc 1000"."""
-    if args is None:
-        return op
-    if op == "conv":
-        text = f"{_pair(args['kernel'])} conv, {args['out']}"
-        if args["groups"] > 1:
-            text += f", groups {args['groups']}"
-        if args["dilation"] != (1, 1):
-            text += f", dilation {_pair(args['dilation'])}"
-        return text + _stride_text(args["stride"])
-    if op in ("maxpool", "avgpool"):
-        name = "max pool" if op == "maxpool" else "avg pool"
-        if args["kernel"] is None:
-            return name
-        return f"{_pair(args['kernel'])} {name}{_stride_text(args['stride'])}"
-    if op == "linear":
-        return f"fc {args['out']}"
-    if op == "subsample":
-        return f"subsample /{args['stride']}"
-    if op == "pad_channels":
-        return f"zero-pad to {args['out']}"
-    if op == "batchnorm":
-        return "BN"
-    if op == "relu":
-        return "ReLU"
-    return " ".join([op, *_arg_words(op, args)])
+    return op.name if args is None else op.label(args)
 
 
-def op_text(op: str, args: Args | None) -> str:
+def op_text(op: Op, args: Args | None) -> str:
     """An op with its arguments as written in a spec, defaults left out: "conv 3x3, 64, stride 2"."""
-    if args is None:
-        return f"{op} (arguments not known)"
-    words = _arg_words(op, args)
-    return f"{op} {', '.join(words)}" if words else op
-
-
-def _arg_words(op: str, args: Args) -> list[str]:
-    spec = OPS.get(op)
-    if spec is None:
-        return [f"{k} {_value(v)}" for k, v in args.items()]
-    words = []
-    for param in spec.signature:
-        value = args.get(param.name)
-        if param.positional:
-            if value is not None:
-                words.append("x".join(map(str, value)) if param.name == "kernel" else _value(value))
-        elif value != _default(spec, args, param.name):
-            words.append(param.name if value is True else f"{param.name} {_value(value)}")
-    return words
-
-
-def _default(spec: Any, args: Args, name: str) -> Any:
-    """The value `name` would take if left out (defaults may depend on other arguments)."""
-    param = next(p for p in spec.signature if p.name == name)
-    if param.default is REQUIRED:
-        return None
-    trial = dict(args)
-    trial[name] = None if param.default is None else coerce(param.kind, param.default)
-    return spec.complete(trial)[name]
-
-
-def _value(value: Any) -> str:
-    if isinstance(value, tuple):
-        return str(value[0]) if len(value) == 2 and value[0] == value[1] else "x".join(map(str, value))
-    return str(value).lower() if isinstance(value, bool) else str(value)
+    return f"{op.name} (arguments not known)" if args is None else op.text(args)
 
 
 def _pair(value: tuple[int, int]) -> str:
     return f"{value[0]}×{value[1]}"
-
-
-def _stride_text(stride: tuple[int, int]) -> str:
-    if stride == (1, 1):
-        return ""
-    return f", /{stride[0]}" if stride[0] == stride[1] else f", /{_pair(stride)}"
 
 
 def _stride(args: Args | None) -> int:
@@ -200,7 +134,7 @@ def _units(graph: nx.DiGraph, by_block: bool) -> list[_Unit]:
 
 def _shape(graph: nx.DiGraph, node: str) -> Shape | None:
     attrs = graph.nodes[node]
-    if attrs["op"] == "output":
+    if attrs["op"].name == "output":
         sources = inputs(graph, node)
         return graph.nodes[sources[0]]["shape"] if sources else None
     return attrs["shape"]
@@ -226,7 +160,7 @@ def _not_built(node: str) -> str:
 
 
 def _placeholder(attrs: dict) -> bool:
-    return attrs["op"] == "identity" and attrs["args"] is None
+    return attrs["op"].name == "identity" and attrs["args"] is None
 
 
 def _status(graph: nx.DiGraph, node: str) -> dict[str, str]:
@@ -274,7 +208,7 @@ def _stage_view(graph: nx.DiGraph) -> graphviz.Digraph:
             lines += _stage_lines(graph, unit)
         else:
             lines += _repeats([layer_text(graph.nodes[n]["op"], graph.nodes[n]["args"]) for n in unit.nodes
-                               if graph.nodes[n]["op"] not in _QUIET])
+                               if not graph.nodes[n]["op"].implied])
         row = rows.get(unit.stage)
         if row is not None and row.params + row.macs:
             lines.append(f"{_si(row.params, 'params')} · {_si(row.macs, 'MACs')}")
@@ -300,7 +234,7 @@ def _stage_lines(graph: nx.DiGraph, unit: _Unit) -> list[str]:
     first = [n for n, s in zip(unit.nodes, scopes, strict=True) if s.block == (blocks[0] if blocks else None)]
     kinds = f"{scopes[0].block_type or 'layers'}, shortcut {scopes[0].shortcut or 'none'}"
     convs = [graph.nodes[n]["args"] for n in first
-             if graph.nodes[n]["op"] == "conv" and graph.nodes[n]["scope"].branch == "main"]
+             if graph.nodes[n]["op"].name == "conv" and graph.nodes[n]["scope"].branch == "main"]
     widths = "; ".join(_conv_width(args) for args in convs if args is not None)
     stride = max((_stride(graph.nodes[n]["args"]) for n in first), default=1)
     table = f"[{widths}] ×{len(blocks)}" if widths else f"×{len(blocks)}"
@@ -374,11 +308,16 @@ class _BlockView:
                 self.unit_of[node] = run.unit.key
 
     def visible(self, node: str) -> bool:
-        """Main-branch layers the paper draws, and any node that failed; shortcuts are drawn by their add."""
+        """Main-branch layers the paper draws, tensors a block reads twice (a pre-activation, an SE input), and any
+        node that failed; BN and ReLU are otherwise implied, and shortcuts are drawn by their add."""
         attrs = self.graph.nodes[node]
         if attrs["scope"].branch == "shortcut":
             return False
-        return attrs["op"] not in _QUIET or error_of(self.graph, node) is not None
+        if not attrs["op"].implied or error_of(self.graph, node) is not None:
+            return True
+        unit = self.unit_of.get(node)
+        readers = [s for s in self.graph.succ[node] if self.unit_of.get(self.alias.get(s, s)) == unit]
+        return unit is not None and len(readers) > 1
 
     def drawn(self, node: str) -> str | None:
         """The drawn node that carries `node`'s output (hidden ops pass their input through)."""
@@ -422,12 +361,31 @@ class _BlockView:
         return diagram
 
     def _draw_unit(self, diagram: graphviz.Digraph, unit: _Unit, fill: str) -> None:
+        calls = self.graph.graph.get("calls", {})
+        groups: dict[str | None, list[str]] = {}
+        for node in unit.nodes:  # layers of a block called from the block (an SE gate) drawn in its own frame
+            call = next((p for p in calls if node.startswith(f"{p}.")), None)
+            groups.setdefault(call, []).append(node)
+        for call, nodes in groups.items():
+            if call is None:
+                self._draw_nodes(diagram, nodes, fill)
+                continue
+            with diagram.subgraph(name=f"cluster_{call}") as frame:
+                frame.attr(label=calls[call], labeljust="l", style="dotted,rounded", color="gray45", fontsize="9")
+                self._draw_nodes(frame, nodes, fill)
+
+    def _draw_nodes(self, diagram: graphviz.Digraph, nodes: list[str], fill: str) -> None:
         graph = self.graph
-        for node in unit.nodes:
+        for node in nodes:
             attrs = graph.nodes[node]
-            if attrs["op"] == "add" and attrs["scope"].branch == "main":
+            name = attrs["op"].name
+            if attrs.get("residual") and attrs["scope"].branch == "main":
                 self._draw_add(diagram, node, fill)
-            elif attrs["op"] == "input":
+            elif name in _JOINS and self.visible(node):
+                circle = {"shape": "circle", "style": "filled", "fillcolor": "white", "width": "0.22",
+                          "height": "0.22", "fixedsize": "true", "fontsize": "10", "tooltip": name}
+                diagram.node(node, _JOINS[name], **(circle | _status(graph, node)))
+            elif name == "input":
                 diagram.node(node, f"input\n{shape_text(attrs['shape'])}", shape="ellipse", style="filled")
             elif self.visible(node):
                 label = _not_built(node) if _placeholder(attrs) else layer_text(attrs["op"], attrs["args"])
@@ -452,16 +410,16 @@ class _BlockView:
         diagram.node(add, "+", **(circle | _status(graph, add)))
 
     def _boxed(self, chain: list[str]) -> bool:
-        return any(self.graph.nodes[n]["op"] in _WEIGHTED or error_of(self.graph, n) for n in chain)
+        return any(self.graph.nodes[n]["op"].weighted or error_of(self.graph, n) for n in chain)
 
     def _draw_box(self, diagram: graphviz.Digraph, chain: list[str], fill: str) -> None:
         """A projection shortcut (options B, C, D) as one labelled box beside the residual branch."""
         graph = self.graph
         lines = [layer_text(graph.nodes[n]["op"], graph.nodes[n]["args"]) for n in chain
-                 if graph.nodes[n]["op"] not in _QUIET]
+                 if not graph.nodes[n]["op"].implied]
         lines += [_wrap(error_of(graph, n)) for n in chain if error_of(graph, n)]
         box = chain[-1]
-        weighted = any(graph.nodes[n]["op"] in _WEIGHTED for n in chain)
+        weighted = any(graph.nodes[n]["op"].weighted for n in chain)
         status = next((_status(graph, n) for n in chain if error_of(graph, n)), _status(graph, box))
         diagram.node(box, "\n".join(lines), style="filled", fontsize="9", tooltip="projection shortcut",
                      **({"fillcolor": fill, "class": "projection" if weighted else "shortcut"} | status))
@@ -477,7 +435,7 @@ class _BlockView:
                     continue
                 sources = inputs(graph, node)
                 for index, source in enumerate(sources):
-                    if graph.nodes[node]["op"] == "add" and index == 1:
+                    if graph.nodes[node].get("residual") and index == 1:
                         self._shortcut_edge(diagram, node, source)
                         continue
                     start = self.drawn(source)
@@ -536,7 +494,7 @@ def _op_view(graph: nx.DiGraph) -> graphviz.Digraph:
                                color="gray60")
                     _op_nodes(inner, graph, unit.nodes, fill)
     for source, target, data in graph.edges(data=True):
-        attrs = {"class": "shortcut"} if graph.nodes[target]["op"] == "add" and data["index"] == 1 else {}
+        attrs = {"class": "shortcut"} if graph.nodes[target].get("residual") and data["index"] == 1 else {}
         diagram.edge(source, target, **attrs)
     return diagram
 
@@ -553,7 +511,7 @@ def _op_nodes(diagram: graphviz.Digraph, graph: nx.DiGraph, nodes: list[str], fi
     for node in nodes:
         attrs = graph.nodes[node]
         text = op_text(attrs["op"], attrs["args"])
-        lines = [node] + ([text] if text != node and attrs["op"] not in ("input", "output") else [])
+        lines = [node] + ([text] if text != node and not attrs["op"].internal else [])
         lines.append(shape_text(_shape(graph, node)))
         if error_of(graph, node):
             lines.append(_wrap(error_of(graph, node)))

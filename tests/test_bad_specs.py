@@ -59,7 +59,7 @@ def test_spec_over_one_megabyte_is_refused(tmp_path):
     path.write_text("# padding\n" * 110_000 + "network t { input 3x32x32 }\n")
     status, output = _check(str(path))
     assert status == 1
-    assert f"{path}:1:1: error: spec is larger than 1,000,000 bytes" in output
+    assert f"{path}:1:1: error: cannot read this spec: it is 1,100,028 bytes, over the limit of 1,000,000" in output
     assert "Traceback" not in output
 
 
@@ -70,7 +70,7 @@ def test_independent_errors_in_one_file_are_all_reported(tmp_path):
     status, output = _check(str(path))
     assert status == 1
     assert f"{path}:4:19: error: unknown argument of conv 'strides'" in output
-    assert f"{path}:5:5: error: unknown op 'batchnrom'" in output
+    assert f"{path}:5:5: error: unknown op or block 'batchnrom'" in output
     assert "    conv 3x3, 16, strides 2" in output and "    batchnrom" in output
 
 

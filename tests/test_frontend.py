@@ -146,7 +146,7 @@ network t {
 
 def test_alias_binding_the_shortcut_makes_a_plain_block():
     network = resdsl.compile(TINY.format(shortcut="B").replace("block: basic", "block: plain_basic"))
-    assert not any(attrs["op"] == "add" for _, attrs in network.graph.nodes(data=True))
+    assert not any(attrs["op"].name == "add" for _, attrs in network.graph.nodes(data=True))
     assert network.params == TINY_PARAMS
 
 
@@ -198,7 +198,7 @@ def test_conv_padding_defaults_to_half_the_kernel():
 
 def test_linear_after_a_pooled_map_inserts_flatten():
     graph = _tiny("A").graph
-    assert graph.nodes["flatten"]["op"] == "flatten"
+    assert graph.nodes["flatten"]["op"].name == "flatten"
     assert inputs(graph, "fc") == ["flatten"]
 
 
@@ -231,24 +231,33 @@ def test_option_b_projects_only_where_shape_changes():
 
 def test_option_d_pools_before_a_stride_1_projection():
     graph = _tiny("D").graph
-    ops = [graph.nodes[f"layer2.0.downsample.{i}"]["op"] for i in range(3)]
+    ops = [graph.nodes[f"layer2.0.downsample.{i}"]["op"].name for i in range(3)]
     assert ops == ["avgpool", "conv", "batchnorm"]
     assert graph.nodes["layer2.0.downsample.1"]["args"]["stride"] == (1, 1)
 
 
 def test_plain_option_has_no_add():
-    assert not any(attrs["op"] == "add" for _, attrs in _tiny("none").graph.nodes(data=True))
+    assert not any(attrs["op"].name == "add" for _, attrs in _tiny("none").graph.nodes(data=True))
 
 
 def test_user_defined_shortcut_option():
     text = """
 shortcut gated {
+  same { identity }
   changed { 0: conv 1x1, out_channels, stride stride, bias true }
 }
 """ + TINY.format(shortcut="gated")
     network = resdsl.compile(text)
     assert network.params == TINY_PARAMS + 4 * 8 + 8
-    assert not network.graph.has_node("layer1.0.add")  # no `same` case: no shortcut there
+    assert network.graph.has_node("layer1.0.add")
+
+
+def test_shortcut_option_missing_a_case_is_an_error_naming_it():
+    gated = "shortcut gated {\n  changed { 0: conv 1x1, out_channels, stride stride }\n}\n"
+    text = gated + TINY.format(shortcut="gated")
+    with pytest.raises(resdsl.SpecError, match="shortcut option 'gated' has no `same` case") as error:
+        resdsl.compile(text)
+    assert str(error.value).startswith("<string>:1:1: error:")
 
 
 # --- IR: node ids, scopes, spans, edges -----------------------------------------------------------
@@ -264,8 +273,8 @@ def test_node_ids_are_torchvision_module_paths():
 
 def test_unnamed_layers_take_the_op_name_with_a_count():
     graph = resdsl.compile(SPECS / "resnet18.res").graph
-    assert graph.nodes["layer1.0.relu"]["op"] == "relu"
-    assert graph.nodes["layer1.0.relu_1"]["op"] == "relu"
+    assert graph.nodes["layer1.0.relu"]["op"].name == "relu"
+    assert graph.nodes["layer1.0.relu_1"]["op"].name == "relu"
     assert not graph.has_node("layer1.0.relu_2")
 
 
@@ -306,7 +315,7 @@ def test_add_inputs_are_ordered_residual_then_shortcut():
 
 def test_add_nodes_have_two_inputs_and_others_one():
     graph = resdsl.compile(SPECS / "resnet18.res").graph
-    degrees = {graph.nodes[n]["op"]: graph.in_degree(n) for n in graph if n != "input"}
+    degrees = {graph.nodes[n]["op"].name: graph.in_degree(n) for n in graph if n != "input"}
     assert degrees.pop("add") == 2
     assert set(degrees.values()) == {1}
 

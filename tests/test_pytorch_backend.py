@@ -14,11 +14,12 @@ import torchvision
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from torch import fx, nn
-from torch.fx.passes.shape_prop import ShapeProp
 
 import resdsl
 from resdsl import backends
+from resdsl.backends import pytorch
 from resdsl.diagnostics import SpecError
+from resdsl.ir import ops
 from resdsl.ir.graph import inputs
 
 SPECS = Path(resdsl.__file__).resolve().parent.parent / "specs"
@@ -28,7 +29,7 @@ CIFAR_ZOO = ["cifar20", "cifar32", "cifar44", "cifar56", "cifar110", "cifar_plai
 IMAGENET_ZOO = ["resnet18", "resnet34", "resnet34b", "resnet34c", "resnet50", "plain18", "plain34"]
 
 
-def _model(spec: str, **options: object) -> fx.GraphModule:
+def _model(spec: str, **options: object) -> pytorch.NetworkModule:
     return resdsl.compile(SPECS / f"{spec}.res").to_torch(**options)
 
 
@@ -41,42 +42,52 @@ def _projection(cin: int, cout: int) -> int:
     return cin * cout + 2 * cout
 
 
-def _shapes(model: fx.GraphModule, x: torch.Tensor) -> dict[str, tuple[int, ...]]:
-    """Each fx node's real output shape, batch excluded, keyed by node name."""
-    model.eval()
-    ShapeProp(model).propagate(x)
-    return {n.name: tuple(n.meta["tensor_meta"].shape[1:]) for n in model.graph.nodes if n.op != "output"}
-
-
-def _assert_shapes_match_ir(network: resdsl.Network, model: fx.GraphModule) -> None:
-    shapes = _shapes(model, torch.randn(2, *network.input_shape))
-    graph = network.graph
-    for node in graph:
-        op = graph.nodes[node]["op"]
-        if op in ("input", "output"):
-            continue
-        name = node.replace(".", "_")
-        if name in shapes:
-            assert shapes[name] == graph.nodes[node]["shape"], node
-        else:  # only pass-through ops have no node of their own
-            assert op in ("identity", "dropout", "avgpool", "maxpool"), node
-            assert graph.nodes[node]["shape"] == graph.nodes[inputs(graph, node)[0]]["shape"], node
-    assert shapes[model.graph.find_nodes(op="output")[0].args[0].name] == network.output_shape
-
-
-def _record(model: fx.GraphModule, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Every intermediate value of one forward, keyed by fx node name."""
+def _record(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every IR node's value in one forward, keyed by node id, walking the module tree group by group."""
     values: dict[str, torch.Tensor] = {}
 
-    class Recorder(fx.Interpreter):
-        def run_node(self, n: fx.Node) -> object:
-            result = super().run_node(n)
-            if isinstance(result, torch.Tensor):
-                values[n.name] = result.clone()  # later in-place ops must not change the record
-            return result
+    def run(module: nn.Module, path: str, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(module, pytorch.GeneratedModule):
+            prefix = f"{path}." if path else ""
 
-    Recorder(model).run(x)
+            class Recorder(fx.Interpreter):
+                def call_module(self, target: str, args: tuple, kwargs: dict) -> object:
+                    return run(self.fetch_attr(target), prefix + target, *args)
+
+                def run_node(self, n: fx.Node) -> object:
+                    result = super().run_node(n)
+                    if "ir" in n.meta:
+                        values[prefix + n.meta["ir"]] = result.clone()  # later in-place ops must not change it
+                    return result
+
+            return Recorder(module, graph=type(module).graph).run(x)
+        if isinstance(module, nn.Sequential):
+            for name, child in module.named_children():
+                x = run(child, f"{path}.{name}", x)
+            return x
+        out = module(x)
+        values[path] = out.clone()
+        return out
+
+    run(model, "", x)
     return values
+
+
+def _assert_shapes_match_ir(network: resdsl.Network, model: nn.Module) -> None:
+    model.eval()
+    with torch.no_grad():
+        values = _record(model, torch.randn(2, *network.input_shape))
+    graph = network.graph
+    for node in graph:
+        op = graph.nodes[node]["op"].name
+        if op in ("input", "output"):
+            continue
+        if node in values:
+            assert tuple(values[node].shape[1:]) == graph.nodes[node]["shape"], node
+        else:  # only pass-through ops have no value of their own
+            assert op in ("identity", "dropout", "avgpool", "maxpool"), node
+            assert graph.nodes[node]["shape"] == graph.nodes[inputs(graph, node)[0]]["shape"], node
+    assert tuple(values[graph.graph["output"]].shape[1:]) == network.output_shape
 
 
 # --- parity with torchvision -------------------------------------------------------------
@@ -195,10 +206,10 @@ def test_option_a_shortcut_has_no_parameters() -> None:
 def test_option_a_shortcut_subsamples_and_zero_pads() -> None:
     model = _model("cifar20").eval()
     values = _record(model, torch.randn(2, 3, 32, 32))
-    block_input = values["layer1_2_relu_1"]
+    block_input = values["layer1.2.relu_1"]
     expected = torch.cat([block_input[:, :, ::2, ::2], torch.zeros(2, 16, 16, 16)], dim=1)
-    shortcut = next(n.args[1] for n in model.graph.nodes if n.name == "layer2_0_add")
-    torch.testing.assert_close(values[shortcut.name], expected, rtol=0, atol=0)
+    torch.testing.assert_close(values["layer2.0.downsample.pad_channels"], expected, rtol=0, atol=0)
+    torch.testing.assert_close(values["layer2.0.add"], values["layer2.0.bn2"] + expected, rtol=0, atol=0)
 
 
 def test_option_b_adds_three_projections_to_resnet34() -> None:
@@ -223,9 +234,9 @@ def test_option_d_costs_the_same_parameters_as_option_b() -> None:
 
 def test_option_d_pools_only_where_the_stride_is_not_1() -> None:
     text = f'network resnet50d extends "{SPECS / "torchvision/resnet50.res"}" {{\n  stages (shortcut: D)\n}}\n'
-    nodes = {n.name: n for n in resdsl.compile(text).to_torch().graph.nodes}
-    assert nodes["layer1_0_downsample_1"].args[0].name == "maxpool"  # stride 1: the block input itself
-    assert nodes["layer2_0_downsample_0"].target is torch.nn.functional.avg_pool2d
+    model = resdsl.compile(text).to_torch()
+    assert [name for name, _ in model.layer1[0].downsample.named_children()] == ["1", "2"]  # stride 1: no pool
+    assert isinstance(model.layer2[0].downsample[0], nn.AvgPool2d)
 
 
 def test_option_a_resnet34_is_torchvision_minus_its_projections() -> None:
@@ -298,17 +309,21 @@ def test_dropout_zero_and_identity_add_no_module() -> None:
 
 
 def test_op_without_lowering_is_a_clear_error() -> None:
+    class Swish(ops.Op):
+        name = "swish"
+        doc = "an op no backend lowers"
+
     network = resdsl.compile(SPECS / "cifar20.res")
-    network.graph.nodes["layer1.0.relu"]["op"] = "gelu"
-    with pytest.raises(backends.Unsupported, match=r"layer1\.0\.relu: the op `gelu` has no PyTorch lowering"):
+    network.graph.nodes["layer1.0.relu"]["op"] = Swish()
+    with pytest.raises(backends.Unsupported, match=r"layer1\.0\.relu: the op `swish` has no PyTorch lowering"):
         network.to_torch()
 
 
 def test_residual_add_writes_into_the_branch_output_like_torchvision() -> None:
-    model = _model("torchvision/resnet18")
-    add = next(n for n in model.graph.nodes if n.name == "layer1_0_add")
+    block = _model("torchvision/resnet18").layer1[0]
+    add = next(n for n in type(block).graph.nodes if n.name == "add")
     assert add.target is operator.iadd  # torchvision's `out += identity`
-    assert add.args[0].name == "layer1_0_bn2"
+    assert add.args[0].name == "bn2"
 
 
 def test_module_class_is_generated_once_per_network() -> None:
@@ -318,11 +333,14 @@ def test_module_class_is_generated_once_per_network() -> None:
     assert first.conv1.weight is not second.conv1.weight
 
 
-def test_module_pickles_as_a_graph_module_with_the_same_outputs() -> None:
+def test_module_pickles_as_graph_modules_with_the_same_outputs() -> None:
     model = _model("cifar20").eval()
-    loaded = pickle.loads(pickle.dumps(model))
+    pickled = pickle.dumps(model)
+    loaded = pickle.loads(pickled)
     x = torch.randn(2, 3, 32, 32)
     assert isinstance(loaded, fx.GraphModule)
+    assert isinstance(loaded.layer2[0], fx.GraphModule)
+    assert b"resdsl" not in pickled  # torch alone loads it
     assert torch.equal(loaded(x), model(x))
 
 
@@ -446,7 +464,7 @@ network n {
 def test_zero_init_residual_blocks_start_as_their_shortcut() -> None:
     model = _model("cifar20", zero_init_residual=True).eval()
     values = _record(model, torch.randn(2, 3, 32, 32))
-    torch.testing.assert_close(values["layer1_1_add"], values["layer1_0_relu_1"], rtol=0, atol=0)
+    torch.testing.assert_close(values["layer1.1.add"], values["layer1.0.relu_1"], rtol=0, atol=0)
 
 
 def test_zero_init_residual_leaves_preactivation_branches_alone() -> None:

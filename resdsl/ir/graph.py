@@ -1,25 +1,31 @@
-"""The graph IR: a networkx.DiGraph of primitive ops, one node per op.
+"""The graph IR: a networkx.DiGraph of primitive ops, and the builder that adds nodes to it.
 
-Node id: the dotted module path (`layer2.0.conv1`). Node attributes:
-  op      name of the op in `resdsl.ir.ops.OPS`
-  args    the op's bound arguments (dict)
-  shape   inferred output shape, batch excluded, or None where inference failed
-  params, macs   filled by `resdsl.passes.count`
-  scope   `Scope`: section, stage, block index, branch
-  span    where the op is written; `origin`: the stage line that instantiated it
-  error   (only on a node that failed its check) the diagnostic message
-Edge attribute `index` orders an op's inputs (for `add`: 0 residual branch, 1 shortcut).
-Graph attributes: name, input_shape, output (the node feeding `output`), stages (names in order).
+Node ids are dotted module paths (`layer2.0.conv1`). Node attributes:
+  op       the op (an instance from resdsl.ir.ops.OPS; `str(op)` is its name)
+  args     its bound arguments (None if they could not be bound)
+  shape    the inferred output shape, batch excluded (None if unknown)
+  params   weights, as PyTorch counts them; macs: multiply-accumulates (conv, linear) — set by `count`
+  scope    where it came from: Scope(section, stage, block, branch, block_type, shortcut)
+  span     where it is written; origin: the stage line that instantiated it (None outside stages)
+  error    the message of a failed check (only on nodes that failed)
+  residual True on the `add` of `add shortcut` (only there)
+Edges carry `index`, the position of the source among the target's inputs (for `add`, 0 is the
+residual branch and 1 the shortcut). Graph attributes: name, input_shape, output (the node
+feeding `output`), stages (names in order).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 import networkx as nx
 
-from resdsl.ir.ops import Shape
+from resdsl.ir.names import check_path
+from resdsl.ir.ops import OPS, Args, Op, Shape, ShapeError
+from resdsl.limits import MAX_NODES, MAX_WEIGHTED_LAYERS
+from resdsl.source import Span
 
 Section = Literal["stem", "stage", "head", "io"]
 Branch = Literal["main", "shortcut"]
@@ -37,6 +43,18 @@ class Scope:
     shortcut: str | None = None
 
 
+@dataclass(frozen=True)
+class Site:
+    """Where emitted layers go: the node-id prefix, their scope, and the stage line that instantiated them."""
+
+    prefix: str
+    scope: Scope
+    origin: Span | None = None
+
+    def under(self, label: str, scope: Scope | None = None) -> Site:
+        return Site(f"{self.prefix}{label}.", scope or self.scope, self.origin)
+
+
 def inputs(graph: nx.DiGraph, node: str) -> list[str]:
     """The node's inputs, in argument order."""
     preds = graph.pred[node]
@@ -47,3 +65,99 @@ def inputs(graph: nx.DiGraph, node: str) -> list[str]:
 
 def shape_of(graph: nx.DiGraph, node: str) -> Shape | None:
     return graph.nodes[node]["shape"]
+
+
+def infer_node(graph: nx.DiGraph, node: str) -> Shape | None:
+    """Infer and store one node's shape by its op's rule; None when an input or the arguments are unknown.
+
+    Raises ShapeError (the shape is stored as None first) when the op cannot take its inputs.
+    """
+    attrs = graph.nodes[node]
+    shapes = [graph.nodes[p]["shape"] for p in inputs(graph, node)]
+    attrs["shape"] = None
+    if attrs["args"] is not None and None not in shapes:
+        attrs["shape"] = attrs["op"].infer(attrs["args"], shapes)
+    return attrs["shape"]
+
+
+class TooLarge(Exception):
+    """The graph passed a size limit; the message says which."""
+
+
+class GraphBuilder:
+    """Adds nodes to the IR: unique ids, paths that can become module attributes, limits, shapes on the way."""
+
+    def __init__(self, name: str, on_error: Callable[[str, Span, Span | None, str], None]) -> None:
+        self.graph = nx.DiGraph(name=name, stages=[])
+        self.on_error = on_error  # (node, span, origin, message)
+        self._containers: set[str] = set()
+        self._counters: dict[str, int] = {}
+        self._weighted = 0
+
+    def has(self, node: str) -> bool:
+        return node in self.graph or node in self._containers
+
+    def fresh_id(self, prefix: str, base: str) -> str:
+        """`prefix + base`, or with `_1`, `_2`, ... after it if taken (constant time per name)."""
+        node = prefix + base
+        if not self.has(node):
+            return node
+        count = self._counters.get(node, 0)
+        while True:
+            count += 1
+            candidate = f"{node}_{count}"
+            if not self.has(candidate):
+                self._counters[node] = count
+                return candidate
+
+    def path_problem(self, node: str) -> str | None:
+        """Why `node` cannot be added as a module path, or None."""
+        problem = check_path(node)
+        if problem:
+            return problem
+        if node in self.graph:
+            return f"layer name '{node}' is used twice"
+        if node in self._containers:
+            return f"'{node}' names both a layer and a group of layers under it ('{node}.…')"
+        parts = node.split(".")
+        for depth in range(1, len(parts)):
+            prefix = ".".join(parts[:depth])
+            if prefix in self.graph:
+                return f"'{node}' would put a layer inside the layer '{prefix}'"
+        return None
+
+    def add(self, node: str, op: Op, args: Args | None, sources: list[str], scope: Scope, span: Span,
+            origin: Span | None = None, quiet: bool = False) -> str:
+        """Add a node (its id checked by the caller), infer its shape, and return its id.
+
+        `quiet`: a shape error is left to the caller to report (with a message that knows more).
+        """
+        if len(self.graph) >= MAX_NODES:
+            raise TooLarge(f"more than {MAX_NODES:,} layers in all")
+        if op.weighted and op.name in ("conv", "linear"):
+            self._weighted += 1
+            if self._weighted > MAX_WEIGHTED_LAYERS:
+                raise TooLarge(f"more than {MAX_WEIGHTED_LAYERS:,} conv and linear layers")
+        self.graph.add_node(node, op=op, args=args, shape=None, scope=scope, span=span, origin=origin)
+        for index, source in enumerate(sources):
+            self.graph.add_edge(source, node, index=index)
+        parts = node.split(".")
+        for depth in range(1, len(parts)):
+            self._containers.add(".".join(parts[:depth]))
+        self.infer(node, quiet)
+        return node
+
+    def infer(self, node: str, quiet: bool = False) -> Shape | None:
+        """Infer and store one node's shape; a failed check is reported unless `quiet`."""
+        try:
+            return infer_node(self.graph, node)
+        except ShapeError as error:
+            if not quiet:
+                attrs = self.graph.nodes[node]
+                attrs["error"] = str(error)
+                self.on_error(node, attrs["span"], attrs["origin"], str(error))
+            return None
+
+    def placeholder(self, prefix: str, current: str, scope: Scope, span: Span) -> str:
+        """A node of unknown shape standing for what could not be built, so later checks skip what depends on it."""
+        return self.add(self.fresh_id(prefix, "unknown"), OPS["identity"], None, [current], scope, span)

@@ -1,20 +1,20 @@
-"""Complexity: params (as PyTorch counts them), MACs of conv and linear layers (the paper's
-Table 1 convention), and activation memory, per node and per stage."""
+"""Complexity: params (as PyTorch counts them), MACs of conv and linear layers (the paper's Table 1
+convention), and activation memory, per node and per stage."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 
 import networkx as nx
-from pydantic import BaseModel
 
 from resdsl.ir.graph import inputs
-from resdsl.ir.ops import OPS
 
 BYTES_PER_ELEMENT = 4  # fp32
 
 
-class StageSummary(BaseModel):
+@dataclass(frozen=True)
+class StageSummary:
     """One row of the Table-1 view: a stage (or the stem, or the head)."""
 
     name: str
@@ -26,8 +26,12 @@ class StageSummary(BaseModel):
     macs: int
     activation_bytes: int
 
+    def to_json(self) -> dict:
+        return asdict(self)
 
-class Counts(BaseModel):
+
+@dataclass(frozen=True)
+class Counts:
     params: int
     macs: int
     activation_bytes: int
@@ -43,7 +47,7 @@ def count(graph: nx.DiGraph) -> Counts:
         scope = attrs["scope"]
         shape = attrs["shape"]
         shapes = [nodes[p]["shape"] for p in inputs(graph, node)]
-        op = OPS[attrs["op"]]
+        op = attrs["op"]
         known = shape is not None and attrs["args"] is not None and None not in shapes
         attrs["params"] = op.params(attrs["args"], shapes, shape) if known else 0
         attrs["macs"] = op.macs(attrs["args"], shapes, shape) if known else 0

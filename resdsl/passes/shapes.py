@@ -1,4 +1,4 @@
-"""Shape inference: apply each op's rule (resdsl.ir.ops) to its input shapes."""
+"""Shape inference over a whole graph, e.g. after editing it: each op's rule applied in topological order."""
 
 from __future__ import annotations
 
@@ -6,27 +6,17 @@ from collections.abc import Callable
 
 import networkx as nx
 
-from resdsl.ir.graph import inputs
-from resdsl.ir.ops import OPS, Shape, ShapeError
+from resdsl.ir.graph import infer_node
+from resdsl.ir.ops import ShapeError
 
 OnError = Callable[[str, str], None]
 
 
-def infer_node(graph: nx.DiGraph, node: str, on_error: OnError) -> Shape | None:
-    """Infer and store one node's shape; None (silently) when an input is already unknown."""
-    attrs = graph.nodes[node]
-    shapes = [graph.nodes[p]["shape"] for p in inputs(graph, node)]
-    shape: Shape | None = None
-    if attrs["args"] is not None and all(s is not None for s in shapes):
-        try:
-            shape = OPS[attrs["op"]].infer(attrs["args"], shapes)
-        except ShapeError as error:
-            on_error(node, str(error))
-    attrs["shape"] = shape
-    return shape
-
-
 def infer_shapes(graph: nx.DiGraph, on_error: OnError) -> None:
-    """Infer every node's shape in topological order (e.g. after editing the graph)."""
+    """Infer every node's shape; `on_error(node, message)` for each op that cannot take its inputs."""
     for node in nx.topological_sort(graph):
-        infer_node(graph, node, on_error)
+        try:
+            infer_node(graph, node)
+        except ShapeError as error:
+            graph.nodes[node]["error"] = str(error)
+            on_error(node, str(error))

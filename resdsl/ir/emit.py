@@ -1,0 +1,355 @@
+"""Emitting statements into the graph: ops, ops and blocks given as values, block calls, `from`, `add shortcut`.
+
+A statement list runs from a current tensor: each layer reads it (multi-input ops also read the
+tensors they name) and its output becomes the current tensor. A layer's label names its output, so
+that later layers can read it (`mul input`, `add shortcut(pre)`, `from x`).
+"""
+
+from __future__ import annotations
+
+from collections import ChainMap
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from resdsl import ast
+from resdsl.diagnostics import Diagnostics, Note
+from resdsl.expr import NONE, Argument, Callee, EvalError, NoLayer, Tensor, Value, describe, evaluate
+from resdsl.ir.graph import GraphBuilder, Scope, Site
+from resdsl.ir.instantiate import BindError, Instance, bind_formals, block_instance, unknown
+from resdsl.ir.ops import OPS, Linear, Op
+from resdsl.limits import MAX_CALL_DEPTH
+from resdsl.resolve import Program, prelude_source
+from resdsl.source import Span
+
+SHORTCUT_GROUP = "downsample"  # the shortcut's layers are under `<block>.downsample.`, as in torchvision and timm
+
+
+@dataclass(frozen=True)
+class BlockFrame:
+    """What `add shortcut` needs of the stage block it is in: the block's input, its stride and shortcut option."""
+
+    input: str
+    stride: int
+    shortcut: Instance | None
+
+
+class Emitter:
+    """Runs statement lists of one program into a GraphBuilder, reporting errors where the user can fix them."""
+
+    def __init__(self, program: Program, builder: GraphBuilder, diagnostics: Diagnostics) -> None:
+        self.program = program
+        self.builder = builder
+        self.diagnostics = diagnostics
+        self.prelude = prelude_source().path
+        names: dict[str, Value] = {name: Callee("op", name) for name, op in OPS.items() if not op.internal}
+        names |= {name: Callee("block", name) for name in program.blocks}
+        names["none"] = NONE
+        self.globals: Mapping[str, Value] = ChainMap(program.param_values, names)
+        self.calls: list[str] = []
+        self.checked_shortcuts: set[str] = set()
+
+    # --- statement lists -------------------------------------------------------------------
+
+    def run(self, statements: list[ast.Statement], site: Site, current: str, local: dict[str, Value],
+            frame: BlockFrame | None = None) -> str:
+        """Emit `statements` reading `current`; returns the tensor they end with."""
+        scope = ChainMap(local, self.globals)
+        for statement in statements:
+            if isinstance(statement, ast.Let):
+                value = self.evaluate(statement.value, scope, site.origin)
+                if value is None:
+                    return self.builder.placeholder(site.prefix, current, site.scope, statement.span)
+                local[statement.name] = value
+            elif isinstance(statement, ast.From):
+                value = scope.get(statement.name)
+                if not isinstance(value, Tensor):
+                    got = "not defined" if value is None else describe(value)
+                    self.report(statement.name_span, site.origin, f"`from` needs a tensor — a layer's label or "
+                                                                  f"`input` — but '{statement.name}' is {got}")
+                    return self.builder.placeholder(site.prefix, current, site.scope, statement.span)
+                current = value.node
+            elif _is_shortcut_add(statement):
+                current = self.residual(statement, scope, site, current, frame)
+            else:
+                current = self.layer(statement, scope, site, current)
+        return current
+
+    def layer(self, layer: ast.Layer, scope: ChainMap, site: Site, current: str) -> str:
+        callee = self.callee(layer, scope, site)
+        if isinstance(callee, NoLayer):
+            return current
+        if callee is None:
+            return self.builder.placeholder(site.prefix, current, site.scope, layer.span)
+        op = OPS[callee.name] if callee.kind == "op" else None
+        arguments = self.arguments(layer, scope, site, op)
+        if arguments is None:
+            return self.builder.placeholder(site.prefix, current, site.scope, layer.span)
+        if op is not None:
+            node = self.op_layer(layer, op, list(callee.arguments) + arguments, site, current)
+        else:
+            node = self.call_block(layer, callee, arguments, site, current)
+        self.name_tensor(layer, node, scope, site)
+        return node
+
+    def callee(self, layer: ast.Layer, scope: ChainMap, site: Site) -> Callee | NoLayer | None:
+        """What a layer's op name means here: an op or block given as a value (`norm`, `attn`), `none`, or the
+        op or block of that name (a parameter holding a number does not hide the op `dropout`)."""
+        name = layer.op
+        value = scope.get(name)
+        if isinstance(value, NoLayer) or (isinstance(value, Callee) and value.kind != "shortcut"):
+            return value
+        if (name in OPS and not OPS[name].internal and name != "add") or name in self.program.blocks:
+            return Callee("op" if name in OPS else "block", name)
+        if name == "add":
+            message = "add takes a tensor (`add x`) or the block's shortcut (`add shortcut`)"
+        elif name in OPS:
+            message = f"'{name}' is added by the compiler and cannot be written"
+        elif name in self.program.shortcuts or isinstance(value, Callee):
+            message = f"'{name}' is a shortcut option; a stage chooses it with `shortcut: {name}`"
+        elif value is not None:
+            message = f"'{name}' is {describe(value)}, not an op or a block"
+        else:
+            known = [n for n, op in OPS.items() if not op.internal] + list(self.program.blocks)
+            message = unknown("op or block", name, known)
+        self.report(layer.op_span, site.origin, message)
+        return None
+
+    def arguments(self, layer: ast.Layer, scope: ChainMap, site: Site, op: Op | None) -> list[Argument] | None:
+        """The layer's arguments, evaluated; a bare name of a boolean argument (`bias`) means true."""
+        flags = {p.name for p in op.signature if p.kind == "bool"} if op else set()
+        arguments = []
+        ok = True
+        for arg in layer.args:
+            if isinstance(arg, ast.Kwarg):
+                value, name, span = self.evaluate(arg.value, scope, site.origin), arg.name, arg.span
+            elif isinstance(arg, ast.Name) and arg.id in flags and arg.id not in scope:
+                value, name, span = True, arg.id, arg.span
+            else:
+                value, name, span = self.evaluate(arg, scope, site.origin), None, arg.span
+            ok = ok and value is not None
+            arguments.append(Argument(name, value, span))
+        return arguments if ok else None
+
+    def op_layer(self, layer: ast.Layer, op: Op, arguments: list[Argument], site: Site, current: str) -> str:
+        bound = op.bind(arguments, layer.op_span)
+        for span, message in bound.errors:
+            self.report(span, site.origin, message)
+        sources = [current, *(t.node for t in bound.tensors)]
+        if (op.arity == 2 and len(sources) != 2) or (op.arity is None and len(sources) < 2):
+            wanted = "one tensor" if op.arity == 2 else "one or more tensors"
+            extra = " (or `add shortcut` in a block a stage uses)" if op.name == "add" else ""
+            self.report(layer.op_span, site.origin, f"{op.name} takes {wanted} besides the current one, named "
+                                                    f"as in `{op.name} x`{extra}")
+            return self.builder.placeholder(site.prefix, current, site.scope, layer.span)
+        shape = self.builder.graph.nodes[current]["shape"]
+        if isinstance(op, Linear) and shape is not None and len(shape) == 3 and shape[1:] == (1, 1):
+            flatten = self.builder.fresh_id(site.prefix, "flatten")
+            current = sources[0] = self.builder.add(flatten, OPS["flatten"], {}, [current], site.scope, layer.span,
+                                                    site.origin)
+        node = self.node_id(layer, site, op.name)
+        if node is None:
+            return self.builder.placeholder(site.prefix, current, site.scope, layer.span)
+        args = None if bound.errors else bound.args
+        return self.builder.add(node, op, args, sources, site.scope, layer.span, site.origin)
+
+    def call_block(self, layer: ast.Layer, callee: Callee, arguments: list[Argument], site: Site,
+                   current: str) -> str:
+        """Inline a block called from a body (`se: attn 256`): its layers go under the call's label."""
+        try:
+            instance = block_instance(callee, self.program, self.globals, layer.op_span)
+        except BindError as error:
+            return self.failed(error, layer, site, current)
+        name = instance.definition.name
+        if uses_shortcut(instance.definition):
+            self.report(layer.op_span, site.origin, f"'{layer.op}' is a block that adds a shortcut, so stages use it "
+                                                    f"(`block: {layer.op}`); only blocks without one are layers")
+            return self.builder.placeholder(site.prefix, current, site.scope, layer.span)
+        if name in self.calls or len(self.calls) >= MAX_CALL_DEPTH:
+            reason = (f"block '{name}' calls itself" if name in self.calls
+                      else f"blocks call each other more than {MAX_CALL_DEPTH} deep")
+            self.report(layer.op_span, site.origin, reason)
+            return self.builder.placeholder(site.prefix, current, site.scope, layer.span)
+        label = self.node_id(layer, site, name)
+        if label is None:
+            return self.builder.placeholder(site.prefix, current, site.scope, layer.span)
+        child = Site(label + ".", site.scope, site.origin or layer.span)
+        self.builder.graph.graph.setdefault("calls", {})[label] = name
+        return self.block_body(instance, tuple(arguments), child, current, layer.op_span)
+
+    def block_body(self, instance: Instance, arguments: tuple[Argument, ...], site: Site, current: str,
+                   span: Span, stage: bool = False, shortcut: Instance | None = None) -> str:
+        """Bind a block's arguments and emit its body from `current`; a stage's block may `add shortcut`."""
+        definition = instance.definition
+        try:
+            values = bind_formals(definition, instance.arguments + arguments, self.globals, span)
+        except BindError as error:
+            for where, message in error.problems:
+                self.report(where, site.origin, message)
+            return self.builder.placeholder(site.prefix, current, site.scope, span)
+        shape = self.builder.graph.nodes[current]["shape"]
+        if shape is None:
+            return self.builder.placeholder(site.prefix, current, site.scope, span)
+        local: dict[str, Value] = {**values, "input": Tensor(current), "in_channels": shape[0]}
+        stride = values.get("stride", 1)
+        frame = BlockFrame(current, stride if isinstance(stride, int) else 1, shortcut) if stage else None
+        self.calls.append(definition.name)
+        try:
+            return self.run(definition.body, site, current, local, frame)
+        finally:
+            self.calls.pop()
+
+    # --- the residual add ------------------------------------------------------------------
+
+    def residual(self, statement: ast.Layer, scope: ChainMap, site: Site, current: str,
+                 frame: BlockFrame | None) -> str:
+        """`add shortcut` or `add shortcut(t)`: the stage's shortcut option picks its case from the shapes.
+
+        Its layers read `t` (the block's input by default); an identity case always adds the block's input,
+        so that a pre-activation unit keeps its clean identity path.
+        """
+        if frame is None:
+            self.report(statement.span, site.origin, "`add shortcut` belongs in a block that a stage uses, "
+                                                     "not in the stem, the head or a block called from another")
+            return current
+        if frame.shortcut is None:
+            return current  # no option chosen: reported at the stage line
+        reads = frame.input
+        argument = statement.positional[0]
+        if isinstance(argument, ast.Call):
+            if len(argument.args) != 1 or isinstance(argument.args[0], ast.Pair):
+                self.report(argument.span, site.origin, "shortcut(...) takes one tensor: the one its layers read")
+                return self.builder.placeholder(site.prefix, current, site.scope, statement.span)
+            value = self.evaluate(argument.args[0], scope, site.origin)
+            if not isinstance(value, Tensor):
+                if value is not None:
+                    self.report(argument.args[0].span, site.origin,
+                                f"shortcut(...) reads a tensor — a layer's label or `input` — not {describe(value)}")
+                return self.builder.placeholder(site.prefix, current, site.scope, statement.span)
+            reads = value.node
+        option = frame.shortcut
+        definition = option.definition
+        if not self.complete_cases(definition):
+            return self.builder.placeholder(site.prefix, current, site.scope, statement.span)
+        if not definition.cases:
+            return current  # `shortcut none`: the plain net
+        nodes = self.builder.graph.nodes
+        in_shape, out_shape = nodes[frame.input]["shape"], nodes[current]["shape"]
+        if in_shape is None or out_shape is None or nodes[reads]["shape"] is None:
+            return self.builder.placeholder(site.prefix, current, site.scope, statement.span)
+        kept = in_shape == out_shape and frame.stride == 1
+        case = definition.case("same" if kept else "changed")
+        try:
+            values = bind_formals(definition, option.arguments, self.globals, statement.span)
+        except BindError as error:
+            for where, message in error.problems:
+                self.report(where, site.origin, message, definition.span)
+            return self.builder.placeholder(site.prefix, current, site.scope, statement.span)
+        values |= {"in_channels": in_shape[0], "out_channels": out_shape[0], "stride": frame.stride}
+        layers = [s for s in case.body if not (isinstance(s, ast.Layer) and s.op == "identity")]
+        scope_ = site.scope
+        shortcut_scope = Scope(scope_.section, scope_.stage, scope_.block, "shortcut", scope_.block_type,
+                               scope_.shortcut)
+        branch_end = frame.input
+        if layers:
+            group = Site(f"{site.prefix}{SHORTCUT_GROUP}.", shortcut_scope, site.origin)
+            branch_end = self.run(layers, group, reads, {**values, "input": Tensor(reads)})
+        node = self.node_id(statement, site, "add")
+        if node is None:
+            return self.builder.placeholder(site.prefix, current, site.scope, statement.span)
+        self.builder.add(node, OPS["add"], {}, [current, branch_end], site.scope, statement.span, site.origin,
+                         quiet=True)
+        nodes[node]["residual"] = True
+        if nodes[node]["shape"] is None and nodes[branch_end]["shape"] is not None:
+            branch = nodes[branch_end]["shape"]
+            if branch_end == frame.input:
+                message = (f"identity shortcut across a shape change: the block's input is {_fmt(in_shape)} "
+                           f"but its residual branch gives {_fmt(out_shape)}")
+            else:
+                message = (f"shortcut {definition.name} gives {_fmt(branch)} but the residual branch gives "
+                           f"{_fmt(out_shape)}")
+            nodes[node]["error"] = message
+            self.report(statement.span, site.origin, f"{node}: {message}", definition.span)
+        return node
+
+    def complete_cases(self, definition: ast.ShortcutDef) -> bool:
+        """A shortcut option has both cases, or none at all (no shortcut); reported once per option."""
+        kinds = [case.kind for case in definition.cases]
+        missing = [kind for kind in ("same", "changed") if kind not in kinds] if kinds else []
+        repeated = sorted({kind for kind in kinds if kinds.count(kind) > 1})
+        if definition.name not in self.checked_shortcuts:
+            self.checked_shortcuts.add(definition.name)
+            for kind in missing:
+                what = "keeps its shape" if kind == "same" else "changes channels or stride"
+                self.diagnostics.error(definition.span, f"shortcut option '{definition.name}' has no `{kind}` case: "
+                                                        f"say what the shortcut is when the block {what} (`{kind} "
+                                                        "{ identity }`, or layers)")
+            for kind in repeated:
+                self.diagnostics.error(definition.span, f"shortcut option '{definition.name}' gives its `{kind}` "
+                                                        "case twice")
+        return not missing and not repeated
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def node_id(self, layer: ast.Layer, site: Site, base: str) -> str | None:
+        """The id of a layer's node: its label under the site's prefix, or a fresh `op`, `op_1`, ..."""
+        if layer.label is None:
+            return self.builder.fresh_id(site.prefix, base)
+        node = site.prefix + layer.label
+        problem = self.builder.path_problem(node)
+        if problem:
+            self.report(layer.span, site.origin, problem)
+            return None
+        return node
+
+    def name_tensor(self, layer: ast.Layer, node: str, scope: ChainMap, site: Site) -> None:
+        """A plain label (`pre:`) names the layer's output for later layers of the same body."""
+        label = layer.label
+        if label is None or not label.isidentifier():
+            return
+        local = scope.maps[0]
+        if (label in local and not isinstance(local[label], Tensor)) or label in self.program.param_values:
+            self.report(layer.span, site.origin, f"label '{label}' is also the name of a value here (a parameter "
+                                                 "or a local); rename one of them")
+            return
+        local[label] = Tensor(node)
+
+    def failed(self, error: BindError, layer: ast.Layer, site: Site, current: str) -> str:
+        for span, message in error.problems:
+            self.report(span, site.origin, message)
+        return self.builder.placeholder(site.prefix, current, site.scope, layer.span)
+
+    def evaluate(self, expr: ast.Expr, scope: Mapping[str, Value], origin: Span | None) -> Value | None:
+        try:
+            return evaluate(expr, scope)
+        except EvalError as error:
+            self.report(error.span, origin, error.message)
+            return None
+
+    def report(self, span: Span, origin: Span | None, message: str, definition: Span | None = None) -> None:
+        """Report in the user's file: an error in the prelude is reported at the stage line, with a note."""
+        notes: list[Note] = []
+        if origin is not None and span.path == self.prelude:
+            notes.append(Note(span, "in this built-in definition"))
+        elif origin is not None and origin != span:
+            notes.append(Note(origin, "instantiated here"))
+        if definition is not None and definition.path != self.prelude:
+            notes.append(Note(definition, "shortcut option defined here"))
+        where = origin if (origin is not None and span.path == self.prelude) else span
+        self.diagnostics.error(where, message, tuple(notes))
+
+
+def _is_shortcut_add(layer: ast.Layer) -> bool:
+    if layer.op != "add" or len(layer.args) != 1:
+        return False
+    arg = layer.args[0]
+    if isinstance(arg, ast.Call):
+        return arg.func == "shortcut"
+    return isinstance(arg, ast.Name) and arg.id == "shortcut"
+
+
+def uses_shortcut(definition: ast.BlockDef) -> bool:
+    return any(isinstance(s, ast.Layer) and _is_shortcut_add(s) for s in definition.body)
+
+
+def _fmt(shape: tuple[int, ...]) -> str:
+    return "x".join(str(d) for d in shape)

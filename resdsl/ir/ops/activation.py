@@ -1,0 +1,60 @@
+"""Activations and gates: elementwise, parameter free, shape kept."""
+
+from __future__ import annotations
+
+from resdsl.ir.ops.base import Args, Op, Param, Shape, ShapeError, fmt
+
+
+class ReLU(Op):
+    name = "relu"
+    doc = "max(x, 0)"
+    implied = keeps_zero = True
+    fresh = False  # often applied in place
+
+    def label(self, args: Args) -> str:
+        return "ReLU"
+
+
+class SiLU(Op):
+    name = "silu"
+    doc = "x · sigmoid(x) (swish)"
+    keeps_zero = True
+
+
+class GELU(Op):
+    name = "gelu"
+    doc = "x · Φ(x), exact (erf) form"
+    keeps_zero = True
+
+
+class HardSwish(Op):
+    name = "hard_swish"
+    doc = "x · relu6(x + 3) / 6"
+    keeps_zero = True
+
+
+class Sigmoid(Op):
+    name = "sigmoid"
+    doc = "1 / (1 + e^-x): the gate of SE and ECA"
+
+
+class HardSigmoid(Op):
+    name = "hard_sigmoid"
+    doc = "relu6(x + 3) / 6"
+
+
+class Softmax(Op):
+    """Softmax over the channels, or across `branches` equal groups of them (the attention over SK's paths)."""
+
+    name = "softmax"
+    doc = ("softmax over the channels; with `branches N`, across N equal groups of channels, channel by channel "
+           "(SK's attention over its paths)")
+    signature = (Param("branches", "size", None),)
+
+    def infer(self, args: Args, inputs: list[Shape]) -> Shape:
+        shape = inputs[0]
+        branches = args["branches"]
+        if branches is not None and shape[0] % branches:
+            raise ShapeError(f"softmax across {branches} branches needs channels divisible by {branches}, "
+                             f"got {fmt(shape)}")
+        return shape

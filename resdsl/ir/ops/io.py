@@ -1,0 +1,23 @@
+"""The graph's input and output, added by the compiler."""
+
+from __future__ import annotations
+
+from resdsl.ir.ops.base import Args, Op, Param, Shape
+
+
+class Input(Op):
+    name = "input"
+    doc = "the network's input (from the `input CxHxW` line)"
+    arity = 0
+    internal = True
+    signature = (Param("shape", "shape", positional=True),)
+
+    def infer(self, args: Args, inputs: list[Shape]) -> Shape:
+        return args["shape"]
+
+
+class Output(Op):
+    name = "output"
+    doc = "the network's output (the last layer's)"
+    internal = implied = True
+    fresh = False

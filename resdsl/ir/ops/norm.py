@@ -1,0 +1,37 @@
+"""Normalisations: BatchNorm and GroupNorm, each with an affine weight and bias per channel."""
+
+from __future__ import annotations
+
+from resdsl.ir.ops.base import Args, Op, Param, Shape, ShapeError, feature_map
+
+
+class BatchNorm(Op):
+    name = "batchnorm"
+    doc = "batch normalisation; 2 params per channel (the running statistics are buffers)"
+    signature = (Param("eps", "positive", 1e-5), Param("momentum", "unit", 0.1))
+    weighted = implied = norm = True
+
+    def params(self, args: Args, inputs: list[Shape], shape: Shape) -> int:
+        return 2 * shape[0]
+
+    def label(self, args: Args) -> str:
+        return "BN"
+
+
+class GroupNorm(Op):
+    name = "groupnorm"
+    doc = "group normalisation (Wu & He 2018) over `groups` groups of channels; 2 params per channel"
+    signature = (Param("groups", "size", positional=True), Param("eps", "positive", 1e-5))
+    weighted = implied = norm = True
+
+    def infer(self, args: Args, inputs: list[Shape]) -> Shape:
+        shape = feature_map("groupnorm", inputs)
+        if shape[0] % args["groups"]:
+            raise ShapeError(f"groupnorm's {args['groups']} groups do not divide {shape[0]} channels")
+        return shape
+
+    def params(self, args: Args, inputs: list[Shape], shape: Shape) -> int:
+        return 2 * shape[0]
+
+    def label(self, args: Args) -> str:
+        return f"GN {args['groups']}"

@@ -1,0 +1,17 @@
+"""Every size limit of the front end, stated once (docs/language.md has the same table).
+
+Each is checked as early as it can be, so that an oversized spec is refused in milliseconds and
+whatever is accepted compiles in seconds with bounded memory.
+"""
+
+MAX_SPEC_BYTES = 1_000_000  # one spec file
+MAX_LITERAL_DIGITS = 18  # an integer or float literal, a shape's dimension, a --set value
+MAX_EXPRESSION_DEPTH = 200  # parentheses, conditionals and unary minus nested in one expression
+MAX_EXTENDS_DEPTH = 16  # files in an `extends` chain
+MAX_CALL_DEPTH = 32  # blocks calling blocks
+MAX_STAGES = 1_000  # stage lines of a network
+MAX_BLOCKS = 100_000  # blocks in all stages
+MAX_WEIGHTED_LAYERS = 100_000  # conv and linear layers
+MAX_NODES = 250_000  # ops of any kind in the graph
+MAX_WIDTH = 65_536  # channels, features, or one side of the input
+MAX_ACTIVATION_BYTES = 64 * 2**30  # fp32 activations of one image through the whole network
