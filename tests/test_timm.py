@@ -1,0 +1,50 @@
+"""specs/timm/: each net as timm 1.0.31 builds it — its state_dict loads strictly and the outputs agree."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+import resdsl
+
+TIMM = ["resnet26", "resnet18d", "resnet26d", "resnet50d", "resnet101d", "resnet50c", "resnet50s", "resnet50_gn",
+        "seresnet50", "ecaresnet50d", "skresnet18", "resnetv2_50"]
+
+
+def _randomise_norms(model: nn.Module) -> None:
+    """Random affine parameters and running statistics: timm zero-inits each block's last norm, which would
+    hide a wrong residual branch, and unit statistics would hide a misplaced norm."""
+    generator = torch.Generator().manual_seed(0)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d | nn.GroupNorm):
+            module.weight.data = torch.rand(module.weight.shape, generator=generator) + 0.5
+            module.bias.data = torch.randn(module.bias.shape, generator=generator) * 0.1
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean = torch.randn(module.running_mean.shape, generator=generator) * 0.1
+            module.running_var = torch.rand(module.running_var.shape, generator=generator) + 0.5
+
+
+@pytest.mark.parametrize("name", TIMM)
+def test_timm_weights_load_strictly_and_outputs_match(name: str) -> None:
+    reference = timm.create_model(name, pretrained=False).eval()
+    _randomise_norms(reference)
+    network = resdsl.compile(f"timm/{name}")
+    model = network.to_torch().eval()
+    model.load_state_dict(reference.state_dict(), strict=True)
+    assert network.params == sum(p.numel() for p in reference.parameters())
+    x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = reference(x)
+        error = (model(x) - expected).abs().max() / expected.abs().max()
+    assert error <= 1e-5
+
+
+def test_zero_init_residual_zeroes_the_norms_timm_zeroes() -> None:
+    reference = timm.create_model("seresnet50", zero_init_last=True)
+    model = resdsl.compile("timm/seresnet50").to_torch(zero_init_residual=True)
+    zeroed = {name for name, m in reference.named_modules() if isinstance(m, nn.BatchNorm2d) and not m.weight.any()}
+    ours = {name for name, m in model.named_modules() if isinstance(m, nn.BatchNorm2d) and not m.weight.any()}
+    assert ours == zeroed
+    assert "layer1.0.bn3" in ours
