@@ -14,6 +14,7 @@ import torchvision
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from torch import fx, nn
+from tree_values import record_values
 
 import resdsl
 from resdsl import backends
@@ -42,41 +43,10 @@ def _projection(cin: int, cout: int) -> int:
     return cin * cout + 2 * cout
 
 
-def _record(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Every IR node's value in one forward, keyed by node id, walking the module tree group by group."""
-    values: dict[str, torch.Tensor] = {}
-
-    def run(module: nn.Module, path: str, x: torch.Tensor) -> torch.Tensor:
-        if isinstance(module, pytorch.GeneratedModule):
-            prefix = f"{path}." if path else ""
-
-            class Recorder(fx.Interpreter):
-                def call_module(self, target: str, args: tuple, kwargs: dict) -> object:
-                    return run(self.fetch_attr(target), prefix + target, *args)
-
-                def run_node(self, n: fx.Node) -> object:
-                    result = super().run_node(n)
-                    if "ir" in n.meta:
-                        values[prefix + n.meta["ir"]] = result.clone()  # later in-place ops must not change it
-                    return result
-
-            return Recorder(module, graph=type(module).graph).run(x)
-        if isinstance(module, nn.Sequential):
-            for name, child in module.named_children():
-                x = run(child, f"{path}.{name}", x)
-            return x
-        out = module(x)
-        values[path] = out.clone()
-        return out
-
-    run(model, "", x)
-    return values
-
-
 def _assert_shapes_match_ir(network: resdsl.Network, model: nn.Module) -> None:
     model.eval()
     with torch.no_grad():
-        values = _record(model, torch.randn(2, *network.input_shape))
+        values = record_values(model, torch.randn(2, *network.input_shape))
     graph = network.graph
     for node in graph:
         op = graph.nodes[node]["op"].name
@@ -205,7 +175,7 @@ def test_option_a_shortcut_has_no_parameters() -> None:
 
 def test_option_a_shortcut_subsamples_and_zero_pads() -> None:
     model = _model("cifar20").eval()
-    values = _record(model, torch.randn(2, 3, 32, 32))
+    values = record_values(model, torch.randn(2, 3, 32, 32))
     block_input = values["layer1.2.relu_1"]
     expected = torch.cat([block_input[:, :, ::2, ::2], torch.zeros(2, 16, 16, 16)], dim=1)
     torch.testing.assert_close(values["layer2.0.downsample.pad_channels"], expected, rtol=0, atol=0)
@@ -463,7 +433,7 @@ network n {
 
 def test_zero_init_residual_blocks_start_as_their_shortcut() -> None:
     model = _model("cifar20", zero_init_residual=True).eval()
-    values = _record(model, torch.randn(2, 3, 32, 32))
+    values = record_values(model, torch.randn(2, 3, 32, 32))
     torch.testing.assert_close(values["layer1.1.add"], values["layer1.0.relu_1"], rtol=0, atol=0)
 
 

@@ -141,6 +141,10 @@ class Emitter:
             self.report(layer.op_span, site.origin, f"{op.name} takes {wanted} besides the current one, named "
                                                     f"as in `{op.name} x`{extra}")
             return self.builder.placeholder(site.prefix, current, site.scope, layer.span)
+        if len(set(sources)) != len(sources):
+            self.report(layer.op_span, site.origin, f"{op.name} reads the same tensor twice (a tensor it names is "
+                                                    "the current one, or is named twice)")
+            return self.builder.placeholder(site.prefix, current, site.scope, layer.span)
         shape = self.builder.graph.nodes[current]["shape"]
         if isinstance(op, Linear) and shape is not None and len(shape) == 3 and shape[1:] == (1, 1):
             flatten = self.builder.fresh_id(site.prefix, "flatten")
