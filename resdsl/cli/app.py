@@ -6,9 +6,11 @@ early with `common.fail()` or by raising SpecError, UsageError or OSError.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import importlib.util
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Annotated, Any
 
 import typer
@@ -37,6 +39,9 @@ OPTIONAL: dict[str, tuple[str, str | None]] = {
     "torchvision": ("torchvision", "images"),
 }
 COMMAND_EXTRAS = {"build": "torch", "bench": "torch", "train": "train", "eval": "train", "plot": "plot"}
+# What each command cannot start without: checked before it runs, so the missing extra is the first thing said.
+REQUIRED = {"build": ("torch",), "bench": ("torch",), "train": ("torch", "numpy"), "eval": ("torch", "numpy"),
+            "plot": ("matplotlib",)}
 BACKEND_EXTRAS = {"onnx": "onnx", "tensorrt": "tensorrt"}  # `build/bench --backend B` needs these whole
 
 
@@ -52,7 +57,9 @@ class _LazyCommands(Mapping[str, TyperCommand]):
                 raise KeyError(name)
             single = typer.Typer(add_completion=False)
             importlib.import_module(f"resdsl.cli.{name}").register(single)
-            self._loaded[name] = typer.main.get_command(single)
+            command = typer.main.get_command(single)
+            command.callback = _requiring(REQUIRED.get(name, ()), command.callback)
+            self._loaded[name] = command
         return self._loaded[name]
 
     def __iter__(self) -> Iterator[str]:
@@ -60,6 +67,19 @@ class _LazyCommands(Mapping[str, TyperCommand]):
 
     def __len__(self) -> int:
         return len(COMMANDS)
+
+
+def _requiring(modules: tuple[str, ...], callback: Callable[..., Any]) -> Callable[..., Any]:
+    """`callback` that first raises ModuleNotFoundError for the first of `modules` that is not installed."""
+
+    @functools.wraps(callback)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        for module in modules:
+            if importlib.util.find_spec(module) is None:
+                raise ModuleNotFoundError(f"No module named {module!r}", name=module)
+        return callback(*args, **kwargs)
+
+    return run
 
 
 class ResdslGroup(TyperGroup):

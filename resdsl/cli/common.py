@@ -19,6 +19,14 @@ from resdsl import zoo
 from resdsl.network import Network, _check
 from resdsl.resolve import load, parse_override, read_spec
 
+
+def complete_spec(incomplete: str) -> list[str]:
+    """Shell completion of a spec argument: the zoo names that start with what was typed (files come from the shell)."""
+    return [name for name in zoo.names() if name.startswith(incomplete)]
+
+
+SpecArgument = Annotated[str, typer.Argument(help="A spec file (.res) or a zoo name (see resdsl zoo).",
+                                             show_default=False, autocompletion=complete_spec)]
 SetOption = Annotated[
     list[str] | None,
     typer.Option("--set", metavar="NAME=VALUE", help="Give a spec param a value, e.g. --set n=18."),
