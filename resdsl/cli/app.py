@@ -99,7 +99,8 @@ class ResdslGroup(TyperGroup):
         except (typer.Exit, typer.Abort, typer.TyperException, BrokenPipeError):
             raise  # exits, usage errors (exit 2) and a closed pipe are typer's to finish
         except (Exception, KeyboardInterrupt) as error:
-            if os.environ.get(DEBUG, "0") != "0" and not isinstance(error, resdsl.SpecError | resdsl.UsageError):
+            expected = isinstance(error, resdsl.SpecError | resdsl.UsageError)
+            if os.environ.get(DEBUG, "") not in ("", "0") and not expected:
                 raise
             raise typer.Exit(report(error, words)) from None
 
