@@ -103,26 +103,22 @@ def odd_paths(tmp_path: Path) -> dict[str, Path]:
     return {"a named pipe": fifo, "a directory": tmp_path, "a character device": Path("/dev/zero")}
 
 
+@pytest.mark.parametrize("check, flag, ending", [
+    (common.regular_file, "--weights", ", not a regular file"),
+    (common.output_file, "-o", "; give the name of a file to write"),
+], ids=["read", "write"])
 @pytest.mark.parametrize("kind", ["a named pipe", "a directory", "a character device"])
-def test_a_file_to_read_must_be_a_regular_file(odd_paths, capsys, kind):
+def test_a_special_file_is_refused_where_a_file_is_named(odd_paths, capsys, check, flag, ending, kind):
     with pytest.raises(typer.Exit) as stop:
-        common.regular_file(odd_paths[kind], "--weights")
+        check(odd_paths[kind], flag)
     assert stop.value.exit_code == 1
-    assert capsys.readouterr().err == f"error: --weights {odd_paths[kind]} is {kind}, not a regular file\n"
+    assert capsys.readouterr().err == f"error: {flag} {odd_paths[kind]} is {kind}{ending}\n"
 
 
 def test_a_missing_file_to_read_is_named(tmp_path, capsys):
     with pytest.raises(typer.Exit):
         common.regular_file(tmp_path / "none.pt", "--weights")
     assert capsys.readouterr().err == f"error: --weights {tmp_path / 'none.pt'}: no such file\n"
-
-
-@pytest.mark.parametrize("kind", ["a named pipe", "a directory", "a character device"])
-def test_an_output_must_not_be_a_special_file(odd_paths, capsys, kind):
-    with pytest.raises(typer.Exit) as stop:
-        common.output_file(odd_paths[kind], "-o")
-    assert stop.value.exit_code == 1
-    assert capsys.readouterr().err == f"error: -o {odd_paths[kind]} is {kind}; give the name of a file to write\n"
 
 
 def test_an_output_may_be_new_or_a_regular_file(tmp_path):
