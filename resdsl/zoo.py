@@ -45,16 +45,16 @@ def names() -> list[str]:
 
 
 def find(name: str) -> Path | None:
-    """The shipped spec file of a zoo name (`resnet50`, `torchvision/resnet50`), or None if it is not one."""
-    return _index().get(name)
+    """The shipped spec file of a zoo name (`resnet50`, `torchvision/resnet50`, `.res` optional), or None."""
+    return _index().get(name.removesuffix(SUFFIX))
 
 
 def resolve(spec: str | Path) -> str | Path:
-    """What to read for a spec argument: a path that exists or ends in `.res` as given, else the zoo's file."""
-    if isinstance(spec, Path) or spec.endswith(SUFFIX) or Path(spec).exists():
+    """What to read for a spec argument: a path that exists (or any Path) as given, else the zoo's file of
+    that name, else `spec` unchanged (to be reported as missing)."""
+    if isinstance(spec, Path) or Path(spec).exists():
         return spec
-    found = find(spec)
-    return spec if found is None else found
+    return find(spec) or spec
 
 
 def specs() -> list[ZooSpec]:
