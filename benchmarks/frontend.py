@@ -1,12 +1,19 @@
-"""Front-end speed: parse + resolve + IR + checks + counts, against constructing torchvision's model.
+"""Front-end speed: parse + resolve + IR + checks + counts, against constructing torchvision's model;
+and `resdsl check` / `resdsl info` as whole processes, start-up and imports included.
 
-Targets (issue 2): resnet152 at most 1/4 of `torchvision.models.resnet152()`; cifar1202 under 0.5 s;
-a 10,000-layer net at most ~10x the 1202-layer one (linear in depth). Run: python benchmarks/frontend.py
+Targets: resnet152 at most 1/4 of `torchvision.models.resnet152()`; cifar1202 under 0.5 s; a 10,000-layer
+net at most ~10x the 1202-layer one (linear in depth) (issue 2); `resdsl check specs/resnet152.res` and
+`resdsl info` at most 0.4 s of CPU as whole processes, median of 10 (issue 13).
+Run: python benchmarks/frontend.py  (--cli: only the whole-process part, which needs no torch)
 """
 
 from __future__ import annotations
 
+import argparse
+import resource
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +22,8 @@ import resdsl
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 REPEATS = 5
+PROCESS_REPEATS = 10
+PROCESS_TARGET = 0.4  # CPU seconds
 
 
 def _median_seconds(work: Callable[[], object], repeats: int = REPEATS) -> float:
@@ -27,7 +36,70 @@ def _median_seconds(work: Callable[[], object], repeats: int = REPEATS) -> float
     return statistics.median(times)
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def process_seconds(argv: list[str], repeats: int = PROCESS_REPEATS) -> float:
+    """Median CPU seconds (user + system) of running `argv` as a whole process."""
+    subprocess.run(argv, check=True, capture_output=True)  # warm the file cache and any parser cache
+    times = []
+    for _ in range(repeats):
+        start = _children_cpu()
+        subprocess.run(argv, check=True, capture_output=True)
+        times.append(_children_cpu() - start)
+    return statistics.median(times)
+
+
+def slowest_imports(argv: list[str], shown: int = 6) -> list[tuple[str, float]]:
+    """Import seconds (-X importtime, wall) of `argv`, a Python command line: the costliest top-level
+    packages, cumulative, and resdsl's own modules, self time summed."""
+    result = subprocess.run([argv[0], "-X", "importtime", *argv[1:]], check=True, capture_output=True, text=True)
+    packages: dict[str, float] = {}
+    own = 0.0
+    for line in result.stderr.splitlines():
+        fields = line.removeprefix("import time:").split("|")
+        if len(fields) != 3 or not fields[0].strip().isdigit():
+            continue  # the header line
+        name = fields[2].strip()
+        if name.startswith("resdsl"):
+            own += int(fields[0]) / 1e6
+        elif "." not in name and not name.startswith("_") and name != "site":
+            packages[name] = max(packages.get(name, 0.0), int(fields[1]) / 1e6)
+    return [*sorted(packages.items(), key=lambda item: -item[1])[:shown], ("resdsl's own modules", own)]
+
+
+def whole_processes() -> None:
+    resdsl_cli = [sys.executable, "-m", "resdsl"]
+    rows = [
+        ("python -c pass (interpreter start-up)", process_seconds([sys.executable, "-c", "pass"])),
+        ("python -c 'import resdsl'", process_seconds([sys.executable, "-c", "import resdsl"])),
+        ("resdsl --version", process_seconds([*resdsl_cli, "--version"])),
+        ("resdsl check specs/resnet152.res", process_seconds([*resdsl_cli, "check", str(SPECS / "resnet152.res")])),
+        ("resdsl info specs/resnet152.res", process_seconds([*resdsl_cli, "info", str(SPECS / "resnet152.res")])),
+        ("resdsl info resnet50 --json", process_seconds([*resdsl_cli, "info", "resnet50", "--json"])),
+        ("resdsl zoo", process_seconds([*resdsl_cli, "zoo"])),
+    ]
+    print(f"{'whole process (median CPU of ' + str(PROCESS_REPEATS) + ' runs)':<45} {'value':>9}  note")
+    for name, value in rows:
+        note = f"target <= {PROCESS_TARGET} s" if name.startswith(("resdsl check", "resdsl info")) else ""
+        print(f"{name:<45} {value * 1000:7.0f} ms  {note}")
+    imports = slowest_imports([*resdsl_cli, "check", str(SPECS / "resnet152.res")])
+    print("imports of resdsl check (-X importtime, wall): "
+          + ", ".join(f"{name} {seconds * 1000:.0f} ms" for name, seconds in imports))
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cli", action="store_true", help="only time resdsl check/info as whole processes")
+    if not parser.parse_args().cli:
+        in_process()
+        print()
+    whole_processes()
+
+
+def in_process() -> None:
     import torch
     import torchvision
 

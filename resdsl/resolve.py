@@ -8,7 +8,7 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
-from resdsl import ast
+from resdsl import ast, zoo
 from resdsl.diagnostics import Diagnostic, Diagnostics, Note, SpecError
 from resdsl.expr import EvalError, Value, evaluate
 from resdsl.limits import MAX_EXTENDS_DEPTH, MAX_LITERAL_DIGITS
@@ -118,10 +118,8 @@ def _extends_target(source: SourceFile, target: str) -> Path:
     path = (base / target).resolve()
     if path.exists():
         return path
-    from resdsl.zoo import zoo_path
-
-    found = zoo_path(target)
-    return Path(found).resolve() if found else path
+    found = zoo.find(target)
+    return found.resolve() if found else path
 
 
 def _display_path(path: Path) -> str:
@@ -214,13 +212,7 @@ def read_spec(path_or_text: str | Path) -> SourceFile:
     """A spec from a path or a zoo name (`resnet50`), or from text when given a string that is clearly source."""
     if isinstance(path_or_text, str) and ("\n" in path_or_text or "{" in path_or_text):
         return SourceFile(path="<string>", text=path_or_text)
-    path = Path(path_or_text)
-    if not path.exists() and isinstance(path_or_text, str):
-        from resdsl.zoo import zoo_path
-
-        found = zoo_path(path_or_text)
-        if found is not None:
-            return SourceFile(path=str(found), text=read_source_text(Path(found)))
+    path = Path(zoo.resolve(path_or_text))
     try:
         return SourceFile(path=str(path), text=read_source_text(path))
     except UnreadableSpec as error:

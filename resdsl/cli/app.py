@@ -1,24 +1,191 @@
-"""The `resdsl` command: one module per subcommand, each with `register(app)`."""
+"""The `resdsl` command: one module per subcommand, imported only when that command runs, and one way to fail.
+
+Every error that reaches the top becomes one clean message and an exit status (`report`); a command fails
+early with `common.fail()` or by raising SpecError, UsageError or OSError.
+"""
 
 from __future__ import annotations
 
+import functools
 import importlib
+import importlib.util
+import os
+from collections.abc import Callable, Iterator, Mapping
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
-COMMANDS = ("check", "info", "build", "bench", "train", "eval", "plot", "viz")
+import resdsl
+
+# Each subcommand lives in resdsl.cli.<name> and has `register(app)`; `resdsl --help` lists them in this order.
+COMMANDS = ("check", "info", "viz", "zoo", "build", "bench", "train", "eval", "plot")
+
+DEBUG = "RESDSL_DEBUG"  # set to 1 for the Python traceback of an internal error
+
+# Optional packages by top-level module: the name to show, and the extra that installs it (None: the
+# command's own extra, below, which brings torch, numpy and Pillow).
+OPTIONAL: dict[str, tuple[str, str | None]] = {
+    "torch": ("torch", None),
+    "numpy": ("numpy", None),
+    "PIL": ("Pillow", None),
+    "matplotlib": ("matplotlib", "plot"),
+    "onnx": ("onnx", "onnx"),
+    "onnxscript": ("onnxscript", "onnx"),
+    "onnxruntime": ("onnxruntime", "onnx"),
+    "torch_tensorrt": ("torch-tensorrt", "tensorrt"),
+    "tensorrt": ("TensorRT", "tensorrt"),
+    "tensorboard": ("tensorboard", "tensorboard"),
+    "torchvision": ("torchvision", "images"),
+}
+COMMAND_EXTRAS = {"build": "torch", "bench": "torch", "train": "train", "eval": "train", "plot": "plot"}
+# What each command cannot start without: checked before it runs, so the missing extra is the first thing said.
+REQUIRED = {"build": ("torch",), "bench": ("torch",), "train": ("torch", "numpy"), "eval": ("torch", "numpy"),
+            "plot": ("matplotlib",)}
+BACKEND_EXTRAS = {"onnx": "onnx", "tensorrt": "tensorrt"}  # `build/bench --backend B` needs these whole
+
+
+class _LazyCommands(Mapping[str, TyperCommand]):
+    """The subcommands by name; a command's module is imported the first time it is looked up."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[str, TyperCommand] = {}
+
+    def __getitem__(self, name: str) -> TyperCommand:
+        if name not in self._loaded:
+            if name not in COMMANDS:
+                raise KeyError(name)
+            single = typer.Typer(add_completion=False)
+            importlib.import_module(f"resdsl.cli.{name}").register(single)
+            command = typer.main.get_command(single)
+            command.callback = _requiring(REQUIRED.get(name, ()), command.callback)
+            self._loaded[name] = command
+        return self._loaded[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(COMMANDS)
+
+    def __len__(self) -> int:
+        return len(COMMANDS)
+
+
+def _requiring(modules: tuple[str, ...], callback: Callable[..., Any]) -> Callable[..., Any]:
+    """`callback` that first raises ModuleNotFoundError for the first of `modules` that is not installed."""
+
+    @functools.wraps(callback)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        for module in modules:
+            if importlib.util.find_spec(module) is None:
+                raise ModuleNotFoundError(f"No module named {module!r}", name=module)
+        return callback(*args, **kwargs)
+
+    return run
+
+
+class ResdslGroup(TyperGroup):
+    """The top-level command: lazy subcommands, and `report` for whatever error escapes one."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        self.commands = _LazyCommands()
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        words = [*ctx._protected_args, *ctx.args]  # the subcommand's name and arguments, before click takes them
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, typer.TyperException, BrokenPipeError):
+            raise  # exits, usage errors (exit 2) and a closed pipe are typer's to finish
+        except (Exception, KeyboardInterrupt) as error:
+            expected = isinstance(error, resdsl.SpecError | resdsl.UsageError)
+            if os.environ.get(DEBUG, "") not in ("", "0") and not expected:
+                raise
+            raise typer.Exit(report(error, words)) from None
+
+
+def report(error: BaseException, words: list[str]) -> int:
+    """Print one plain account of `error` to stderr and return the exit status (1, 2 for usage, 130)."""
+    command = " ".join(["resdsl", *words[:1]])
+    if isinstance(error, resdsl.SpecError):
+        typer.echo(error.render(), err=True)
+        return 1
+    if isinstance(error, resdsl.UsageError):
+        return _say(str(error), 2)
+    if isinstance(error, KeyboardInterrupt):
+        typer.echo(f"{command}: interrupted", err=True)
+        return 130
+    if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":  # torch's, for GPUs
+        device = "GPU" if type(error).__name__ == "OutOfMemoryError" else "machine"
+        return _say(f"the {device} ran out of memory during {command}; try a smaller batch, input or network")
+    if isinstance(error, ImportError) and (missing := _missing_extra(error, words)):
+        return _say(missing)
+    if isinstance(error, OSError):
+        reason = error.strerror or _first_line(error)
+        path = error.filename2 or error.filename  # os.replace(temp, target): name the target
+        return _say(f"{path}: {reason}" if path is not None else reason)
+    return _say(f"internal error in {command} ({type(error).__name__}: {_first_line(error)}); "
+                f"run it again with {DEBUG}=1 for the traceback, and please report it")
+
+
+def _missing_extra(error: ImportError, words: list[str]) -> str | None:
+    """`resdsl train needs torch: pip install 'resdsl[train]'` if `error` is an optional package's absence."""
+    module = (error.name or "").partition(".")[0]
+    if module not in OPTIONAL:
+        return None
+    package, extra = OPTIONAL[module]
+    command = words[0] if words else ""
+    if not isinstance(error, ModuleNotFoundError):  # installed but broken, e.g. a missing shared library
+        return f"resdsl {command} needs {package}, which does not import here: {_first_line(error)}"
+    if extra is None:
+        backend = _option_value(words, "--backend") if command in ("build", "bench") else None
+        extra = BACKEND_EXTRAS.get(backend or "", COMMAND_EXTRAS.get(command, "torch"))
+    return f"resdsl {command} needs {package}: pip install 'resdsl[{extra}]'"
+
+
+def _option_value(words: list[str], flag: str) -> str | None:
+    for index, word in enumerate(words):
+        if word == flag and index + 1 < len(words):
+            return words[index + 1]
+        if word.startswith(f"{flag}="):
+            return word.partition("=")[2]
+    return None
+
+
+def _first_line(error: BaseException, limit: int = 300) -> str:
+    text = str(error).strip()
+    line = text.splitlines()[0] if text else type(error).__name__
+    return line if len(line) <= limit else line[:limit] + "..."
+
+
+def _say(message: str, status: int = 1) -> int:
+    typer.echo(f"error: {message}", err=True)
+    return status
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"resdsl {resdsl.__version__}")
+        raise typer.Exit()
+
 
 app = typer.Typer(
     name="resdsl",
-    help="A language and compiler for residual networks.",
+    cls=ResdslGroup,
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
 )
 
-for _name in COMMANDS:
-    importlib.import_module(f"resdsl.cli.{_name}").register(app)
+
+@app.callback()
+def options(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print resdsl's version and exit.")] = False,
+) -> None:
+    """A language and compiler for residual networks."""
 
 
 def main() -> None:
-    app()
+    app(prog_name="resdsl")
+

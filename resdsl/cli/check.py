@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from resdsl.cli.common import SetOption, load_network
+from resdsl.diagnostics import SpecError
 
 
 def check(
@@ -18,9 +19,8 @@ def check(
     for spec in specs:
         try:
             network = load_network(spec, set_)
-        except typer.Exit as stop:
-            if stop.exit_code == 2:
-                raise
+        except SpecError as error:  # report it and go on to the next spec
+            typer.echo(error.render(), err=True)
             failed = True
             continue
         typer.echo(f"{spec}: ok ({network.name}, {network.params:,} params, "
