@@ -1,7 +1,8 @@
 """Deployment backends of `resdsl build` and `resdsl bench`, registered by name and imported on use.
 
-A backend is one module with `build(model, example, out, *, precision, batch, expected) -> BuildReport`
-and `load(path, device) -> callable`; adding one is a new file here plus one line in `BACKENDS`.
+A backend is one module with `build(model, example, out, *, batch, expected, metadata) -> BuildReport`
+and `load(path, device) -> callable`; adding one is a new file here plus one line in `BACKENDS`. The model it
+gets is final (cast to the precision, input normalisation prepended); it may return a tensor, a tuple or a dict.
 This package must not import torch at import time (`resdsl check` loads no torch).
 """
 
@@ -42,6 +43,10 @@ class Unsupported(Exception):
     """The backend cannot do what was asked (e.g. a precision); the message says why."""
 
 
+class WriteFailed(Exception):
+    """Writing an artifact's file failed (a full disk, a read-only folder); the message is the system's reason."""
+
+
 @dataclass(frozen=True)
 class BatchProfile:
     """A fixed batch (`min == opt == max`) or a dynamic range with the size to optimise for."""
@@ -68,7 +73,6 @@ class BuildReport:
     """What a build wrote (file names, main artifact first) and its output's error against PyTorch's."""
 
     files: list[str]
-    precision: str
     batch: BatchProfile
     errors: dict[str, float] = field(default_factory=dict)
     checked_with: str = ""
