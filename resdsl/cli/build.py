@@ -21,6 +21,7 @@ from resdsl.backends import (
     WriteFailed,
     load_backend,
 )
+from resdsl.backends.staging import move_into_place, staging_folder
 from resdsl.cli.common import SetOption, fail, human_bytes, load_network
 from resdsl.diagnostics import SpecError
 from resdsl.network import Network
@@ -83,13 +84,14 @@ def build(
         fail(f"-o {output} is a directory; give the artifact's file name, e.g. {output / network.name}{info.suffix}")
     check_statistics(statistics, network.input_shape[0])
     check_memory(network, profile.example)
-    module = load_backend(backend)
+    problem = weights_file_problem(weights) if weights is not None else None
+    if problem:
+        fail(problem)
     try:
-        if hasattr(module, "require"):
-            module.require()
-        from resdsl.backends.staging import move_into_place, staging_folder
-
-        with staging_folder(output) as folder:
+        with staging_folder(output) as folder:  # first, so that an output that cannot be written fails at once
+            module = load_backend(backend)
+            if hasattr(module, "require"):
+                module.require()
             checkpoint = read_checkpoint(weights) if weights is not None else None
             state = state_dict_of(checkpoint, weights) if checkpoint is not None else None
             model = prepare_model(network, state, seed, weights)
