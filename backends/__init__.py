@@ -9,6 +9,8 @@ This package must not import torch at import time (`resdsl check` loads no torch
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import ModuleType
 
@@ -45,6 +47,15 @@ class Unsupported(Exception):
 
 class WriteFailed(Exception):
     """Writing an artifact's file failed (a full disk, a read-only folder); the message is the system's reason."""
+
+
+@contextmanager
+def writing() -> Iterator[None]:
+    """Turn an OSError in the body into WriteFailed with the system's reason."""
+    try:
+        yield
+    except OSError as error:
+        raise WriteFailed(error.strerror or str(error)) from None
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any, BinaryIO
 import torch
 from torch.utils._pytree import tree_leaves
 
-from resdsl.backends import WriteFailed
+from resdsl.backends import writing
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -54,13 +54,10 @@ def _errors(actual: torch.Tensor, expected: torch.Tensor) -> dict[str, float]:
 
 def write_file(path: Path, data: bytes | memoryview) -> None:
     """Write and fsync `data`; a failure (full disk, read-only folder) is WriteFailed with the system's reason."""
-    try:
-        with open(path, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-    except OSError as error:
-        raise WriteFailed(error.strerror or str(error)) from None
+    with writing(), open(path, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
 
 
 def write_serialized(path: Path, save: Callable[[BinaryIO], None]) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from resdsl.backends import BatchProfile, BuildReport, Unsupported, WriteFailed
+from resdsl.backends import BatchProfile, BuildReport, Unsupported, writing
 from resdsl.backends.artifact import output_errors, output_names, write_file
 
 INPUT = "input"
@@ -39,10 +39,8 @@ def export(model: torch.nn.Module, example: torch.Tensor, out: Path, batch: Batc
     if not external:
         write_file(out, program.model_proto.SerializeToString())
         return [out.name]
-    try:
+    with writing():
         program.save(str(out), external_data=True)
-    except OSError as error:
-        raise WriteFailed(error.strerror or str(error)) from None
     return [out.name, *(p.name for p in out.parent.iterdir() if p.name != out.name)]
 
 

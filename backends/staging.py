@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from resdsl.backends import WriteFailed
+from resdsl.backends import writing
 
 try:
     import fcntl
@@ -34,12 +34,10 @@ def staging_folder(output: Path) -> Iterator[Path]:
     Folders left beside it by earlier builds that were killed are removed first. A folder that cannot be
     created (read-only, not a directory) is WriteFailed.
     """
-    try:
+    with writing():
         output.parent.mkdir(parents=True, exist_ok=True)
         remove_abandoned(output)
         folder = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    except OSError as error:
-        raise WriteFailed(error.strerror or str(error)) from None
     try:
         with open(folder / LOCK, "w") as lock:
             if fcntl is not None:
@@ -51,11 +49,9 @@ def staging_folder(output: Path) -> Iterator[Path]:
 
 def move_into_place(folder: Path, output: Path, files: list[str]) -> None:
     """Rename `files` from `folder` beside `output`, the first (the main artifact) last."""
-    try:
+    with writing():
         for name in reversed(files):
             os.replace(folder / name, output.parent / name)
-    except OSError as error:
-        raise WriteFailed(error.strerror or str(error)) from None
 
 
 def remove_abandoned(output: Path) -> list[Path]:
