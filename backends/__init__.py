@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+INPUT_FORMATS = ("float", "uint8")  # what an artifact takes: see resdsl.backends.preprocess
 
 
 @dataclass(frozen=True)

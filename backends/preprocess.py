@@ -13,7 +13,6 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-INPUT_FORMATS = ("float", "uint8")
 RANGES = {"uint8": "uint8 images 0-255", "float": "float images 0-1"}
 
 
@@ -63,9 +62,6 @@ class InputContract:
     @property
     def baked(self) -> bool:
         return self.format != "raw" and bool(self.steps)
-
-    def input_dtype(self, dtype: torch.dtype) -> torch.dtype:
-        return torch.uint8 if self.format == "uint8" else dtype
 
     def example(self, n: int, shape: tuple[int, ...], dtype: torch.dtype, generator: torch.Generator) -> torch.Tensor:
         """A random batch of what the artifact takes: uint8 or 0-1 images, or normal noise for raw input."""

@@ -35,6 +35,19 @@ printf '\\n@@after\\n'; ls -A; cat out
 exit $status
 """
 FILESYSTEMS = {"full": "", "read-only": 'mount -o remount,ro "$0" || exit 99'}
+# Runs argv[2:] and writes its peak RSS (KiB) to argv[1]. The command is forked from this small process, not from
+# pytest: Linux carries a process's peak RSS across exec, so a child forked from pytest starts at pytest's size.
+PEAK_RSS = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as file:
+    file.write(str(usage.ru_maxrss))
+code = os.waitstatus_to_exitcode(status)
+os._exit(code if code >= 0 else 128 - code)
+"""
 
 
 class RunsCode:
@@ -141,29 +154,26 @@ def sandbox_available() -> bool:
 
 def run_build(args: tuple[str, ...], work: Path, logs: Path, filesystem: str | None, seconds: float) -> Run:
     """`resdsl build CIFAR20 ARGS` in `work` as a child process: its status, output, wall time and peak RSS."""
-    command = [sys.executable, "-m", "resdsl", "build", CIFAR20, *args]
+    command = [sys.executable, "-c", PEAK_RSS, str(logs / "rss"), sys.executable, "-m", "resdsl", "build", CIFAR20,
+               *args]
     if filesystem is not None:
         script = SANDBOX.format(after_mount=FILESYSTEMS[filesystem])
         command = ["unshare", "-rm", "sh", "-c", script, str(work), *command]
     with (logs / "out").open("w+") as out:
         start = time.monotonic()
-        process = subprocess.Popen(command, cwd=work, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        while True:
-            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() - start > seconds:
-                process.kill()
-                pid, status, usage = os.wait4(process.pid, 0)
-                break
-            time.sleep(0.05)
+        process = subprocess.Popen(command, cwd=work, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   start_new_session=True)
+        try:
+            process.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
         elapsed = time.monotonic() - start
-        process.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         text = out.read()
     output, _, after = text.partition("\n@@after\n")
-    return Run(process.returncode, output, elapsed, usage.ru_maxrss / 1024,
-               after.split() if filesystem is not None else None)
+    rss = int((logs / "rss").read_text()) / 1024 if (logs / "rss").exists() else float("inf")
+    return Run(process.returncode, output, elapsed, rss, after.split() if filesystem is not None else None)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])

@@ -13,6 +13,7 @@ import typer
 
 from resdsl.backends import (
     BACKENDS,
+    INPUT_FORMATS,
     PRECISIONS,
     BackendUnavailable,
     BatchProfile,
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 
 INT8 = ("--precision int8 is not supported: TensorRT 11 dropped implicit INT8 calibration, so quantize the model "
         "with NVIDIA ModelOpt (explicit Q/DQ nodes) and build that instead")
-INPUT_FORMATS = ("float", "uint8")  # resdsl.backends.preprocess.INPUT_FORMATS, without importing torch
 MAX_DIGITS = 9  # of a size on the command line: larger is refused before int() meets Python's digit limit
 
 InputOption = Annotated[str | None, typer.Option("--input", metavar="CxHxW",
