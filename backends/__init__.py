@@ -1,17 +1,21 @@
 """Deployment backends of `resdsl build` and `resdsl bench`, registered by name and imported on use.
 
-A backend is one module with `build(model, example, out, *, precision, batch, expected) -> BuildReport`
-and `load(path, device) -> callable`; adding one is a new file here plus one line in `BACKENDS`.
+A backend is one module with `build(model, example, out, *, batch, expected, metadata) -> BuildReport`
+and `load(path, device) -> callable`; adding one is a new file here plus one line in `BACKENDS`. The model it
+gets is final (cast to the precision, input normalisation prepended); it may return a tensor, a tuple or a dict.
 This package must not import torch at import time (`resdsl check` loads no torch).
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import ModuleType
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+INPUT_FORMATS = ("float", "uint8")  # what an artifact takes: see resdsl.backends.preprocess
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,19 @@ class Unsupported(Exception):
     """The backend cannot do what was asked (e.g. a precision); the message says why."""
 
 
+class WriteFailed(Exception):
+    """Writing an artifact's file failed (a full disk, a read-only folder); the message is the system's reason."""
+
+
+@contextmanager
+def writing() -> Iterator[None]:
+    """Turn an OSError in the body into WriteFailed with the system's reason."""
+    try:
+        yield
+    except OSError as error:
+        raise WriteFailed(error.strerror or str(error)) from None
+
+
 @dataclass(frozen=True)
 class BatchProfile:
     """A fixed batch (`min == opt == max`) or a dynamic range with the size to optimise for."""
@@ -68,7 +85,6 @@ class BuildReport:
     """What a build wrote (file names, main artifact first) and its output's error against PyTorch's."""
 
     files: list[str]
-    precision: str
     batch: BatchProfile
     errors: dict[str, float] = field(default_factory=dict)
     checked_with: str = ""

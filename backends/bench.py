@@ -60,7 +60,8 @@ def runner(route: str, model: torch.nn.Module, example: torch.Tensor, precision:
     with torch.no_grad():
         expected = model(example)
     out = workdir / f"model{BACKENDS[route].suffix}"
-    backend.build(folded, example, out, precision=precision, batch=batch, expected=expected)
+    deployed, example = cast(folded, example, precision)
+    backend.build(deployed, example, out, batch=batch, expected=expected, metadata={})
     return backend.load(out, device)
 
 

@@ -4,32 +4,43 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from resdsl.backends import BatchProfile, BuildReport, Unsupported
-from resdsl.backends.artifact import cast, output_errors
+from resdsl.backends import BatchProfile, BuildReport, Unsupported, writing
+from resdsl.backends.artifact import output_errors, output_names, write_file
 
-INPUT, OUTPUT = "input", "output"
+INPUT = "input"
 PROTOBUF_LIMIT = 2**31 - 2**26  # 2 GiB less headroom for the graph itself
 STANDARD_DOMAINS = ("", "ai.onnx")
 
 
-def export(model: torch.nn.Module, example: torch.Tensor, out: Path, batch: BatchProfile) -> list[str]:
-    """Write `out` (and `out.data` when the weights pass 2 GB); returns the file names written."""
+def export(model: torch.nn.Module, example: torch.Tensor, out: Path, batch: BatchProfile, outputs: list[str],
+           metadata: dict[str, Any]) -> list[str]:
+    """Write `out` (and `out.data` when the weights pass 2 GB) with `metadata` as metadata_props; returns the files.
+
+    One file is serialized in memory and written by Python, so a full disk is an error, not a half-written file.
+    """
     weights = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
     external = weights > PROTOBUF_LIMIT
     dynamic = ({0: torch.export.Dim("batch", min=batch.min, max=batch.max)},) if batch.dynamic else None
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (example,), str(out), dynamo=True, external_data=external, verbose=False,
-                          input_names=[INPUT], output_names=[OUTPUT], dynamic_shapes=dynamic)
+        program = torch.onnx.export(model, (example,), dynamo=True, verbose=False, input_names=[INPUT],
+                                    output_names=outputs, dynamic_shapes=dynamic)
+    for key, value in metadata.items():
+        program.model.metadata_props[key] = value if isinstance(value, str) else json.dumps(value)
     if not external:
+        write_file(out, program.model_proto.SerializeToString())
         return [out.name]
+    with writing():
+        program.save(str(out), external_data=True)
     return [out.name, *(p.name for p in out.parent.iterdir() if p.name != out.name)]
 
 
@@ -41,26 +52,28 @@ def nonstandard_ops(path: Path) -> list[str]:
     return sorted({f"{n.domain}::{n.op_type}" for n in model.graph.node if n.domain not in STANDARD_DOMAINS})
 
 
-def build(model: torch.nn.Module, example: torch.Tensor, out: Path, *, precision: str, batch: BatchProfile,
-          expected: torch.Tensor) -> BuildReport:
+def build(model: torch.nn.Module, example: torch.Tensor, out: Path, *, batch: BatchProfile, expected: Any,
+          metadata: dict[str, Any]) -> BuildReport:
     """Export, validate with onnx.checker, refuse non-standard ops, and compare in onnxruntime when installed."""
     import onnx
 
-    model, example = cast(model, example, precision)
-    files = export(model, example, out, batch)
+    files = export(model, example, out, batch, output_names(expected), metadata)
     onnx.checker.check_model(str(out), full_check=True)
     custom = nonstandard_ops(out)
     if custom:
         raise Unsupported(f"the ONNX graph has non-standard ops ({', '.join(custom)}) that other runtimes lack")
-    report = BuildReport(files=files, precision=precision, batch=batch, checked_with="onnx.checker")
+    report = BuildReport(files=files, batch=batch, checked_with="onnx.checker")
     with contextlib.suppress(ImportError):
         actual = load(out, "cpu")(example)
         report.errors, report.checked_with = output_errors(actual, expected), "onnx.checker, onnxruntime"
     return report
 
 
-def load(path: Path, device: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """An onnxruntime session as a tensor -> tensor function (CUDA provider on a GPU when available)."""
+def load(path: Path, device: str) -> Callable[[torch.Tensor], Any]:
+    """An onnxruntime session as a function of a tensor: one output as a tensor, several as a tuple.
+
+    Uses the CUDA provider on a GPU when available, and torch's thread count (`bench --threads`) for intra-op threads.
+    """
     import onnxruntime
 
     providers = ["CPUExecutionProvider"]
@@ -70,8 +83,11 @@ def load(path: Path, device: str) -> Callable[[torch.Tensor], torch.Tensor]:
     options.log_severity_level = 3
     options.intra_op_num_threads = torch.get_num_threads()  # the same CPU budget as torch, for fair comparisons
     session = onnxruntime.InferenceSession(str(path), options, providers=providers)
+    input_name = session.get_inputs()[0].name
 
-    def run(x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(np.asarray(session.run([OUTPUT], {INPUT: x.detach().cpu().numpy()})[0]))
+    def run(x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        feed = {input_name: x.detach().cpu().numpy()}
+        results = tuple(torch.from_numpy(np.asarray(r)) for r in session.run(None, feed))
+        return results[0] if len(results) == 1 else results
 
     return run

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import torch
 
 from resdsl.backends import BackendUnavailable, BatchProfile, BuildReport
-from resdsl.backends.artifact import cast, output_errors
+from resdsl.backends.artifact import output_errors, write_file, write_sidecar
 from resdsl.backends.export import exported_program
 
 INSTALL = "pip install 'resdsl[tensorrt]'"
@@ -31,25 +32,25 @@ def require() -> tuple[ModuleType, ModuleType]:
     return torch_tensorrt, tensorrt
 
 
-def build(model: torch.nn.Module, example: torch.Tensor, out: Path, *, precision: str, batch: BatchProfile,
-          expected: torch.Tensor) -> BuildReport:
+def build(model: torch.nn.Module, example: torch.Tensor, out: Path, *, batch: BatchProfile, expected: Any,
+          metadata: dict[str, Any]) -> BuildReport:
     """Export, convert the whole graph to one engine for the batch profile, save it, run it and compare."""
     torch_tensorrt, _ = require()
-    model, example = cast(model.cuda(), example.cuda(), precision)
+    model, example = model.cuda(), example.cuda()
     program = exported_program(model, example, batch)
     shape = tuple(example.shape[1:])
     spec = torch_tensorrt.Input(min_shape=(batch.min, *shape), opt_shape=(batch.opt, *shape),
                                 max_shape=(batch.max, *shape), dtype=example.dtype)
     engine = torch_tensorrt.dynamo.convert_exported_program_to_serialized_trt_engine(
         program, arg_inputs=[spec], truncate_double=True)
-    out.write_bytes(bytes(engine))
+    write_file(out, bytes(engine))
     actual = Engine(out)(example)
-    return BuildReport(files=[out.name], precision=precision, batch=batch,
+    return BuildReport(files=[out.name, write_sidecar(out, metadata)], batch=batch,
                        errors=output_errors(actual, expected), checked_with="TensorRT runtime")
 
 
 class Engine:
-    """A deserialized engine with one input and one output, called like a module on CUDA tensors."""
+    """A deserialized engine with one input, called like a module on CUDA tensors (a tuple for several outputs)."""
 
     def __init__(self, path: Path) -> None:
         _, trt = require()
@@ -60,23 +61,27 @@ class Engine:
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.input = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
-        self.output = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
-        self.dtypes = {trt.float32: torch.float32, trt.float16: torch.float16, trt.bfloat16: torch.bfloat16}
+        self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        self.dtypes = {trt.float32: torch.float32, trt.float16: torch.float16, trt.bfloat16: torch.bfloat16,
+                       trt.uint8: torch.uint8}
         self.input_dtype = self.dtypes[self.engine.get_tensor_dtype(self.input)]
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         x = x.to("cuda", self.input_dtype).contiguous()
         self.context.set_input_shape(self.input, tuple(x.shape))
         self.context.set_tensor_address(self.input, x.data_ptr())
-        y = torch.empty(tuple(self.context.get_tensor_shape(self.output)),
-                        dtype=self.dtypes[self.engine.get_tensor_dtype(self.output)], device="cuda")
-        self.context.set_tensor_address(self.output, y.data_ptr())
+        results = []
+        for name in self.outputs:
+            y = torch.empty(tuple(self.context.get_tensor_shape(name)),
+                            dtype=self.dtypes[self.engine.get_tensor_dtype(name)], device="cuda")
+            self.context.set_tensor_address(name, y.data_ptr())
+            results.append(y)
         stream = torch.cuda.current_stream()
         if not self.context.execute_async_v3(stream.cuda_stream):
             raise RuntimeError("TensorRT failed to run the engine")
         stream.synchronize()
-        return y
+        return results[0] if len(results) == 1 else tuple(results)
 
 
-def load(path: Path, device: str) -> Callable[[torch.Tensor], torch.Tensor]:
+def load(path: Path, device: str) -> Callable[[torch.Tensor], Any]:
     return Engine(path)

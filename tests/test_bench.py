@@ -40,8 +40,34 @@ def test_bench_tensorrt_without_a_gpu_exits_1_naming_what_is_missing():
     assert result.exit_code == 1 and "NVIDIA GPU" in result.output and "Traceback" not in result.output
 
 
+@pytest.fixture
+def restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_bench_threads_sets_torch_and_onnxruntime_intra_op_threads(restore_threads, monkeypatch):
+    import onnxruntime
+
+    session_threads = []
+    session = onnxruntime.InferenceSession
+
+    def recording_session(path, options, **kwargs):
+        session_threads.append(options.intra_op_num_threads)
+        return session(path, options, **kwargs)
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", recording_session)
+    result = run("bench", CIFAR20, "--backend", "onnx", "--threads", 1, "--runs", 2, "--warmup", 0, "--no-compare",
+                 "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["threads"] == 1 and torch.get_num_threads() == 1
+    assert session_threads and set(session_threads) == {1}
+
+
 @pytest.mark.parametrize("flags", [("--runs", "1"), ("--batch", "0"), ("--precision", "int8"),
-                                   ("--backend", "coreml"), ("--device", "tpu")])
+                                   ("--backend", "coreml"), ("--device", "tpu"), ("--threads", "0"),
+                                   ("--threads", "100000")])
 def test_bench_bad_flag_values_exit_2(flags):
     result = run("bench", CIFAR20, *flags)
     assert result.exit_code == 2 and result.output.startswith("error: ")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -11,7 +12,15 @@ from typing import Annotated
 import typer
 
 from resdsl.backends import BACKENDS
-from resdsl.cli.build import InputOption, PrecisionOption, check_choice, check_precision, prepare_model, with_input
+from resdsl.cli.build import (
+    InputOption,
+    PrecisionOption,
+    check_choice,
+    check_memory,
+    check_precision,
+    prepare_model,
+    with_input,
+)
 from resdsl.cli.common import SetOption, fail, load_network
 
 PRIMARY = {"pytorch": "eager", "export": "export", "onnx": "onnx", "tensorrt": "tensorrt"}
@@ -29,6 +38,8 @@ def bench(
     compare: Annotated[bool, typer.Option("--compare/--no-compare",
                                           help="Also time eager, BN-folded, torch.compile and onnxruntime.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    threads: Annotated[int | None, typer.Option(
+        "--threads", help="CPU threads for torch and onnxruntime (default: torch's default).")] = None,
     input_: InputOption = None,
     set_: SetOption = None,
 ) -> None:
@@ -40,8 +51,15 @@ def bench(
     for flag, value, least in (("--batch", batch, 1), ("--runs", runs, 2), ("--warmup", warmup, 0)):
         if value < least:
             fail(f"{flag} must be at least {least}, not {value}", 2)
+    cpus = usable_cpus()
+    if threads is not None and not 1 <= threads <= cpus:
+        fail(f"--threads must be between 1 and the {cpus} CPUs usable here, not {threads}", 2)
     network = with_input(load_network(spec, set_), input_)
+    check_memory(network, batch)
     import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)  # onnxruntime sessions take torch's count (resdsl.backends.onnx.load)
 
     from resdsl.backends.bench import bench as time_routes
 
@@ -60,16 +78,17 @@ def bench(
         fail(results[0].error)
     if as_json:
         typer.echo(json.dumps({"network": network.name, "input": list(network.input_shape), "device": device,
-                               "precision": precision, "runs": runs, "warmup": warmup,
+                               "precision": precision, "threads": torch.get_num_threads(), "runs": runs,
+                               "warmup": warmup,
                                "results": [asdict(r) for r in results]}, indent=2))
     else:
-        typer.echo(table(network.name, device, precision, results))
+        typer.echo(table(network.name, device, precision, torch.get_num_threads(), results))
 
 
-def table(name: str, device: str, precision: str, results: list) -> str:
+def table(name: str, device: str, precision: str, threads: int, results: list) -> str:
     """Rows of route, p50, p90, throughput and speed-up over torch eager (the first row is the one asked for)."""
     eager = next((r.p50_ms for r in results if r.route == "torch eager" and not r.error), None)
-    header = f"{name} on {device}, {precision}, batch {results[0].batch}"
+    header = f"{name} on {device}, {precision}, batch {results[0].batch}, {threads} CPU thread{'s' * (threads > 1)}"
     lines = [header, f"{'route':<28}{'p50 ms':>10}{'p90 ms':>10}{'img/s':>10}{'vs eager':>10}"]
     for r in results:
         if r.error:
@@ -78,6 +97,11 @@ def table(name: str, device: str, precision: str, results: list) -> str:
         ratio = f"{eager / r.p50_ms:.2f}x" if eager else ""
         lines.append(f"{r.route:<28}{r.p50_ms:>10.2f}{r.p90_ms:>10.2f}{r.throughput:>10.1f}{ratio:>10}")
     return "\n".join(lines)
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def register(app: typer.Typer) -> None:

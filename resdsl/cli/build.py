@@ -2,32 +2,41 @@
 
 from __future__ import annotations
 
+import math
 import os
-import shutil
-import tempfile
+import re
+import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from resdsl.backends import (
     BACKENDS,
+    INPUT_FORMATS,
     PRECISIONS,
     BackendUnavailable,
     BatchProfile,
     BuildReport,
     Unsupported,
+    WriteFailed,
     load_backend,
 )
+from resdsl.backends.staging import move_into_place, staging_folder
 from resdsl.cli.common import SetOption, fail, human_bytes, load_network
 from resdsl.diagnostics import SpecError
 from resdsl.network import Network
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
     import torch
+
+    from resdsl.backends.preprocess import InputContract, Normalization
 
 INT8 = ("--precision int8 is not supported: TensorRT 11 dropped implicit INT8 calibration, so quantize the model "
         "with NVIDIA ModelOpt (explicit Q/DQ nodes) and build that instead")
+MAX_DIGITS = 9  # of a size on the command line: larger is refused before int() meets Python's digit limit
 
 InputOption = Annotated[str | None, typer.Option("--input", metavar="CxHxW",
                                                  help="Build for another input size, e.g. 3x64x64.")]
@@ -45,6 +54,17 @@ def build(
         "--dynamic-batch", metavar="MIN:OPT:MAX", help="A dynamic batch range and the size to optimise for.")] = None,
     no_fold: Annotated[bool, typer.Option("--no-fold", help="Keep BatchNorm layers unfolded.")] = False,
     input_: InputOption = None,
+    input_format: Annotated[str, typer.Option(
+        "--input-format", help="What the artifact takes: float images in 0-1 or uint8 images in 0-255 (NCHW).")
+    ] = "float",
+    raw_input: Annotated[bool, typer.Option(
+        "--raw-input", help="Leave the input normalisation out: the artifact takes the network's own input.")] = False,
+    mean: Annotated[str | None, typer.Option(
+        "--mean", metavar="M1,M2,..", help="Per-channel mean in 0-1 units to bake in (instead of the weights').")
+    ] = None,
+    std: Annotated[str | None, typer.Option(
+        "--std", metavar="S1,S2,..", help="Per-channel std in 0-1 units to bake in (instead of the weights').")
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the initialisation when no --weights.")] = 0,
     set_: SetOption = None,
 ) -> None:
@@ -54,33 +74,76 @@ def build(
     info = BACKENDS[backend]
     if precision not in info.precisions:
         fail(f"the {backend} backend builds {' or '.join(info.precisions)}, not {precision}", 2)
+    check_choice("--input-format", input_format, INPUT_FORMATS)
+    if raw_input and input_format != "float":
+        fail("--raw-input takes the network's own (float) input, so it cannot go with --input-format uint8", 2)
+    statistics = {"--mean": parse_floats("--mean", mean), "--std": parse_floats("--std", std)}
     profile = batch_profile(batch, dynamic_batch)
     network = with_input(load_network(spec, set_), input_)
-    module = load_backend(backend)
+    if output.is_dir():
+        fail(f"-o {output} is a directory; give the artifact's file name, e.g. {output / network.name}{info.suffix}")
+    check_statistics(statistics, network.input_shape[0])
+    check_memory(network, profile.example)
+    problem = weights_file_problem(weights) if weights is not None else None
+    if problem:
+        fail(problem)
     try:
-        if hasattr(module, "require"):
-            module.require()
-        import torch
-
-        model = prepare_model(network, weights, seed)
-        example = torch.randn(profile.example, *network.input_shape, generator=torch.Generator().manual_seed(seed))
-        with torch.no_grad():
-            expected = model(example)
-        if info.fold and not no_fold:
-            from resdsl.backends.fold import fold_batchnorm
-
-            model = fold_batchnorm(model)
-        report = write_staged(output, lambda out: module.build(model, example, out, precision=precision,
-                                                                batch=profile, expected=expected))
+        with staging_folder(output) as folder:  # first, so that an output that cannot be written fails at once
+            module = load_backend(backend)
+            if hasattr(module, "require"):
+                module.require()
+            checkpoint = read_checkpoint(weights) if weights is not None else None
+            state = state_dict_of(checkpoint, weights) if checkpoint is not None else None
+            model = prepare_model(network, state, seed, weights)
+            contract = input_contract(network, normalization_of(checkpoint, weights, statistics),
+                                      "raw" if raw_input else input_format)
+            report = build_artifact(module, model, network, contract, folder / output.name, backend=backend,
+                                    precision=precision, batch=profile, fold=info.fold and not no_fold, seed=seed)
+            move_into_place(folder, output, report.files)
     except (BackendUnavailable, Unsupported) as error:
         fail(str(error))
+    except WriteFailed as error:
+        reason = str(error)[:1].lower() + str(error)[1:]
+        kept = f"the existing {output.name} is unchanged" if output.exists() else "nothing was written"
+        fail(f"cannot write {output}: {reason}; {kept}")
     except typer.Exit:
         raise
     except Exception as error:
         fail(f"the {backend} build failed: {first_line(error)}")
+    report.path = str(output)
+    report.size = sum((output.parent / name).stat().st_size for name in report.files)
     folded = "BN folded" if info.fold and not no_fold else "BN kept"
-    typer.echo(f"{backend}: {report.path} ({human_bytes(report.size)}), {precision}, {profile}, {folded}; "
-               f"{checked(report)}")
+    typer.echo(f"{backend}: {report.path} ({human_bytes(report.size)}), {precision}, {profile}, {folded}, "
+               f"{contract.describe()}; {checked(report)}")
+
+
+def build_artifact(module: ModuleType, model: torch.nn.Module, network: Network, contract: InputContract, out: Path,
+                   *, backend: str, precision: str, batch: BatchProfile, fold: bool, seed: int) -> BuildReport:
+    """Fold, cast and prepend the normalisation to `model`, then let the backend write and check `out`.
+
+    The reference is the unfolded fp32 model fed the example after the contract's preprocessing, as in training.
+    """
+    import torch
+
+    from resdsl.backends.artifact import DTYPES, cast, output_names
+    from resdsl.backends.preprocess import bake
+
+    dtype = DTYPES[precision]
+    example = contract.example(batch.example, network.input_shape, dtype, torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        expected = model(contract.prepare(example))
+    if fold:
+        from resdsl.backends.fold import fold_batchnorm
+
+        model = fold_batchnorm(model)
+    deployed = bake(cast(model, example, precision)[0], contract, dtype)
+    metadata = {
+        "producer": "resdsl", "resdsl_version": resdsl_version(), "network": network.name, "backend": backend,
+        "precision": precision, "batch": {"min": batch.min, "opt": batch.opt, "max": batch.max},
+        "input_shape": list(network.input_shape), "input_dtype": str(example.dtype).removeprefix("torch."),
+        **contract.metadata(), "outputs": output_names(expected),
+    }
+    return module.build(deployed, example, out, batch=batch, expected=expected, metadata=metadata)
 
 
 def check_choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
@@ -94,6 +157,14 @@ def check_precision(precision: str, choices: tuple[str, ...] = PRECISIONS) -> No
         fail(INT8, 2)
 
 
+def whole_numbers(text: str, separator: str) -> list[int] | None:
+    """`text` split at `separator` into whole numbers (ASCII digits, at most MAX_DIGITS each), or None."""
+    parts = text.strip().split(separator)
+    if not all(re.fullmatch(rf"[0-9]{{1,{MAX_DIGITS}}}", p.strip()) for p in parts):
+        return None
+    return [int(p) for p in parts]
+
+
 def batch_profile(batch: int | None, dynamic: str | None) -> BatchProfile:
     """The batch profile of `--batch N` or `--dynamic-batch MIN:OPT:MAX` (exit 2 on bad values)."""
     if batch is not None and dynamic is not None:
@@ -102,12 +173,12 @@ def batch_profile(batch: int | None, dynamic: str | None) -> BatchProfile:
         if batch is not None and batch < 1:
             fail(f"--batch must be at least 1, not {batch}", 2)
         return BatchProfile(batch or 1, batch or 1, batch or 1)
-    parts = dynamic.split(":")
-    if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
-        fail(f"--dynamic-batch takes MIN:OPT:MAX, three whole numbers such as 1:8:32, not {dynamic!r}", 2)
-    low, opt, high = map(int, parts)
+    parts = whole_numbers(dynamic, ":")
+    if parts is None or len(parts) != 3:
+        fail(f"--dynamic-batch takes MIN:OPT:MAX, three whole numbers such as 1:8:32, not {quoted(dynamic)}", 2)
+    low, opt, high = parts
     if not 1 <= low <= opt <= high or low == high:
-        fail(f"--dynamic-batch needs 1 <= MIN <= OPT <= MAX with MIN < MAX, not {dynamic!r}", 2)
+        fail(f"--dynamic-batch needs 1 <= MIN <= OPT <= MAX with MIN < MAX, not {quoted(dynamic)}", 2)
     return BatchProfile(low, opt, high)
 
 
@@ -115,40 +186,134 @@ def with_input(network: Network, shape: str | None) -> Network:
     """The network re-checked for `--input CxHxW`, if given (spec diagnostics and exit 1 if it does not fit)."""
     if shape is None:
         return network
-    dims = shape.lower().split("x")
-    if len(dims) != 3 or not all(d.isdigit() and int(d) > 0 for d in dims):
-        fail(f"--input takes CxHxW, three positive whole numbers such as 3x64x64, not {shape!r}", 2)
+    dims = whole_numbers(shape.lower(), "x")
+    if dims is None or len(dims) != 3 or 0 in dims:
+        fail(f"--input takes CxHxW, three positive whole numbers such as 3x64x64, not {quoted(shape)}", 2)
     try:
-        return network.with_input(tuple(int(d) for d in dims))
+        return network.with_input(tuple(dims))
     except SpecError as error:
         typer.echo(error.render(), err=True)
         raise typer.Exit(1) from None
 
 
-def prepare_model(network: Network, weights: Path | None, seed: int) -> torch.nn.Module:
-    """The network's module in eval mode, with `weights` loaded or the seeded initialisation."""
-    model = network.to_torch(seed=seed)
-    if weights is not None:
-        model.load_state_dict(read_state_dict(weights, model.state_dict(), network.name))
-    return model.eval()
+def parse_floats(flag: str, text: str | None) -> list[float] | None:
+    """`--mean 0.485,0.456,0.406`: finite numbers, comma-separated (exit 2 otherwise)."""
+    if text is None:
+        return None
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or not all(math.isfinite(v) for v in values):
+        fail(f"{flag} takes one number per channel, comma-separated, such as 0.485,0.456,0.406, not {quoted(text)}", 2)
+    if flag == "--std" and min(values) <= 0:
+        fail(f"--std values must be positive, not {quoted(text)}", 2)
+    return values
 
 
-def read_state_dict(path: Path, own: dict[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
-    """A checkpoint's state_dict (resdsl's `{"model": ...}` or bare), checked against the model's keys and shapes."""
+def check_statistics(statistics: dict[str, list[float] | None], channels: int) -> None:
+    for flag, values in statistics.items():
+        if values is not None and len(values) != channels:
+            fail(f"{flag} needs {channels} values, one per input channel, not {len(values)}", 2)
+
+
+def check_memory(network: Network, batch: int) -> None:
+    """Exit 1 before anything is allocated when even the least a forward pass needs exceeds the memory here.
+
+    The least: the weights, plus at `batch` the input and the largest stage output, which exist at once (fp32).
+    """
+    largest = max((math.prod(stage.output) for stage in network.stages), default=0)
+    need = 4 * (network.params + batch * (math.prod(network.input_shape) + largest))
+    available = available_memory()
+    if available is not None and need > available:
+        shape = "x".join(map(str, network.input_shape))
+        fail(f"{network.name} at {shape} (--input) and batch {batch} (--batch) needs at least {human_bytes(need)} "
+             f"for its weights, input and largest feature map, more than the {human_bytes(available)} of memory "
+             "available here; use a smaller --input or --batch")
+
+
+def available_memory() -> int | None:
+    """Bytes this process could still allocate: free RAM and swap, capped by a cgroup limit (None if unknown)."""
+    try:
+        meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+        available = (int(meminfo["MemAvailable"].split()[0]) + int(meminfo.get("SwapFree", "0 kB").split()[0])) * 1024
+    except (OSError, KeyError, ValueError):
+        try:
+            available = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, ValueError, OSError):
+            return None
+    try:
+        cgroup = Path("/sys/fs/cgroup")
+        limit = (cgroup / "memory.max").read_text().strip()
+        if limit != "max":
+            available = min(available, int(limit) - int((cgroup / "memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    return available
+
+
+def weights_file_problem(path: Path) -> str | None:
+    """Why `path` cannot be a weights file without reading it (missing, a directory, a FIFO...), or None."""
+    if not path.exists():
+        return f"{path}: no such weights file"
+    if path.is_dir():
+        return f"--weights {path} is a directory, not a weights file"
+    if not path.is_file():
+        return f"--weights {path} is not a regular file (a pipe or a device); give a file saved with torch.save"
+    if path.stat().st_size == 0:
+        return f"--weights {path} is empty"
+    return None
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """What torch.load reads from `path` with weights_only=True (tensors and plain containers only), as a dict."""
     import torch
 
-    if not path.is_file():
-        fail(f"{path}: no such weights file")
+    problem = weights_file_problem(path)
+    if problem:
+        fail(problem)
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says it better
+            warnings.simplefilter("ignore")
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        fail(f"{path} is not a readable PyTorch checkpoint ({first_line(error)})")
-    state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
+        fail(unreadable_weights(path, error))
+    if not isinstance(loaded, dict):
+        fail(f"{path} holds a {type(loaded).__name__}, neither a state_dict nor a resdsl checkpoint")
+    return loaded
+
+
+def unreadable_weights(path: Path, error: Exception) -> str:
+    """What a file torch.load refused is not. Never suggests weights_only=False: the file's origin is unknown."""
+    tensors_only = "resdsl loads tensors only, so save the weights with torch.save(model.state_dict(), path)"
+    refused = re.search(r"GLOBAL ([\w.]+)", str(error))
+    if refused:
+        return (f"{path} is not a plain state_dict: it holds the Python object {refused.group(1)}, which resdsl "
+                f"does not unpickle; {tensors_only}")
+    with path.open("rb") as file:
+        head = file.read(2)
+    if head == b"PK":
+        return f"{path} is a torch.save archive that is truncated or damaged"
+    if head[:1] == b"\x80":
+        return f"{path} is a plain Python pickle, not a file saved with torch.save; {tensors_only}"
+    return f"{path} is not a PyTorch checkpoint (neither a torch.save archive nor a pickle)"
+
+
+def state_dict_of(checkpoint: dict[str, Any], path: Path) -> dict[str, torch.Tensor]:
+    """The state_dict in a resdsl checkpoint (its `model`) or a bare one, with DDP/compile prefixes stripped."""
+    import torch
+
+    state = checkpoint.get("model", checkpoint)
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         fail(f"{path} holds neither a state_dict nor a resdsl checkpoint (a dict whose 'model' is a state_dict)")
     for prefix in ("module.", "_orig_mod."):  # saved from DistributedDataParallel or torch.compile
         if all(k.startswith(prefix) for k in state):
             state = {k.removeprefix(prefix): v for k, v in state.items()}
+    return state
+
+
+def check_fits(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor], path: Path, name: str) -> None:
+    """Exit 1 naming the missing, unexpected and mis-shaped keys unless `state` fits the model's exactly."""
     problems = [f"{label} {listing(keys)}" for label, keys in (
         ("missing", [k for k in own if k not in state]),
         ("unexpected", [k for k in state if k not in own]),
@@ -156,22 +321,66 @@ def read_state_dict(path: Path, own: dict[str, torch.Tensor], name: str) -> dict
     ) if keys]
     if problems:
         fail(f"{path} does not fit {name}: {'; '.join(problems)}")
+
+
+def read_state_dict(path: Path, own: dict[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
+    """A checkpoint's state_dict (resdsl's `{"model": ...}` or bare), checked against the model's keys and shapes."""
+    state = state_dict_of(read_checkpoint(path), path)
+    check_fits(state, own, path, name)
     return state
 
 
-def write_staged(output: Path, write) -> BuildReport:
-    """Let `write(path)` fill a hidden folder beside `output`, then move its files into place, the main one last."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
-        report = write(stage / output.name)
-        for name in reversed(report.files):
-            os.replace(stage / name, output.parent / name)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-    report.path = str(output)
-    report.size = sum((output.parent / name).stat().st_size for name in report.files)
-    return report
+def prepare_model(network: Network, state: dict[str, torch.Tensor] | None, seed: int,
+                  weights: Path | None = None) -> torch.nn.Module:
+    """The network's module in eval mode, with `state` (read from `weights`) loaded or the seeded initialisation."""
+    model = network.to_torch(seed=seed)
+    if state is not None:
+        check_fits(state, model.state_dict(), weights, network.name)
+        model.load_state_dict(state)
+    return model.eval()
+
+
+def normalization_of(checkpoint: dict[str, Any] | None, weights: Path | None,
+                     statistics: dict[str, list[float] | None]) -> Normalization:
+    """The normalisation to bake: --mean/--std if given, else the `mean` (and `std`) a resdsl checkpoint records."""
+    import torch
+
+    from resdsl.backends.preprocess import Normalization
+
+    if any(v is not None for v in statistics.values()):
+        mean, std = (torch.tensor(v) if v is not None else None for v in statistics.values())
+        return Normalization(mean, std, " and ".join(flag for flag, v in statistics.items() if v is not None))
+    if checkpoint is None:
+        return Normalization(source="built without --weights")
+    recorded = {key: checkpoint.get(key) for key in ("mean", "std")} if "model" in checkpoint else {}
+    for key, value in recorded.items():
+        valid = value is None or (isinstance(value, torch.Tensor) and value.is_floating_point()
+                                  and value.dim() in (1, 3) and bool(torch.isfinite(value).all()))
+        if not valid or (key == "std" and value is not None and not bool((value > 0).all())):
+            fail(f"{weights} records a {key} that is not a C or CxHxW tensor of finite{' positive' * (key == 'std')} "
+                 "numbers; build with --raw-input, or give --mean/--std")
+    if not any(v is not None for v in recorded.values()):
+        return Normalization(source=f"{weights.name} records none (give --mean/--std if the net was trained on "
+                                    "normalised input)")
+    return Normalization(recorded.get("mean"), recorded.get("std"), weights.name)
+
+
+def input_contract(network: Network, normalization: Normalization, input_format: str) -> InputContract:
+    """The artifact's input (`float`, `uint8` or `raw`) with `normalization`, which must fit the network's input."""
+    from resdsl.backends.preprocess import InputContract
+
+    misfit = normalization.misfit(network.input_shape)
+    if misfit and input_format != "raw":  # raw input only records the statistics for the caller
+        stat = normalization.mean if normalization.mean is not None else normalization.std
+        hint = f"--input {'x'.join(map(str, stat.shape))}, " if stat.dim() == 3 else ""
+        fail(f"{misfit}; build with {hint}--raw-input, or --mean/--std")
+    return InputContract(input_format, normalization)
+
+
+def resdsl_version() -> str:
+    from resdsl import __version__
+
+    return __version__
 
 
 def checked(report: BuildReport) -> str:
@@ -182,6 +391,11 @@ def checked(report: BuildReport) -> str:
         return f"loaded with {report.checked_with}, but the outputs are not finite with these weights"
     return (f"checked with {report.checked_with}: max abs err {e['max_abs']:.2e}, "
             f"max rel err {e['max_rel']:.2e}, cosine {e['cosine']:.6f}")
+
+
+def quoted(text: str, limit: int = 40) -> str:
+    """`text` quoted for a message, cut short if long (a value of thousands of digits stays one readable line)."""
+    return repr(text if len(text) <= limit else f"{text[:limit]}...")
 
 
 def listing(keys: list[str], shown: int = 3) -> str:
