@@ -13,6 +13,7 @@ import onnxruntime
 import pytest
 import torch
 import torchvision
+from torchvision.models._utils import IntermediateLayerGetter
 from typer.testing import CliRunner
 
 import resdsl
@@ -120,6 +121,25 @@ def test_exported_program_resnet18_matches_torchvision_with_the_same_weights(res
     x = batch()
     with torch.no_grad():
         assert_close_relative(torch.export.load(out).module()(x), reference(x))
+
+
+def test_onnx_backbone_outputs_torchvisions_stage_features_by_name(resnet18_weights, tmp_path):
+    weights, reference = resnet18_weights
+    out = tmp_path / "backbone.onnx"
+    build(RESNET18, "--backend", "onnx", "-o", out, "--weights", weights, "--input", "3x64x64", "--batch", 2,
+          "--raw-input", "--features", "layer2,layer3,layer4")
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["layer2", "layer3", "layer4"]
+    x = batch()
+    expected = IntermediateLayerGetter(reference, {"layer2": "layer2", "layer3": "layer3", "layer4": "layer4"})(x)
+    for output, name in zip(session.run(None, {session.get_inputs()[0].name: x.numpy()}), expected, strict=True):
+        assert_close_relative(output, expected[name].detach())
+
+
+def test_unknown_feature_exits_2_with_a_suggestion(tmp_path):
+    result = run("build", RESNET18, "--backend", "onnx", "-o", tmp_path / "b.onnx", "--features", "layer2,layr3")
+    assert result.exit_code == 2
+    assert "'layr3' is not a layer or group of resnet18; did you mean 'layer3'?" in result.output
 
 
 def test_pytorch_artifact_state_dict_loads_into_torchvision(resnet18_weights, tmp_path):

@@ -65,6 +65,9 @@ def build(
     std: Annotated[str | None, typer.Option(
         "--std", metavar="S1,S2,..", help="Per-channel std in 0-1 units to bake in (instead of the weights').")
     ] = None,
+    features: Annotated[str | None, typer.Option(
+        "--features", metavar="NAME,NAME,..", help="Output these layers or groups (e.g. layer2,layer3,layer4) "
+                                                   "instead of the network's output: a backbone.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the initialisation when no --weights.")] = 0,
     set_: SetOption = None,
 ) -> None:
@@ -78,6 +81,7 @@ def build(
     if raw_input and input_format != "float":
         fail("--raw-input takes the network's own (float) input, so it cannot go with --input-format uint8", 2)
     statistics = {"--mean": parse_floats("--mean", mean), "--std": parse_floats("--std", std)}
+    names = feature_names(features)
     profile = batch_profile(batch, dynamic_batch)
     network = with_input(load_network(spec, set_), input_)
     if output.is_dir():
@@ -94,7 +98,7 @@ def build(
                 module.require()
             checkpoint = read_checkpoint(weights) if weights is not None else None
             state = state_dict_of(checkpoint, weights) if checkpoint is not None else None
-            model = prepare_model(network, state, seed, weights)
+            model = prepare_model(network, state, seed, weights, names)
             contract = input_contract(network, normalization_of(checkpoint, weights, statistics),
                                       "raw" if raw_input else input_format)
             report = build_artifact(module, model, network, contract, folder / output.name, backend=backend,
@@ -330,12 +334,32 @@ def read_state_dict(path: Path, own: dict[str, torch.Tensor], name: str) -> dict
     return state
 
 
+def feature_names(text: str | None) -> list[str] | None:
+    """`--features layer2,layer3` as a list (exit 2 when empty)."""
+    if text is None:
+        return None
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        fail(f"--features takes layer or group names separated by commas, such as layer2,layer3,layer4, not "
+             f"{quoted(text)}", 2)
+    return names
+
+
 def prepare_model(network: Network, state: dict[str, torch.Tensor] | None, seed: int,
-                  weights: Path | None = None) -> torch.nn.Module:
-    """The network's module in eval mode, with `state` (read from `weights`) loaded or the seeded initialisation."""
-    model = network.to_torch(seed=seed)
+                  weights: Path | None = None, features: list[str] | None = None) -> torch.nn.Module:
+    """The network's module in eval mode (returning `features` if given), with `state` loaded or the seeded
+    initialisation. A feature extractor takes the weights of its layers from a checkpoint of the whole net."""
+    from resdsl.backends.pytorch import UnknownFeature
+
+    try:
+        model = network.to_torch(seed=seed, features=features)
+    except UnknownFeature as error:
+        fail(f"--features: {error}", 2)
     if state is not None:
-        check_fits(state, model.state_dict(), weights, network.name)
+        own = model.state_dict()
+        if features is not None:
+            state = {key: value for key, value in state.items() if key in own}
+        check_fits(state, own, weights, network.name)
         model.load_state_dict(state)
     return model.eval()
 
