@@ -24,7 +24,6 @@ from resdsl.backends import (
 )
 from resdsl.backends.staging import move_into_place, staging_folder
 from resdsl.cli.common import SetOption, fail, human_bytes, load_network
-from resdsl.diagnostics import SpecError
 from resdsl.network import Network
 
 if TYPE_CHECKING:
@@ -187,17 +186,13 @@ def batch_profile(batch: int | None, dynamic: str | None) -> BatchProfile:
 
 
 def with_input(network: Network, shape: str | None) -> Network:
-    """The network re-checked for `--input CxHxW`, if given (spec diagnostics and exit 1 if it does not fit)."""
+    """The network re-checked for `--input CxHxW`, if given (SpecError if it does not fit)."""
     if shape is None:
         return network
     dims = whole_numbers(shape.lower(), "x")
     if dims is None or len(dims) != 3 or 0 in dims:
         fail(f"--input takes CxHxW, three positive whole numbers such as 3x64x64, not {quoted(shape)}", 2)
-    try:
-        return network.with_input(tuple(dims))
-    except SpecError as error:
-        typer.echo(error.render(), err=True)
-        raise typer.Exit(1) from None
+    return network.with_input(tuple(dims))  # a spec error (the input does not fit) is reported by the CLI
 
 
 def parse_floats(flag: str, text: str | None) -> list[float] | None:
