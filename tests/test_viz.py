@@ -262,6 +262,18 @@ def test_sk_attention_weights_each_path_and_sums_them():
     assert len(total) == 1 and text(nodes[total.pop()]) == "+"
 
 
+def test_a_call_inside_a_call_is_framed_inside_its_frame():
+    spec = ("block wrapped(channels) {\n  inner: se channels\n}\nnetwork w {\n  input 3x32x32\n"
+            "  stem { conv1: conv 3x3, 32 }\n  stages (block: basic, shortcut: A, attn: wrapped) { layer1: 1 x 32 }\n"
+            "  head { avgpool; fc: linear 10 }\n}\n")
+    root = svg(spec, "block")
+    frames = groups(root, "cluster")
+    outer, inner = frames["cluster_layer1.0.se"], frames["cluster_layer1.0.se.inner"]
+    assert (text(outer), text(inner)) == ("wrapped", "se")
+    assert inside(inner, outer)
+    assert inside(groups(root, "node")["layer1.0.se.inner.fc1"], inner)
+
+
 # --- stage level: Table 1 as a chain ---------------------------------------------------------------
 
 def test_stage_view_is_table_1_as_a_chain():
@@ -273,6 +285,12 @@ def test_stage_view_is_table_1_as_a_chain():
     assert "[1×1, 512; 3×3, 512; 1×1, 2048] ×3, /2" in text(nodes["layer4"])
     assert "bottleneck, shortcut B" in text(nodes["layer3"])
     assert "7×7 conv, 64, /2" in text(nodes["stem"])
+
+
+def test_stage_view_names_a_called_block_after_the_convs_as_the_se_paper_does():
+    # Hu et al. 2018, Table 1: SE-ResNet-50's conv2_x is the bottleneck's three convs, then the SE's fc.
+    nodes = groups(svg(SPECS / "timm/seresnet50.res", "stage"), "node")
+    assert "[1×1, 64; 3×3, 64; 1×1, 256; se] ×3" in text(nodes["layer1"])
 
 
 def test_stage_view_edges_carry_table_1_output_sizes():
