@@ -175,6 +175,11 @@ def _fills(graph: nx.DiGraph) -> dict[str, str]:
     return {name: _STAGE_FILLS[i % len(_STAGE_FILLS)] for i, name in enumerate(stages)}
 
 
+def _block_of(graph: nx.DiGraph, node: str) -> tuple[str, str, int | None]:
+    scope = graph.nodes[node]["scope"]
+    return scope.section, scope.stage, scope.block
+
+
 def _exit(graph: nx.DiGraph, unit: _Unit) -> str:
     """The node whose output leaves the unit (its last main-branch node)."""
     return [n for n in unit.nodes if graph.nodes[n]["scope"].branch == "main"][-1]
@@ -233,12 +238,36 @@ def _stage_lines(graph: nx.DiGraph, unit: _Unit) -> list[str]:
     blocks = sorted({s.block for s in scopes if s.block is not None})
     first = [n for n, s in zip(unit.nodes, scopes, strict=True) if s.block == (blocks[0] if blocks else None)]
     kinds = f"{scopes[0].block_type or 'layers'}, shortcut {scopes[0].shortcut or 'none'}"
-    convs = [graph.nodes[n]["args"] for n in first
-             if graph.nodes[n]["op"].name == "conv" and graph.nodes[n]["scope"].branch == "main"]
-    widths = "; ".join(_conv_width(args) for args in convs if args is not None)
+    widths = "; ".join(_block_layers(graph, first))
     stride = max((_stride(graph.nodes[n]["args"]) for n in first), default=1)
     table = f"[{widths}] ×{len(blocks)}" if widths else f"×{len(blocks)}"
     return [kinds, table + (f", /{stride}" if stride > 1 else "")]
+
+
+def _block_layers(graph: nx.DiGraph, nodes: list[str]) -> list[str]:
+    """A block's convs as Table 1 lists them ("3×3, 64"), a block it calls by its name ("se"), as the SE paper's
+    Table 1 adds its gate to the bottleneck."""
+    calls = graph.graph.get("calls", {})
+    items: list[str] = []
+    named: set[str] = set()
+    for node in nodes:
+        attrs = graph.nodes[node]
+        if attrs["scope"].branch != "main":
+            continue
+        chain = _calls_of(node, calls)
+        if chain:
+            if chain[0] not in named:
+                named.add(chain[0])
+                items.append(calls[chain[0]])
+        elif attrs["op"].name == "conv" and attrs["args"] is not None:
+            items.append(_conv_width(attrs["args"]))
+    return items
+
+
+def _calls_of(node: str, calls: dict[str, str]) -> list[str]:
+    """The block calls `node` was emitted under, outermost first (`layer1.0.se` for `layer1.0.se.fc1`)."""
+    parts = node.split(".")
+    return [prefix for prefix in (".".join(parts[:i]) for i in range(1, len(parts))) if prefix in calls]
 
 
 def _conv_width(args: Args) -> str:
@@ -315,9 +344,29 @@ class _BlockView:
             return False
         if not attrs["op"].implied or error_of(self.graph, node) is not None:
             return True
-        unit = self.unit_of.get(node)
-        readers = [s for s in self.graph.succ[node] if self.unit_of.get(self.alias.get(s, s)) == unit]
-        return unit is not None and len(readers) > 1
+        return self.fork(node)
+
+    def fork(self, node: str) -> bool:
+        """Whether the block `node` is in reads its output twice; a block's output read by the next block is not a
+        fork of its own (the next block's shortcut and first layer both read it)."""
+        block = _block_of(self.graph, node)
+        return sum(_block_of(self.graph, reader) == block for reader in self.graph.succ[node]) > 1
+
+    def fork_text(self, node: str) -> str:
+        """A fork of implied ops named with the hidden ops that lead to it in its block: "BN, ReLU"."""
+        graph = self.graph
+        chain = [node]
+        while True:
+            sources = inputs(graph, chain[0])
+            if len(sources) != 1:
+                break
+            source = sources[0]
+            attrs = graph.nodes[source]
+            if (not attrs["op"].implied or len(graph.succ[source]) != 1 or attrs["args"] is None
+                    or _block_of(graph, source) != _block_of(graph, node)):
+                break
+            chain.insert(0, source)
+        return ", ".join(layer_text(graph.nodes[n]["op"], graph.nodes[n]["args"]) for n in chain)
 
     def drawn(self, node: str) -> str | None:
         """The drawn node that carries `node`'s output (hidden ops pass their input through)."""
@@ -362,17 +411,23 @@ class _BlockView:
 
     def _draw_unit(self, diagram: graphviz.Digraph, unit: _Unit, fill: str) -> None:
         calls = self.graph.graph.get("calls", {})
-        groups: dict[str | None, list[str]] = {}
-        for node in unit.nodes:  # layers of a block called from the block (an SE gate) drawn in its own frame
-            call = next((p for p in calls if node.startswith(f"{p}.")), None)
-            groups.setdefault(call, []).append(node)
-        for call, nodes in groups.items():
+        self._draw_framed(diagram, [(node, _calls_of(node, calls)) for node in unit.nodes], 0, fill)
+
+    def _draw_framed(self, diagram: graphviz.Digraph, nodes: list[tuple[str, list[str]]], depth: int,
+                     fill: str) -> None:
+        """The layers of a block called from the block (an SE gate) in a dotted frame named for it, nested as the
+        calls are; `nodes` pairs each node with its calls, outermost first."""
+        groups: dict[str | None, list[tuple[str, list[str]]]] = {}
+        for node, chain in nodes:
+            groups.setdefault(chain[depth] if len(chain) > depth else None, []).append((node, chain))
+        for call, members in groups.items():
             if call is None:
-                self._draw_nodes(diagram, nodes, fill)
+                self._draw_nodes(diagram, [node for node, _ in members], fill)
                 continue
             with diagram.subgraph(name=f"cluster_{call}") as frame:
-                frame.attr(label=calls[call], labeljust="l", style="dotted,rounded", color="gray45", fontsize="9")
-                self._draw_nodes(frame, nodes, fill)
+                frame.attr(label=self.graph.graph["calls"][call], labeljust="l", style="dotted,rounded",
+                           color="gray45", fontsize="9")
+                self._draw_framed(frame, members, depth + 1, fill)
 
     def _draw_nodes(self, diagram: graphviz.Digraph, nodes: list[str], fill: str) -> None:
         graph = self.graph
@@ -388,7 +443,12 @@ class _BlockView:
             elif name == "input":
                 diagram.node(node, f"input\n{shape_text(attrs['shape'])}", shape="ellipse", style="filled")
             elif self.visible(node):
-                label = _not_built(node) if _placeholder(attrs) else layer_text(attrs["op"], attrs["args"])
+                if _placeholder(attrs):
+                    label = _not_built(node)
+                elif attrs["op"].implied and not error_of(graph, node):
+                    label = self.fork_text(node)
+                else:
+                    label = layer_text(attrs["op"], attrs["args"])
                 if error_of(graph, node):
                     label += "\n" + _wrap(error_of(graph, node))
                 diagram.node(node, label, width="1.7", **({"fillcolor": fill} | _status(graph, node)))

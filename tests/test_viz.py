@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+import re
 import xml.etree.ElementTree as ET
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -71,6 +74,37 @@ def stroke(node: ET.Element) -> str:
 
 def labels(root: ET.Element) -> list[str]:
     return [text(node) for node in groups(root, "node").values()]
+
+
+def box(group: ET.Element) -> tuple[float, float, float, float]:
+    """The bounding box (x0, y0, x1, y1) of what Graphviz drew for a node or cluster."""
+    shape = outline(group)
+    if shape.tag == f"{SVG}ellipse":
+        x, y, rx, ry = (float(shape.get(k)) for k in ("cx", "cy", "rx", "ry"))
+        return x - rx, y - ry, x + rx, y + ry
+    numbers = [float(n) for n in re.findall(r"-?\d+(?:\.\d+)?", shape.get("d") or shape.get("points"))]
+    xs, ys = numbers[0::2], numbers[1::2]
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def inside(node: ET.Element, frame: ET.Element) -> bool:
+    x0, y0, x1, y1 = box(node)
+    f0, g0, f1, g1 = box(frame)
+    return f0 <= x0 and g0 <= y0 and x1 <= f1 and y1 <= g1
+
+
+def sources(root: ET.Element, node: str) -> list[str]:
+    """The drawn nodes with an edge into `node`."""
+    return sorted(title.split("->")[0] for title in groups(root, "edge") if title.split("->")[1] == node)
+
+
+def targets(root: ET.Element, node: str) -> list[str]:
+    return sorted(title.split("->")[1] for title in groups(root, "edge") if title.split("->")[0] == node)
+
+
+@cache
+def block_svg(name: str) -> ET.Element:
+    return svg(SPECS / f"{name}.res", "block")
 
 
 def run(*args: str | Path):
@@ -149,6 +183,97 @@ def test_block_view_puts_shapes_on_the_edges_where_they_change():
     assert sorted(text(e) for e in edges.values() if text(e)) == ["16×32×32", "32×16×16", "64×8×8"]
 
 
+def test_a_block_output_read_by_the_next_block_is_not_drawn():
+    # Figure 3 draws no ReLU: the last ReLU of a block in a "×N" run is read twice, but by the next block.
+    for name in ("resnet34", "timm/seresnet50"):
+        assert not [label for label in labels(block_svg(name)) if "ReLU" in label]
+
+
+# --- block level: the constructs of language v2 --------------------------------------------------------
+
+def test_se_gate_is_framed_pool_convs_sigmoid_product():
+    # Hu et al. 2018: global pool, FC to C/r, ReLU, FC to C, sigmoid, scale; timm's r = 16 on 256 channels.
+    root = block_svg("timm/seresnet50")
+    nodes = groups(root, "node")
+    frame = groups(root, "cluster")["cluster_layer1.0.se"]
+    assert text(frame) == "se"
+    gate = ["layer1.0.se.avgpool", "layer1.0.se.fc1", "layer1.0.se.fc2", "layer1.0.se.sigmoid", "layer1.0.se.mul"]
+    assert [text(nodes[n]) for n in gate] == ["avg pool", "1×1 conv, 16", "1×1 conv, 256", "sigmoid", "×"]
+    assert all(inside(nodes[n], frame) for n in gate)
+    for before, after in itertools.pairwise(gate):
+        assert after in targets(root, before)
+
+
+def test_se_product_takes_the_gate_and_the_blocks_tensor_from_outside_its_frame():
+    root = block_svg("timm/seresnet50")
+    nodes = groups(root, "node")
+    frame = groups(root, "cluster")["cluster_layer1.0.se"]
+    assert sources(root, "layer1.0.se.mul") == ["layer1.0.bn3", "layer1.0.se.sigmoid"]
+    assert text(nodes["layer1.0.bn3"]) == "BN" and not inside(nodes["layer1.0.bn3"], frame)
+    assert sources(root, "layer1.0.se.avgpool") == ["layer1.0.bn3"]
+    assert sources(root, "layer1.0.add") == ["layer1.0.downsample.1", "layer1.0.se.mul"]
+
+
+def test_preact_projection_starts_at_the_units_own_bn_relu():
+    # resnet-pre-act.lua: the unit that increases dimensions shares its BN-ReLU with the 1x1 projection.
+    root = block_svg("preact/preact164")
+    nodes = groups(root, "node")
+    for stage, previous, width in (("layer2", "layer1", 128), ("layer3", "layer2", 256)):
+        pre, projection = f"{stage}.0.pre", f"{stage}.0.downsample.0"
+        assert text(nodes[pre]) == "BN, ReLU"
+        assert sources(root, projection) == [pre]
+        assert text(nodes[projection]) == f"1×1 conv, {width}, /2"
+        assert sources(root, pre) == [f"{previous}.1.add"]  # the ×17 run ending the stage before
+        assert sorted(targets(root, pre)) == sorted([f"{stage}.0.conv1", projection])
+
+
+def test_preact_identity_shortcut_is_the_clean_path_from_the_previous_sum():
+    root = block_svg("preact/preact164")
+    assert sources(root, "layer2.1.add") == ["layer2.0.add", "layer2.1.conv3"]
+    assert "layer2.1.pre" not in groups(root, "node")  # read once: BN-ReLU stays implied
+
+
+def test_sk_paths_start_at_two_channel_slices_of_the_block_input():
+    # timm's SelectiveKernel with split input: 64 channels halved, a 3x3 and a dilated 3x3 path of width 64.
+    root = block_svg("timm/skresnet18")
+    nodes = groups(root, "node")
+    frame = groups(root, "cluster")["cluster_layer1.0.conv1"]
+    assert text(frame) == "selective_kernel"
+    slices = [n for n in nodes if n.startswith("layer1.0.conv1.slice_channels")][:2]
+    assert [text(nodes[n]) for n in slices] == ["channels 0:32", "channels 32:64"]
+    assert sources(root, slices[0]) == sources(root, slices[1]) == ["maxpool"]
+    paths = [targets(root, n) for n in slices]
+    assert [text(nodes[p[0]]) for p in paths] == ["3×3 conv, 64", "3×3 conv, 64, dilation 2×2"]
+    assert all(inside(nodes[n], frame) for n in slices)
+
+
+def test_sk_attention_weights_each_path_and_sums_them():
+    root = block_svg("timm/skresnet18")
+    nodes = groups(root, "node")
+    softmax = next(n for n in nodes if n.startswith("layer1.0.conv1.weights"))
+    weights = targets(root, softmax)
+    assert sorted(text(nodes[n]) for n in weights) == ["channels 0:64", "channels 64:128"]
+    products = [targets(root, n)[0] for n in weights]
+    assert len(set(products)) == 2 and all(text(nodes[n]) == "×" for n in products)
+    path_ends = {n for p in products for n in sources(root, p)} - set(weights)
+    assert path_ends == {"layer1.0.conv1.path0", "layer1.0.conv1.path1"}
+    assert all(text(nodes[n]) == "BN, ReLU" for n in path_ends)
+    total = {targets(root, p)[0] for p in products}
+    assert len(total) == 1 and text(nodes[total.pop()]) == "+"
+
+
+def test_a_call_inside_a_call_is_framed_inside_its_frame():
+    spec = ("block wrapped(channels) {\n  inner: se channels\n}\nnetwork w {\n  input 3x32x32\n"
+            "  stem { conv1: conv 3x3, 32 }\n  stages (block: basic, shortcut: A, attn: wrapped) { layer1: 1 x 32 }\n"
+            "  head { avgpool; fc: linear 10 }\n}\n")
+    root = svg(spec, "block")
+    frames = groups(root, "cluster")
+    outer, inner = frames["cluster_layer1.0.se"], frames["cluster_layer1.0.se.inner"]
+    assert (text(outer), text(inner)) == ("wrapped", "se")
+    assert inside(inner, outer)
+    assert inside(groups(root, "node")["layer1.0.se.inner.fc1"], inner)
+
+
 # --- stage level: Table 1 as a chain ---------------------------------------------------------------
 
 def test_stage_view_is_table_1_as_a_chain():
@@ -160,6 +285,12 @@ def test_stage_view_is_table_1_as_a_chain():
     assert "[1×1, 512; 3×3, 512; 1×1, 2048] ×3, /2" in text(nodes["layer4"])
     assert "bottleneck, shortcut B" in text(nodes["layer3"])
     assert "7×7 conv, 64, /2" in text(nodes["stem"])
+
+
+def test_stage_view_names_a_called_block_after_the_convs_as_the_se_paper_does():
+    # Hu et al. 2018, Table 1: SE-ResNet-50's conv2_x is the bottleneck's three convs, then the SE's fc.
+    nodes = groups(svg(SPECS / "timm/seresnet50.res", "stage"), "node")
+    assert "[1×1, 64; 3×3, 64; 1×1, 256; se] ×3" in text(nodes["layer1"])
 
 
 def test_stage_view_edges_carry_table_1_output_sizes():
