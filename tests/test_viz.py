@@ -435,4 +435,5 @@ def test_cli_output_that_cannot_be_written_is_one_sentence(tmp_path):
     (tmp_path / "taken.svg").mkdir()
     result = run(SPECS / "resnet18.res", "-o", tmp_path / "taken.svg")
     assert result.exit_code == 1
-    assert result.stderr.startswith("error: cannot write") and len(result.stderr.splitlines()) == 1
+    assert result.stderr.startswith("error: -o ") and "is a directory" in result.stderr
+    assert len(result.stderr.splitlines()) == 1

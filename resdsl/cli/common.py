@@ -39,9 +39,6 @@ def fail(message: str, status: int = 1) -> NoReturn:
     raise typer.Exit(status)
 
 
-resolve_spec_path = zoo.resolve  # the name viz.py still imports
-
-
 def load_network(spec: str, sets: list[str] | None) -> Network:
     """Compile a spec file or zoo name with `--set` values; raises SpecError, or UsageError for a bad --set."""
     overrides = dict(parse_override(item) for item in sets or [])

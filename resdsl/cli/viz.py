@@ -13,9 +13,9 @@ from typing import Annotated
 import networkx as nx
 import typer
 
-from resdsl.cli.common import SetOption, atomic_output, fail, resolve_spec_path
+from resdsl.cli.common import SetOption, atomic_output, fail, output_file
 from resdsl.diagnostics import SpecError
-from resdsl.resolve import UsageError, parse_override
+from resdsl.resolve import parse_override
 
 
 class Level(StrEnum):
@@ -41,16 +41,14 @@ def viz(
     fmt = output.suffix.lower().lstrip(".")
     if fmt not in FORMATS:
         fail(f"cannot tell the format of '{output}'; name the output .svg, .png, .pdf or .dot", 2)
+    output_file(output, "-o")
     graph, error = _lower(spec, set_)
     try:
         data = render(draw(graph, level.value, expand), fmt)
     except RenderError as problem:
         fail(str(problem))
-    try:
-        with atomic_output(output) as temp:
-            temp.write_bytes(data)
-    except OSError as problem:
-        fail(f"cannot write {output}: {problem.strerror or problem}")
+    with atomic_output(output) as temp:  # an OSError is one sentence from the CLI's handler
+        temp.write_bytes(data)
     if error is not None:
         typer.echo(error.render(), err=True)
         typer.echo(f"wrote {output}, with the nodes that fail their checks in red", err=True)
@@ -59,17 +57,10 @@ def viz(
 
 
 def _lower(spec: str, sets: list[str] | None) -> tuple[nx.DiGraph, SpecError | None]:
-    """The IR even when checks fail; exit 1 if the spec does not parse, 2 on a bad --set."""
+    """The IR even when checks fail (a spec that does not parse raises SpecError, a bad --set UsageError)."""
     from resdsl.network import lower_unchecked
 
-    try:
-        overrides = dict(parse_override(item) for item in sets or [])
-        return lower_unchecked(resolve_spec_path(spec), **overrides)
-    except UsageError as error:
-        fail(str(error), 2)
-    except SpecError as error:
-        typer.echo(error.render(), err=True)
-        raise typer.Exit(1) from None
+    return lower_unchecked(spec, **dict(parse_override(item) for item in sets or []))
 
 
 def register(app: typer.Typer) -> None:
