@@ -6,6 +6,7 @@ Files are read with `torch.load(weights_only=True)`: tensors and plain container
 from __future__ import annotations
 
 import pickle
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,9 @@ def read_torch_file(path: Path, what: str = "weights file") -> Any:
     damaged = f"{path} is not a readable {what} (truncated, corrupt or another kind of file)"
     with file:
         try:
-            return torch.load(file, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # e.g. a note on the pickle protocol of a file torch then refuses
+                warnings.simplefilter("ignore")
+                return torch.load(file, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as error:
             if "GLOBAL" in str(error):
                 raise WeightsError(f"{path} holds Python objects besides tensors; resdsl loads only tensors (a "

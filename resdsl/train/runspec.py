@@ -66,13 +66,13 @@ def train_lines(recipe: Recipe, steps_per_epoch: int) -> list[str]:
         recipe = recipe.model_copy(update={
             "iterations": recipe.total_iterations(steps_per_epoch), "epochs": None,
             "schedule": schedule.model_copy(update={"milestones": milestones, "unit": "iterations"})})
-    return [f"{key} {text}".rstrip() for key, write in _WRITERS.items()
+    return [f"{key} {text}".rstrip() for key, write in WRITERS.items()
             if (text := write(getattr(recipe, key))) is not None]
 
 
 def setting_text(recipe: Recipe, key: str) -> str:
     """How the train section writes `recipe`'s setting `key` (e.g. `steps(32000: 0.1)` for the schedule)."""
-    return _WRITERS[key](getattr(recipe, key)) or "unset"
+    return WRITERS[key](getattr(recipe, key)) or "unset"
 
 
 def _sections(network, sources: SourceMap) -> list[str]:
@@ -148,7 +148,7 @@ def _augment(augment) -> str:
 
 
 #: How each Recipe field is written as a train-section line (None: the line is left out).
-_WRITERS: dict[str, Callable[[object], str | None]] = {
+WRITERS: dict[str, Callable[[object], str | None]] = {
     "dataset": lambda name: f'"{name}"',
     "split": _split,
     "batch": str,
