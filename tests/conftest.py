@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
+import signal
 import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,35 +46,47 @@ network tiny {
 
 @dataclass(frozen=True)
 class Finished:
-    """A finished command: exit status, output, wall time and peak resident memory of the process."""
+    """A finished command: exit status, output, wall time, CPU time and peak resident memory of the process."""
 
     returncode: int
     stdout: str
     stderr: str
     seconds: float
+    cpu_seconds: float
     max_rss_bytes: int
 
 
+# Runs argv[2:] and writes its wait status, CPU seconds and peak RSS to argv[1]. The command is started from
+# this small process because a child's peak RSS counts the memory of the process it was forked from (pytest's).
+LAUNCHER = """
+import json, os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as out:
+    json.dump([status, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024], out)
+"""
+
+
 def run_measured(command: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 180) -> Finished:
-    """Run `command` to its end, measuring its own peak RSS (wait4), not that of other children."""
+    """Run `command` to its end, measuring its own CPU time and peak RSS, not those of pytest or other children."""
     environment = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    with tempfile.TemporaryDirectory() as folder:
+        usage = Path(folder) / "usage.json"
         start = time.monotonic()
-        process = subprocess.Popen(command, cwd=cwd, env=environment, stdout=out, stderr=err)
-        timer = threading.Timer(timeout, process.kill)
-        timer.start()
+        process = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(usage), *command], cwd=cwd, env=environment,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
         try:
-            _, status, usage = os.wait4(process.pid, 0)
-        finally:
-            timer.cancel()
-        process.returncode = os.waitstatus_to_exitcode(status)
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)  # the launcher and the command it started
+            process.communicate()
+            raise
         seconds = time.monotonic() - start
-        if seconds >= timeout:
-            raise subprocess.TimeoutExpired(command, timeout)
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
-    return Finished(process.returncode, stdout, stderr, seconds, usage.ru_maxrss * 1024)
+        status, cpu_seconds, rss = json.loads(usage.read_text())
+    return Finished(os.waitstatus_to_exitcode(status), stdout.decode(errors="replace"),
+                    stderr.decode(errors="replace"), seconds, cpu_seconds, rss)
 
 
 @pytest.fixture(scope="session")
