@@ -7,10 +7,13 @@ together), so `resdsl check spec.res` and `resdsl train spec.res` need nothing e
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from functools import cache
 
 from resdsl.expr import Value
 from resdsl.network import Network
+from resdsl.parser import parse
 from resdsl.recipe import Recipe
 from resdsl.resolve import prelude_source
 from resdsl.source import SourceMap, Span
@@ -27,12 +30,13 @@ def standalone_spec(network: Network, recipe: Recipe, steps_per_epoch: int, orig
     sources = program.sources
     prelude = prelude_source().path
     own = [item for item in (*program.blocks.values(), *program.shortcuts.values()) if item.span.path != prelude]
-    bound = ", ".join(f"{name} = {literal(value)}" for name, value in program.params.items())
+    values = _param_values(program)
+    bound = ", ".join(f"{name} = {literal(value)}" for name, value in values.items())
     header = (f"# {program.network.name} as trained: {origin} resolved into one file"
               + (f", params bound ({bound})" if bound else "") + ",\n# the input and train section as run.\n")
     parts = [header]
-    parts += [f"param {name} = {literal(value)}\n" for name, value in program.params.items()]
-    parts += [f"\n{_text(sources, item.span)}\n" for item in own]
+    parts += [f"param {name} = {literal(value)}\n" for name, value in values.items()]
+    parts += [f"\n{_definition(sources, item)}\n" for item in own]
     parts.append(f"\nnetwork {program.network.name} {{\n")
     parts += [f"{INDENT}{section}\n" for section in _sections(program.network, sources)]
     parts.append(f"{INDENT}train {{\n")
@@ -73,6 +77,27 @@ def train_lines(recipe: Recipe, steps_per_epoch: int) -> list[str]:
 def setting_text(recipe: Recipe, key: str) -> str:
     """How the train section writes `recipe`'s setting `key` (e.g. `steps(32000: 0.1)` for the schedule)."""
     return WRITERS[key](getattr(recipe, key)) or "unset"
+
+
+def _param_values(program) -> dict[str, Value]:
+    """The bound params: `Program.param_values` in the language v2 front end, `Program.params` before it."""
+    return program.param_values if hasattr(program, "param_values") else program.params
+
+
+def _definition(sources: SourceMap, item) -> str:
+    """A block or shortcut definition, written `override` exactly where it replaces a built-in of its name."""
+    text = _OVERRIDE.sub("", _text(sources, item.span), count=1)
+    return f"override {text}" if item.name in _builtins() else text
+
+
+@cache
+def _builtins() -> frozenset[str]:
+    """The names of the prelude's blocks and shortcuts."""
+    prelude = parse(prelude_source(), SourceMap())
+    return frozenset(item.name for item in (*prelude.blocks, *prelude.shortcuts))
+
+
+_OVERRIDE = re.compile(r"^override\s+")
 
 
 def _sections(network, sources: SourceMap) -> list[str]:
