@@ -6,6 +6,7 @@ Files are read with `torch.load(weights_only=True)`: tensors and plain container
 from __future__ import annotations
 
 import pickle
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,24 +49,36 @@ def read_torch_file(path: Path, what: str = "weights file") -> Any:
     if not path.exists():
         raise WeightsError(f"{path}: no such {what}")
     if not path.is_file():
-        raise WeightsError(f"{path} is not a regular file")
+        raise WeightsError(f"{path} is not a regular file (a pipe or a device); give a file saved with torch.save")
     try:
         file = path.open("rb")
     except OSError as error:
         raise WeightsError(f"cannot read {path}: {error.strerror or error}") from None
-    damaged = f"{path} is not a readable {what} (truncated, corrupt or another kind of file)"
     with file:
+        head = file.read(2)
+        if not head:
+            raise WeightsError(f"{path} is empty")
+        file.seek(0)
         try:
             with warnings.catch_warnings():  # e.g. a note on the pickle protocol of a file torch then refuses
                 warnings.simplefilter("ignore")
                 return torch.load(file, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as error:
-            if "GLOBAL" in str(error):
-                raise WeightsError(f"{path} holds Python objects besides tensors; resdsl loads only tensors (a "
-                                   "state_dict or a checkpoint of them) and never runs code from a file") from None
-            raise WeightsError(damaged) from None
-        except Exception:  # torch raises several types (OSError among them) for damaged archives
-            raise WeightsError(damaged) from None
+        except Exception as error:  # torch raises several types (OSError among them) for damaged archives
+            raise WeightsError(_unreadable(path, head, error)) from None
+
+
+def _unreadable(path: Path, head: bytes, error: Exception) -> str:
+    """What a file that torch.load refused is not. Never advises weights_only=False: the file's origin is unknown."""
+    tensors_only = "resdsl loads tensors only, so save the weights with torch.save(model.state_dict(), path)"
+    refused = re.search(r"GLOBAL ([\w.]+)", str(error)) if isinstance(error, pickle.UnpicklingError) else None
+    if refused:
+        return (f"{path} is not a plain state_dict: it holds the Python object {refused.group(1)}, which resdsl "
+                f"does not unpickle (nothing in the file was run); {tensors_only}")
+    if head == b"PK":
+        return f"{path} is a torch.save archive that is truncated or damaged"
+    if head[:1] == b"\x80":
+        return f"{path} is a plain Python pickle, not a file saved with torch.save; {tensors_only}"
+    return f"{path} is not a PyTorch weights file (neither a torch.save archive nor a pickle)"
 
 
 def read_weights(path: Path) -> Weights:

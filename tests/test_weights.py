@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 import pytest
@@ -105,13 +106,18 @@ def test_a_pickle_that_would_run_code_is_refused_without_running_it(tmp_path: Pa
     path = _saved(tmp_path, {"model": {"conv1.weight": torch.zeros(1)}, "extra": Payload()})
     with pytest.raises(WeightsError) as raised:
         read_weights(path)
-    assert str(raised.value) == (f"{path} holds Python objects besides tensors; resdsl loads only tensors (a "
-                                 "state_dict or a checkpoint of them) and never runs code from a file")
+    assert str(raised.value) == (
+        f"{path} is not a plain state_dict: it holds the Python object {os.system.__module__}.system, which resdsl "
+        "does not unpickle (nothing in the file was run); resdsl loads tensors only, so save the weights with "
+        "torch.save(model.state_dict(), path)")
     assert not marker.exists()
 
 
 @pytest.mark.parametrize(("content", "message"), [
-    (b"\x80\x04 random bytes, not a pickle", "is not a readable weights file (truncated, corrupt or another kind"),
+    (b"", "is empty"),
+    (b"just some text", "is not a PyTorch weights file (neither a torch.save archive nor a pickle)"),
+    (pickle.dumps({"conv1.weight": [0.0]}, protocol=4), "is a plain Python pickle, not a file saved with torch.save"),
+    (b"PK\x03\x04 the start of a zip archive", "is a torch.save archive that is truncated or damaged"),
     (None, "holds neither a state_dict (names to tensors) nor a checkpoint with one under 'model' or 'state_dict'"),
 ])
 def test_files_that_are_not_weights_are_refused(tmp_path: Path, content: bytes | None, message: str):
