@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
-import struct
+import stat
 import subprocess
 import sys
 import time
@@ -17,63 +18,23 @@ import torch
 import resdsl
 from resdsl.train.checkpoint import CheckpointError, load
 
-SPEC = """\
-network tiny {
-  input 1x12x12
-  stem { conv1: conv 3x3, 8; bn1: batchnorm; relu }
-  stages (block: basic, shortcut: A) {
-    layer1: 1 x 8
-    layer2: 1 x 16, stride 2
-  }
-  head { avgpool; fc: linear 10 }
-  train {
-    dataset mnist
-    split 32
-    batch 32
-    lr 0.05
-    momentum 0.9
-    weight_decay 5e-4
-    schedule steps(6: 0.1)
-    iterations 12
-    augment pad 2, crop 12, flip
-    mean_subtract
-  }
-}
-"""
 QUICK = ["--checkpoint-every", "4", "--log-every", "2", "--eval-every", "6", "--seed", "3", "--device", "cpu"]
 
 
-def _write_idx(path: Path, array: torch.Tensor) -> None:
-    header = struct.pack(">BBBB", 0, 0, 8, array.dim()) + struct.pack(f">{array.dim()}I", *array.shape)
-    path.write_bytes(header + array.to(torch.uint8).numpy().tobytes())
+@pytest.fixture(scope="module")
+def workspace(tiny_workspace: Path) -> Path:
+    return tiny_workspace
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> Path:
-    """A spec and an idx dataset (256 train, 64 test images of 12x12) whose class is a bright row."""
-    root = tmp_path_factory.mktemp("train")
-    (root / "tiny.res").write_text(SPEC)
-    data = root / "data"
-    data.mkdir()
-    generator = torch.Generator().manual_seed(0)
-    for prefix, count in (("train", 256), ("t10k", 64)):
-        labels = torch.randint(10, (count,), generator=generator)
-        images = torch.randint(0, 60, (count, 12, 12), generator=generator)
-        images[torch.arange(count), labels + 1] = 250
-        _write_idx(data / f"{prefix}-images-idx3-ubyte", images)
-        _write_idx(data / f"{prefix}-labels-idx1-ubyte", labels)
-    return root
+def cli(resdsl_cli):
+    return resdsl_cli
 
 
-def _resdsl(*args: str, cwd: Path, env: dict | None = None, timeout: float = 180,
-            entry: tuple[str, str] = ("-m", "resdsl")) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run([sys.executable, *entry, *args], cwd=cwd, env=environment, capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def _train(workspace: Path, out: str, *extra: str) -> subprocess.CompletedProcess:
-    return _resdsl("train", "tiny.res", "--data", "data", "--out", out, *QUICK, *extra, cwd=workspace)
+@pytest.fixture(scope="module")
+def train(cli, workspace: Path):
+    """`train(out, *flags)`: tiny.res trained in the workspace with quick intervals."""
+    return lambda out, *extra: cli("train", "tiny.res", "--data", "data", "--out", out, *QUICK, *extra, cwd=workspace)
 
 
 # `resdsl train ...` that dies by SIGKILL right after saving the checkpoint of iteration 8.
@@ -93,9 +54,9 @@ main()
 
 
 @pytest.fixture(scope="module")
-def finished(workspace: Path) -> Path:
+def finished(train, workspace: Path) -> Path:
     """An uninterrupted 12-iteration run."""
-    result = _train(workspace, "straight")
+    result = train("straight")
     assert result.returncode == 0, result.stderr
     return workspace / "straight"
 
@@ -122,12 +83,12 @@ def test_metrics_follow_the_step_schedule(finished: Path):
     assert [m["iteration"] for m in evals] == [6, 12] and all("val_error" in m for m in evals)
 
 
-def test_resume_after_sigkill_ends_bit_identical(workspace: Path, finished: Path):
-    killed = _resdsl("train", "tiny.res", "--data", "data", "--out", "killed", *QUICK, cwd=workspace,
-                     entry=("-c", KILLED_AFTER_CHECKPOINT_8))
+def test_resume_after_sigkill_ends_bit_identical(workspace: Path, finished: Path, cli, train):
+    killed = cli("train", "tiny.res", "--data", "data", "--out", "killed", *QUICK, cwd=workspace,
+                     script=KILLED_AFTER_CHECKPOINT_8)
     assert killed.returncode == -signal.SIGKILL
     assert load(workspace / "killed" / "last.pt")["iteration"] == 8
-    resumed = _train(workspace, "killed", "--resume")
+    resumed = train("killed", "--resume")
     assert resumed.returncode == 0, resumed.stderr
     ours, reference = load(workspace / "killed" / "last.pt"), load(finished / "last.pt")
     assert ours["iteration"] == reference["iteration"] == 12
@@ -137,14 +98,15 @@ def test_resume_after_sigkill_ends_bit_identical(workspace: Path, finished: Path
     assert [m["iteration"] for m in _metrics(workspace / "killed")] == [m["iteration"] for m in _metrics(finished)]
 
 
-def test_truncated_checkpoint_is_refused(workspace: Path, finished: Path):
+def test_truncated_checkpoint_is_refused(workspace: Path, finished: Path, train):
     out = workspace / "truncated"
     out.mkdir()
     data = (finished / "last.pt").read_bytes()
     (out / "last.pt").write_bytes(data[: len(data) // 2])
-    result = _train(workspace, "truncated", "--resume")
+    result = train("truncated", "--resume")
     assert result.returncode == 1
-    assert result.stderr.startswith("error: cannot resume: ") and "not a readable checkpoint" in result.stderr
+    assert result.stderr == f"error: cannot resume: {Path('truncated') / 'last.pt'} is a torch.save archive that is " \
+                            "truncated or damaged\n"
     assert "Traceback" not in result.stderr
 
 
@@ -152,15 +114,15 @@ def test_garbage_checkpoint_is_refused_by_load():
     path = Path(os.environ.get("TMPDIR", "/tmp")) / f"garbage-{os.getpid()}.pt"
     path.write_bytes(b"PK\x03\x04 not really a zip file")
     try:
-        with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        with pytest.raises(CheckpointError, match=r"is a torch\.save archive that is truncated or damaged"):
             load(path)
     finally:
         path.unlink()
 
 
-def test_existing_run_is_not_overwritten_without_resume(workspace: Path, finished: Path):
+def test_existing_run_is_not_overwritten_without_resume(finished: Path, train):
     before = (finished / "last.pt").read_bytes()
-    result = _train(workspace, "straight")
+    result = train("straight")
     assert result.returncode == 1 and "pass --resume" in result.stderr
     assert (finished / "last.pt").read_bytes() == before
 
@@ -181,15 +143,15 @@ def test_ctrl_c_checkpoints_and_exits_130(workspace: Path):
     assert 2 <= saved["iteration"] < 100000
 
 
-def test_missing_data_is_one_sentence(workspace: Path):
-    result = _resdsl("train", "tiny.res", "--data", "nowhere", "--out", "none", cwd=workspace,
+def test_missing_data_is_one_sentence(workspace: Path, cli):
+    result = cli("train", "tiny.res", "--data", "nowhere", "--out", "none", cwd=workspace,
                      env={"RESDSL_DATA": str(workspace / "empty"), "HOME": str(workspace / "home")})
     assert result.returncode == 1
     assert result.stderr.startswith("error: no mnist data found in nowhere") and result.stderr.count("\n") == 1
 
 
-def test_bad_recipe_flag_points_at_it(workspace: Path):
-    result = _resdsl("train", "tiny.res", "--lr", "-1", cwd=workspace)
+def test_bad_recipe_flag_points_at_it(workspace: Path, cli):
+    result = cli("train", "tiny.res", "--lr", "-1", cwd=workspace)
     assert result.returncode == 1
     assert "<--lr>:2:4: error: the learning rate must be positive" in result.stderr
 
@@ -207,34 +169,34 @@ def _error_by_hand(workspace: Path, state: dict, mean: torch.Tensor) -> float:
     return float((logits.argmax(1) != test.labels).float().mean())
 
 
-def test_eval_prints_the_test_error_of_a_checkpoint_and_a_bare_state_dict(workspace: Path, finished: Path):
+def test_eval_prints_the_test_error_of_a_checkpoint_and_a_bare_state_dict(workspace: Path, finished: Path, cli):
     saved = load(finished / "last.pt")
     expected = f"error {100 * _error_by_hand(workspace, saved['model'], saved['mean']):.2f}%"
-    result = _resdsl("eval", "tiny.res", "--weights", str(finished / "last.pt"), "--data", "data", cwd=workspace)
+    result = cli("eval", "tiny.res", "--weights", str(finished / "last.pt"), "--data", "data", cwd=workspace)
     assert result.returncode == 0, result.stderr
     assert expected in result.stdout
     torch.save(saved["model"], workspace / "bare.pt")
-    result = _resdsl("eval", "tiny.res", "--weights", "bare.pt", "--data", "data", cwd=workspace)
+    result = cli("eval", "tiny.res", "--weights", "bare.pt", "--data", "data", cwd=workspace)
     assert result.returncode == 0, result.stderr
     assert "64 images" in result.stdout
 
 
-def test_eval_refuses_a_truncated_checkpoint(workspace: Path, finished: Path):
+def test_eval_refuses_a_truncated_checkpoint(workspace: Path, finished: Path, cli):
     data = (finished / "last.pt").read_bytes()
     (workspace / "half.pt").write_bytes(data[: len(data) // 3])
-    result = _resdsl("eval", "tiny.res", "--weights", "half.pt", "--data", "data", cwd=workspace)
-    assert result.returncode == 1 and "not a readable checkpoint" in result.stderr and "Traceback" not in result.stderr
+    result = cli("eval", "tiny.res", "--weights", "half.pt", "--data", "data", cwd=workspace)
+    assert result.returncode == 1 and "truncated or damaged" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_plot_writes_a_png(workspace: Path, finished: Path):
-    result = _resdsl("plot", "straight", "-o", "curves.png", cwd=workspace)
+def test_plot_writes_a_png(workspace: Path, finished: Path, cli):
+    result = cli("plot", "straight", "-o", "curves.png", cwd=workspace)
     assert result.returncode == 0, result.stderr
     assert (workspace / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_plot_of_a_directory_without_metrics_is_refused(workspace: Path):
+def test_plot_of_a_directory_without_metrics_is_refused(workspace: Path, cli):
     (workspace / "empty_run").mkdir(exist_ok=True)
-    result = _resdsl("plot", "empty_run", "-o", "none.png", cwd=workspace)
+    result = cli("plot", "empty_run", "-o", "none.png", cwd=workspace)
     assert result.returncode == 1 and "has no metrics.jsonl" in result.stderr
     assert not (workspace / "none.png").exists()
 
@@ -249,36 +211,153 @@ def test_two_cpu_processes_stay_in_sync(workspace: Path):
     assert len(digests) == 2 and digests[0] == digests[1]
 
 
-def test_until_train_error_warmup_holds_its_lr_until_the_error_drops(workspace: Path):
+def test_until_train_error_warmup_holds_its_lr_until_the_error_drops(workspace: Path, train):
     # every window's error is below 100%, so the warm-up ends at the first log line (iteration 2)
-    result = _train(workspace, "warm", "--iterations", "6", "--warmup", "lr 0.01, until_train_error 1.0",
+    result = train("warm", "--iterations", "6", "--warmup", "lr 0.01, until_train_error 1.0",
                     "--schedule", "constant()")
     assert result.returncode == 0, result.stderr
     steps = [m for m in _metrics(workspace / "warm") if "train_error" in m]
     assert [m["lr"] for m in steps] == [0.01, 0.05, 0.05]
 
 
-def _write_cifar_batch(path: Path, count: int, generator: torch.Generator) -> None:
-    import pickle
-
-    import numpy as np
-
-    data = torch.randint(0, 256, (count, 3072), generator=generator, dtype=torch.uint8).numpy()
-    labels = torch.randint(10, (count,), generator=generator).tolist()
-    with path.open("wb") as file:
-        pickle.dump({b"batch_label": b"x", b"labels": labels, b"data": np.asarray(data),
-                     b"filenames": [b"x.png"] * count}, file)
-
-
-def test_cifar110_spec_alone_finds_cifar10_in_resdsl_data(tmp_path: Path):
-    folder = tmp_path / "store" / "cifar10" / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    generator = torch.Generator().manual_seed(0)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        _write_cifar_batch(folder / name, 1010, generator)  # 5050 training images: enough for the 5k split
+def test_cifar110_spec_alone_finds_cifar10_in_resdsl_data(tmp_path: Path, cli, make_cifar):
+    # 5050 training images: enough for the 5k split
+    make_cifar(tmp_path / "store" / "cifar10" / "cifar-10-batches-py", 10, train=5050, test=1010)
     spec = Path(resdsl.__file__).parent.parent / "specs" / "cifar110.res"
-    result = _resdsl("train", str(spec), "--iterations", "1", "--batch", "4", "--limit-eval", "8", "--out", "run",
-                     cwd=tmp_path, env={"RESDSL_DATA": str(tmp_path / "store")})
+    result = cli("train", str(spec), "--iterations", "1", "--batch", "4", "--limit-eval", "8", "--out", "run",
+                 cwd=tmp_path, env={"RESDSL_DATA": str(tmp_path / "store")})
     assert result.returncode == 0, result.stderr
     assert "50 training images" in result.stdout  # 5050 less the paper's 5000 held out
     assert load(tmp_path / "run" / "last.pt")["iteration"] == 1
+
+
+# --- runs that other tools read --------------------------------------------------------------
+
+TRAIN_KEYS = ["kind", "iteration", "epoch", "time", "elapsed", "lr", "train_loss", "train_error", "images_per_s"]
+EVAL_KEYS = ["kind", "iteration", "epoch", "time", "elapsed", "val_error", "test_error"]
+
+
+def test_metrics_records_are_one_kind_each_with_wall_clock_time(finished: Path):
+    records = _metrics(finished)
+    assert [list(r) for r in records if r["kind"] == "train"] == [TRAIN_KEYS] * 6  # docs/training.md's schema
+    assert [list(r) for r in records if r["kind"] == "eval"] == [EVAL_KEYS] * 2
+    finished_at = (finished / "last.pt").stat().st_mtime
+    times = [r["time"] for r in records]
+    assert times == sorted(times) and finished_at - 600 < times[0] <= times[-1] <= finished_at + 1
+    elapsed = [r["elapsed"] for r in records]
+    assert elapsed == sorted(elapsed) and 0 < elapsed[-1] < 600
+
+
+def test_run_folder_spec_compiles_alone_as_the_trained_network(workspace: Path, finished: Path, cli):
+    checked = cli("check", "spec.res", cwd=finished)
+    assert checked.returncode == 0, checked.stderr
+    alone, original = resdsl.compile(str(finished / "spec.res")), resdsl.compile(str(workspace / "tiny.res"))
+    assert (alone.name, alone.params, alone.macs, alone.input_shape) == \
+        (original.name, original.params, original.macs, original.input_shape)
+    from resdsl.recipe import Recipe
+
+    assert alone.recipe == Recipe.model_validate(load(finished / "last.pt")["recipe"])
+
+
+def test_run_files_are_written_with_the_umask_mode(finished: Path):
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("last.pt", "best.pt", "config.json", "spec.res", "metrics.jsonl", "mean.pt"):
+        assert stat.S_IMODE((finished / name).stat().st_mode) == 0o666 & ~mask, name
+
+
+def test_resume_may_make_a_finished_run_longer(workspace: Path, finished: Path, train):
+    shutil.copytree(finished, workspace / "longer")
+    result = train("longer", "--resume", "--iterations", "16")
+    assert result.returncode == 0, result.stderr
+    assert "now ends at iteration 16 (was 12)" in result.stdout
+    steps = [m for m in _metrics(workspace / "longer") if m["kind"] == "train"]
+    assert [m["iteration"] for m in steps] == [2, 4, 6, 8, 10, 12, 14, 16]
+    # the milestone stays at 6: lr 0.05 x 0.1 from there on, also past the first run's end
+    assert [m["lr"] for m in steps[-2:]] == pytest.approx([0.005, 0.005])
+    assert load(workspace / "longer" / "last.pt")["iteration"] == 16
+
+
+@pytest.fixture(scope="module")
+def logged(cli, workspace: Path) -> Path:
+    """A 20-iteration run without a validation split, logged for TensorBoard too."""
+    result = cli("train", "tiny.res", "--data", "data", "--out", "logged", "--iterations", "20", "--split", "0",
+                 "--log-every", "5", "--eval-every", "10", "--device", "cpu", "--tensorboard", cwd=workspace)
+    assert result.returncode == 0, result.stderr
+    return workspace / "logged"
+
+
+def test_tensorboard_reads_the_scalars_of_a_20_iteration_run(logged: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(logged))
+    events.Reload()
+    records = _metrics(logged)
+    for kind, key in (("train", "train_loss"), ("train", "train_error"), ("train", "lr"), ("eval", "test_error")):
+        scalars = events.Scalars(f"{kind}/{key}")
+        expected = [r for r in records if r["kind"] == kind]
+        assert [s.step for s in scalars] == [r["iteration"] for r in expected]
+        assert [s.value for s in scalars] == pytest.approx([r[key] for r in expected], rel=1e-6)  # float32
+        assert [s.wall_time for s in scalars] == pytest.approx([r["time"] for r in expected], abs=1e-3)
+    assert [s.step for s in events.Scalars("train/train_loss")] == [5, 10, 15, 20]
+
+
+def test_config_records_the_dataset_input_and_mean_image(workspace: Path, logged: Path):
+    config = json.loads((logged / "config.json").read_text())
+    assert (config["dataset"], config["input"], config["classes"], config["mean"]) == ("mnist", [1, 12, 12], 10,
+                                                                                       "mean.pt")
+    images = (workspace / "data" / "train-images-idx3-ubyte").read_bytes()[16:]
+    by_hand = torch.frombuffer(bytearray(images), dtype=torch.uint8).reshape(256, 1, 12, 12).double().mean(0) / 255
+    mean = torch.load(logged / "mean.pt", weights_only=True)
+    assert torch.allclose(mean.double(), by_hand, atol=1e-6)
+    assert torch.equal(load(logged / "last.pt")["mean"], mean)
+
+
+# --- fine-tuning -----------------------------------------------------------------------------
+
+HEAD_100 = """\
+network cifar20_100 extends "{specs}/cifar_resnet.res" (n = 3) {{
+  head {{ avgpool; fc: linear 100 }}
+}}
+"""
+CIFAR_QUICK = ["--split", "0", "--batch", "8", "--limit-eval", "8", "--device", "cpu", "--no-mean-subtract"]
+
+
+@pytest.fixture(scope="module")
+def cifar_runs(tmp_path_factory, cli, make_cifar) -> Path:
+    """cifar20 trained 3 iterations on 10 classes (`first/`), and the data for a 100-class head."""
+    root = tmp_path_factory.mktemp("finetune")
+    make_cifar(root / "cifar10", 10, train=40, test=8)
+    make_cifar(root / "cifar100", 100, train=16, test=8)
+    (root / "cifar20_100.res").write_text(HEAD_100.format(specs=Path(resdsl.__file__).parent.parent / "specs"))
+    spec = Path(resdsl.__file__).parent.parent / "specs" / "cifar20.res"
+    result = cli("train", str(spec), "--data", "cifar10", "--out", "first", "--iterations", "3", *CIFAR_QUICK,
+                 cwd=root)
+    assert result.returncode == 0, result.stderr
+    return root
+
+
+def test_fine_tuning_loads_all_but_a_head_of_another_size(cifar_runs: Path, cli):
+    tuned = cli("train", "cifar20_100.res", "--dataset", "cifar100", "--data", "cifar100", "--out", "tuned",
+                "--weights", "first/last.pt", "--iterations", "1", "--lr", "1e-9", "--momentum", "0",
+                "--weight-decay", "0", *CIFAR_QUICK, cwd=cifar_runs)
+    assert tuned.returncode == 0, tuned.stderr
+    assert ("re-initialised fc.weight (10x64 in the file, 100x64 here), fc.bias (10 in the file, 100 here)"
+            in tuned.stdout)
+    source, result = load(cifar_runs / "first" / "last.pt")["model"], load(cifar_runs / "tuned" / "last.pt")["model"]
+    assert f"loaded {len(source) - 2} of {len(source)} tensors" in tuned.stdout
+    assert result["fc.weight"].shape == (100, 64)
+    # one step at lr 1e-9 leaves the loaded weights where they were (BatchNorm statistics move with the batch)
+    for name, tensor in source.items():
+        if not name.startswith("fc.") and "running_" not in name and "num_batches" not in name:
+            assert torch.allclose(result[name], tensor, atol=1e-6), name
+
+
+def test_strict_refuses_a_head_of_another_size(cifar_runs: Path, cli):
+    refused = cli("train", "cifar20_100.res", "--dataset", "cifar100", "--data", "cifar100", "--out", "strict",
+                  "--weights", "first/last.pt", "--strict", "--iterations", "1", *CIFAR_QUICK, cwd=cifar_runs)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert refused.stderr == ("error: first/last.pt does not fit cifar20_100: wrong shape for fc.weight (10x64 in the "
+                              "file, 100x64 here), fc.bias (10 in the file, 100 here); without --strict a last layer "
+                              "of another size is re-initialised\n")
+    assert not (cifar_runs / "strict").exists()

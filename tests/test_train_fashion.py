@@ -27,7 +27,7 @@ def test_cifar20_learns_fashion_mnist_in_400_iterations(tmp_path: Path):
     assert result.returncode == 0, result.stderr
     assert "recompiled for fashion-mnist's 1x28x28 images" in result.stdout
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    tests = [r for r in records if "test_error" in r]
+    tests = [r for r in records if r["kind"] == "eval"]
     assert [r["iteration"] for r in tests] == [200, 400]
     assert tests[-1]["test_error"] < 0.20  # chance is 0.90
     plot = subprocess.run([sys.executable, "-m", "resdsl", "plot", "run", "-o", "curves.png"], cwd=tmp_path,

@@ -2,25 +2,77 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from resdsl.cli.common import atomic_output, fail
+from resdsl import metrics
+from resdsl.cli.common import fail
+from resdsl.files import atomic_write, writable_folder
+
+#: What matplotlib writes without extra software (pgf needs LaTeX; raw and rgba are not image files).
+FORMATS = ("png", "pdf", "svg", "svgz", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "webp")
+MAX_POINTS = 1_000_000  # per run: a point every iteration of a million-iteration run
+
+Curve = list[tuple[int, float]]
 
 
 def plot(
     runs: Annotated[list[Path], typer.Argument(help="Run directories (each with metrics.jsonl).", show_default=False)],
-    output: Annotated[Path, typer.Option("--output", "-o", help="The figure to write (.png, .pdf, .svg).")] = Path(
+    output: Annotated[Path, typer.Option("--output", "-o", help=f"The figure to write ({', '.join(FORMATS)}).")] = Path(
         "curves.png"),
     title: Annotated[str | None, typer.Option(help="A title above the plot.")] = None,
 ) -> None:
     """Training error dashed, test error bold, against iterations; one colour per run."""
+    suffix = output.suffix.lstrip(".").lower() or "png"
+    if suffix not in FORMATS:
+        fail(f"-o {output}: cannot write .{suffix} figures; use one of {', '.join(f'.{f}' for f in FORMATS)}", 2)
+    if output.is_dir():
+        fail(f"-o {output} is a directory; give a file name, e.g. {output / 'curves.png'}")
+    try:
+        writable_folder(output.parent)
+    except OSError as error:
+        fail(f"cannot write {output}: {error.strerror or error}")
     curves = {run: read_curves(run) for run in runs}
-    names = _names(runs)
+    figure = _draw(curves, _names(runs), title)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(output) as file:
+            figure.savefig(file, format=suffix)
+    except OSError as error:
+        fail(f"cannot write {output}: {error.strerror or error}")
+    typer.echo(f"wrote {output}")
 
+
+def read_curves(run: Path) -> tuple[Curve, Curve]:
+    """(iteration, train error %) and (iteration, test error %) points of a run's metrics.jsonl."""
+    path = run / "metrics.jsonl"
+    if not path.is_file():
+        fail(f"{run} is not a run directory: it has no metrics.jsonl")
+    train: Curve = []
+    test: Curve = []
+    try:
+        for line in metrics.lines(path):
+            if line.entry is None:
+                if not line.complete:  # the run is still writing its last line
+                    continue
+                fail(f"{path}:{line.number}: not a metrics record: {line.problem}")
+            if len(train) + len(test) >= MAX_POINTS:
+                fail(f"{path}:{line.number}: more than {MAX_POINTS:,} points to plot; plot reads no more")
+            entry = line.entry
+            if entry["kind"] == "train" and entry.get("train_error") is not None:
+                train.append((entry["iteration"], 100 * entry["train_error"]))
+            if entry["kind"] == "eval" and entry.get("test_error") is not None:
+                test.append((entry["iteration"], 100 * entry["test_error"]))
+    except OSError as error:
+        fail(f"cannot read {path}: {error.strerror or error}")
+    if not train and not test:
+        fail(f"{path} has no training or test error to plot yet")
+    return train, test
+
+
+def _draw(curves: dict[Path, tuple[Curve, Curve]], names: dict[Path, str], title: str | None):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -46,33 +98,7 @@ def plot(
     if title:
         axes.set_title(title)
     figure.tight_layout()
-    suffix = output.suffix.lstrip(".") or "png"
-    with atomic_output(output) as temp:
-        figure.savefig(temp, format=suffix)
-    plt.close(figure)
-    typer.echo(f"wrote {output}")
-
-
-def read_curves(run: Path) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
-    """(iteration, train error %) and (iteration, test error %) points of a run's metrics.jsonl."""
-    path = run / "metrics.jsonl"
-    if not path.is_file():
-        fail(f"{run} is not a run directory: it has no metrics.jsonl")
-    train, test = [], []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            if "train_error" in record:
-                train.append((int(record["iteration"]), 100 * float(record["train_error"])))
-            if "test_error" in record:
-                test.append((int(record["iteration"]), 100 * float(record["test_error"])))
-        except (ValueError, KeyError, TypeError):
-            fail(f"{path}:{number} is not a metrics line (JSON with iteration and errors)")
-    if not train and not test:
-        fail(f"{path} has no training or test error to plot yet")
-    return train, test
+    return figure
 
 
 def _names(runs: list[Path]) -> dict[Path, str]:

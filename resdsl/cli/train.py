@@ -47,8 +47,14 @@ def train(
                                                   rich_help_panel=RUN)] = 1000,
     eval_every: Annotated[int, typer.Option(help="Evaluate every N iterations.", rich_help_panel=RUN)] = 1000,
     log_every: Annotated[int, typer.Option(help="Log a metrics line every N iterations.", rich_help_panel=RUN)] = 50,
-    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last.pt.",
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last.pt (it may be made longer).",
                                          rich_help_panel=RUN)] = False,
+    weights: Annotated[Path | None, typer.Option(help="Start from these weights: a resdsl checkpoint or a state_dict "
+                                                      "(torchvision, timm names).", rich_help_panel=RUN)] = None,
+    strict: Annotated[bool, typer.Option(help="With --weights, refuse a last layer of another size instead of "
+                                              "re-initialising it.", rich_help_panel=RUN)] = False,
+    tensorboard: Annotated[bool, typer.Option(help="Also log the metrics for TensorBoard, into --out.",
+                                              rich_help_panel=RUN)] = False,
     device: Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N (default: cuda if any).",
                                                rich_help_panel=RUN)] = None,
     amp: Annotated[str | None, typer.Option(help="Autocast to bf16 or fp16.", rich_help_panel=RUN)] = None,
@@ -67,6 +73,10 @@ def train(
         fail("give either --iterations or --epochs, not both", 2)
     if amp not in (None, "bf16", "fp16"):
         fail(f"--amp takes bf16 or fp16, not '{amp}'", 2)
+    if weights is not None and resume:
+        fail("--weights starts a new run from weights and --resume continues a run from its last.pt; give one", 2)
+    if strict and weights is None:
+        fail("--strict applies to --weights, which is not given", 2)
     for name, value in (("--checkpoint-every", checkpoint_every), ("--eval-every", eval_every),
                         ("--log-every", log_every), ("--limit-train", limit_train), ("--limit-eval", limit_eval)):
         if value is not None and value < 1:
@@ -97,7 +107,7 @@ def train(
                        device=device, amp=amp, compile=compile_, sync_bn=sync_bn,
                        zero_init_residual=zero_init_residual, checkpoint_every=checkpoint_every,
                        eval_every=eval_every, log_every=log_every, limit_train=limit_train,
-                       limit_eval=limit_eval, resume=resume)
+                       limit_eval=limit_eval, resume=resume, weights=weights, strict=strict, tensorboard=tensorboard)
     try:
         status = run(network, config)
     except (DataError, RunError, CheckpointError, DeviceError) as error:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from resdsl.files import atomic_write, remove_stale_temps
+from resdsl.weights import WeightsError, read_torch_file
+
 REQUIRED = ("model", "optimizer", "iteration", "epoch", "loader", "rng")
+NAMES = ("last.pt", "best.pt")
 
 
 class CheckpointError(Exception):
@@ -19,29 +21,28 @@ class CheckpointError(Exception):
 
 
 def save(path: Path, state: dict[str, Any]) -> None:
-    """Write `state` to `path` so that `path` is always either the old or the new checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
+    """Write `state` to `path` so that `path` is always either the old or the new checkpoint (OSError if neither)."""
+    with atomic_write(path, durable=True) as file:
+        try:
             torch.save(state, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
+        except RuntimeError as error:
+            # a failed write (a full disk) surfaces as the zip writer's RuntimeError raised while handling it
+            if isinstance(error.__context__, OSError):
+                raise error.__context__ from None
+            raise
+
+
+def remove_stale(folder: Path) -> list[Path]:
+    """Delete the temp files of checkpoint writes that were killed half-way; returns them."""
+    return [stale for name in NAMES for stale in remove_stale_temps(folder, name)]
 
 
 def load(path: Path, required: tuple[str, ...] = REQUIRED) -> dict[str, Any]:
     """The checkpoint at `path`; CheckpointError if it is missing, truncated, corrupt or incomplete."""
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # torch raises several types for damaged files
-        raise CheckpointError(f"{path} is not a readable checkpoint "
-                              "(truncated, corrupt or another kind of file)") from None
+        state = read_torch_file(path, "checkpoint")
+    except WeightsError as error:
+        raise CheckpointError(str(error)) from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} does not hold a checkpoint dict")
     missing = [key for key in required if key not in state]

@@ -27,6 +27,9 @@ class RunConfig:
     limit_train: int | None = None
     limit_eval: int | None = None
     resume: bool = False
+    weights: Path | None = None
+    strict: bool = False
+    tensorboard: bool = False
 
     def to_json(self) -> dict:
         """The config as written to config.json."""

@@ -7,25 +7,34 @@ import json
 import math
 import random
 import signal
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from resdsl import metrics
 from resdsl.data import Loader
+from resdsl.files import atomic_write, writable_folder
 from resdsl.network import Network
-from resdsl.train import checkpoint, distributed
+from resdsl.recipe import Recipe
+from resdsl.train import checkpoint, distributed, tensorboard
 from resdsl.train.config import RunConfig
 from resdsl.train.data import RunData, augmentation, fit_network, mean_image, prepare
 from resdsl.train.evaluate import error_rate
 from resdsl.train.progress import Reporter
+from resdsl.train.runspec import setting_text, standalone_spec
+from resdsl.weights import WeightsError, load_weights, read_weights, shape_text
 
 INTERRUPTED = 130  # exit status after Ctrl-C, as a shell reports SIGINT
+LENGTH = ("iterations", "epochs")  # the recipe settings a resume may change
 
 
 class RunError(Exception):
@@ -39,6 +48,7 @@ class State:
     iteration: int = 0
     warming: bool = False
     best_val: float | None = None
+    elapsed: float = 0.0  # seconds of training before this process took over (resumes)
     # sums since the last log line: loss, wrong predictions, images, seconds
     window: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
 
@@ -46,15 +56,32 @@ class State:
 def train(network: Network, config: RunConfig) -> int:
     """Run `config.recipe` on `network`; returns the exit status (0 done, 130 interrupted)."""
     last = config.out / "last.pt"
+    if config.out.exists() and not config.out.is_dir():
+        raise RunError(f"--out {config.out} is a file, not a directory")
     if config.resume and not last.exists():
         raise RunError(f"cannot resume: there is no {last} (was the first run given this --out?)")
     if not config.resume and last.exists():
         raise RunError(f"{last} exists; pass --resume to continue that run or choose another --out")
+    if config.tensorboard and not tensorboard.available():
+        raise RunError(tensorboard.MISSING)
     context = distributed.setup(config.device)
     try:
+        if context.is_main:
+            _prepare_out(config.out)
         return _Run(network, config, context).run()
     finally:
         distributed.teardown(context)
+
+
+def _prepare_out(out: Path) -> None:
+    """Check that the run folder (or the folder it will be made in) can be written; remove killed writes' temps."""
+    try:
+        writable_folder(out)
+    except OSError as error:
+        raise RunError(f"cannot write to the run directory {out}: {_reason(error)}") from None
+    if out.is_dir():
+        for stale in checkpoint.remove_stale(out):
+            _warn(f"removed {stale}, left by a checkpoint write that was killed half-way")
 
 
 class _Run:
@@ -70,6 +97,8 @@ class _Run:
         self.channels_last = self.device.type == "cuda"
 
         self.model = network_module(self.network, config).to(self.device)
+        if config.weights is not None:
+            self._load_weights(config.weights)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.wrapped = distributed.wrap(self.model, context, config.sync_bn)
@@ -94,8 +123,10 @@ class _Run:
         self.state = State(warming=self.recipe.warmup is not None and self.recipe.warmup.until_train_error is not None)
         self.out = config.out
         self.metrics_path = self.out / "metrics.jsonl"
+        self.mirror: tensorboard.Mirror | None = None
 
     def run(self) -> int:
+        self.started = time.monotonic()
         if self.config.resume:
             self._restore()
         elif self.context.is_main:
@@ -104,6 +135,15 @@ class _Run:
         self.say(f"{self.network.name}: {self.network.params:,} params, {len(self.data.train):,} training images, "
                  f"{self.total:,} iterations of batch {self.recipe.batch} on {self.device}"
                  + (f" x {self.context.world_size} processes" if self.context.distributed else ""))
+        if self.config.tensorboard and self.context.is_main:
+            self.mirror = tensorboard.Mirror(self.out, self.state.iteration if self.config.resume else None)
+        try:
+            return self._train()
+        finally:
+            if self.mirror is not None:
+                self.mirror.close()
+
+    def _train(self) -> int:
         with Reporter(self.total, self.state.iteration, enabled=self.context.is_main) as progress, \
                 _interrupts() as stop:
             self.say = progress.log
@@ -178,9 +218,8 @@ class _Run:
         if state.warming and self.recipe.warmup.ends(error):
             state.warming = False
             self.say(f"warm-up ends at iteration {state.iteration}: training error {100 * error:.1f}%")
-        record = {"iteration": state.iteration, "epoch": round(state.iteration / self.steps_per_epoch, 4), "lr": lr,
-                  "train_loss": round(loss / seen, 6), "train_error": round(error, 6),
-                  "images_per_s": round(seen / max(seconds, 1e-9), 1)}
+        record = self._record("train", lr=lr, train_loss=round(loss / seen, 6), train_error=round(error, 6),
+                              images_per_s=round(seen / max(seconds, 1e-9), 1))
         self._write_metrics(record)
         self.say(f"iter {state.iteration:>7}  epoch {record['epoch']:7.2f}  lr {lr:<8.4g} "
                  f"loss {record['train_loss']:.4f}  train err {100 * error:6.2f}%  {record['images_per_s']:,.0f} img/s")
@@ -192,16 +231,14 @@ class _Run:
                 if dataset is not None and len(dataset):
                     errors[name] = round(error_rate(self.model, dataset, self.augment.eval, self.device,
                                                     amp=self.amp, channels_last=self.channels_last), 6)
-            record = {"iteration": self.state.iteration,
-                      "epoch": round(self.state.iteration / self.steps_per_epoch, 4), **errors}
-            self._write_metrics(record)
+            self._write_metrics(self._record("eval", **errors))
             self.say(f"iter {self.state.iteration:>7}  " + "  ".join(
                 f"{k.replace('_', ' ')} {100 * v:.2f}%" for k, v in errors.items()))
             val = errors.get("val_error")
             if val is not None and (self.state.best_val is None or val < self.state.best_val):
                 self.state.best_val = val
-                checkpoint.save(self.out / "best.pt", {"model": self.model.state_dict(), "mean": self.mean,
-                                                       "iteration": self.state.iteration, "val_error": val})
+                self._save(self.out / "best.pt", {"model": self.model.state_dict(), **self._eval_needs(),
+                                                  "iteration": self.state.iteration, "val_error": val})
         distributed.barrier(self.context)
 
     # --- checkpoints -----------------------------------------------------------------------
@@ -209,23 +246,56 @@ class _Run:
     def _checkpoint(self) -> None:
         if self.context.is_main:
             state = self.state
-            checkpoint.save(self.out / "last.pt", {
+            self._save(self.out / "last.pt", {
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict(), "iteration": state.iteration, "epoch": self.loader.epoch,
                 "loader": self.loader.state_dict(), "rng": checkpoint.rng_state(), "warming": state.warming,
-                "best_val": state.best_val, "window": list(state.window), "mean": self.mean,
+                "best_val": state.best_val, "window": list(state.window), "elapsed": self._elapsed(),
                 "recipe": self.recipe.model_dump(mode="json"), "network": self.network.name,
+                "run": self._run_settings(), **self._eval_needs(),
             })
         distributed.barrier(self.context)
 
-    def _restore(self) -> None:
+    def _load_weights(self, path: Path) -> None:
+        """Start from the weights in `path`; a head of another size is re-initialised unless --strict."""
         try:
-            saved = checkpoint.load(self.out / "last.pt")
+            weights = read_weights(path)
+            fresh = load_weights(self.model, weights, self.network.name, new_head=not self.config.strict)
+        except WeightsError as error:
+            hint = "; without --strict a last layer of another size is re-initialised" if error.head_only else ""
+            raise RunError(f"{error}{hint}") from None
+        own = self.model.state_dict()
+        note = "" if not fresh else "; re-initialised " + ", ".join(
+            f"{key} ({shape_text(weights.state[key])} in the file, {shape_text(own[key])} here)" for key in fresh)
+        self.say(f"fine-tuning from {path}: loaded {len(weights.state) - len(fresh)} of {len(own)} tensors{note}")
+
+    def _save(self, path: Path, state: dict) -> None:
+        """checkpoint.save, a failure (a full disk) said in one sentence; the previous file stays as it was."""
+        try:
+            checkpoint.save(path, state)
+        except OSError as error:
+            kept = f"the previous {path.name} is kept" if path.exists() else f"no {path.name} was written"
+            raise RunError(f"cannot write {path} at iteration {self.state.iteration}: {_reason(error)}; {kept}, "
+                           "and the run can continue with --resume once that is fixed") from None
+
+    def _eval_needs(self) -> dict:
+        """What evaluating the weights needs besides them: the data, the input shape and the mean image."""
+        return {"dataset": self.recipe.dataset, "input": list(self.network.input_shape), "mean": self.mean}
+
+    def _run_settings(self) -> dict:
+        """The flags besides the recipe that decide what the run sees: a resume must give the same."""
+        return {"seed": self.config.seed, "limit_train": self.config.limit_train}
+
+    def _restore(self) -> None:
+        last = self.out / "last.pt"
+        try:
+            saved = checkpoint.load(last)
         except checkpoint.CheckpointError as error:
             raise RunError(f"cannot resume: {error}") from None
-        if saved.get("recipe") != self.recipe.model_dump(mode="json"):
-            raise RunError(f"cannot resume: {self.out / 'last.pt'} was trained with a different recipe; "
-                           "give the same spec and flags as the first run")
+        before = self._same_run(saved)
+        if self.total < saved["iteration"]:
+            raise RunError(f"cannot resume: {last} is at iteration {saved['iteration']:,}, past the "
+                           f"{self.total:,} iterations now asked for")
         try:
             self.model.load_state_dict(saved["model"])
             self.optimizer.load_state_dict(saved["optimizer"])
@@ -237,33 +307,92 @@ class _Run:
         self.loader.load_state_dict(saved["loader"])
         checkpoint.set_rng_state(saved["rng"])
         self.state = State(iteration=saved["iteration"], warming=saved.get("warming", False),
-                           best_val=saved.get("best_val"), window=list(saved.get("window", [0.0] * 4)))
+                           best_val=saved.get("best_val"), window=list(saved.get("window", [0.0] * 4)),
+                           elapsed=saved.get("elapsed", 0.0))
         if self.context.is_main:
-            self._truncate_metrics(self.state.iteration)
-        self.say(f"resumed from {self.out / 'last.pt'} at iteration {self.state.iteration}")
+            with self._writing(self.metrics_path):
+                metrics.keep_until(self.metrics_path, self.state.iteration, _warn)
+        planned = before.total_iterations(self.steps_per_epoch)
+        if self.state.iteration >= self.total:
+            self.say(f"{last} has run all {self.total:,} iterations; give a larger --iterations or --epochs "
+                     "to train further")
+        else:
+            extended = f"; it now ends at iteration {self.total:,} (was {planned:,})" if planned != self.total else ""
+            self.say(f"resumed from {last} at iteration {self.state.iteration:,}{extended}")
+
+    def _same_run(self, saved: dict) -> Recipe:
+        """The checkpoint's recipe, if it matches this run's in all but the length; RunError naming what differs."""
+        last = self.out / "last.pt"
+        try:
+            before = Recipe.model_validate(saved.get("recipe", {}))
+        except ValueError:
+            raise RunError(f"cannot resume: {last} records a recipe this version of resdsl cannot read") from None
+        now = self.recipe
+        changed = [f"{key} {setting_text(before, key)} (now {setting_text(now, key)})"
+                   for key in Recipe.model_fields if key not in LENGTH and getattr(before, key) != getattr(now, key)]
+        settings = self._run_settings()
+        changed += [f"--{key.replace('_', '-')} {_shown(value)} (now {_shown(settings[key])})"
+                    for key, value in saved.get("run", {}).items() if key in settings and settings[key] != value]
+        if changed:
+            raise RunError(f"cannot resume: {last} was trained with {', '.join(changed)}; give the same spec and "
+                           "flags as the first run (only --iterations or --epochs may change)")
+        lengths = before.total_iterations(self.steps_per_epoch), self.total
+        if now.schedule.kind == "cosine" and lengths[0] != lengths[1]:
+            raise RunError(f"cannot resume {last} for another length: a cosine() schedule follows the run's length, "
+                           "so its learning rates would not continue; start a new run with --weights "
+                           f"{last} instead")
+        return before
 
     def _start_fresh(self) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.metrics_path.write_text("")
-        (self.out / "spec.res").write_text(_spec_text(self.network))
-        (self.out / "config.json").write_text(json.dumps(
-            {**self.config.to_json(), "network": self.network.name, "input": list(self.network.input_shape),
-             "params": self.network.params, "world_size": self.context.world_size}, indent=2) + "\n")
+        with self._writing(self.out):
+            self.out.mkdir(parents=True, exist_ok=True)
+        origin = self.network.program.network.span.path
+        config = {**self.config.to_json(), "network": self.network.name, "spec": origin,
+                  **self._eval_needs(), "mean": "mean.pt" if self.mean is not None else None,
+                  "classes": self.data.train.classes, "params": self.network.params,
+                  "world_size": self.context.world_size}
+        spec = standalone_spec(self.network, self._recipe_as_run(), self.steps_per_epoch, origin)
+        self._write_file(self.metrics_path, lambda file: None)
+        self._write_file(self.out / "spec.res", lambda file: file.write(spec.encode()))
+        if self.mean is not None:
+            self._write_file(self.out / "mean.pt", lambda file: torch.save(self.mean.cpu(), file))
+        text = json.dumps(config, indent=2) + "\n"
+        self._write_file(self.out / "config.json", lambda file: file.write(text.encode()))
+
+    def _recipe_as_run(self) -> Recipe:
+        """The recipe with the crop that was applied: it follows the network to the data's image size."""
+        if self.recipe.augment is None:
+            return self.recipe
+        return self.recipe.model_copy(update={"augment": self.recipe.augment.model_copy(
+            update={"crop": self.augment.crop})})
 
     # --- helpers ---------------------------------------------------------------------------
 
+    def _record(self, kind: str, **values: float) -> dict:
+        return metrics.record(kind, self.state.iteration, self.state.iteration / self.steps_per_epoch,
+                              self._elapsed(), **values)
+
+    def _elapsed(self) -> float:
+        return self.state.elapsed + time.monotonic() - self.started
+
     def _write_metrics(self, record: dict) -> None:
         if self.context.is_main:
-            with self.metrics_path.open("a") as file:
-                file.write(json.dumps(record) + "\n")
+            with self._writing(self.metrics_path):
+                metrics.append(self.metrics_path, record)
+            if self.mirror is not None:
+                self.mirror.write(record)
 
-    def _truncate_metrics(self, iteration: int) -> None:
-        """Drop lines a killed run logged after its last checkpoint, so resuming does not repeat them."""
-        if not self.metrics_path.exists():
-            return
-        kept = [line for line in self.metrics_path.read_text().splitlines()
-                if line.strip() and json.loads(line)["iteration"] <= iteration]
-        self.metrics_path.write_text("".join(line + "\n" for line in kept))
+    def _write_file(self, path: Path, write: Callable[[BinaryIO], object]) -> None:
+        with self._writing(path), atomic_write(path) as file:
+            write(file)
+
+    @contextmanager
+    def _writing(self, path: Path) -> Iterator[None]:
+        """OSError (a full disk, a read-only folder) while writing `path` as one sentence."""
+        try:
+            yield
+        except OSError as error:
+            raise RunError(f"cannot write {path}: {_reason(error)}") from None
 
     def _agree(self, stop: bool) -> bool:
         """Whether any rank was interrupted, so that all ranks stop at the same iteration."""
@@ -315,6 +444,19 @@ def _printer(enabled: bool):
     return say
 
 
+def _warn(line: str) -> None:
+    print(f"warning: {line}", file=sys.stderr, flush=True)
+
+
+def _shown(value: object) -> str:
+    return "unset" if value is None else str(value)
+
+
+def _reason(error: OSError) -> str:
+    """What went wrong, as the OS says it (`No space left on device`)."""
+    return error.strerror or str(error)
+
+
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -323,15 +465,6 @@ def _seed_everything(seed: int) -> None:
 
 def _mix(*numbers: int) -> int:
     return int.from_bytes(hashlib.sha256(repr(numbers).encode()).digest()[:8], "little") & (2**63 - 1)
-
-
-def _spec_text(network: Network) -> str:
-    """The user's spec files (its extends chain), each under a header naming it."""
-    from resdsl.resolve import prelude_source
-
-    prelude = prelude_source().path
-    files = [f for path, f in network.program.sources.files.items() if path != prelude and not path.startswith("<-")]
-    return "".join(f"# --- {f.path} ---\n{f.text.rstrip()}\n" for f in files)
 
 
 @contextmanager

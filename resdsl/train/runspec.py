@@ -1,0 +1,191 @@
+"""The run folder's spec.res: one self-contained file, the network as resolved and the recipe as run.
+
+Params are bound to their values, the `extends` chain is merged into one network, the user's own
+blocks and shortcuts are copied, and the train section is written from the recipe (spec and flags
+together), so `resdsl check spec.res` and `resdsl train spec.res` need nothing else.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from functools import cache
+
+from resdsl.expr import Value
+from resdsl.network import Network
+from resdsl.parser import parse
+from resdsl.recipe import Recipe
+from resdsl.resolve import prelude_source
+from resdsl.source import SourceMap, Span
+
+INDENT = "  "
+
+
+def standalone_spec(network: Network, recipe: Recipe, steps_per_epoch: int, origin: str) -> str:
+    """The text of spec.res for `network` (with the input shape it was trained for) trained on `recipe`.
+
+    `origin` names the spec it came from.
+    """
+    program = network.program
+    sources = program.sources
+    prelude = prelude_source().path
+    own = [item for item in (*program.blocks.values(), *program.shortcuts.values()) if item.span.path != prelude]
+    values = _param_values(program)
+    bound = ", ".join(f"{name} = {literal(value)}" for name, value in values.items())
+    header = (f"# {program.network.name} as trained: {origin} resolved into one file"
+              + (f", params bound ({bound})" if bound else "") + ",\n# the input and train section as run.\n")
+    parts = [header]
+    parts += [f"param {name} = {literal(value)}\n" for name, value in values.items()]
+    parts += [f"\n{_definition(sources, item)}\n" for item in own]
+    parts.append(f"\nnetwork {program.network.name} {{\n")
+    parts += [f"{INDENT}{section}\n" for section in _sections(program.network, sources)]
+    parts.append(f"{INDENT}train {{\n")
+    parts += [f"{INDENT * 2}{line}\n" for line in train_lines(recipe, steps_per_epoch)]
+    parts.append(f"{INDENT}}}\n}}\n")
+    return "".join(parts)
+
+
+def literal(value: Value) -> str:
+    """`value` written as the language writes it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return "x".join(map(str, value))
+    if isinstance(value, str):
+        return f'"{value}"'
+    return repr(value)
+
+
+def train_lines(recipe: Recipe, steps_per_epoch: int) -> list[str]:
+    """The train-section lines that `recipe_of` reads back as `recipe`.
+
+    Milestones count in the unit of the run length beside them; where the recipe's schedule
+    counts in the other unit, both are written in iterations (the same steps, exactly).
+    """
+    schedule = recipe.schedule
+    in_epochs = recipe.epochs is not None
+    if schedule.kind == "steps" and schedule.milestones and (schedule.unit == "epochs") != in_epochs:
+        scale = steps_per_epoch if schedule.unit == "epochs" else 1
+        milestones = tuple((at * scale, factor) for at, factor in schedule.milestones)
+        recipe = recipe.model_copy(update={
+            "iterations": recipe.total_iterations(steps_per_epoch), "epochs": None,
+            "schedule": schedule.model_copy(update={"milestones": milestones, "unit": "iterations"})})
+    return [f"{key} {text}".rstrip() for key, write in WRITERS.items()
+            if (text := write(getattr(recipe, key))) is not None]
+
+
+def setting_text(recipe: Recipe, key: str) -> str:
+    """How the train section writes `recipe`'s setting `key` (e.g. `steps(32000: 0.1)` for the schedule)."""
+    return WRITERS[key](getattr(recipe, key)) or "unset"
+
+
+def _param_values(program) -> dict[str, Value]:
+    """The bound params: `Program.param_values` in the language v2 front end, `Program.params` before it."""
+    return program.param_values if hasattr(program, "param_values") else program.params
+
+
+def _definition(sources: SourceMap, item) -> str:
+    """A block or shortcut definition, written `override` exactly where it replaces a built-in of its name."""
+    text = _OVERRIDE.sub("", _text(sources, item.span), count=1)
+    return f"override {text}" if item.name in _builtins() else text
+
+
+@cache
+def _builtins() -> frozenset[str]:
+    """The names of the prelude's blocks and shortcuts."""
+    prelude = parse(prelude_source(), SourceMap())
+    return frozenset(item.name for item in (*prelude.blocks, *prelude.shortcuts))
+
+
+_OVERRIDE = re.compile(r"^override\s+")
+
+
+def _sections(network, sources: SourceMap) -> list[str]:
+    sections = []
+    if network.input is not None:
+        sections.append(f"input {literal(tuple(network.input.dims))}")
+    if network.stem is not None:
+        sections.append(_text(sources, network.stem.span))
+    if network.stages is not None:
+        stages = network.stages
+        options = ", ".join(_text(sources, option.span) for option in stages.options)
+        line = f"stages ({options})" if options else "stages"
+        if stages.items is not None:
+            items = "".join(f"{INDENT * 2}{_text(sources, item.span)}\n" for item in stages.items)
+            line += f" {{\n{items}{INDENT}}}"
+        sections.append(line)
+    if network.head is not None:
+        sections.append(_text(sources, network.head.span))
+    return sections
+
+
+def _text(sources: SourceMap, span: Span) -> str:
+    """The source text `span` covers."""
+    lines = sources.get(span.path).text.splitlines(keepends=True)
+    if span.line == span.end_line:
+        return lines[span.line - 1][span.column - 1:span.end_column - 1]
+    return (lines[span.line - 1][span.column - 1:] + "".join(lines[span.line:span.end_line - 1])
+            + lines[span.end_line - 1][:span.end_column - 1])
+
+
+def _number(value: float) -> str:
+    return repr(float(value))
+
+
+def _optional(write: Callable) -> Callable:
+    return lambda value: None if value is None else write(value)
+
+
+def _split(split: tuple[int | None, int] | None) -> str:
+    if split is None:
+        return "0"
+    train, val = split
+    return f"{val}" if train is None else f"{train}, {val}"
+
+
+def _schedule(schedule) -> str:
+    steps = ", ".join(f"{at}: {_number(factor)}" for at, factor in schedule.milestones)
+    return f"steps({steps})" if schedule.kind == "steps" else f"{schedule.kind}()"
+
+
+def _warmup(warmup) -> str:
+    if warmup is None:
+        return "none"
+    parts = [f"lr {_number(warmup.lr)}"] if warmup.lr is not None else []
+    if warmup.iterations is not None:
+        parts.append(f"iterations {warmup.iterations}")
+    if warmup.until_train_error is not None:
+        parts.append(f"until_train_error {_number(warmup.until_train_error)}")
+    return ", ".join(parts)
+
+
+def _augment(augment) -> str:
+    if augment is None:
+        return "none"
+    parts = [f"pad {augment.pad}"] if augment.pad else []
+    if augment.crop is not None:
+        parts.append(f"crop {augment.crop}")
+    if augment.flip:
+        parts.append("flip")
+    if augment.scale is not None:
+        parts.append(f"scale range({augment.scale[0]}, {augment.scale[1]})")
+    return ", ".join(parts)
+
+
+#: How each Recipe field is written as a train-section line (None: the line is left out).
+WRITERS: dict[str, Callable[[object], str | None]] = {
+    "dataset": lambda name: f'"{name}"',
+    "split": _split,
+    "batch": str,
+    "lr": _number,
+    "momentum": _number,
+    "weight_decay": _number,
+    "nesterov": literal,
+    "schedule": _schedule,
+    "iterations": _optional(str),
+    "epochs": _optional(str),
+    "warmup": _warmup,
+    "label_smoothing": _number,
+    "augment": _augment,
+    "mean_subtract": literal,
+}

@@ -1,0 +1,160 @@
+"""Weights from a file into a model: resdsl checkpoints and bare state_dicts (torchvision, timm), by name.
+
+Files are read with `torch.load(weights_only=True)`: tensors and plain containers only, never code.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+PREFIXES = ("module.", "_orig_mod.")  # added by DistributedDataParallel and torch.compile
+CONTAINERS = ("model", "state_dict")  # where checkpoints keep the state_dict: resdsl's, and timm's/Lightning's
+SHOWN = 3  # keys named in a message before "and N more"
+OPTIONAL = ".num_batches_tracked"  # BatchNorm's step counter: timm and old torchvision weights leave it out
+
+
+class WeightsError(Exception):
+    """Weights that cannot be read or do not fit; the message is one sentence for the user.
+
+    `head_only` says the only misfit is the last layer's shape (a head for another number of classes).
+    """
+
+    def __init__(self, message: str, head_only: bool = False) -> None:
+        super().__init__(message)
+        self.head_only = head_only
+
+
+@dataclass(frozen=True)
+class Weights:
+    """A state_dict read from `path` (prefixes stripped) and the other entries of its checkpoint, if any."""
+
+    path: Path
+    state: dict[str, torch.Tensor]
+    checkpoint: dict[str, Any] = field(default_factory=dict)
+
+
+def read_torch_file(path: Path, what: str = "weights file") -> Any:
+    """What `torch.save` wrote to `path`, loaded on the CPU without running code; WeightsError if it cannot be."""
+    if path.is_dir():
+        hint = f" (did you mean {path / 'last.pt'}?)" if (path / "last.pt").is_file() else ""
+        raise WeightsError(f"{path} is a directory, not a {what}{hint}")
+    if not path.exists():
+        raise WeightsError(f"{path}: no such {what}")
+    if not path.is_file():
+        raise WeightsError(f"{path} is not a regular file (a pipe or a device); give a file saved with torch.save")
+    try:
+        file = path.open("rb")
+    except OSError as error:
+        raise WeightsError(f"cannot read {path}: {error.strerror or error}") from None
+    with file:
+        head = file.read(2)
+        if not head:
+            raise WeightsError(f"{path} is empty")
+        file.seek(0)
+        try:
+            with warnings.catch_warnings():  # e.g. a note on the pickle protocol of a file torch then refuses
+                warnings.simplefilter("ignore")
+                return torch.load(file, map_location="cpu", weights_only=True)
+        except Exception as error:  # torch raises several types (OSError among them) for damaged archives
+            raise WeightsError(_unreadable(path, head, error)) from None
+
+
+def _unreadable(path: Path, head: bytes, error: Exception) -> str:
+    """What a file that torch.load refused is not. Never advises weights_only=False: the file's origin is unknown."""
+    tensors_only = "resdsl loads tensors only, so save the weights with torch.save(model.state_dict(), path)"
+    refused = re.search(r"GLOBAL ([\w.]+)", str(error)) if isinstance(error, pickle.UnpicklingError) else None
+    if refused:
+        return (f"{path} is not a plain state_dict: it holds the Python object {refused.group(1)}, which resdsl "
+                f"does not unpickle (nothing in the file was run); {tensors_only}")
+    if head == b"PK":
+        return f"{path} is a torch.save archive that is truncated or damaged"
+    if head[:1] == b"\x80":
+        return f"{path} is a plain Python pickle, not a file saved with torch.save; {tensors_only}"
+    return f"{path} is not a PyTorch weights file (neither a torch.save archive nor a pickle)"
+
+
+def read_weights(path: Path) -> Weights:
+    """The state_dict in `path`: bare, or under 'model' (resdsl) or 'state_dict' (timm, Lightning)."""
+    loaded = read_torch_file(path)
+    state, checkpoint = loaded, {}
+    if isinstance(loaded, dict):
+        for key in CONTAINERS:
+            if isinstance(loaded.get(key), dict):
+                state, checkpoint = loaded[key], {k: v for k, v in loaded.items() if k != key}
+                break
+    if not (isinstance(state, dict) and state
+            and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())):
+        raise WeightsError(f"{path} holds neither a state_dict (names to tensors) nor a checkpoint with one "
+                           "under 'model' or 'state_dict'")
+    return Weights(path, strip_prefixes(state), checkpoint)
+
+
+def strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state` without the prefixes DistributedDataParallel and torch.compile put on every name."""
+    for prefix in PREFIXES:
+        if all(key.startswith(prefix) for key in state):
+            state = {key.removeprefix(prefix): value for key, value in state.items()}
+    return state
+
+
+def load_weights(model: nn.Module, weights: Weights, name: str, *, new_head: bool = False) -> list[str]:
+    """Copy `weights` into `model` (a network called `name`); WeightsError, naming every misfit, if they differ.
+
+    With `new_head`, a last layer of another shape (a head for another number of classes) keeps
+    the model's own initialisation. Returns the names left at their initialisation.
+    """
+    own = model.state_dict()
+    given = weights.state
+    missing = [key for key in own if key not in given and not key.endswith(OPTIONAL)]
+    unexpected = [key for key in given if key not in own]
+    wrong = [key for key in own if key in given and own[key].shape != given[key].shape]
+    head_only = bool(wrong) and not missing and not unexpected and set(wrong) <= head_keys(model)
+    if head_only and new_head:
+        model.load_state_dict({**given, **{key: own[key] for key in wrong}})
+        return wrong
+    if missing or unexpected or wrong:
+        raise WeightsError(f"{weights.path} does not fit {name}: "
+                           + _misfits(missing, unexpected, wrong, own, given), head_only=head_only)
+    # a plain dict carries no version metadata, so BatchNorm fills a missing step counter itself
+    model.load_state_dict(dict(given))
+    return []
+
+
+def head_keys(model: nn.Module) -> set[str]:
+    """The state_dict names of the last module (in registration order) that holds parameters itself."""
+    owners = [(prefix, module) for prefix, module in model.named_modules()
+              if next(module.parameters(recurse=False), None) is not None]
+    if not owners:
+        return set()
+    prefix, module = owners[-1]
+    names = [n for n, _ in module.named_parameters(recurse=False)] + [n for n, _ in module.named_buffers(recurse=False)]
+    return {f"{prefix}.{n}" if prefix else n for n in names}
+
+
+def shape_text(tensor: torch.Tensor) -> str:
+    return "x".join(map(str, tensor.shape)) or "scalar"
+
+
+def _misfits(missing: list[str], unexpected: list[str], wrong: list[str],
+             own: dict[str, torch.Tensor], given: dict[str, torch.Tensor]) -> str:
+    """One clause per kind of misfit, each naming its first keys."""
+    if not set(own) & set(given):
+        return (f"no name in common (the file has names like '{next(iter(given))}', the network "
+                f"like '{next(iter(own))}')")
+    wrong_shapes = [f"{key} ({shape_text(given[key])} in the file, {shape_text(own[key])} here)" for key in wrong]
+    clauses = [f"{label} {_listing(keys)}" for label, keys in (
+        ("missing", missing), ("unexpected", unexpected), ("wrong shape for", wrong_shapes)) if keys]
+    return "; ".join(clauses)
+
+
+def _listing(items: list[str]) -> str:
+    more = f" and {len(items) - SHOWN} more" if len(items) > SHOWN else ""
+    return ", ".join(items[:SHOWN]) + more

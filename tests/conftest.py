@@ -1,0 +1,168 @@
+"""Fixtures shared by the tests: a tiny training workspace, the CLI in a measured subprocess, a read-only folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SPECS = REPO / "specs"
+
+TINY_SPEC = """\
+network tiny {
+  input 1x12x12
+  stem { conv1: conv 3x3, 8; bn1: batchnorm; relu }
+  stages (block: basic, shortcut: A) {
+    layer1: 1 x 8
+    layer2: 1 x 16, stride 2
+  }
+  head { avgpool; fc: linear 10 }
+  train {
+    dataset mnist
+    split 32
+    batch 32
+    lr 0.05
+    momentum 0.9
+    weight_decay 5e-4
+    schedule steps(6: 0.1)
+    iterations 12
+    augment pad 2, crop 12, flip
+    mean_subtract
+  }
+}
+"""
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A finished command: exit status, output, wall time, CPU time and peak resident memory of the process."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+    cpu_seconds: float
+    max_rss_bytes: int
+
+
+# Runs argv[2:] and writes its wait status, CPU seconds and peak RSS to argv[1]. The command is started from
+# this small process because a child's peak RSS counts the memory of the process it was forked from (pytest's).
+LAUNCHER = """
+import json, os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as out:
+    json.dump([status, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024], out)
+"""
+
+
+def run_measured(command: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 180) -> Finished:
+    """Run `command` to its end, measuring its own CPU time and peak RSS, not those of pytest or other children."""
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    with tempfile.TemporaryDirectory() as folder:
+        usage = Path(folder) / "usage.json"
+        start = time.monotonic()
+        process = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(usage), *command], cwd=cwd, env=environment,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)  # the launcher and the command it started
+            process.communicate()
+            raise
+        seconds = time.monotonic() - start
+        status, cpu_seconds, rss = json.loads(usage.read_text())
+    return Finished(os.waitstatus_to_exitcode(status), stdout.decode(errors="replace"),
+                    stderr.decode(errors="replace"), seconds, cpu_seconds, rss)
+
+
+@pytest.fixture(scope="session")
+def resdsl_cli():
+    """`resdsl_cli(*args, cwd=..., env=..., script=...)`: the CLI (or a Python script) as a measured subprocess."""
+
+    def run(*args: str, cwd: Path, env: dict[str, str] | None = None, script: str | None = None,
+            timeout: float = 180) -> Finished:
+        entry = ["-c", script] if script is not None else ["-m", "resdsl"]
+        return run_measured([sys.executable, *entry, *args], cwd, env, timeout)
+
+    return run
+
+
+def write_idx(path: Path, array) -> None:
+    """An idx file (the MNIST format) of unsigned bytes."""
+    header = struct.pack(">BBBB", 0, 0, 8, array.dim()) + struct.pack(f">{array.dim()}I", *array.shape)
+    path.write_bytes(header + array.numpy().astype("uint8").tobytes())
+
+
+@pytest.fixture(scope="session")
+def tiny_workspace(tmp_path_factory) -> Path:
+    """tiny.res and an idx dataset `data/` (256 train, 64 test images of 12x12) whose class is a bright row."""
+    import torch
+
+    root = tmp_path_factory.mktemp("train")
+    (root / "tiny.res").write_text(TINY_SPEC)
+    data = root / "data"
+    data.mkdir()
+    generator = torch.Generator().manual_seed(0)
+    for prefix, count in (("train", 256), ("t10k", 64)):
+        labels = torch.randint(10, (count,), generator=generator)
+        images = torch.randint(0, 60, (count, 12, 12), generator=generator)
+        images[torch.arange(count), labels + 1] = 250
+        write_idx(data / f"{prefix}-images-idx3-ubyte", images)
+        write_idx(data / f"{prefix}-labels-idx1-ubyte", labels)
+    return root
+
+
+def write_cifar(folder: Path, classes: int, train: int, test: int, seed: int = 0) -> Path:
+    """Random images in the CIFAR-10 (`classes` 10) or CIFAR-100 python layout under `folder`; returns `folder`."""
+    import numpy as np
+
+    generator = np.random.default_rng(seed)
+    label_key = b"labels" if classes == 10 else b"fine_labels"
+    names = ([f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"] if classes == 10 else ["train", "test"])
+    counts = [-(-train // 5)] * 5 + [test] if classes == 10 else [train, test]
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, count in zip(names, counts, strict=True):
+        batch = {b"data": generator.integers(0, 256, (count, 3072), dtype=np.uint8),
+                 label_key: generator.integers(0, classes, count).tolist()}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def make_cifar():
+    """`make_cifar(folder, classes, train, test)`: random CIFAR-10/100 python batches (see write_cifar)."""
+    return write_cifar
+
+
+@pytest.fixture
+def read_only_dir(tmp_path: Path):
+    """A folder nobody may write into: a read-only tmpfs for root (who ignores modes), mode 0555 for others."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)],
+                             capture_output=True).returncode == 0
+    if not mounted:
+        pytest.skip("running as root without permission to mount a read-only tmpfs")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
