@@ -115,10 +115,10 @@ CASES = [
     Case("weights a directory", (*ONNX, "--weights", "w.pt"), 1, "is a directory, not a weights file", weights_dir),
     Case("weights a fifo", (*ONNX, "--weights", "w.pt"), 1, "is not a regular file", weights_fifo, seconds=30),
     Case("weights random bytes", (*ONNX, "--weights", "w.pt"), 1,
-         "is not a PyTorch checkpoint (neither a torch.save archive nor a pickle)", weights_random_bytes),
+         "is not a PyTorch weights file (neither a torch.save archive nor a pickle)", weights_random_bytes),
     Case("weights run code", (*ONNX, "--weights", "w.pt"), 1,
-         f"holds the Python object {os.mkdir.__module__}.mkdir, which resdsl does not unpickle; resdsl loads "
-         "tensors only", weights_running_code),
+         f"holds the Python object {os.mkdir.__module__}.mkdir, which resdsl does not unpickle (nothing in the "
+         "file was run); resdsl loads tensors only", weights_running_code),
     Case("output a directory", ("--backend", "onnx", "-o", "out.onnx"), 1,
          "-o out.onnx is a directory; give the artifact's file name", output_dir),
     Case("output read-only", ("--backend", "export", "-o", "out"), 1,
@@ -127,7 +127,9 @@ CASES = [
            "cannot write out: no space left on device; the existing out is unchanged", filesystem="full")
       for backend in ("export", "torchscript", "onnx")),  # pytorch is export's writer without folding
     Case("input too large for memory", (*ONNX, "--input", "3x65536x65536"), 1,
-         "at 3x65536x65536 (--input) and batch 1 (--batch) needs at least", seconds=30, rss_mib=1024),
+         "--input 3x65536x65536: one image's activations come to", seconds=30, rss_mib=1024),
+    Case("input too large for this machine", (*ONNX, "--input", "3x4096x4096", "--batch", "256"), 1,
+         "at 3x4096x4096 (--input) and batch 256 (--batch) needs at least", seconds=30, rss_mib=1024),
     Case("batch too large for memory", (*ONNX, "--batch", "100000000"), 1,
          "and batch 100000000 (--batch) needs at least", seconds=30, rss_mib=1024),
     Case("input of 5000 digits", (*ONNX, "--input", f"3x{HUGE}x32"), 2, "--input takes CxHxW"),

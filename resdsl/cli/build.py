@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 import os
 import re
-import warnings
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -24,6 +24,7 @@ from resdsl.backends import (
 )
 from resdsl.backends.staging import move_into_place, staging_folder
 from resdsl.cli.common import SetOption, fail, human_bytes, load_network
+from resdsl.diagnostics import SpecError
 from resdsl.network import Network
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     import torch
 
     from resdsl.backends.preprocess import InputContract, Normalization
+    from resdsl.weights import Weights
 
 INT8 = ("--precision int8 is not supported: TensorRT 11 dropped implicit INT8 calibration, so quantize the model "
         "with NVIDIA ModelOpt (explicit Q/DQ nodes) and build that instead")
@@ -87,18 +89,14 @@ def build(
         fail(f"-o {output} is a directory; give the artifact's file name, e.g. {output / network.name}{info.suffix}")
     check_statistics(statistics, network.input_shape[0])
     check_memory(network, profile.example)
-    problem = weights_file_problem(weights) if weights is not None else None
-    if problem:
-        fail(problem)
+    saved = read_weights_or_fail(weights) if weights is not None else None
     try:
         with staging_folder(output) as folder:  # first, so that an output that cannot be written fails at once
             module = load_backend(backend)
             if hasattr(module, "require"):
                 module.require()
-            checkpoint = read_checkpoint(weights) if weights is not None else None
-            state = state_dict_of(checkpoint, weights) if checkpoint is not None else None
-            model = prepare_model(network, state, seed, weights, names)
-            contract = input_contract(network, normalization_of(checkpoint, weights, statistics),
+            model = prepare_model(network, saved, seed, names)
+            contract = input_contract(network, normalization_of(saved, statistics),
                                       "raw" if raw_input else input_format)
             report = build_artifact(module, model, network, contract, folder / output.name, backend=backend,
                                     precision=precision, batch=profile, fold=info.fold and not no_fold, seed=seed)
@@ -186,13 +184,19 @@ def batch_profile(batch: int | None, dynamic: str | None) -> BatchProfile:
 
 
 def with_input(network: Network, shape: str | None) -> Network:
-    """The network re-checked for `--input CxHxW`, if given (SpecError if it does not fit)."""
+    """The network re-checked for `--input CxHxW`, if given (SpecError if the spec cannot take it)."""
     if shape is None:
         return network
     dims = whole_numbers(shape.lower(), "x")
     if dims is None or len(dims) != 3 or 0 in dims:
         fail(f"--input takes CxHxW, three positive whole numbers such as 3x64x64, not {quoted(shape)}", 2)
-    return network.with_input(tuple(dims))  # a spec error (the input does not fit) is reported by the CLI
+    try:
+        return network.with_input(tuple(dims))
+    except SpecError as error:  # the flag's size over a limit: say so of the flag; the spec's own errors stand
+        about_input = [d for d in error.diagnostics if d.span == network.program.network.input.span]
+        if about_input and len(about_input) == len(error.diagnostics):
+            fail(f"--input {shape}: {about_input[0].message}")
+        raise
 
 
 def parse_floats(flag: str, text: str | None) -> list[float] | None:
@@ -251,82 +255,14 @@ def available_memory() -> int | None:
     return available
 
 
-def weights_file_problem(path: Path) -> str | None:
-    """Why `path` cannot be a weights file without reading it (missing, a directory, a FIFO...), or None."""
-    if not path.exists():
-        return f"{path}: no such weights file"
-    if path.is_dir():
-        return f"--weights {path} is a directory, not a weights file"
-    if not path.is_file():
-        return f"--weights {path} is not a regular file (a pipe or a device); give a file saved with torch.save"
-    if path.stat().st_size == 0:
-        return f"--weights {path} is empty"
-    return None
+def read_weights_or_fail(path: Path) -> Weights:
+    """The weights in `path` (see resdsl.weights), or exit 1 saying what the file is not."""
+    from resdsl.weights import WeightsError, read_weights
 
-
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    """What torch.load reads from `path` with weights_only=True (tensors and plain containers only), as a dict."""
-    import torch
-
-    problem = weights_file_problem(path)
-    if problem:
-        fail(problem)
     try:
-        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says it better
-            warnings.simplefilter("ignore")
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        fail(unreadable_weights(path, error))
-    if not isinstance(loaded, dict):
-        fail(f"{path} holds a {type(loaded).__name__}, neither a state_dict nor a resdsl checkpoint")
-    return loaded
-
-
-def unreadable_weights(path: Path, error: Exception) -> str:
-    """What a file torch.load refused is not. Never suggests weights_only=False: the file's origin is unknown."""
-    tensors_only = "resdsl loads tensors only, so save the weights with torch.save(model.state_dict(), path)"
-    refused = re.search(r"GLOBAL ([\w.]+)", str(error))
-    if refused:
-        return (f"{path} is not a plain state_dict: it holds the Python object {refused.group(1)}, which resdsl "
-                f"does not unpickle; {tensors_only}")
-    with path.open("rb") as file:
-        head = file.read(2)
-    if head == b"PK":
-        return f"{path} is a torch.save archive that is truncated or damaged"
-    if head[:1] == b"\x80":
-        return f"{path} is a plain Python pickle, not a file saved with torch.save; {tensors_only}"
-    return f"{path} is not a PyTorch checkpoint (neither a torch.save archive nor a pickle)"
-
-
-def state_dict_of(checkpoint: dict[str, Any], path: Path) -> dict[str, torch.Tensor]:
-    """The state_dict in a resdsl checkpoint (its `model`) or a bare one, with DDP/compile prefixes stripped."""
-    import torch
-
-    state = checkpoint.get("model", checkpoint)
-    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        fail(f"{path} holds neither a state_dict nor a resdsl checkpoint (a dict whose 'model' is a state_dict)")
-    for prefix in ("module.", "_orig_mod."):  # saved from DistributedDataParallel or torch.compile
-        if all(k.startswith(prefix) for k in state):
-            state = {k.removeprefix(prefix): v for k, v in state.items()}
-    return state
-
-
-def check_fits(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor], path: Path, name: str) -> None:
-    """Exit 1 naming the missing, unexpected and mis-shaped keys unless `state` fits the model's exactly."""
-    problems = [f"{label} {listing(keys)}" for label, keys in (
-        ("missing", [k for k in own if k not in state]),
-        ("unexpected", [k for k in state if k not in own]),
-        ("wrong shape for", [k for k in own if k in state and own[k].shape != state[k].shape]),
-    ) if keys]
-    if problems:
-        fail(f"{path} does not fit {name}: {'; '.join(problems)}")
-
-
-def read_state_dict(path: Path, own: dict[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
-    """A checkpoint's state_dict (resdsl's `{"model": ...}` or bare), checked against the model's keys and shapes."""
-    state = state_dict_of(read_checkpoint(path), path)
-    check_fits(state, own, path, name)
-    return state
+        return read_weights(path)
+    except WeightsError as error:
+        fail(str(error))
 
 
 def feature_names(text: str | None) -> list[str] | None:
@@ -340,27 +276,29 @@ def feature_names(text: str | None) -> list[str] | None:
     return names
 
 
-def prepare_model(network: Network, state: dict[str, torch.Tensor] | None, seed: int,
-                  weights: Path | None = None, features: list[str] | None = None) -> torch.nn.Module:
-    """The network's module in eval mode (returning `features` if given), with `state` loaded or the seeded
+def prepare_model(network: Network, saved: Weights | None, seed: int,
+                  features: list[str] | None = None) -> torch.nn.Module:
+    """The network's module in eval mode (returning `features` if given), with `saved` weights loaded or the seeded
     initialisation. A feature extractor takes the weights of its layers from a checkpoint of the whole net."""
     from resdsl.backends.pytorch import UnknownFeature
+    from resdsl.weights import WeightsError, load_weights
 
     try:
         model = network.to_torch(seed=seed, features=features)
     except UnknownFeature as error:
         fail(f"--features: {error}", 2)
-    if state is not None:
-        own = model.state_dict()
+    if saved is not None:
         if features is not None:
-            state = {key: value for key, value in state.items() if key in own}
-        check_fits(state, own, weights, network.name)
-        model.load_state_dict(state)
+            own = model.state_dict()
+            saved = replace(saved, state={key: value for key, value in saved.state.items() if key in own})
+        try:
+            load_weights(model, saved, network.name)
+        except WeightsError as error:
+            fail(str(error))
     return model.eval()
 
 
-def normalization_of(checkpoint: dict[str, Any] | None, weights: Path | None,
-                     statistics: dict[str, list[float] | None]) -> Normalization:
+def normalization_of(saved: Weights | None, statistics: dict[str, list[float] | None]) -> Normalization:
     """The normalisation to bake: --mean/--std if given, else the `mean` (and `std`) a resdsl checkpoint records."""
     import torch
 
@@ -369,19 +307,19 @@ def normalization_of(checkpoint: dict[str, Any] | None, weights: Path | None,
     if any(v is not None for v in statistics.values()):
         mean, std = (torch.tensor(v) if v is not None else None for v in statistics.values())
         return Normalization(mean, std, " and ".join(flag for flag, v in statistics.items() if v is not None))
-    if checkpoint is None:
+    if saved is None:
         return Normalization(source="built without --weights")
-    recorded = {key: checkpoint.get(key) for key in ("mean", "std")} if "model" in checkpoint else {}
+    recorded = {key: saved.checkpoint.get(key) for key in ("mean", "std")}
     for key, value in recorded.items():
         valid = value is None or (isinstance(value, torch.Tensor) and value.is_floating_point()
                                   and value.dim() in (1, 3) and bool(torch.isfinite(value).all()))
         if not valid or (key == "std" and value is not None and not bool((value > 0).all())):
-            fail(f"{weights} records a {key} that is not a C or CxHxW tensor of finite{' positive' * (key == 'std')} "
-                 "numbers; build with --raw-input, or give --mean/--std")
+            fail(f"{saved.path} records a {key} that is not a C or CxHxW tensor of finite"
+                 f"{' positive' * (key == 'std')} numbers; build with --raw-input, or give --mean/--std")
     if not any(v is not None for v in recorded.values()):
-        return Normalization(source=f"{weights.name} records none (give --mean/--std if the net was trained on "
+        return Normalization(source=f"{saved.path.name} records none (give --mean/--std if the net was trained on "
                                     "normalised input)")
-    return Normalization(recorded.get("mean"), recorded.get("std"), weights.name)
+    return Normalization(recorded.get("mean"), recorded.get("std"), saved.path.name)
 
 
 def input_contract(network: Network, normalization: Normalization, input_format: str) -> InputContract:

@@ -30,7 +30,7 @@ def standalone_spec(network: Network, recipe: Recipe, steps_per_epoch: int, orig
     sources = program.sources
     prelude = prelude_source().path
     own = [item for item in (*program.blocks.values(), *program.shortcuts.values()) if item.span.path != prelude]
-    values = _param_values(program)
+    values = program.param_values
     bound = ", ".join(f"{name} = {literal(value)}" for name, value in values.items())
     header = (f"# {program.network.name} as trained: {origin} resolved into one file"
               + (f", params bound ({bound})" if bound else "") + ",\n# the input and train section as run.\n")
@@ -77,11 +77,6 @@ def train_lines(recipe: Recipe, steps_per_epoch: int) -> list[str]:
 def setting_text(recipe: Recipe, key: str) -> str:
     """How the train section writes `recipe`'s setting `key` (e.g. `steps(32000: 0.1)` for the schedule)."""
     return WRITERS[key](getattr(recipe, key)) or "unset"
-
-
-def _param_values(program) -> dict[str, Value]:
-    """The bound params: `Program.param_values` in the language v2 front end, `Program.params` before it."""
-    return program.param_values if hasattr(program, "param_values") else program.params
 
 
 def _definition(sources: SourceMap, item) -> str:
