@@ -60,6 +60,11 @@ def train(
                                                     rich_help_panel=RUN)] = None,
     limit_eval: Annotated[int | None, typer.Option(help="Evaluate on the first N images only.",
                                                    rich_help_panel=RUN)] = None,
+    workers: Annotated[int | None, typer.Option(help="Image folders: decoding processes per GPU "
+                                                "(default: the CPUs per GPU; 0 decodes in the training process).",
+                                                rich_help_panel=RUN, show_default=False)] = None,
+    decoder: Annotated[str, typer.Option(help="Image folders: auto (torchvision, else PIL), torchvision, pil, "
+                                         "or nvjpeg (batched on the GPU).", rich_help_panel=RUN)] = "auto",
     set_: SetOption = None,
 ) -> None:
     """Train SPEC with the recipe of its train section; writes metrics.jsonl and checkpoints to --out."""
@@ -67,6 +72,8 @@ def train(
         fail("give either --iterations or --epochs, not both", 2)
     if amp not in (None, "bf16", "fp16"):
         fail(f"--amp takes bf16 or fp16, not '{amp}'", 2)
+    if workers is not None and workers < 0:
+        fail(f"--workers must be at least 0, not {workers}", 2)
     for name, value in (("--checkpoint-every", checkpoint_every), ("--eval-every", eval_every),
                         ("--log-every", log_every), ("--limit-train", limit_train), ("--limit-eval", limit_eval)):
         if value is not None and value < 1:
@@ -97,7 +104,7 @@ def train(
                        device=device, amp=amp, compile=compile_, sync_bn=sync_bn,
                        zero_init_residual=zero_init_residual, checkpoint_every=checkpoint_every,
                        eval_every=eval_every, log_every=log_every, limit_train=limit_train,
-                       limit_eval=limit_eval, resume=resume)
+                       limit_eval=limit_eval, resume=resume, workers=workers, decoder=decoder)
     try:
         status = run(network, config)
     except (DataError, RunError, CheckpointError, DeviceError) as error:

@@ -27,6 +27,8 @@ class RunConfig:
     limit_train: int | None = None
     limit_eval: int | None = None
     resume: bool = False
+    workers: int | None = None  # image folders: decoding processes per rank (None: the CPUs per rank)
+    decoder: str = "auto"  # image folders: auto, torchvision, pil or nvjpeg
 
     def to_json(self) -> dict:
         """The config as written to config.json."""
