@@ -10,9 +10,9 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from resdsl.data import Augment, DataError, Loader, find_data, load_dataset, pixel_mean
+from resdsl.data import Augment, DataError, Loader, find_data, folder, load_dataset, pixel_mean
 from resdsl.data import images as image_files
-from resdsl.data.augment import pca_lighting
+from resdsl.data.augment import pca_offsets
 from resdsl.data.images import decode, decode_on_device, read_file
 from resdsl.data.views import EvalView, TrainView, resized_size
 from resdsl.train.data import InputWatch
@@ -105,11 +105,11 @@ def fb_resnet_torch_lighting(image: torch.Tensor, alpha: torch.Tensor) -> torch.
     return out
 
 
-def test_pca_lighting_is_fb_resnet_torchs_lighting() -> None:
+def test_pca_offsets_are_fb_resnet_torchs_lighting() -> None:
     images = torch.rand(4, 3, 5, 6, generator=torch.Generator().manual_seed(0))
     alpha = torch.randn(4, 3, generator=torch.Generator().manual_seed(1)) * 0.1
     expected = torch.stack([fb_resnet_torch_lighting(image, a) for image, a in zip(images, alpha, strict=True)])
-    assert torch.allclose(pca_lighting(images, alpha), expected, atol=1e-7)
+    assert torch.allclose(images + pca_offsets(alpha)[:, :, None, None], expected, atol=1e-7)
 
 
 def test_lighting_coefficients_have_the_recipes_standard_deviation() -> None:
@@ -171,6 +171,20 @@ def test_device_decode_equals_decode_in_the_workers(jpeg_folder: Path, tmp_path:
     batched = decode_on_device(paths, raws, torch.device("cpu"))
     for path, raw, image in zip(paths, raws, batched, strict=True):
         assert torch.equal(image, decode(path, raw, "auto"))
+
+
+def test_batches_decoded_in_the_main_process_equal_those_decoded_in_the_workers(
+        jpeg_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the nvjpeg path (workers read the files, the batch is decoded together on the device), with the CPU
+    # standing in for the GPU
+    monkeypatch.setattr(folder, "check_decoder", lambda decoder, device: None)
+    data = load_dataset("imagenet", jpeg_folder, train=True).sized(32)
+    for view in (TrainView(32, (36, 64), flip=True), EvalView("10crop", 32)):
+        batches = [take(Loader(data, 16, seed=2, view=view, workers=1, decoder=decoder), 2)
+                   for decoder in ("auto", "nvjpeg")]
+        for (views, labels), (others, other_labels) in zip(*batches, strict=True):
+            assert torch.equal(labels, other_labels)
+            assert all(torch.equal(a, b) for a, b in zip(views, others, strict=True))
 
 
 def test_torchvision_and_pil_decode_a_jpeg_alike(jpeg_folder: Path) -> None:

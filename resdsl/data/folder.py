@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from resdsl.data.images import ImageFiles, check_decoder, decode, decode_on_device, read_file
+from resdsl.data.images import ImageFiles, check_decoder, decode, decode_on_device, has_torchvision, read_file
 from resdsl.data.locate import DataError
 from resdsl.data.views import EvalView, TrainView
 
@@ -48,6 +48,8 @@ class FolderBatches:
     def __init__(self, files: ImageFiles, view: View, *, device: torch.device, workers: int | None = None,
                  decoder: str = "auto", prefetch: int = 2) -> None:
         check_decoder(decoder, device)
+        if decoder != "pil" and has_torchvision():
+            import torchvision.io  # noqa: F401  (imported once here, not once per forked worker)
         self.view, self.device = view, device
         self.on_device = decoder == "nvjpeg"
         self.workers = default_workers() if workers is None else workers
