@@ -23,6 +23,7 @@ import platform
 import statistics
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -107,6 +108,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
+    # DataLoader's advice about pinning without a GPU and about more workers than cores: both chosen here
+    warnings.filterwarnings("ignore", message=".*pin_memory.*")
+    warnings.filterwarnings("ignore", message=".*worker processes in total.*")
     device = torch.device(args.device)
     counts = [int(n) for n in args.workers.split(",")]
     decoders = args.decoders.split(",")

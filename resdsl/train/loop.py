@@ -88,7 +88,8 @@ class _Run:
         self.loader = train_loader(self.recipe, self.data.train, self.recipe.batch // context.world_size,
                                    seed=config.seed, rank=context.rank, world_size=context.world_size,
                                    device=self.device, workers=config.workers, decoder=config.decoder)
-        self.input_watch = InputWatch("raise --workers or use --decoder nvjpeg")
+        self.input_watch = InputWatch("raise --workers" + (" or use --decoder nvjpeg" if self.device.type == "cuda"
+                                                           else ""))
         if len(self.loader) == 0:
             raise RunError(f"{len(self.data.train)} training images make no batch of {self.recipe.batch}")
         self.steps_per_epoch = len(self.loader)
