@@ -50,3 +50,25 @@ def jpeg_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def png_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """10 training and 20 validation PNGs in 10 classes: lossless, so a test can decode them independently."""
     return write_image_folder(tmp_path_factory.mktemp("pngs"), {"train": 1, "val": 2}, suffix=".png")
+
+
+@pytest.fixture(scope="session")
+def sigkill_after_checkpoint() -> Callable[[int], str]:
+    """A `python -c` program for an iteration: `resdsl ...` (its argv) that dies by SIGKILL right after writing
+    the checkpoint of that iteration, as a crash or an OOM killer would leave a run."""
+    return _KILLED_AFTER.format
+
+
+_KILLED_AFTER = """
+import os, signal, sys
+from resdsl.train import checkpoint
+from resdsl.cli.app import main
+save = checkpoint.save
+def save_then_die(path, state):
+    save(path, state)
+    if state["iteration"] == {}:
+        os.kill(os.getpid(), signal.SIGKILL)
+checkpoint.save = save_then_die
+sys.argv[0] = "resdsl"
+main()
+"""

@@ -8,11 +8,14 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from resdsl.cli.app import app
 from resdsl.train.checkpoint import load
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
@@ -20,19 +23,6 @@ SPECS = Path(__file__).resolve().parent.parent / "specs"
 RUN = ["--recipe", "augment scale range(72, 128), crop 64, flip, lighting 0.1", "--batch", "16",
        "--iterations", "4", "--checkpoint-every", "2", "--log-every", "1", "--eval-every", "4", "--limit-eval", "20",
        "--workers", "2", "--seed", "7", "--device", "cpu"]
-KILLED_AFTER_CHECKPOINT_2 = """
-import os, signal, sys
-from resdsl.train import checkpoint
-from resdsl.cli.app import main
-save = checkpoint.save
-def save_then_die(path, state):
-    save(path, state)
-    if state["iteration"] == 2:
-        os.kill(os.getpid(), signal.SIGKILL)
-checkpoint.save = save_then_die
-sys.argv[0] = "resdsl"
-main()
-"""
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +59,9 @@ def test_folder_run_trains_resnet18_at_64_with_the_papers_recipe(workspace: Path
 
 
 def test_folder_run_resumes_bit_exact_after_sigkill(workspace: Path, jpeg_folder: Path,
-                                                     straight: subprocess.CompletedProcess) -> None:
-    killed = _train(workspace, jpeg_folder, "killed", entry=("-c", KILLED_AFTER_CHECKPOINT_2))
+                                                     straight: subprocess.CompletedProcess,
+                                                     sigkill_after_checkpoint: Callable[[int], str]) -> None:
+    killed = _train(workspace, jpeg_folder, "killed", entry=("-c", sigkill_after_checkpoint(2)))
     assert killed.returncode == -signal.SIGKILL
     assert load(workspace / "killed" / "last.pt")["iteration"] == 2
     resumed = _train(workspace, jpeg_folder, "killed", "--resume")
@@ -90,8 +81,10 @@ def test_folder_run_on_two_gloo_processes_stays_in_sync(workspace: Path, jpeg_fo
     assert load(workspace / "ddp" / "last.pt")["iteration"] == 2
 
 
-def test_nonexistent_data_is_refused_in_one_sentence(workspace: Path, jpeg_folder: Path) -> None:
-    result = _train(workspace, Path("/nonexistent"), "nowhere")
-    assert result.returncode == 1
-    assert result.stderr == "error: no imagenet data found in /nonexistent: /nonexistent does not exist\n"
+def test_nonexistent_data_is_refused_in_one_sentence(workspace: Path) -> None:
+    nowhere = workspace / "no-such-folder"
+    result = CliRunner().invoke(app, ["train", str(workspace / "r18.res"), "--data", str(nowhere),
+                                      "--out", str(workspace / "nowhere")])
+    assert result.exit_code == 1
+    assert result.stderr == f"error: no imagenet data found in {nowhere}: {nowhere} does not exist\n"
     assert not (workspace / "nowhere").exists()
