@@ -35,10 +35,12 @@ def evaluate(
     set_: SetOption = None,
 ) -> None:
     """Print the top-1 and top-5 error of WEIGHTS on the test split (an image folder's val/) of the dataset."""
-    from resdsl.data.views import PROTOCOLS
+    from resdsl.data.locate import DECODERS, PROTOCOLS
 
     if protocol not in PROTOCOLS:
         fail(f"--protocol takes {', '.join(PROTOCOLS)}, not '{protocol}'", 2)
+    if decoder not in DECODERS:
+        fail(f"--decoder takes {', '.join(DECODERS)}, not '{decoder}'", 2)
     if batch < 1 or (limit is not None and limit < 1) or (workers is not None and workers < 0):
         fail("--batch and --limit must be at least 1, and --workers at least 0", 2)
     run = Path(spec) if Path(spec).is_dir() else None
@@ -134,14 +136,14 @@ def _recipe(network, saved: dict, config: dict, dataset: str | None):
             recipe = None
         if recipe is not None:
             return recipe if dataset is None else recipe.model_copy(update={"dataset": _dataset(network, dataset)})
-    return recipe_of(network.program, [f'dataset "{dataset}"'] if dataset else [])
+    return recipe_of(network.program, [("--dataset", f'dataset "{dataset}"')] if dataset else [])
 
 
 def _dataset(network, name: str) -> str:
     """`name` checked as the train section's `dataset` line would be."""
     from resdsl.recipe import recipe_of
 
-    return recipe_of(network.program, [f'dataset "{name}"']).dataset
+    return recipe_of(network.program, [("--dataset", f'dataset "{name}"')]).dataset
 
 
 def _recorded_data(config: dict) -> Path | None:

@@ -74,6 +74,10 @@ def train(
         fail(f"--amp takes bf16 or fp16, not '{amp}'", 2)
     if workers is not None and workers < 0:
         fail(f"--workers must be at least 0, not {workers}", 2)
+    from resdsl.data.locate import DECODERS
+
+    if decoder not in DECODERS:
+        fail(f"--decoder takes {', '.join(DECODERS)}, not '{decoder}'", 2)
     for name, value in (("--checkpoint-every", checkpoint_every), ("--eval-every", eval_every),
                         ("--log-every", log_every), ("--limit-train", limit_train), ("--limit-eval", limit_eval)):
         if value is not None and value < 1:

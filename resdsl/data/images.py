@@ -15,10 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from resdsl.data.locate import DataError
+from resdsl.data.locate import DECODERS, DataError
 
 EXTENSIONS = {".jpg", ".jpeg", ".png"}
-DECODERS = ("auto", "torchvision", "pil", "nvjpeg")
 EXTRA = "pip install 'resdsl[images]'"
 JPEG_MAGIC = b"\xff\xd8"
 

@@ -7,6 +7,9 @@ from pathlib import Path
 
 DATASETS = ("cifar10", "cifar100", "fashion-mnist", "mnist", "imagenet", "imagefolder")
 IMAGE_FOLDERS = ("imagenet", "imagefolder")  # train/<class>/*.jpg and val/<class>/*.jpg
+# Choices the CLI checks before it imports torch: image decoders and testing protocols.
+DECODERS = ("auto", "torchvision", "pil", "nvjpeg")
+PROTOCOLS = ("center", "10crop", "multiscale")
 
 # The file (or folder) whose presence says a directory holds the dataset, and the
 # sub-folders the usual archives unpack to.

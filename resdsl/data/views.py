@@ -19,7 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-PROTOCOLS = ("center", "10crop", "multiscale")
+from resdsl.data.locate import PROTOCOLS
+
 TEST_SIDE = 256 / 224  # the testing resize: shorter side 256 for 224 crops
 SCALES = (224, 256, 384, 480, 640)  # the paper's multi-scale testing sides, for 224 crops
 
@@ -59,6 +60,10 @@ class EvalView:
 
     protocol: str
     crop: int
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"unknown testing protocol '{self.protocol}'; choose one of {', '.join(PROTOCOLS)}")
 
     @property
     def count(self) -> int:
