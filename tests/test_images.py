@@ -205,6 +205,21 @@ def test_unreadable_image_in_a_worker_is_one_sentence_naming_it(make_image_folde
     assert "\n" not in message and "Traceback" not in message
 
 
+def test_image_whose_header_promises_too_many_pixels_is_refused_before_decoding(tmp_path: Path) -> None:
+    import io
+    import struct
+
+    from PIL import Image
+
+    encoded = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(encoded, format="JPEG")
+    data = bytearray(encoded.getvalue())
+    struct.pack_into(">HH", data, data.index(b"\xff\xc0") + 5, 20000, 20000)  # SOF0: 20,000 x 20,000 (1.2 GB)
+    (tmp_path / "bomb.JPEG").write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"bomb.JPEG is more than 178,956,970 pixels; resdsl decodes images of"):
+        decode(tmp_path / "bomb.JPEG", read_file(tmp_path / "bomb.JPEG"), "auto")
+
+
 @pytest.mark.parametrize(("decoder", "torchvision", "pillow", "needs"), [
     ("torchvision", False, True, "the torchvision decoder needs torchvision"),
     ("nvjpeg", False, True, "the nvjpeg decoder needs torchvision"),

@@ -7,6 +7,7 @@ torchvision.io decodes with libjpeg-turbo on the CPU and, given a CUDA device, w
 from __future__ import annotations
 
 import importlib.util
+import io
 import warnings
 from collections.abc import Sequence
 from functools import cache
@@ -20,6 +21,7 @@ from resdsl.data.locate import DECODERS, DataError
 EXTENSIONS = {".jpg", ".jpeg", ".png"}
 EXTRA = "pip install 'resdsl[images]'"
 JPEG_MAGIC = b"\xff\xd8"
+MAX_PIXELS = 178_956_970  # where PIL refuses to decode (twice its Image.MAX_IMAGE_PIXELS)
 
 
 class ImageFiles:
@@ -83,7 +85,8 @@ def read_file(path: Path) -> torch.Tensor:
 
 
 def decode(path: Path, raw: torch.Tensor, decoder: str) -> torch.Tensor:
-    """The image in `raw` (the bytes of `path`) as uint8 3 x H x W RGB."""
+    """The image in `raw` (the bytes of `path`) as uint8 3 x H x W RGB; DataError if it is not one, or too large."""
+    _check_pixels(path, raw)
     if decoder != "pil" and has_torchvision():
         try:
             return _decode_torchvision(raw)
@@ -111,6 +114,27 @@ def decode_on_device(paths: Sequence[Path], raws: Sequence[torch.Tensor], device
             for i, image in enumerate(out)]
 
 
+def _check_pixels(path: Path, raw: torch.Tensor) -> None:
+    """Refuse an image whose header promises more than MAX_PIXELS, before decoding allocates it."""
+    if not has_pillow():
+        return
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(memoryview(raw.numpy()))) as image:  # reads the header only
+                width, height = image.size
+    except Image.DecompressionBombError:  # PIL's own limit, the same unless a program changed it
+        width, height = MAX_PIXELS + 1, 1
+    except Exception:
+        return  # not an image PIL knows: the decoder says what is wrong with it
+    if width * height > MAX_PIXELS:
+        size = f"{width}x{height} pixels" if height > 1 else f"more than {MAX_PIXELS:,} pixels"
+        raise DataError(f"{path} is {size}; resdsl decodes images of at most {MAX_PIXELS:,} pixels "
+                        "(13,000 x 13,000), so that a decompression bomb cannot exhaust memory")
+
+
 def _decode_torchvision(raw: torch.Tensor) -> torch.Tensor:
     from torchvision.io import ImageReadMode, decode_image
 
@@ -120,8 +144,6 @@ def _decode_torchvision(raw: torch.Tensor) -> torch.Tensor:
 
 
 def _decode_pil(path: Path, raw: torch.Tensor) -> torch.Tensor:
-    import io
-
     from PIL import Image
 
     try:
