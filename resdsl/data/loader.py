@@ -48,10 +48,10 @@ class Loader:
         self.device = torch.device(device)
         # Tensor datasets live on the device whole (CIFAR: 150 MB), so a batch is one gather there.
         images = dataset.images
+        self.view, self.folder = view, None
         if isinstance(images, ImageFiles):
             if view is None:
                 raise ValueError("an image folder's Loader needs the view to crop")
-            self.view = view
             self.folder = FolderBatches(images, view, device=self.device, workers=workers, decoder=decoder)
         else:
             self.images = images.to(self.device)
@@ -87,7 +87,7 @@ class Loader:
         order = self.order(self.epoch)
         batches = [order[index * self.batch_size:(index + 1) * self.batch_size]
                    for index in range(self.position, len(self))]
-        images = self._folder(batches) if hasattr(self, "folder") else self._gather(batches)
+        images = self._gather(batches) if self.folder is None else self._folder(batches)
         for chosen, batch in zip(batches, images, strict=True):
             self.position += 1
             yield batch, self.labels[chosen.to(self.device)]
