@@ -112,6 +112,9 @@ def train_view(recipe: Recipe, data: Dataset) -> TrainView:
                         "e.g. --augment \"scale range(256, 480), crop 224, flip\"")
     side = round(TEST_SIDE * size)
     scale = options.scale if options is not None and options.scale is not None else (side, side)
+    if scale[0] < size:
+        raise DataError(f"the crop {size} is larger than the scale's lower bound {scale[0]}: give the augment line "
+                        "a crop no larger than it")
     return TrainView(crop=size, scale=scale, flip=options is not None and options.flip)
 
 
