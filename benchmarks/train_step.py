@@ -13,6 +13,7 @@ and checking the spec and generating the class (`resdsl.compile(spec).to_torch()
     python benchmarks/train_step.py                 # full size (meant for a GPU)
     python benchmarks/train_step.py --quick         # small batch and resolution, a few minutes on 2 CPU cores
     python benchmarks/train_step.py --no-compile    # eager modules
+    python benchmarks/train_step.py --models resnet50 --batch 256 --amp bf16 --channels-last --measures "train step"
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -33,6 +34,7 @@ from torch import nn
 import resdsl
 
 SPECS = Path(resdsl.__file__).resolve().parent.parent / "specs"
+MEASURES = ("construction", "spec to module", "train step", "inference")
 
 
 class BasicBlockA(nn.Module):
@@ -134,20 +136,24 @@ def _interleaved(ours: Callable[[], object], reference: Callable[[], object], re
                   (ratios[0], ratios[2]))
 
 
-def _train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
+def _train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, amp: torch.dtype | None) -> Callable[[], None]:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    scaler = torch.amp.GradScaler(x.device.type, enabled=amp == torch.float16)
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
-        optimizer.step()
+        with torch.autocast(x.device.type, dtype=amp, enabled=amp is not None):
+            loss = F.cross_entropy(model(x), y)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
 
     return step
 
 
-def _inference(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+def _inference(model: nn.Module, x: torch.Tensor, amp: torch.dtype | None) -> Callable[[], None]:
     def forward() -> None:
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(x.device.type, dtype=amp, enabled=amp is not None):
             model(x)
 
     return forward
@@ -156,12 +162,16 @@ def _inference(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
 def run(pair: Pair, args: argparse.Namespace, device: torch.device) -> list[tuple[str, Timing]]:
     """Each measure's timing for one pair."""
     network = resdsl.compile(pair.spec)
-    rows = [("construction", _interleaved(network.to_torch, pair.reference, args.repeats, device)),
-            ("spec to module", _interleaved(lambda: resdsl.compile(pair.spec).to_torch(), pair.reference,
-                                            args.repeats, device))]
+    rows = []
+    if "construction" in args.measures:
+        rows.append(("construction", _interleaved(network.to_torch, pair.reference, args.repeats, device)))
+    if "spec to module" in args.measures:
+        rows.append(("spec to module", _interleaved(lambda: resdsl.compile(pair.spec).to_torch(), pair.reference,
+                                                    args.repeats, device)))
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(pair.batch, 3, pair.size, pair.size, generator=generator).to(device)
     y = torch.randint(pair.classes, (pair.batch,), generator=generator).to(device)
+    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp)
     if args.channels_last:
         x = x.to(memory_format=torch.channels_last)
     models = []
@@ -171,7 +181,10 @@ def run(pair: Pair, args: argparse.Namespace, device: torch.device) -> list[tupl
             model = model.to(memory_format=torch.channels_last)
         models.append(model)
     runners = [torch.compile(m) if args.compile else m for m in models]
-    for mode, make in (("train step", lambda m: _train_step(m, x, y)), ("inference", lambda m: _inference(m, x))):
+    makers = (("train step", lambda m: _train_step(m, x, y, amp)), ("inference", lambda m: _inference(m, x, amp)))
+    for mode, make in makers:
+        if mode not in args.measures:
+            continue
         for model in models:
             model.train(mode == "train step")
         steps = [make(r) for r in runners]
@@ -193,7 +206,14 @@ def main() -> None:
     parser.add_argument("--models", default="resnet50,cifar56", help="comma-separated: resnet50, cifar56")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--channels-last", action="store_true", help="NHWC memory format")
+    parser.add_argument("--amp", choices=("bf16", "fp16"), help="autocast (fp16 with a GradScaler)")
+    parser.add_argument("--batch", type=int, help="batch size (default: the pair's)")
+    parser.add_argument("--size", type=int, help="image side (default: the pair's)")
+    parser.add_argument("--measures", default=",".join(MEASURES), help=f"comma-separated: {', '.join(MEASURES)}")
     args = parser.parse_args()
+    args.measures = args.measures.split(",")
+    if set(args.measures) - set(MEASURES):
+        parser.error(f"unknown measure(s): {', '.join(sorted(set(args.measures) - set(MEASURES)))}")
     if args.repeats < 4 or args.warmup < 1:
         parser.error("--repeats must be at least 4 and --warmup at least 1")
     device = torch.device(args.device)
@@ -203,9 +223,11 @@ def main() -> None:
         parser.error(f"unknown model(s): {', '.join(sorted(unknown))}")
     torch.manual_seed(0)
     print(f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, device {device}, "
-          f"{'compiled' if args.compile else 'eager'}, median of {args.repeats}", flush=True)
+          f"{'compiled' if args.compile else 'eager'}, {args.amp or 'fp32'}"
+          f"{', channels_last' if args.channels_last else ''}, median of {args.repeats}", flush=True)
     table = []
     for pair in pairs(args.quick):
+        pair = replace(pair, batch=args.batch or pair.batch, size=args.size or pair.size)
         if pair.name in chosen:
             shape = f"{pair.batch}x3x{pair.size}x{pair.size}"
             table += [(pair.name, shape, pair.reference_name, *row) for row in run(pair, args, device)]

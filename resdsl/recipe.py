@@ -4,8 +4,12 @@ A spec without a `train` section gets the paper's CIFAR-10 recipe (section 4.2):
 batch 128, SGD lr 0.1, momentum 0.9, weight decay 1e-4, lr x0.1 at 32k and 48k
 iterations, 64k iterations, 45k/5k split, pad-4 crop and flip, per-pixel mean subtraction.
 
-Units: `steps(m: f, ...)` milestones count in the unit of the run length given beside the
-schedule (`iterations` or `epochs`). Warm-up comes in three forms:
+The paper's ImageNet recipe (section 3.4) is written out in specs/resnet34.res and
+specs/resnet50.res: batch 256, lr 0.1 divided by 10 when the error plateaus
+(`plateau(...)`), 600k iterations, scale augmentation with PCA lighting.
+
+Units: `steps(m: f, ...)` milestones and `plateau(patience: p)` count in the unit of the run
+length given beside the schedule (`iterations` or `epochs`). Warm-up comes in three forms:
 `warmup lr 0.01, until_train_error 0.8` (the paper's ResNet-110: constant 0.01 until the
 training error drops below 80%), `warmup lr 0.01, iterations 400` (constant 0.01 for 400
 iterations), and `warmup iterations 400` (linear ramp from lr/400 up to lr).
@@ -34,11 +38,18 @@ class _Frozen(BaseModel):
 
 
 class Schedule(_Frozen):
-    """`steps(m: factor, ...)`, `cosine()` or `constant()`; milestones in `unit`."""
+    """`steps(m: factor, ...)`, `plateau(factor: f, patience: p, threshold: t)`, `cosine()` or `constant()`.
 
-    kind: Literal["steps", "cosine", "constant"] = "steps"
+    Milestones and patience count in `unit`. `plateau` multiplies the lr by `factor` each time the
+    evaluation error has not improved (by the relative `threshold`) for more than `patience`.
+    """
+
+    kind: Literal["steps", "plateau", "cosine", "constant"] = "steps"
     milestones: tuple[tuple[int, float], ...] = ((32000, 0.1), (48000, 0.1))
     unit: Literal["iterations", "epochs"] = "iterations"
+    factor: float = 0.1
+    patience: int = 0
+    threshold: float = 1e-4
 
 
 class Warmup(_Frozen):
@@ -54,12 +65,14 @@ class Warmup(_Frozen):
 
 
 class Augmentation(_Frozen):
-    """Zero-pad by `pad`, random `crop` (default: the input size), horizontal `flip`, random-size `scale`."""
+    """Zero-pad by `pad`, random `crop` (default: the input size), horizontal `flip`, random-size `scale`,
+    and AlexNet's PCA colour `lighting` (the standard deviation of its three coefficients; 0 for none)."""
 
     pad: int = 0
     crop: int | None = None
     flip: bool = False
     scale: tuple[int, int] | None = None
+    lighting: float = 0.0
 
 
 class Recipe(_Frozen):
@@ -83,10 +96,11 @@ class Recipe(_Frozen):
     def total_iterations(self, steps_per_epoch: int) -> int:
         return self.iterations if self.iterations is not None else self.epochs * steps_per_epoch
 
-    def lr_at(self, iteration: int, steps_per_epoch: int, warming: bool = False) -> float:
+    def lr_at(self, iteration: int, steps_per_epoch: int, warming: bool = False, drops: int = 0) -> float:
         """The learning rate of step `iteration` (0-based).
 
-        `warming` says an `until_train_error` warm-up has not ended yet; the loop tracks it.
+        `warming` says an `until_train_error` warm-up has not ended yet, and `drops` how many times a
+        `plateau` schedule has cut the lr so far; the loop tracks both (see `Plateau`).
         """
         warmup = self.warmup
         if warmup is not None:
@@ -99,11 +113,44 @@ class Recipe(_Frozen):
             total = self.total_iterations(steps_per_epoch)
             return self.lr * 0.5 * (1 + math.cos(math.pi * min(iteration, total) / total))
         lr = self.lr
+        if self.schedule.kind == "plateau":
+            return lr * self.schedule.factor**drops
         if self.schedule.kind == "steps":
             for milestone, factor in self.schedule.milestones:
                 if iteration >= milestone * scale:
                     lr *= factor
         return lr
+
+
+class Plateau:
+    """When a `plateau` schedule cuts the lr: PyTorch's ReduceLROnPlateau (mode min, relative threshold)
+    counted in iterations, so that the decision does not depend on how often the loop evaluates."""
+
+    def __init__(self, schedule: Schedule, steps_per_epoch: int) -> None:
+        self.schedule = schedule
+        self.patience = schedule.patience * (steps_per_epoch if schedule.unit == "epochs" else 1)
+        self.best: float | None = None
+        self.since = 0  # iteration of the last improvement or cut
+        self.drops = 0
+
+    def observe(self, iteration: int, error: float) -> bool:
+        """Record the evaluation error at `iteration`; True if the lr is cut now."""
+        if self.schedule.kind != "plateau":
+            return False
+        if self.best is None or error < self.best * (1 - self.schedule.threshold):
+            self.best, self.since = error, iteration
+            return False
+        if iteration - self.since > self.patience:
+            self.drops += 1
+            self.since = iteration
+            return True
+        return False
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "since": self.since, "drops": self.drops}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.since, self.drops = state["best"], int(state["since"]), int(state["drops"])
 
 
 _KEYS = ("dataset", "split", "batch", "lr", "momentum", "weight_decay", "nesterov", "schedule",
@@ -266,12 +313,17 @@ def _flag(setting: ast.Setting, env: dict[str, Value]) -> bool:
     return value
 
 
+SCHEDULES = "steps(m: factor, ...), plateau(factor: f, patience: p), cosine() or constant()"
+
+
 def _schedule(setting: ast.Setting, env: dict[str, Value]) -> Schedule:
-    expr = _only(setting, "steps(m: factor, ...), cosine() or constant()")
+    expr = _only(setting, SCHEDULES)
     if isinstance(expr, ast.Name) and expr.id in ("cosine", "constant"):
         return Schedule(kind=expr.id, milestones=())
-    if not isinstance(expr, ast.Call) or expr.func not in ("steps", "cosine", "constant"):
-        raise EvalError(expr.span, "a schedule is steps(m: factor, ...), cosine() or constant()")
+    if not isinstance(expr, ast.Call) or expr.func not in ("steps", "plateau", "cosine", "constant"):
+        raise EvalError(expr.span, f"a schedule is {SCHEDULES}")
+    if expr.func == "plateau":
+        return _plateau(expr, env)
     if expr.func != "steps":
         if expr.args:
             raise EvalError(expr.span, f"{expr.func}() takes no arguments")
@@ -286,6 +338,30 @@ def _schedule(setting: ast.Setting, env: dict[str, Value]) -> Schedule:
             raise EvalError(arg.key.span, f"milestones must increase; {at} follows {milestones[-1][0]}")
         milestones.append((at, float(factor)))
     return Schedule(kind="steps", milestones=tuple(milestones))
+
+
+def _plateau(call: ast.Call, env: dict[str, Value]) -> Schedule:
+    given: dict[str, ast.Expr] = {}
+    names = ("factor", "patience", "threshold")
+    for arg in call.args:
+        name = _word(arg.key) if isinstance(arg, ast.Pair) else None
+        if name not in names:
+            raise EvalError(arg.span, "plateau() takes factor: F, patience: P and threshold: T, "
+                                      "as in plateau(factor: 0.1, patience: 25000)")
+        if name in given:
+            raise EvalError(arg.span, f"'{name}' is given twice")
+        given[name] = arg.value
+    if "patience" not in given:
+        raise EvalError(call.span, "plateau() needs its patience: how long the error may fail to improve "
+                                   "before the lr is cut, as in plateau(patience: 25000)")
+    patience = _number(given["patience"], env, "the patience", integer=True, positive=True)
+    factor = _number(given["factor"], env, "the plateau factor", positive=True) if "factor" in given else 0.1
+    if factor >= 1:
+        raise EvalError(given["factor"].span, f"the plateau factor must be below 1 (it cuts the lr), got {factor}")
+    threshold = (_number(given["threshold"], env, "the plateau threshold", low=0.0, high=1.0)
+                 if "threshold" in given else 1e-4)
+    return Schedule(kind="plateau", milestones=(), factor=float(factor), patience=patience,
+                    threshold=float(threshold))
 
 
 def _kwargs(setting: ast.Setting, allowed: tuple[str, ...], flags: tuple[str, ...] = ()) -> dict[str, ast.Expr | None]:
@@ -326,7 +402,7 @@ def _warmup(setting: ast.Setting, env: dict[str, Value]) -> Warmup | None:
 def _augment(setting: ast.Setting, env: dict[str, Value]) -> Augmentation | None:
     if len(setting.args) == 1 and not setting.kwargs and _word(setting.args[0]) == "none":
         return None
-    given = _kwargs(setting, ("pad", "crop", "flip", "scale"), flags=("flip",))
+    given = _kwargs(setting, ("pad", "crop", "flip", "scale", "lighting"), flags=("flip",))
     pad = _number(given["pad"], env, "'pad'", integer=True, low=0) if "pad" in given else 0
     crop = _number(given["crop"], env, "'crop'", integer=True, positive=True) if "crop" in given else None
     flip = "flip" in given and (given["flip"] is None or _flag_value(given["flip"], env))
@@ -339,7 +415,13 @@ def _augment(setting: ast.Setting, env: dict[str, Value]) -> Augmentation | None
         if low > high:
             raise EvalError(expr.span, f"scale range({low}, {high}) is empty")
         scale = (low, high)
-    return Augmentation(pad=pad, crop=crop, flip=flip, scale=scale)
+        if crop is not None and crop > low:
+            raise EvalError(expr.span, f"the crop {crop} must fit the shorter side: scale's low bound is {low}")
+        if pad:
+            raise EvalError(expr.span, "'scale' and 'pad' do not combine; a rescaled image is cropped, not padded")
+    lighting = (float(_number(given["lighting"], env, "'lighting'", low=0.0, high=1.0))
+                if "lighting" in given else 0.0)
+    return Augmentation(pad=pad, crop=crop, flip=flip, scale=scale, lighting=lighting)
 
 
 def _flag_value(expr: ast.Expr, env: dict[str, Value]) -> bool:
@@ -373,3 +455,60 @@ def _check_recipe(recipe: Recipe, spans: dict[str, Span], reporter: Reporter) ->
         reporter.error(spans.get("nesterov"), "nesterov needs a momentum above 0")
     if recipe.warmup and recipe.warmup.lr is not None and recipe.warmup.lr > recipe.lr:
         reporter.error(spans.get("warmup"), f"the warm-up lr {recipe.warmup.lr} is above the lr {recipe.lr}")
+
+
+def summary_lines(recipe: Recipe) -> list[str]:
+    """The recipe in words, one `key  text` line per aspect, for `resdsl info`."""
+    length = (f"{recipe.iterations:,} iterations" if recipe.iterations is not None else f"{recipe.epochs:,} epochs")
+    split = "no validation split" if recipe.split is None else (
+        f"{recipe.split[1]:,} training images held out for validation"
+        + (f", {recipe.split[0]:,} kept for training" if recipe.split[0] is not None else ""))
+    optimizer = (f"SGD, batch {recipe.batch}, momentum {recipe.momentum:g}{' (Nesterov)' if recipe.nesterov else ''}, "
+                 f"weight decay {recipe.weight_decay:g}")
+    if recipe.label_smoothing:
+        optimizer += f", label smoothing {recipe.label_smoothing:g}"
+    rows = [("dataset", f"{recipe.dataset} ({split})"), ("optimizer", optimizer),
+            ("lr", f"{recipe.lr:g}, {_schedule_words(recipe.schedule)}"), ("length", length)]
+    if recipe.warmup is not None:
+        rows.append(("warm-up", _warmup_words(recipe.warmup, recipe.lr)))
+    rows.append(("augment", _augment_words(recipe.augment)))
+    rows.append(("input", "per-pixel mean subtracted" if recipe.mean_subtract else "pixels in [0, 1], no mean"))
+    width = max(len(key) for key, _ in rows)
+    return [f"{key.ljust(width)}  {text}" for key, text in rows]
+
+
+def _schedule_words(schedule: Schedule) -> str:
+    unit = schedule.unit
+    if schedule.kind == "plateau":
+        return (f"times {schedule.factor:g} each time the evaluation error has not improved for "
+                f"{schedule.patience:,} {unit}")
+    if schedule.kind == "steps":
+        if not schedule.milestones:
+            return "constant"
+        return "times " + ", ".join(f"{factor:g} at {at:,}" for at, factor in schedule.milestones) + f" {unit}"
+    return {"cosine": "cosine decay to 0", "constant": "constant"}[schedule.kind]
+
+
+def _warmup_words(warmup: Warmup, lr: float) -> str:
+    if warmup.until_train_error is not None:
+        return f"lr {warmup.lr:g} until the training error is below {100 * warmup.until_train_error:g}%"
+    if warmup.lr is not None:
+        return f"lr {warmup.lr:g} for {warmup.iterations:,} iterations"
+    return f"linear from {lr / warmup.iterations:g} to {lr:g} over {warmup.iterations:,} iterations"
+
+
+def _augment_words(augment: Augmentation | None) -> str:
+    if augment is None:
+        return "none"
+    parts = []
+    if augment.scale is not None:
+        parts.append(f"shorter side resized to a random size in [{augment.scale[0]}, {augment.scale[1]}]")
+    if augment.pad:
+        parts.append(f"zero-pad {augment.pad}")
+    crop = f"{augment.crop}x{augment.crop}" if augment.crop else "input-size"
+    parts.append(f"random {crop} crop")
+    if augment.flip:
+        parts.append("horizontal flip")
+    if augment.lighting:
+        parts.append(f"PCA lighting (std {augment.lighting:g})")
+    return ", ".join(parts)

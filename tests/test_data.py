@@ -164,15 +164,34 @@ def test_mnist_idx_files_read_plain_or_gzipped(tmp_path: Path, gz: bool) -> None
     assert data.shape == (1, 5, 4)
 
 
-def test_missing_data_names_every_path_tried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_data_names_every_path_searched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RESDSL_DATA", str(tmp_path / "shared"))
     with pytest.raises(DataError) as caught:
-        find_data("cifar10", tmp_path / "given")
+        find_data("cifar10", None)
     message = str(caught.value)
-    for tried in (tmp_path / "given", tmp_path / "shared" / "cifar10", tmp_path / "home" / ".cache/resdsl/cifar10"):
+    for tried in (tmp_path / "shared" / "cifar10", tmp_path / "home" / ".cache/resdsl/cifar10"):
         assert str(tried) in message
-    assert "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz" in message
+    assert "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz" in message and "--data DIR" in message
     assert "\n" not in message
+
+
+def test_nonexistent_data_dir_is_refused_though_another_copy_exists(cifar10_dir: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RESDSL_DATA", str(cifar10_dir.parent))
+    (cifar10_dir.parent / "cifar10").mkdir()
+    cifar10_dir.rename(cifar10_dir.parent / "cifar10" / "cifar-10-batches-py")
+    nowhere = cifar10_dir.parent / "nowhere"
+    with pytest.raises(DataError) as caught:
+        find_data("cifar10", nowhere)
+    assert str(caught.value) == f"no cifar10 data found in {nowhere}: {nowhere} does not exist"
+
+
+def test_data_dir_without_the_dataset_is_refused_though_another_copy_exists(
+        tmp_path: Path, cifar10_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RESDSL_DATA", str(cifar10_dir.parent))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"no cifar10 data found in .*/empty: download .* unpack it into it$"):
+        find_data("cifar10", tmp_path / "empty")
 
 
 def test_unknown_dataset_is_refused() -> None:
@@ -213,6 +232,47 @@ def test_truncated_gzip_is_refused(tmp_path: Path) -> None:
     labels.write_bytes(labels.read_bytes()[:-10])
     with pytest.raises(DataError, match="not a readable gzip file"):
         load_dataset("mnist", tmp_path, train=True)
+
+
+def write_gzip_bomb(path: Path, header: bytes, inflated: int) -> None:
+    """A gzip file of `header` then `inflated` zero bytes, compressed a megabyte at a time (about 1000:1)."""
+    with gzip.open(path, "wb") as file:
+        file.write(header)
+        for _ in range(inflated >> 20):
+            file.write(bytes(1 << 20))
+
+
+def test_gzip_bomb_is_refused_before_it_is_inflated(tmp_path: Path) -> None:
+    import resource
+
+    write_mnist(tmp_path, np.zeros((4, 28, 28)), np.zeros(4), gz=True)
+    # the header promises 4 images of 28x28 (3,136 bytes); the stream inflates to 256 MiB
+    write_gzip_bomb(tmp_path / "train-images-idx3-ubyte.gz", idx_bytes(np.zeros((4, 28, 28)))[:16], 256 << 20)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(DataError, match="more than the 3,136 bytes of data its header promises"):
+        load_dataset("mnist", tmp_path, train=True)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 32 << 10  # KiB: far below 256 MiB
+
+
+def test_idx_header_promising_more_than_the_limit_is_refused_before_reading(tmp_path: Path) -> None:
+    write_mnist(tmp_path, np.zeros((4, 28, 28)), np.zeros(4), gz=False)
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(bytes([0, 0, 8, 3]) + struct.pack(">3I", 60000, 4096, 4096))
+    with pytest.raises(DataError, match="promises 60000x4096x4096 = 1,006,632,960,000 bytes, more than the"):
+        load_dataset("mnist", tmp_path, train=True)
+
+
+def test_file_that_is_not_idx_says_what_was_expected(tmp_path: Path) -> None:
+    write_mnist(tmp_path, np.zeros((4, 28, 28)), np.zeros(4), gz=False)
+    (tmp_path / "train-labels-idx1-ubyte").write_bytes(b"<html>not found</html>")
+    with pytest.raises(DataError, match="must start with the bytes 00 00 08 01 and 1 big-endian sizes"):
+        load_dataset("mnist", tmp_path, train=True)
+
+
+def test_oversized_cifar_batch_is_refused_before_unpickling(cifar10_dir: Path) -> None:
+    with (cifar10_dir / "test_batch").open("r+b") as file:
+        file.truncate(201 << 20)  # sparse: no disk written
+    with pytest.raises(DataError, match="test_batch is 210,763,776 bytes; a CIFAR batch file is at most"):
+        load_dataset("cifar10", cifar10_dir, train=False)
 
 
 def test_label_count_mismatch_is_refused(tmp_path: Path) -> None:
@@ -381,58 +441,3 @@ def test_loader_resume_serves_the_same_following_batches(consumed: int) -> None:
 def test_loader_refuses_a_batch_larger_than_the_data() -> None:
     with pytest.raises(DataError, match="too few images"):
         Loader(numbered(5), 8)
-
-
-def write_png(path: Path, size: tuple[int, int], colour: tuple[int, int, int]) -> None:
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", size, colour).save(path)
-
-
-@pytest.fixture
-def image_folder(tmp_path: Path) -> Path:
-    for split_name in ("train", "val"):
-        write_png(tmp_path / split_name / "cat" / "a.png", (12, 8), (255, 0, 0))
-        write_png(tmp_path / split_name / "dog" / "b.png", (6, 10), (0, 0, 255))
-    write_png(tmp_path / "train" / "dog" / "c.PNG", (9, 9), (0, 255, 0))
-    (tmp_path / "train" / "dog" / "notes.txt").write_text("not an image")
-    return tmp_path
-
-
-def test_image_folder_labels_follow_sorted_class_folders(image_folder: Path) -> None:
-    data = load_dataset("imagefolder", find_data("imagefolder", image_folder), train=True)
-    assert (len(data), data.classes, data.labels.tolist()) == (3, 2, [0, 1, 1])
-    assert load_dataset("imagefolder", image_folder, train=False).labels.tolist() == [0, 1]
-
-
-def test_image_folder_batches_decode_to_canvas_with_their_colours(image_folder: Path) -> None:
-    data = load_dataset("imagefolder", image_folder, train=True)
-    images, _ = next(iter(Loader(data, 3, shuffle=False)))
-    assert images.shape == (3, 3, 480, 480) and images.dtype == torch.uint8
-    colours = [tuple(image[:, 100, 200].tolist()) for image in images]
-    assert colours == [(255, 0, 0), (0, 0, 255), (0, 255, 0)]
-
-
-def test_image_folder_scale_augmentation_gives_224_crops(image_folder: Path) -> None:
-    data = load_dataset("imagefolder", image_folder, train=True)
-    images, _ = next(iter(Loader(data, 3, shuffle=False)))
-    augment = Augment(scale=(256, 480), crop=224, flip=True, mean=pixel_mean(data))
-    out = augment(images, torch.Generator().manual_seed(0))
-    assert out.shape == (3, 3, 224, 224)
-    assert augment.eval(images).shape == (3, 3, 224, 224)
-
-
-def test_unreadable_image_is_refused(image_folder: Path) -> None:
-    (image_folder / "train" / "cat" / "a.png").write_bytes(b"\x89PNG broken")
-    data = load_dataset("imagefolder", image_folder, train=True)
-    with pytest.raises(DataError, match=r"a\.png is not a readable image"):
-        next(iter(Loader(data, 3, shuffle=False)))
-
-
-def test_image_folder_without_val_is_refused(image_folder: Path) -> None:
-    for path in sorted((image_folder / "val").rglob("*"), reverse=True):
-        path.unlink() if path.is_file() else path.rmdir()
-    (image_folder / "val").rmdir()
-    with pytest.raises(DataError, match="val is missing"):
-        load_dataset("imagefolder", image_folder, train=False)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import torch
 
 from resdsl.diagnostics import SpecError
-from resdsl.recipe import Recipe, recipe_of
+from resdsl.recipe import Plateau, Recipe, recipe_of, summary_lines
 from resdsl.resolve import load, read_spec
+
+SPECS = Path(__file__).resolve().parent.parent / "specs"
 
 
 def _program(path: str):
@@ -76,9 +81,95 @@ def test_cosine_schedule_halves_at_midpoint_and_reaches_zero():
 
 
 def test_spec_without_train_section_gets_cifar_defaults():
-    recipe = recipe_of(_program("specs/resnet50.res"))
+    recipe = recipe_of(_program("specs/vgg19.res"))
     assert recipe == Recipe()
     assert (recipe.lr, recipe.iterations, recipe.batch) == (0.1, 64000, 128)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"])
+def test_imagenet_specs_carry_the_papers_imagenet_recipe(name: str):
+    recipe = recipe_of(_program(str(SPECS / f"{name}.res")))
+    # PAPER.md, "ImageNet recipe": SGD, batch 256, lr 0.1 divided by 10 on plateau, up to 60e4 iterations,
+    # weight decay 1e-4, momentum 0.9; shorter side in [256, 480], 224 crop or its flip, per-pixel mean,
+    # AlexNet's PCA lighting (std 0.1 in AlexNet and fb.resnet.torch)
+    assert (recipe.dataset, recipe.split, recipe.batch, recipe.lr) == ("imagenet", None, 256, 0.1)
+    assert (recipe.momentum, recipe.weight_decay, recipe.nesterov, recipe.label_smoothing) == (0.9, 1e-4, False, 0.0)
+    assert (recipe.schedule.kind, recipe.schedule.factor, recipe.iterations, recipe.warmup) == ("plateau", 0.1,
+                                                                                                  600000, None)
+    augment = recipe.augment
+    assert (augment.scale, augment.crop, augment.flip, augment.pad, augment.lighting) == ((256, 480), 224, True, 0,
+                                                                                           0.1)
+    assert recipe.mean_subtract
+
+
+def test_plateau_cuts_the_lr_when_pytorchs_reduce_lr_on_plateau_does():
+    every, patience = 100, 3  # evaluations every 100 iterations; patience of 3 evaluations
+    recipe = _recipe(f"lr 0.1\n schedule plateau(factor: 0.1, patience: {every * patience})\n iterations 100000")
+    tracker = Plateau(recipe.schedule, steps_per_epoch=10)
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=0.1)
+    reference = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.1, patience=patience, threshold=1e-4,
+                                                           eps=0)  # eps: PyTorch stops cutting near 1e-8
+    errors = torch.rand(80, generator=torch.Generator().manual_seed(0)).tolist()
+    errors[10:40] = [0.5] * 30  # a long plateau, then noise again
+    for number, error in enumerate(errors, start=1):
+        tracker.observe(number * every, error)
+        reference.step(error)
+        assert recipe.lr_at(number * every, 10, drops=tracker.drops) == pytest.approx(optimizer.param_groups[0]["lr"])
+    assert tracker.drops >= 2
+
+
+def test_plateau_patience_counts_epochs_beside_epochs():
+    recipe = _recipe("schedule plateau(patience: 2)\n epochs 90")
+    assert Plateau(recipe.schedule, steps_per_epoch=500).patience == 1000
+
+
+def test_plateau_resumes_from_its_state():
+    recipe = _recipe("schedule plateau(patience: 100)")
+    first = Plateau(recipe.schedule, 10)
+    for iteration, error in ((50, 0.9), (100, 0.8), (150, 0.85), (200, 0.85)):
+        first.observe(iteration, error)
+    second = Plateau(recipe.schedule, 10)
+    second.load_state_dict(first.state_dict())
+    assert [first.observe(250, 0.81), second.observe(250, 0.81)] == [True, True]
+
+
+def test_plateau_without_patience_is_refused_at_the_call():
+    assert "<string>:5:10: error: plateau() needs its patience" in _error("schedule plateau(factor: 0.1)")
+
+
+def test_plateau_factor_of_one_or_more_is_refused():
+    assert "the plateau factor must be below 1 (it cuts the lr), got 10" in _error("schedule plateau(factor: 10, "
+                                                                                    "patience: 5)")
+
+
+def test_plateau_unknown_argument_is_refused():
+    assert "plateau() takes factor: F, patience: P and threshold: T" in _error("schedule plateau(wait: 5)")
+
+
+def test_lighting_out_of_range_is_refused():
+    assert "'lighting' must be between 0.0 and 1.0, got -0.1" in _error("augment crop 224, lighting -0.1")
+
+
+def test_crop_larger_than_the_scale_is_refused():
+    assert "the crop 300 must fit the shorter side: scale's low bound is 256" in _error(
+        "augment scale range(256, 480), crop 300")
+
+
+def test_scale_with_pad_is_refused():
+    assert "'scale' and 'pad' do not combine" in _error("augment pad 4, scale range(256, 480), crop 224")
+
+
+def test_summary_of_the_imagenet_recipe_names_its_numbers():
+    lines = summary_lines(recipe_of(_program(str(SPECS / "resnet50.res"))))
+    text = "\n".join(lines)
+    for words in ("imagenet", "SGD, batch 256, momentum 0.9, weight decay 0.0001",
+                  "0.1, times 0.1 each time the evaluation error has not improved for 25,000 iterations",
+                  "600,000 iterations", "shorter side resized to a random size in [256, 480]",
+                  "random 224x224 crop, horizontal flip, PCA lighting (std 0.1)", "per-pixel mean subtracted"):
+        assert words in text, words
+    starts = {len(line) - len(line[len(line.split()[0]):].lstrip()) for line in lines}
+    assert len(starts) == 1  # the values line up in one column
 
 
 def test_override_replaces_setting_and_the_other_length_unit():

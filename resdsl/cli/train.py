@@ -66,6 +66,11 @@ def train(
                                                     rich_help_panel=RUN)] = None,
     limit_eval: Annotated[int | None, typer.Option(help="Evaluate on the first N images only.",
                                                    rich_help_panel=RUN)] = None,
+    workers: Annotated[int | None, typer.Option(help="Image folders: decoding processes per GPU "
+                                                "(default: the CPUs per GPU; 0 decodes in the training process).",
+                                                rich_help_panel=RUN, show_default=False)] = None,
+    decoder: Annotated[str, typer.Option(help="Image folders: auto (torchvision, else PIL), torchvision, pil, "
+                                         "or nvjpeg (batched on the GPU).", rich_help_panel=RUN)] = "auto",
     set_: SetOption = None,
 ) -> None:
     """Train SPEC with the recipe of its train section; writes metrics.jsonl and checkpoints to --out."""
@@ -77,6 +82,12 @@ def train(
         fail("--weights starts a new run from weights and --resume continues a run from its last.pt; give one", 2)
     if strict and weights is None:
         fail("--strict applies to --weights, which is not given", 2)
+    if workers is not None and workers < 0:
+        fail(f"--workers must be at least 0, not {workers}", 2)
+    from resdsl.data.locate import DECODERS
+
+    if decoder not in DECODERS:
+        fail(f"--decoder takes {', '.join(DECODERS)}, not '{decoder}'", 2)
     for name, value in (("--checkpoint-every", checkpoint_every), ("--eval-every", eval_every),
                         ("--log-every", log_every), ("--limit-train", limit_train), ("--limit-eval", limit_eval)):
         if value is not None and value < 1:
@@ -107,7 +118,8 @@ def train(
                        device=device, amp=amp, compile=compile_, sync_bn=sync_bn,
                        zero_init_residual=zero_init_residual, checkpoint_every=checkpoint_every,
                        eval_every=eval_every, log_every=log_every, limit_train=limit_train,
-                       limit_eval=limit_eval, resume=resume, weights=weights, strict=strict, tensorboard=tensorboard)
+                       limit_eval=limit_eval, resume=resume, weights=weights, strict=strict, tensorboard=tensorboard,
+                       workers=workers, decoder=decoder)
     try:
         status = run(network, config)
     except (DataError, RunError, CheckpointError, DeviceError) as error:

@@ -5,13 +5,23 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+# AlexNet's PCA of ImageNet's RGB pixels (in [0, 1] units), as fb.resnet.torch's datasets/imagenet.lua gives it:
+# eigenvalues, and the eigenvectors as columns.
+PCA_EIGVAL = torch.tensor([0.2175, 0.0188, 0.0045])
+PCA_EIGVEC = torch.tensor([[-0.5675, 0.7192, 0.4009],
+                           [-0.5808, -0.0045, -0.8140],
+                           [-0.5836, -0.6948, 0.4203]])
+
 
 class Augment:
-    """Scale to [0, 1], subtract the mean (and divide by std), then random pad+crop or rescale+crop, and flip.
+    """Scale to [0, 1], PCA lighting, subtract the mean (and divide by std), then random pad+crop or
+    rescale+crop, and flip.
 
     The mean is subtracted before padding, so padded pixels are zero after normalisation.
     With `scale=(lo, hi)` (the paper's ImageNet recipe) each image's shorter side is resized
-    to a random integer in [lo, hi] before the `crop`; evaluation resizes it to lo.
+    to a random integer in [lo, hi] before the `crop`; evaluation resizes it to lo. Image
+    folders arrive already cropped (resdsl.data.views), so only the photometric part is left.
+    `lighting` is the standard deviation of AlexNet's PCA colour noise (0.1 in the paper).
     """
 
     def __init__(
@@ -23,22 +33,26 @@ class Augment:
         mean: torch.Tensor | None = None,
         std: torch.Tensor | None = None,
         scale: tuple[int, int] | None = None,
+        lighting: float = 0.0,
     ) -> None:
         if pad < 0 or (crop is not None and crop < 1):
             raise ValueError(f"pad must be >= 0 and crop >= 1, not pad={pad}, crop={crop}")
         if scale is not None and (crop is None or not crop <= scale[0] <= scale[1]):
             raise ValueError(f"scale {scale} needs a crop no larger than its lower bound")
-        self.pad, self.crop, self.flip, self.scale = pad, crop, flip, scale
+        self.pad, self.crop, self.flip, self.scale, self.lighting = pad, crop, flip, scale, lighting
         self.mean = None if mean is None else mean.float()
         self.std = None if std is None else std.float()
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Random training views: float32 N x C x crop x crop (crop defaults to the image size)."""
-        x = self.normalize(images)
-        draw = _Draw(len(x), x.device, generator)
+        draw = _Draw(len(images), images.device, generator)
+        alpha = draw.normal(3) * self.lighting if self.lighting else None
+        x = self.normalize(images, alpha)
         flips = draw.uniform() < 0.5 if self.flip else torch.zeros(len(x), dtype=torch.bool, device=x.device)
         if self.scale is not None:
             return self._rescale_crop(x, flips, draw)
+        if not self.pad and not self.flip and self._crop_size(x) == tuple(x.shape[-2:]):
+            return x
         return self._pad_crop(x, flips, draw)
 
     def eval(self, images: torch.Tensor) -> torch.Tensor:
@@ -53,9 +67,14 @@ class Augment:
         top, left = (x.shape[-2] - crop_h) // 2, (x.shape[-1] - crop_w) // 2
         return x[..., top:top + crop_h, left:left + crop_w]
 
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 -> float32 in [0, 1], minus the mean, divided by std."""
-        x = images.to(torch.float32) / 255
+    def normalize(self, images: torch.Tensor, alpha: torch.Tensor | None = None) -> torch.Tensor:
+        """uint8 -> float32 in [0, 1], plus the PCA lighting of coefficients `alpha` (N x 3) if given,
+        minus the mean, divided by std."""
+        x = images.to(torch.float32).div_(255)  # in place from here: a batch of 224x224 images is 19 MB
+        if alpha is not None:
+            if x.shape[1] != 3:
+                raise ValueError(f"PCA lighting needs RGB images, not {x.shape[1]} channel(s)")
+            x.add_(pca_offsets(alpha.to(x.device))[:, :, None, None])
         if self.mean is not None:
             x -= _like(self.mean, x, "mean")
         if self.std is not None:
@@ -110,12 +129,27 @@ class _Draw:
     def integers(self, high: int) -> torch.Tensor:
         return torch.randint(high, (self.n,), generator=self.generator, device=self.source).to(self.device)
 
+    def normal(self, columns: int) -> torch.Tensor:
+        return torch.randn(self.n, columns, generator=self.generator, device=self.source).to(self.device)
+
+
+def pca_offsets(alpha: torch.Tensor) -> torch.Tensor:
+    """AlexNet's colour augmentation: the RGB offset sum_j alpha_j * eigval_j * eigvec_j added to every pixel
+    of an image ([0, 1] units), for each row of `alpha` (N x 3, drawn from N(0, std))."""
+    return (alpha * PCA_EIGVAL.to(alpha.device)) @ PCA_EIGVEC.to(alpha.device).T
+
 
 def _like(stat: torch.Tensor, x: torch.Tensor, name: str) -> torch.Tensor:
-    """`stat` (C, or C x H x W) on x's device, shaped to broadcast over the batch."""
+    """`stat` (C, or C x H x W) on x's device, shaped to broadcast over the batch.
+
+    A per-pixel statistic meets images of another size only in multi-scale testing: it is resized to them.
+    """
     stat = stat.to(x.device)
     if stat.dim() == 1 and stat.numel() == x.shape[1]:
         return stat.view(-1, 1, 1)
+    if stat.dim() == 3 and stat.shape[0] == x.shape[1] and stat.shape[1:] != x.shape[2:]:
+        return F.interpolate(stat[None], size=tuple(x.shape[2:]), mode="bilinear", antialias=True,
+                             align_corners=False)[0]
     if tuple(stat.shape) != tuple(x.shape[1:]):
         raise ValueError(f"{name} of shape {tuple(stat.shape)} does not fit images of shape {tuple(x.shape[1:])}")
     return stat

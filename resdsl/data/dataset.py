@@ -9,7 +9,7 @@ import torch
 
 from resdsl.data.formats import read_cifar_batch, read_idx_pair
 from resdsl.data.images import ImageFiles, list_folder
-from resdsl.data.locate import DataError, check_name, holding_dir
+from resdsl.data.locate import IMAGE_FOLDERS, DataError, check_name, holding_dir
 
 CLASSES = {"cifar10": 10, "cifar100": 100, "fashion-mnist": 10, "mnist": 10}
 MEAN_SAMPLE = 2000  # image-folder images averaged for the pixel mean
@@ -25,12 +25,17 @@ class Dataset:
     name: str
 
     @property
-    def shape(self) -> tuple[int, int, int]:
-        """C, H, W of one image."""
-        return tuple(self.images.shape[1:])
+    def shape(self) -> tuple[int, int, int] | None:
+        """C, H, W of one image (an image folder's views; None until their size is chosen)."""
+        shape = self.images.shape
+        return None if shape is None else tuple(shape[1:])
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def sized(self, size: int) -> Dataset:
+        """An image folder whose views are `size` x `size`."""
+        return replace(self, images=self.images.sized(size))
 
     def subset(self, indices: torch.Tensor) -> Dataset:
         """The images at `indices`, in that order."""
@@ -50,7 +55,7 @@ def load_dataset(dataset: str, root: Path, train: bool) -> Dataset:
     elif dataset in ("fashion-mnist", "mnist"):
         prefix = "train" if train else "t10k"
         images, labels = read_idx_pair(root / f"{prefix}-images-idx3-ubyte", root / f"{prefix}-labels-idx1-ubyte", 10)
-    else:
+    elif dataset in IMAGE_FOLDERS:
         paths, targets, classes = list_folder(root / "train")
         if not train:
             paths, targets, _ = list_folder(root / "val", classes)
@@ -66,15 +71,25 @@ def split(dataset: Dataset, val: int, seed: int = 0) -> tuple[Dataset, Dataset]:
     return dataset.subset(order[val:].sort().values), dataset.subset(order[:val].sort().values)
 
 
-def pixel_mean(dataset: Dataset) -> torch.Tensor:
-    """The per-pixel mean image, C x H x W float32 in [0, 1] units (image folders: over a fixed sample)."""
-    images = dataset.images
-    if isinstance(images, ImageFiles):
-        step = -(-len(images) // MEAN_SAMPLE)
-        images = images[slice(0, None, step)]
+def pixel_mean(dataset: Dataset, workers: int | None = None) -> torch.Tensor:
+    """The per-pixel mean image, C x H x W float32 in [0, 1] units.
+
+    Image folders: the mean of the centre views (see resdsl.data.views) of an evenly spaced sample.
+    """
     total = torch.zeros(dataset.shape, dtype=torch.float64)
-    for start in range(0, len(images), 1000):
-        chunk = images[start:start + 1000]
-        chunk = chunk.decode() if isinstance(chunk, ImageFiles) else chunk
+    if isinstance(dataset.images, ImageFiles):
+        from resdsl.data.loader import Loader
+        from resdsl.data.views import EvalView
+
+        step = -(-len(dataset) // MEAN_SAMPLE)
+        sample = dataset.subset(torch.arange(0, len(dataset), step))
+        loader = Loader(sample, min(64, len(sample)), shuffle=False, drop_last=False, workers=workers,
+                        view=EvalView("center", dataset.images.size))
+        chunks = (views[0] for views, _ in loader)
+        count = len(sample)
+    else:
+        chunks = (dataset.images[start:start + 1000] for start in range(0, len(dataset), 1000))
+        count = len(dataset)
+    for chunk in chunks:
         total += chunk.to(torch.float64).sum(0)
-    return (total / (255 * max(1, len(images)))).float()
+    return (total / (255 * max(1, count))).float()

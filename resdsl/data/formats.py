@@ -1,4 +1,9 @@
-"""Readers for the on-disk formats: CIFAR python pickle batches and idx files (gzipped or not)."""
+"""Readers for the on-disk formats: CIFAR python pickle batches and idx files (gzipped or not).
+
+Sizes are checked before anything is allocated: an idx file holds exactly what its header promises
+(a gzip file is inflated no further than that, so a gzip bomb is refused early), and no array may
+exceed MAX_BYTES.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import pickle
 import struct
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -27,6 +33,10 @@ PICKLE_GLOBALS = {
 }
 
 
+MAX_BYTES = 4 << 30  # the largest array read: far above MNIST-style sets (47 MB) and CIFAR (184 MB)
+CIFAR_BATCH_BYTES = 200 << 20  # a CIFAR batch file is 31 MB (CIFAR-10) or 155 MB (CIFAR-100 train)
+
+
 class _ArrayUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> object:
         if (module, name) not in PICKLE_GLOBALS:
@@ -38,6 +48,9 @@ def read_cifar_batch(path: Path, label_key: bytes, classes: int) -> tuple[torch.
     """Images (uint8 N x 3 x 32 x 32) and labels (int64 N) of one CIFAR python batch file."""
     if not path.is_file():
         raise DataError(f"{path} is missing; the CIFAR batch directory must hold all of its batch files")
+    if path.stat().st_size > CIFAR_BATCH_BYTES:
+        raise DataError(f"{path} is {path.stat().st_size:,} bytes; a CIFAR batch file is at most "
+                        f"{CIFAR_BATCH_BYTES:,} (CIFAR-100's train file is 155 MB)")
     try:
         with path.open("rb") as handle:
             batch = _ArrayUnpickler(handle, encoding="bytes").load()
@@ -60,24 +73,36 @@ def read_cifar_batch(path: Path, label_key: bytes, classes: int) -> tuple[torch.
 
 def read_idx(path: Path, ndim: int) -> torch.Tensor:
     """The uint8 array stored in an idx file (`path`, or `path`.gz), which must have `ndim` dimensions."""
-    if path.is_file():
-        raw, name = path.read_bytes(), path
-    elif path.with_name(path.name + ".gz").is_file():
-        name = path.with_name(path.name + ".gz")
-        try:
-            raw = gzip.decompress(name.read_bytes())
-        except (OSError, EOFError, zlib.error) as error:
-            raise DataError(f"{name} is not a readable gzip file ({error})") from None
-    else:
+    gz = path.with_name(path.name + ".gz")
+    name = path if path.is_file() else gz if gz.is_file() else None
+    if name is None:
         raise DataError(f"{path} (or {path.name}.gz) is missing; the idx directory must hold all four idx files")
-    header = 4 + 4 * ndim
-    if len(raw) < header or raw[:3] != b"\x00\x00\x08" or raw[3] != ndim:
-        raise DataError(f"{name} is not an idx file of unsigned bytes with {ndim} dimension(s)")
-    dims = struct.unpack(f">{ndim}I", raw[4:header])
-    if len(raw) - header != math.prod(dims):
-        raise DataError(f"{name} is truncated or padded: its header promises {math.prod(dims)} bytes of data, "
-                        f"it holds {len(raw) - header}")
-    return torch.frombuffer(bytearray(raw[header:]), dtype=torch.uint8).reshape(dims)
+    try:
+        with (gzip.open(name, "rb") if name == gz else name.open("rb")) as file:
+            return _read_idx(file, name, ndim)
+    except (OSError, EOFError, zlib.error) as error:
+        kind = "gzip" if name == gz else "idx"
+        raise DataError(f"{name} is not a readable {kind} file ({error})") from None
+
+
+def _read_idx(file: BinaryIO, name: Path, ndim: int) -> torch.Tensor:
+    """Header, then exactly the promised bytes: never more than the header promises is read or inflated."""
+    header = file.read(4 + 4 * ndim)
+    if len(header) < 4 + 4 * ndim or header[:3] != b"\x00\x00\x08" or header[3] != ndim:
+        raise DataError(f"{name} is not an idx file of unsigned bytes with {ndim} dimension(s): it must start "
+                        f"with the bytes 00 00 08 0{ndim} and {ndim} big-endian sizes")
+    dims = struct.unpack(f">{ndim}I", header[4:])
+    size = math.prod(dims)
+    if size > MAX_BYTES:
+        raise DataError(f"{name}'s header promises {'x'.join(map(str, dims))} = {size:,} bytes, more than the "
+                        f"{MAX_BYTES:,} an idx dataset may hold")
+    data = bytearray(size)
+    got = file.readinto(data)
+    if got != size:
+        raise DataError(f"{name} is truncated: its header promises {size:,} bytes of data, it holds {got:,}")
+    if file.read(1):
+        raise DataError(f"{name} is padded: it holds more than the {size:,} bytes of data its header promises")
+    return torch.frombuffer(data, dtype=torch.uint8).reshape(dims) if size else torch.empty(dims, dtype=torch.uint8)
 
 
 def read_idx_pair(images_path: Path, labels_path: Path, classes: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,4 +1,4 @@
-"""`Loader`: shuffled batches of an in-memory Dataset, reproducible, resumable and sharded across ranks."""
+"""`Loader`: shuffled batches of a Dataset, reproducible, resumable and sharded across ranks."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ from collections.abc import Iterator
 import torch
 
 from resdsl.data.dataset import Dataset
+from resdsl.data.folder import FolderBatches, Request, View
 from resdsl.data.images import ImageFiles
 from resdsl.data.locate import DataError
+from resdsl.data.views import TrainView
 
 
 class Loader:
@@ -17,6 +19,10 @@ class Loader:
     `batch_size` is per rank. Each epoch's order is a permutation seeded by (seed, epoch), the
     same on every rank; rank r takes every world_size-th index of it, so ranks are disjoint
     and all get the same number of batches (without drop_last the order wraps to fill them).
+
+    Tensor datasets are gathered on the device. Image folders are decoded and cropped to `view`
+    by `workers` processes (see resdsl.data.folder) with `decoder`; a training view's random
+    draws are seeded by (seed, epoch, rank, batch), so a resumed run sees the same crops.
     """
 
     def __init__(
@@ -30,6 +36,9 @@ class Loader:
         rank: int = 0,
         world_size: int = 1,
         device: str | torch.device = "cpu",
+        view: View | None = None,
+        workers: int | None = None,
+        decoder: str = "auto",
     ) -> None:
         if batch_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"need batch_size >= 1 and 0 <= rank < world_size, not {batch_size}, {rank}, {world_size}")
@@ -39,7 +48,13 @@ class Loader:
         self.device = torch.device(device)
         # Tensor datasets live on the device whole (CIFAR: 150 MB), so a batch is one gather there.
         images = dataset.images
-        self.images = images if isinstance(images, ImageFiles) else images.to(self.device)
+        self.view, self.folder = view, None
+        if isinstance(images, ImageFiles):
+            if view is None:
+                raise ValueError("an image folder's Loader needs the view to crop")
+            self.folder = FolderBatches(images, view, device=self.device, workers=workers, decoder=decoder)
+        else:
+            self.images = images.to(self.device)
         self.labels = dataset.labels.to(self.device)
         self.epoch = 0
         self.position = 0  # batches of the current epoch already yielded
@@ -70,18 +85,24 @@ class Loader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self.order(self.epoch)
-        for index in range(self.position, len(self)):
-            chosen = order[index * self.batch_size:(index + 1) * self.batch_size]
-            self.position = index + 1
-            yield self._batch(chosen)
+        batches = [order[index * self.batch_size:(index + 1) * self.batch_size]
+                   for index in range(self.position, len(self))]
+        images = self._gather(batches) if self.folder is None else self._folder(batches)
+        for chosen, batch in zip(batches, images, strict=True):
+            self.position += 1
+            yield batch, self.labels[chosen.to(self.device)]
         self.epoch += 1
         self.position = 0
 
-    def _batch(self, chosen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if isinstance(self.images, ImageFiles):
-            return self.images[chosen].decode().to(self.device), self.labels[chosen.to(self.device)]
-        chosen = chosen.to(self.device)
-        return self.images[chosen], self.labels[chosen]
+    def _gather(self, batches: list[torch.Tensor]) -> Iterator[torch.Tensor]:
+        for chosen in batches:
+            yield self.images[chosen.to(self.device)]
+
+    def _folder(self, batches: list[torch.Tensor]) -> Iterator[torch.Tensor]:
+        training = isinstance(self.view, TrainView)
+        first = self.position
+        return self.folder([Request(chosen.numpy(), (self.seed % 2**64, self.epoch, self.rank, first + i)
+                                    if training else None) for i, chosen in enumerate(batches)])
 
     def forever(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches across epochs without end."""

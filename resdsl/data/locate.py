@@ -5,7 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-DATASETS = ("cifar10", "cifar100", "fashion-mnist", "mnist", "imagefolder")
+DATASETS = ("cifar10", "cifar100", "fashion-mnist", "mnist", "imagenet", "imagefolder")
+IMAGE_FOLDERS = ("imagenet", "imagefolder")  # train/<class>/*.jpg and val/<class>/*.jpg
+# Choices the CLI checks before it imports torch: image decoders and testing protocols.
+DECODERS = ("auto", "torchvision", "pil", "nvjpeg")
+PROTOCOLS = ("center", "10crop", "multiscale")
 
 # The file (or folder) whose presence says a directory holds the dataset, and the
 # sub-folders the usual archives unpack to.
@@ -14,6 +18,7 @@ MARKERS = {
     "cifar100": ("train",),
     "fashion-mnist": ("train-images-idx3-ubyte", "train-images-idx3-ubyte.gz"),
     "mnist": ("train-images-idx3-ubyte", "train-images-idx3-ubyte.gz"),
+    "imagenet": ("train",),
     "imagefolder": ("train",),
 }
 SUBDIRS = {
@@ -21,6 +26,7 @@ SUBDIRS = {
     "cifar100": ("", "cifar-100-python"),
     "fashion-mnist": ("", "raw", "FashionMNIST/raw"),
     "mnist": ("", "raw", "MNIST/raw"),
+    "imagenet": ("",),
     "imagefolder": ("",),
 }
 SOURCES = {
@@ -29,6 +35,8 @@ SOURCES = {
     "fashion-mnist": "install the Debian package fashion-mnist or put the idx files from "
     "https://github.com/zalandoresearch/fashion-mnist into one of them",
     "mnist": "put the four idx files from https://yann.lecun.com/exdb/mnist/ (gzipped or not) into one of them",
+    "imagenet": "make one of them hold ILSVRC2012's train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (the validation "
+    "images sorted into one folder per class)",
     "imagefolder": "make one of them hold train/<class>/*.jpg and val/<class>/*.jpg (the ImageNet layout)",
 }
 SYSTEM_COPIES = {"fashion-mnist": Path("/usr/share/datasets/fashion-mnist")}
@@ -54,8 +62,11 @@ def holding_dir(dataset: str, root: Path) -> Path | None:
 
 
 def candidates(dataset: str, data: str | Path | None) -> list[Path]:
-    """The directories searched, in order: `data`, $RESDSL_DATA/<dataset>, ~/.cache/resdsl/<dataset>, system copy."""
-    paths = [Path(data).expanduser()] if data is not None else []
+    """The directories searched: `data` alone if given, else $RESDSL_DATA/<dataset>, ~/.cache/resdsl/<dataset>,
+    then the system copy, in that order."""
+    if data is not None:
+        return [Path(data).expanduser()]
+    paths = []
     if os.environ.get("RESDSL_DATA"):
         paths.append(Path(os.environ["RESDSL_DATA"]).expanduser() / dataset)
     paths.append(Path.home() / ".cache" / "resdsl" / dataset)
@@ -65,8 +76,14 @@ def candidates(dataset: str, data: str | Path | None) -> list[Path]:
 
 
 def find_data(dataset: str, data: str | Path | None) -> Path:
-    """The directory holding `dataset`'s files, searched in the order of `candidates`; DataError if none does."""
+    """The directory holding `dataset`'s files, searched in the order of `candidates`; DataError if none does.
+
+    A directory the user names (`data`) is the only one searched: another copy is never used instead.
+    """
     check_name(dataset)
+    if data is not None and not Path(data).expanduser().is_dir():
+        what = "is not a directory" if Path(data).expanduser().exists() else "does not exist"
+        raise DataError(f"no {dataset} data found in {data}: {data} {what}")
     tried = candidates(dataset, data)
     for root in tried:
         found = holding_dir(dataset, root)
@@ -74,5 +91,6 @@ def find_data(dataset: str, data: str | Path | None) -> Path:
             return found
     names = [str(path) for path in tried]
     listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+    source = SOURCES[dataset] if len(names) > 1 else SOURCES[dataset].replace("one of them", "it")
     hint = "" if data is not None else " (or pass --data DIR)"
-    raise DataError(f"no {dataset} data found in {listed}: {SOURCES[dataset]}{hint}")
+    raise DataError(f"no {dataset} data found in {listed}: {source}{hint}")

@@ -30,6 +30,8 @@ class RunConfig:
     weights: Path | None = None
     strict: bool = False
     tensorboard: bool = False
+    workers: int | None = None  # image folders: decoding processes per rank (None: the CPUs per rank)
+    decoder: str = "auto"  # image folders: auto, torchvision, pil or nvjpeg
 
     def to_json(self) -> dict:
         """The config as written to config.json."""

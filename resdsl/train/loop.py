@@ -21,13 +21,12 @@ import torch.distributed as dist
 from torch import nn
 
 from resdsl import metrics
-from resdsl.data import Loader
 from resdsl.files import atomic_write, writable_folder
 from resdsl.network import Network
-from resdsl.recipe import Recipe
+from resdsl.recipe import Plateau, Recipe
 from resdsl.train import checkpoint, distributed, tensorboard
 from resdsl.train.config import RunConfig
-from resdsl.train.data import RunData, augmentation, fit_network, mean_image, prepare
+from resdsl.train.data import InputWatch, RunData, augmentation, fit_network, mean_image, prepare, train_loader
 from resdsl.train.evaluate import error_rate
 from resdsl.train.progress import Reporter
 from resdsl.train.runspec import setting_text, standalone_spec
@@ -90,7 +89,8 @@ class _Run:
         self.device = context.device
         self.say = _printer(context.is_main)
         _seed_everything(config.seed)
-        self.data: RunData = prepare(self.recipe, config.data, config.seed, config.limit_train, config.limit_eval)
+        self.data: RunData = prepare(self.recipe, config.data, config.seed, config.limit_train, config.limit_eval,
+                                     network.input_shape)
         self.network = fit_network(network, self.data.train, self.say)
         spec_shape = network.input_shape
         self.amp = _amp_dtype(config.amp, self.device)
@@ -113,12 +113,16 @@ class _Run:
         self.augment = augmentation(self.recipe, self.data.train, spec_shape, self.mean, self.device)
         if self.recipe.batch % context.world_size:
             raise RunError(f"batch {self.recipe.batch} does not split evenly over {context.world_size} processes")
-        self.loader = Loader(self.data.train, self.recipe.batch // context.world_size, shuffle=True, drop_last=True,
-                             seed=config.seed, rank=context.rank, world_size=context.world_size, device=self.device)
+        self.loader = train_loader(self.recipe, self.data.train, self.recipe.batch // context.world_size,
+                                   seed=config.seed, rank=context.rank, world_size=context.world_size,
+                                   device=self.device, workers=config.workers, decoder=config.decoder)
+        self.input_watch = InputWatch("raise --workers" + (" or use --decoder nvjpeg" if self.device.type == "cuda"
+                                                           else ""))
         if len(self.loader) == 0:
             raise RunError(f"{len(self.data.train)} training images make no batch of {self.recipe.batch}")
         self.steps_per_epoch = len(self.loader)
         self.total = self.recipe.total_iterations(self.steps_per_epoch)
+        self.plateau = Plateau(self.recipe.schedule, self.steps_per_epoch)
         self.generator = torch.Generator(self.device)
         self.state = State(warming=self.recipe.warmup is not None and self.recipe.warmup.until_train_error is not None)
         self.out = config.out
@@ -132,7 +136,8 @@ class _Run:
         elif self.context.is_main:
             self._start_fresh()
         distributed.barrier(self.context)
-        self.say(f"{self.network.name}: {self.network.params:,} params, {len(self.data.train):,} training images, "
+        self.say(f"{self.network.name}: {self.network.params:,} params, {len(self.data.train):,} training images "
+                 f"from {self.data.root}, "
                  f"{self.total:,} iterations of batch {self.recipe.batch} on {self.device}"
                  + (f" x {self.context.world_size} processes" if self.context.distributed else ""))
         if self.config.tensorboard and self.context.is_main:
@@ -148,7 +153,7 @@ class _Run:
                 _interrupts() as stop:
             self.say = progress.log
             while self.state.iteration < self.total:
-                for images, labels in self.loader:
+                for images, labels in self.input_watch.watch(self.loader, self.say):
                     self._step(images, labels, progress)
                     done = self.state.iteration >= self.total
                     self._periodic(done)
@@ -166,7 +171,7 @@ class _Run:
 
     def _step(self, images: torch.Tensor, labels: torch.Tensor, progress: Reporter) -> None:
         state = self.state
-        lr = self.recipe.lr_at(state.iteration, self.steps_per_epoch, state.warming)
+        lr = self.recipe.lr_at(state.iteration, self.steps_per_epoch, state.warming, self.plateau.drops)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         start = time.perf_counter()
@@ -225,6 +230,7 @@ class _Run:
                  f"loss {record['train_loss']:.4f}  train err {100 * error:6.2f}%  {record['images_per_s']:,.0f} img/s")
 
     def _evaluate(self) -> None:
+        cut = False
         if self.context.is_main:
             errors = {}
             for name, dataset in (("val_error", self.data.val), ("test_error", self.data.test)):
@@ -239,7 +245,15 @@ class _Run:
                 self.state.best_val = val
                 self._save(self.out / "best.pt", {"model": self.model.state_dict(), **self._eval_needs(),
                                                   "iteration": self.state.iteration, "val_error": val})
+            watched = errors.get("val_error", errors.get("test_error"))
+            cut = watched is not None and self.plateau.observe(self.state.iteration, watched)
+            if cut:
+                self.say(f"iter {self.state.iteration:>7}  lr cut by {self.recipe.schedule.factor:g}: the evaluation "
+                         f"error has not improved on {100 * self.plateau.best:.2f}% for more than "
+                         f"{self.plateau.patience:,} iterations")
         distributed.barrier(self.context)
+        if self._agree(cut) and not self.context.is_main:
+            self.plateau.drops += 1  # the main process decides; every rank cuts its lr with it
 
     # --- checkpoints -----------------------------------------------------------------------
 
@@ -251,6 +265,7 @@ class _Run:
                 "scaler": self.scaler.state_dict(), "iteration": state.iteration, "epoch": self.loader.epoch,
                 "loader": self.loader.state_dict(), "rng": checkpoint.rng_state(), "warming": state.warming,
                 "best_val": state.best_val, "window": list(state.window), "elapsed": self._elapsed(),
+                "plateau": self.plateau.state_dict(),
                 "recipe": self.recipe.model_dump(mode="json"), "network": self.network.name,
                 "run": self._run_settings(), **self._eval_needs(),
             })
@@ -305,6 +320,8 @@ class _Run:
         if "scaler" in saved:
             self.scaler.load_state_dict(saved["scaler"])
         self.loader.load_state_dict(saved["loader"])
+        if "plateau" in saved:
+            self.plateau.load_state_dict(saved["plateau"])
         checkpoint.set_rng_state(saved["rng"])
         self.state = State(iteration=saved["iteration"], warming=saved.get("warming", False),
                            best_val=saved.get("best_val"), window=list(saved.get("window", [0.0] * 4)),
