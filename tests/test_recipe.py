@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from resdsl.cli.app import app
 from resdsl.diagnostics import SpecError
 from resdsl.recipe import Plateau, Recipe, recipe_of, summary_lines
 from resdsl.resolve import load, read_spec
@@ -216,3 +218,13 @@ def test_unknown_dataset_is_refused():
 def test_every_bad_setting_is_reported_at_once():
     message = _error("lr -1\n batch 0\n momentum 2")
     assert message.count("error:") == 3
+
+
+def test_info_shows_the_papers_imagenet_recipe_under_the_table():
+    result = CliRunner().invoke(app, ["info", "resnet50"])
+    assert result.exit_code == 0, result.output
+    recipe = result.output.split("train (the spec's recipe)")[1]
+    for words in ("SGD, batch 256, momentum 0.9, weight decay 0.0001", "0.1, times 0.1 each time",
+                  "600,000 iterations", "[256, 480], random 224x224 crop, horizontal flip, PCA lighting",
+                  "per-pixel mean subtracted"):
+        assert words in recipe

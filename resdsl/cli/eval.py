@@ -11,7 +11,6 @@ import typer
 from resdsl.cli.common import SetOption, fail, load_network
 from resdsl.diagnostics import SpecError
 
-PREFIXES = ("module.", "_orig_mod.")  # added by DistributedDataParallel and torch.compile
 PROTOCOL_NAMES = {"center": "centre crop", "10crop": "10-crop", "multiscale": "multi-scale"}
 
 
@@ -56,19 +55,16 @@ def evaluate(
     import torch
 
     from resdsl.data import DataError, find_data, load_dataset, pixel_mean
-    from resdsl.train.checkpoint import CheckpointError, load
     from resdsl.train.data import augmentation, fit_network, view_size
     from resdsl.train.distributed import DeviceError, setup
     from resdsl.train.evaluate import evaluate as score
+    from resdsl.weights import WeightsError, load_weights, read_weights
 
     try:
         chosen = setup(device).device
-        saved = load(weights, required=())
-        state = saved.get("model", saved)
-        if not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-            raise CheckpointError(f"{weights} holds neither a state_dict nor a checkpoint with 'model'")
+        saved = read_weights(weights)
         config = _config_beside(weights)
-        recipe = _recipe(network, saved, config, dataset)
+        recipe = _recipe(network, saved.checkpoint, config, dataset)
         root = find_data(recipe.dataset, data if data is not None else _recorded_data(config))
         test = load_dataset(recipe.dataset, root, train=False)
         trained_input = tuple(config["input"]) if isinstance(config.get("input"), list) else network.input_shape
@@ -82,12 +78,8 @@ def evaluate(
         if protocol == "multiscale":
             _check_fully_convolutional(network)
         model = network.to_torch(seed=0)
-        try:
-            model.load_state_dict(_strip(state))
-        except RuntimeError as error:
-            reason = str(error).splitlines()[-1].strip()
-            raise CheckpointError(f"{weights} does not fit {network.name}: {reason}") from None
-        mean = saved.get("mean") if "model" in saved else None
+        load_weights(model, saved, network.name)
+        mean = saved.checkpoint.get("mean")
         if mean is None and recipe.mean_subtract:
             train = load_dataset(recipe.dataset, root, train=True)
             mean = pixel_mean(train.sized(test.images.size) if folder else train, workers)
@@ -95,11 +87,8 @@ def evaluate(
         typer.echo(f"reading {recipe.dataset} from {root.resolve()}", err=True)
         scores = score(model.to(chosen), test, chosen, prepare=prepare.eval, normalize=prepare.normalize,
                        protocol=protocol, batch=batch, workers=workers, decoder=decoder)
-    except (CheckpointError, DataError, DeviceError) as problem:
+    except (WeightsError, DataError, DeviceError) as problem:
         fail(str(problem))
-    except SpecError as error:
-        typer.echo(error.render(), err=True)
-        raise typer.Exit(1) from None
     split = "val" if folder else "test"
     if scores.top5 is None:
         typer.echo(f"top-5 error skipped: {recipe.dataset} has {test.classes} classes, fewer than 5", err=True)
@@ -164,13 +153,6 @@ def _check_fully_convolutional(network) -> None:
         except SpecError:
             raise DataError(f"multi-scale testing runs {network.name} on {side}x{side} images, and it takes only "
                             f"{'x'.join(map(str, network.input_shape))}: its head needs a global avgpool") from None
-
-
-def _strip(state: dict) -> dict:
-    for prefix in PREFIXES:
-        if state and all(key.startswith(prefix) for key in state):
-            state = {key[len(prefix):]: value for key, value in state.items()}
-    return state
 
 
 def register(app: typer.Typer) -> None:

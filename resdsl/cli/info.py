@@ -17,9 +17,16 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     set_: SetOption = None,
 ) -> None:
-    """Print each stage's output size, blocks, params and MACs, with totals."""
+    """Print each stage's output size, blocks, params and MACs, with totals, and the spec's training recipe."""
     network = load_network(spec, set_)
-    typer.echo(json.dumps(summary(network), indent=2) if as_json else table(network))
+    if as_json:
+        typer.echo(json.dumps(summary(network), indent=2))
+        return
+    typer.echo(table(network))
+    if network.program.network.train is not None:
+        from resdsl.recipe import summary_lines
+
+        typer.echo("\ntrain (the spec's recipe)\n" + "\n".join(f"  {line}" for line in summary_lines(network.recipe)))
 
 
 def summary(network: Network) -> dict:
@@ -36,6 +43,7 @@ def summary(network: Network) -> dict:
              "output": s.output, "params": s.params, "macs": s.macs, "activation_bytes": s.activation_bytes}
             for s in network.stages
         ],
+        **({"recipe": network.recipe.model_dump(mode="json")} if network.program.network.train is not None else {}),
     }
 
 

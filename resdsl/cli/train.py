@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from resdsl.cli.common import SetOption, fail, load_network
-from resdsl.diagnostics import SpecError
 
 RECIPE = "Recipe (overrides the spec's train section)"
 RUN = "Run"
@@ -103,11 +102,7 @@ def train(
     network = load_network(spec, set_)
     from resdsl.recipe import recipe_of
 
-    try:
-        run_recipe = recipe_of(network.program, lines)
-    except SpecError as error:
-        typer.echo(error.render(), err=True)
-        raise typer.Exit(1) from None
+    run_recipe = recipe_of(network.program, lines)  # a bad setting is a SpecError, reported by the CLI
 
     from resdsl.data import DataError
     from resdsl.train import RunConfig, RunError, run
@@ -124,9 +119,6 @@ def train(
         status = run(network, config)
     except (DataError, RunError, CheckpointError, DeviceError) as error:
         fail(str(error))
-    except SpecError as error:
-        typer.echo(error.render(), err=True)
-        raise typer.Exit(1) from None
     raise typer.Exit(status)
 
 
