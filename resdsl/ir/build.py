@@ -16,11 +16,11 @@ from resdsl import ast
 from resdsl.diagnostics import Diagnostics
 from resdsl.expr import Argument, Callee, EvalError, Tensor, Value, describe, evaluate
 from resdsl.ir.emit import Emitter, uses_shortcut
-from resdsl.ir.graph import GraphBuilder, Scope, Site, TooLarge
+from resdsl.ir.graph import GraphBuilder, Scope, Site, TooLarge, too_many_layers, too_many_weighted
 from resdsl.ir.instantiate import BindError, Instance, block_instance, duplicate_formals, shortcut_instance, unknown
 from resdsl.ir.names import check_path
 from resdsl.ir.ops import OPS, fmt
-from resdsl.limits import MAX_BLOCKS, MAX_STAGES, MAX_WIDTH
+from resdsl.limits import MAX_BLOCKS, MAX_NODES, MAX_STAGES, MAX_WEIGHTED_LAYERS, MAX_WIDTH
 from resdsl.resolve import Program
 from resdsl.source import Span
 
@@ -55,7 +55,7 @@ def lower_program(program: Program, diagnostics: Diagnostics) -> nx.DiGraph:
             current = emitter.run(network.head.layers, Site("", Scope("head", "head")), current,
                                   {"input": Tensor(current)})
     except TooLarge as error:
-        diagnostics.error(network.span, f"network '{network.name}' is too large: {error}")
+        diagnostics.error(error.span, str(error))
         return builder.graph
     builder.graph.graph["output"] = current
     builder.add("output", OPS["output"], {}, [current], Scope("io", "output"), network.span)
@@ -150,14 +150,25 @@ def _stage(emitter: Emitter, name: str, stage: ast.Stage, depth: int | None, wid
     if stride != 1 and "stride" not in formals:
         diagnostics.error(options["stride"].span, f"block '{block.name}' takes no stride")
     shortcut_name = shortcut.name if shortcut else None
+    builder = emitter.builder
     for index in range(depth):
         given = [Argument("width", width, stage.span)]
         if "stride" in formals and "stride" in options:
             given.append(Argument("stride", stride if index == 0 else 1, options["stride"].span))
         site = Site(f"{name}.{index}.", Scope("stage", name, index, "main", block.name, shortcut_name), stage.span)
+        nodes, weighted = len(builder.graph), builder.weighted
         current = emitter.block_body(block, tuple(given + arguments), site, current, stage.span, stage=True,
                                      shortcut=shortcut)
+        if index == 1:  # the blocks after the first are alike: refuse now what the rest would bring over a limit
+            _refuse_oversized(builder, stage, depth - 2, len(builder.graph) - nodes, builder.weighted - weighted)
     return current
+
+
+def _refuse_oversized(builder: GraphBuilder, stage: ast.Stage, blocks: int, nodes: int, weighted: int) -> None:
+    if len(builder.graph) + blocks * nodes > MAX_NODES:
+        raise TooLarge(too_many_layers(len(builder.graph) + blocks * nodes), stage.span)
+    if builder.weighted + blocks * weighted > MAX_WEIGHTED_LAYERS:
+        raise TooLarge(too_many_weighted(builder.weighted + blocks * weighted), stage.span)
 
 
 def _block(emitter: Emitter, option: ast.Kwarg) -> Instance | None:
