@@ -15,3 +15,4 @@ MAX_WEIGHTED_LAYERS = 100_000  # conv and linear layers
 MAX_NODES = 250_000  # ops of any kind in the graph
 MAX_WIDTH = 65_536  # channels, features, or one side of the input
 MAX_ACTIVATION_BYTES = 64 * 2**30  # fp32 activations of one image through the whole network
+MAX_PARAM_BYTES = 64 * 2**30  # fp32 weights of the whole network

@@ -16,7 +16,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from resdsl import ast
 from resdsl.diagnostics import Diagnostic, Note, SpecError
 from resdsl.limits import MAX_LITERAL_DIGITS, MAX_SPEC_BYTES
-from resdsl.source import SourceFile, SourceMap, Span
+from resdsl.source import SourceFile, SourceMap, Span, spec_too_large
 
 
 class _JoinParenthesised:
@@ -90,7 +90,8 @@ def parse_setting(source: SourceFile, sources: SourceMap) -> ast.Setting:
 def _parse(source: SourceFile, sources: SourceMap, start: str):
     sources.add(source)
     if len(source.text) > MAX_SPEC_BYTES:
-        raise SpecError([Diagnostic(source.start(), f"spec is larger than {MAX_SPEC_BYTES:,} bytes")], sources)
+        size = spec_too_large(f"{len(source.text):,} characters")
+        raise SpecError([Diagnostic(source.start(), f"this spec is too large: {size}")], sources)
     try:
         result, errors = _parser().parse(source, start)
     except UnexpectedInput as error:
@@ -244,7 +245,8 @@ class _ToAst:
         longest = max(len(part) for part in str(token).lower().replace("e", "x").split("x"))
         if longest <= MAX_LITERAL_DIGITS:
             return True
-        self.errors.append(Diagnostic(self._token_span(token), f"{what} has more than {MAX_LITERAL_DIGITS} digits"))
+        message = f"{what} has more than {MAX_LITERAL_DIGITS} digits, the limit for a number in a spec"
+        self.errors.append(Diagnostic(self._token_span(token), message))
         return False
 
     def _dims(self, token: Token) -> tuple[int, ...]:

@@ -103,7 +103,8 @@ def _extends_chain(source: SourceFile, sources: SourceMap, diagnostics: Diagnost
         if str(parent) in seen:
             raise diagnostics.fail(extends.span, f"'{extends.path}' extends itself (a cycle of extends)")
         if len(seen) >= MAX_EXTENDS_DEPTH:
-            raise diagnostics.fail(extends.span, f"the extends chain is more than {MAX_EXTENDS_DEPTH} files deep")
+            raise diagnostics.fail(extends.span, f"the extends chain is more than {MAX_EXTENDS_DEPTH} files deep, "
+                                                         "the limit; merge some of its files into one")
         seen.add(str(parent))
         try:
             text = read_source_text(parent)
@@ -195,14 +196,14 @@ def parse_override(text: str) -> tuple[str, Value]:
     if raw in ("true", "false"):
         return name, raw == "true"
     if len(raw) > MAX_LITERAL_DIGITS * 4 or any(len(d) > MAX_LITERAL_DIGITS for d in raw.lstrip("-").split("x")):
-        raise UsageError(f"--set {name}: the value has more than {MAX_LITERAL_DIGITS} digits")
+        raise UsageError(f"--set {name}: the value has more than {MAX_LITERAL_DIGITS} digits, the limit for a number")
     for convert in (int, float):
         try:
             value = convert(raw)
         except ValueError:
             continue
         if isinstance(value, float) and not math.isfinite(value):
-            break
+            raise UsageError(f"--set {name}: '{raw}' is not a finite number")
         return name, value
     dims = raw.split("x")
     if len(dims) > 1 and all(d.isdigit() for d in dims):

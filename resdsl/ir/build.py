@@ -8,6 +8,7 @@ option picks its `same` or `changed` case from the shapes the residual branch pr
 
 from __future__ import annotations
 
+import re
 from collections import ChainMap
 
 import networkx as nx
@@ -41,7 +42,8 @@ def lower_program(program: Program, diagnostics: Diagnostics) -> nx.DiGraph:
         diagnostics.error(network.input.span, f"input must be CxHxW with positive sizes, got {fmt(dims)}")
         return builder.graph
     if max(dims) > MAX_WIDTH:
-        diagnostics.error(network.input.span, f"input size {max(dims):,} is over the limit of {MAX_WIDTH:,}")
+        diagnostics.error(network.input.span, f"input size {max(dims):,} is over the limit of {MAX_WIDTH:,} for "
+                                                  "channels or a side; use a smaller input")
         return builder.graph
     builder.graph.graph["input_shape"] = dims
     current = builder.add("input", OPS["input"], {"shape": dims}, [], Scope("io", "input"), network.input.span)
@@ -63,9 +65,10 @@ def lower_program(program: Program, diagnostics: Diagnostics) -> nx.DiGraph:
 
 
 def _shape_error(emitter: Emitter, node: str, span: Span, origin: Span | None, message: str) -> None:
-    # "linear expects ..." needs no "linear: " in front; "layer2.0.conv1: ..." does.
+    # An unlabelled node (`linear`, `slice_channels_2`) is named by its message ("linear expects ..."); a
+    # labelled one (`layer2.0.conv1`) is named in front of it.
     op = emitter.builder.graph.nodes[node]["op"].name
-    said = message.startswith(f"{op} ") and node.rpartition(".")[2].split("_")[0] == op
+    said = message.startswith(f"{op} ") and re.fullmatch(rf"{op}(_\d+)?", node.rpartition(".")[2])
     emitter.report(span, origin, message if said else f"{node}: {message}")
 
 
@@ -82,13 +85,15 @@ def _stages(emitter: Emitter, stages: ast.Stages, current: str) -> str:
     if not items:
         diagnostics.error(stages.span, "stages has no stage lines (e.g. `layer1: 3 x 64`)")
     if len(items) > MAX_STAGES:
-        diagnostics.error(stages.span, f"{len(items):,} stages is over the limit of {MAX_STAGES:,}")
+        diagnostics.error(stages.span, f"{len(items):,} stages is over the limit of {MAX_STAGES:,}; give each "
+                                         "stage more blocks (`DEPTH x WIDTH`)")
         return current
     _no_repeats(diagnostics, stages.options, "stages option")
     sizes = [_stage_size(emitter, stage) for stage in items]
     total = sum(depth for depth, _ in sizes if depth)
     if total > MAX_BLOCKS:
-        diagnostics.error(stages.span, f"{total:,} blocks in all is over the limit of {MAX_BLOCKS:,}")
+        diagnostics.error(stages.span, f"{total:,} blocks in all is over the limit of {MAX_BLOCKS:,}; use fewer "
+                                         "blocks")
         return current
     names: set[str] = set()
     for number, (stage, (depth, width)) in enumerate(zip(items, sizes, strict=True), start=1):

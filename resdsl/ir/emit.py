@@ -85,7 +85,7 @@ class Emitter:
         if arguments is None:
             return self.builder.placeholder(site.prefix, current, site.scope, layer.span)
         if op is not None:
-            node = self.op_layer(layer, op, list(callee.arguments) + arguments, site, current)
+            node = self.op_layer(layer, op, list(callee.arguments) + arguments, site, current, callee.span)
         else:
             node = self.call_block(layer, callee, arguments, site, current)
         self.name_tensor(layer, node, scope, site)
@@ -130,12 +130,15 @@ class Emitter:
             arguments.append(Argument(name, value, span))
         return arguments if ok else None
 
-    def op_layer(self, layer: ast.Layer, op: Op, arguments: list[Argument], site: Site, current: str) -> str:
-        bound = op.bind(arguments, layer.op_span)
+    def op_layer(self, layer: ast.Layer, op: Op, arguments: list[Argument], site: Site, current: str,
+                 written: Span | None = None) -> str:
+        """Add an op's node; `written` is where an op value's arguments were bound (`norm: groupnorm(32)`), where
+        an error about the arguments as a whole points."""
+        bound = op.bind(arguments, written or layer.op_span)
         for span, message in bound.errors:
             self.report(span, site.origin, message)
         sources = [current, *(t.node for t in bound.tensors)]
-        if (op.arity == 2 and len(sources) != 2) or (op.arity is None and len(sources) < 2):
+        if not bound.errors and ((op.arity == 2 and len(sources) != 2) or (op.arity is None and len(sources) < 2)):
             wanted = "one tensor" if op.arity == 2 else "one or more tensors"
             extra = " (or `add shortcut` in a block a stage uses)" if op.name == "add" else ""
             self.report(layer.op_span, site.origin, f"{op.name} takes {wanted} besides the current one, named "
@@ -166,7 +169,8 @@ class Emitter:
             return self.builder.placeholder(site.prefix, current, site.scope, layer.span)
         if name in self.calls or len(self.calls) >= MAX_CALL_DEPTH:
             reason = (f"block '{name}' calls itself" if name in self.calls
-                      else f"blocks call each other more than {MAX_CALL_DEPTH} deep")
+                      else f"blocks call each other more than {MAX_CALL_DEPTH} deep, the limit; write some of "
+                           "these blocks' layers out in the block that calls them")
             self.report(layer.op_span, site.origin, reason)
             return self.builder.placeholder(site.prefix, current, site.scope, layer.span)
         label = self.node_id(layer, site, name)
@@ -250,6 +254,13 @@ class Emitter:
         shortcut_scope = Scope(scope_.section, scope_.stage, scope_.block, "shortcut", scope_.block_type,
                                scope_.shortcut)
         branch_end = frame.input
+        taken = f"{site.prefix}{SHORTCUT_GROUP}"
+        if layers and taken in nodes:
+            self.report(nodes[taken]["span"], site.origin, f"'{SHORTCUT_GROUP}' names the shortcut's layers in a "
+                                                           f"block (`{SHORTCUT_GROUP}.0`, as in torchvision), and "
+                                                           f"shortcut option {definition.name} has layers here; "
+                                                           "rename this layer")
+            return self.builder.placeholder(site.prefix, current, site.scope, statement.span)
         if layers:
             group = Site(f"{site.prefix}{SHORTCUT_GROUP}.", shortcut_scope, site.origin)
             branch_end = self.run(layers, group, reads, {**values, "input": Tensor(reads)})

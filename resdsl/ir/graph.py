@@ -123,6 +123,8 @@ class GraphBuilder:
         if node in self.graph:
             return f"layer name '{node}' is used twice"
         if node in self._containers:
+            if node in self.graph.graph["stages"]:
+                return f"'{node}' is the name of a stage; a layer cannot take it"
             return f"'{node}' names both a layer and a group of layers under it ('{node}.…')"
         prefix = node
         while "." in prefix:
