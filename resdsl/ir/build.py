@@ -98,7 +98,7 @@ def _stages(emitter: Emitter, stages: ast.Stages, current: str) -> str:
     names: set[str] = set()
     for number, (stage, (depth, width)) in enumerate(zip(items, sizes, strict=True), start=1):
         name = stage.label or f"layer{number}"
-        problem = check_path(name) or (f"stage name '{name}' is used twice" if name in names else None) or (
+        problem = check_path(name, "stage") or (f"stage name '{name}' is used twice" if name in names else None) or (
             f"stage name '{name}' is already a layer's name" if emitter.builder.has(name) else None)
         if problem:
             diagnostics.error(stage.span, problem)

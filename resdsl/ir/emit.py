@@ -141,8 +141,9 @@ class Emitter:
         if not bound.errors and ((op.arity == 2 and len(sources) != 2) or (op.arity is None and len(sources) < 2)):
             wanted = "one tensor" if op.arity == 2 else "one or more tensors"
             extra = " (or `add shortcut` in a block a stage uses)" if op.name == "add" else ""
+            named = f", but this names {len(sources) - 1}" if len(sources) > 1 else ""
             self.report(layer.op_span, site.origin, f"{op.name} takes {wanted} besides the current one, named "
-                                                    f"as in `{op.name} x`{extra}")
+                                                    f"as in `{op.name} x`{extra}{named}")
             return self.builder.placeholder(site.prefix, current, site.scope, layer.span)
         shape = self.builder.graph.nodes[current]["shape"]
         if isinstance(op, Linear) and shape is not None and len(shape) == 3 and shape[1:] == (1, 1):

@@ -42,10 +42,10 @@ def check_part(part: str) -> str | None:
     return None
 
 
-def check_path(path: str) -> str | None:
-    """Why a dotted path cannot name a module, or None."""
+def check_path(path: str, what: str = "layer") -> str | None:
+    """Why a dotted path cannot name a module (a layer, or a stage), or None."""
     for part in path.split("."):
         problem = check_part(part)
         if problem:
-            return f"cannot name a layer '{path}': {problem}"
+            return f"cannot name a {what} '{path}': {problem}"
     return None

@@ -263,9 +263,9 @@ def window(op: str, shape: Shape, kernel: tuple[int, int], stride: tuple[int, in
             raise ShapeError(f"spatial size reaches zero: {op} {fmt(kernel)} on a {fmt(shape)} input: its window "
                              f"spans {reach:,}, the padded input only {size + 2 * p:,}")
         if reach > 4 * size + 1:
-            what = f"kernel {k}" + (f" at dilation {d}" if d > 1 else "")
-            raise ShapeError(f"{op} window far larger than its {fmt(shape)} input: the {what} spans {reach:,}, more "
-                             f"than 4 × {size} + 1, so most of it only ever covers padding; use a smaller kernel or "
+            what = f"its kernel of {k} at dilation {d}" if d > 1 else "its kernel"
+            raise ShapeError(f"{op} window far larger than its {fmt(shape)} input: {what} spans {reach:,}, more than "
+                             f"4 × {size} + 1, so most of it only ever covers padding; use a smaller kernel or "
                              "dilation, or a larger input")
         span = size + 2 * p - reach
         out = (math.ceil(span / s) if ceil else span // s) + 1
