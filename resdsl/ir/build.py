@@ -17,7 +17,7 @@ from resdsl import ast
 from resdsl.diagnostics import Diagnostics
 from resdsl.expr import Argument, Callee, EvalError, Tensor, Value, describe, evaluate
 from resdsl.ir.emit import Emitter, uses_shortcut
-from resdsl.ir.graph import GraphBuilder, Scope, Site, TooLarge, too_many_layers, too_many_weighted
+from resdsl.ir.graph import COMPILER_NODES, GraphBuilder, Scope, Site, TooLarge, too_many_layers, too_many_weighted
 from resdsl.ir.instantiate import BindError, Instance, block_instance, duplicate_formals, shortcut_instance, unknown
 from resdsl.ir.names import check_path
 from resdsl.ir.ops import OPS, fmt
@@ -46,6 +46,8 @@ def lower_program(program: Program, diagnostics: Diagnostics) -> nx.DiGraph:
                                                   "channels or a side; use a smaller input")
         return builder.graph
     builder.graph.graph["input_shape"] = dims
+    if network.stages and network.stages.items:
+        builder.reserve_stages(_stage_names(network.stages.items))
     current = builder.add("input", OPS["input"], {"shape": dims}, [], Scope("io", "input"), network.input.span)
     try:
         if network.stem:
@@ -96,10 +98,11 @@ def _stages(emitter: Emitter, stages: ast.Stages, current: str) -> str:
                                          "blocks")
         return current
     names: set[str] = set()
-    for number, (stage, (depth, width)) in enumerate(zip(items, sizes, strict=True), start=1):
-        name = stage.label or f"layer{number}"
+    for stage, name, (depth, width) in zip(items, _stage_names(items), sizes, strict=True):
+        root = name.partition(".")[0]
         problem = check_path(name, "stage") or (f"stage name '{name}' is used twice" if name in names else None) or (
-            f"stage name '{name}' is already a layer's name" if emitter.builder.has(name) else None)
+            f"'{root}' names the network's {root}, which the compiler adds; a stage cannot take it"
+            if root in COMPILER_NODES else None)
         if problem:
             diagnostics.error(stage.span, problem)
             continue
@@ -109,6 +112,10 @@ def _stages(emitter: Emitter, stages: ast.Stages, current: str) -> str:
         options = {o.name: o for o in stages.options} | {o.name: o for o in stage.options}
         current = _stage(emitter, name, stage, depth, width, options, current)
     return current
+
+
+def _stage_names(items: list[ast.Stage]) -> list[str]:
+    return [stage.label or f"layer{number}" for number, stage in enumerate(items, start=1)]
 
 
 def _stage_size(emitter: Emitter, stage: ast.Stage) -> tuple[int | None, int | None]:

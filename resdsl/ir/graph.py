@@ -81,6 +81,9 @@ def infer_node(graph: nx.DiGraph, node: str, sources: list[str] | None = None) -
     return attrs["shape"]
 
 
+COMPILER_NODES = ("input", "output")  # the ids of the nodes the compiler adds, which no label may take
+
+
 class TooLarge(Exception):
     """The graph would pass a size limit: the message says which and what to change, `span` where."""
 
@@ -96,11 +99,19 @@ class GraphBuilder:
         self.graph = nx.DiGraph(name=name, stages=[])
         self.on_error = on_error  # (node, span, origin, message)
         self._containers: set[str] = set()
+        self._stages: set[str] = set()  # the stages' names and the groups they are in (`stages` of `stages.0`)
         self._counters: dict[str, int] = {}
         self.weighted = 0  # conv and linear layers so far
 
+    def reserve_stages(self, names: list[str]) -> None:
+        """Keep the stages' names for them, so that no layer before them (unlabelled or not) takes one."""
+        for name in names:
+            while name and name not in self._stages:
+                self._stages.add(name)
+                name = name.rpartition(".")[0]
+
     def has(self, node: str) -> bool:
-        return node in self.graph or node in self._containers
+        return node in self.graph or node in self._containers or node in self._stages
 
     def fresh_id(self, prefix: str, base: str) -> str:
         """`prefix + base`, or with `_1`, `_2`, ... after it if taken (constant time per name)."""
@@ -120,11 +131,14 @@ class GraphBuilder:
         problem = check_path(node)
         if problem:
             return problem
+        root = node.partition(".")[0]
+        if root in COMPILER_NODES:
+            return f"'{root}' names the network's {root}, which the compiler adds; a layer cannot take it"
         if node in self.graph:
             return f"layer name '{node}' is used twice"
+        if node in self._stages:
+            return f"'{node}' is the name of a stage; a layer cannot take it"
         if node in self._containers:
-            if node in self.graph.graph["stages"]:
-                return f"'{node}' is the name of a stage; a layer cannot take it"
             return f"'{node}' names both a layer and a group of layers under it ('{node}.…')"
         prefix = node
         while "." in prefix:
