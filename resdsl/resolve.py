@@ -116,13 +116,30 @@ def _extends_chain(source: SourceFile, sources: SourceMap, diagnostics: Diagnost
 def _extends_target(source: SourceFile, target: str) -> Path:
     """The file `extends "target"` names: a path relative to the spec, else a zoo name (`resnet50`)."""
     base = Path.cwd() if source.path.startswith("<") else Path(source.path).parent
-    path = (base / target).resolve()
-    if path.exists():
-        return path
+    try:
+        path = (base / target).resolve()
+        if path.exists():
+            return path
+    except (OSError, ValueError):  # a name too long, or with a NUL: reading it says so
+        return base / target
+    found = _zoo_path(target)
+    return Path(found).resolve() if found else path
+
+
+def _zoo_path(name: str) -> str | None:
     from resdsl.zoo import zoo_path
 
-    found = zoo_path(target)
-    return Path(found).resolve() if found else path
+    try:
+        return zoo_path(name)
+    except (OSError, ValueError):  # not a name the zoo could hold
+        return None
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
 
 
 def _display_path(path: Path) -> str:
@@ -216,10 +233,8 @@ def read_spec(path_or_text: str | Path) -> SourceFile:
     if isinstance(path_or_text, str) and ("\n" in path_or_text or "{" in path_or_text):
         return SourceFile(path="<string>", text=path_or_text)
     path = Path(path_or_text)
-    if not path.exists() and isinstance(path_or_text, str):
-        from resdsl.zoo import zoo_path
-
-        found = zoo_path(path_or_text)
+    if not _exists(path) and isinstance(path_or_text, str):
+        found = _zoo_path(path_or_text)
         if found is not None:
             return SourceFile(path=str(found), text=read_source_text(Path(found)))
     try:

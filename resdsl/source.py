@@ -81,6 +81,8 @@ def read_source_text(path: Path) -> str:
         raise UnreadableSpec("no such file", missing=True) from None
     except OSError as error:
         raise UnreadableSpec(error.strerror or str(error)) from None
+    except ValueError:  # a NUL character, which no path can hold
+        raise UnreadableSpec("the path contains a NUL character") from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):

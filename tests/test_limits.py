@@ -212,6 +212,17 @@ def test_extends_of_a_file_that_is_not_regular_is_refused_unread(not_a_file, tmp
     assert f"{child}:1:11: error: cannot read '{target}': {kind}" in caught.value.render()
 
 
+@pytest.mark.parametrize(("name", "reason"), [("a\0b.res", "the path contains a NUL character"),
+                                             ("x" * 5000 + ".res", "File name too long")], ids=["nul", "too_long"])
+def test_path_no_file_can_have_is_refused_with_the_reason(name, reason, tmp_path):
+    with pytest.raises(resdsl.SpecError, match=reason):
+        resdsl.compile(name)
+    child = tmp_path / "child.res"
+    child.write_text(f'network t extends "{name}" {{ }}\n')
+    with pytest.raises(resdsl.SpecError, match=f"{child}:1:11: error: cannot read .*: {reason}"):
+        resdsl.compile(child)
+
+
 # --- command-line values --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("value", ["9" * 5000, "-" + "9" * 5000, "3x" + "9" * 5000])

@@ -129,3 +129,10 @@ def test_labels_that_read_alike_in_generated_code_stay_apart():
     model = network.to_torch(seed=0)
     assert {"a_b", "a.b", "a_b_1", "conv", "conv_1"} <= set(dict(model.named_modules()))
     assert model(torch.randn(1, 3, 8, 8)).shape == (1, 8, 8, 8)
+
+
+def test_stage_name_is_kept_from_the_unlabelled_layers_before_it():
+    network = resdsl.compile("network t {\n  input 3x8x8\n  stem { conv 3x3, 4; relu }\n"
+                             "  stages (block: basic, shortcut: B) { conv: 1 x 4; relu: 1 x 4 }\n}\n")
+    assert [node for node in network.graph if "." not in node] == ["input", "conv_1", "relu_1", "output"]
+    assert network.stages[0].name == "stem" and [s.name for s in network.stages[1:]] == ["conv", "relu"]
