@@ -147,8 +147,9 @@ def _stage(emitter: Emitter, name: str, stage: ast.Stage, depth: int | None, wid
     block = _block(emitter, block_option)
     shortcut = _shortcut(emitter, options.get("shortcut"), block)
     if block is not None and shortcut is None and options.get("shortcut") is None and uses_shortcut(block.definition):
-        diagnostics.error(stage.span, "no shortcut option for this stage; add `shortcut: A` (or none, B, C, D) to "
-                                      "the stages defaults or the stage line")
+        known = ", ".join(sorted(emitter.program.shortcuts))
+        diagnostics.error(stage.span, "no shortcut option for this stage; add `shortcut: NAME` to the stages "
+                                      f"defaults or the stage line (options: {known})")
     stride = 1
     if "stride" in options:
         stride = _positive(emitter, _value(emitter, options["stride"].value), options["stride"].value.span, "stride")
