@@ -30,6 +30,7 @@ from resdsl.limits import (
     MAX_EXPRESSION_DEPTH,
     MAX_EXTENDS_DEPTH,
     MAX_NODES,
+    MAX_PATH_PARTS,
     MAX_SPEC_BYTES,
     MAX_STAGES,
 )
@@ -112,6 +113,8 @@ FIRST_OVER = {
                                 + _network("  conv 1x1, s\n"), f"nested more than {MAX_EXPRESSION_DEPTH} deep"),
     "calls_one_too_deep": (_calls(MAX_CALL_DEPTH + 1) + _network("  x: b0 4\n"),
                            f"more than {MAX_CALL_DEPTH} deep"),
+    "label_one_part_too_deep": (_network("  conv 1x1, 4\n  " + "a." * MAX_PATH_PARTS + "a: relu\n"),
+                                f"path of {MAX_PATH_PARTS + 1} dotted parts is over the limit of {MAX_PATH_PARTS}"),
     "spec_one_byte_too_large": (_network() + "#" * (MAX_SPEC_BYTES - len(_network()) + 1),
                                 f"over the limit of {MAX_SPEC_BYTES:,}"),
 }
@@ -136,6 +139,14 @@ def test_first_spec_over_each_limit_is_refused_fast(kind, tmp_path):
     assert f"{path}:" in run.output and message in run.output, run.output[-2000:]
     assert run.cpu < REFUSED_CPU_S
     assert run.rss < MAX_RSS
+
+
+def test_label_of_a_hundred_thousand_parts_is_refused_in_linear_time(tmp_path):
+    path = tmp_path / "label.res"
+    path.write_text(_network("  conv 1x1, 4\n  " + "a." * 100_000 + "a: relu\n"))
+    run = _compile_in_child(path)
+    assert f"path of 100,001 dotted parts is over the limit of {MAX_PATH_PARTS}" in run.output
+    assert run.cpu < ACCEPTED_CPU_S
 
 
 def test_largest_spec_is_about_the_size_limit():

@@ -106,6 +106,8 @@ class GraphBuilder:
     def reserve_stages(self, names: list[str]) -> None:
         """Keep the stages' names for them, so that no layer before them (unlabelled or not) takes one."""
         for name in names:
+            if check_path(name, "stage"):
+                continue  # refused at its stage line
             while name and name not in self._stages:
                 self._stages.add(name)
                 name = name.rpartition(".")[0]
