@@ -29,6 +29,7 @@ from resdsl.limits import (
     MAX_CALL_DEPTH,
     MAX_EXPRESSION_DEPTH,
     MAX_EXTENDS_DEPTH,
+    MAX_INSTANTIATED,
     MAX_NODES,
     MAX_PATH_PARTS,
     MAX_SPEC_BYTES,
@@ -83,6 +84,9 @@ def _stages(lines: str, block: str = "basic", shortcut: str = "A") -> str:
 
 
 _TINY_BLOCK = "block tiny(width, stride = 1) {\n  relu\n  add shortcut\n}\n"
+# 2,000 layers that add nothing: a block whose size, not its layers, makes the work of a stage
+_EMPTY_BLOCK = "block empty(width, stride = 1) {\n" + "  none\n" * 2000 + "  add shortcut\n}\n"
+_EMPTY_BLOCK_SIZE = 2006 + 1 + 5  # its syntax nodes, the width it is given, and the identity shortcut's syntax nodes
 
 
 def _calls(depth: int) -> str:
@@ -97,6 +101,8 @@ LARGEST = {
     "most_stages": _network(stages=_stages("    1 x 4\n" * MAX_STAGES)),
     "most_blocks": _network(stages=_stages("    1000 x 4\n" * (MAX_BLOCKS // 1000), "tiny", "identity"),
                             before=_TINY_BLOCK),
+    "most_instantiated": _network(stages=_stages(f"    {MAX_INSTANTIATED // _EMPTY_BLOCK_SIZE - 1} x 4\n", "empty",
+                                                 "identity"), before=_EMPTY_BLOCK),
     "sum_of_2000_terms": "param s = " + " + ".join(["1"] * 2000) + "\n" + _network("  conv 1x1, s\n"),
     "deepest_expression": "param s = " + "-" * MAX_EXPRESSION_DEPTH + "4\n" + _network("  conv 1x1, s\n"),
     "deepest_calls": _calls(MAX_CALL_DEPTH) + _network("  x: b0 4\n"),
@@ -109,6 +115,9 @@ FIRST_OVER = {
                            f"{MAX_BLOCKS + 1:,} blocks in all is over the limit of {MAX_BLOCKS:,}"),
     "layers_past_the_limit": (_network(stages=_stages(f"    {MAX_NODES // 7 + 5_000} x 4\n")),  # 7 layers a block
                               f"over the limit of {MAX_NODES:,} layers"),
+    "instantiated_past_the_limit": (_network(stages=_stages(f"    {MAX_INSTANTIATED // _EMPTY_BLOCK_SIZE + 1} x 4\n",
+                                                            "empty", "identity"), before=_EMPTY_BLOCK),
+                                    f"over the limit of {MAX_INSTANTIATED:,}"),
     "expression_one_too_deep": ("param s = " + "-" * (MAX_EXPRESSION_DEPTH + 1) + "4\n"
                                 + _network("  conv 1x1, s\n"), f"nested more than {MAX_EXPRESSION_DEPTH} deep"),
     "calls_one_too_deep": (_calls(MAX_CALL_DEPTH + 1) + _network("  x: b0 4\n"),

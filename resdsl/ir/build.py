@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import re
 from collections import ChainMap
+from dataclasses import dataclass
 
 import networkx as nx
 
 from resdsl import ast
 from resdsl.diagnostics import Diagnostics
 from resdsl.expr import Argument, Callee, EvalError, Tensor, Value, describe, evaluate
-from resdsl.ir.emit import Emitter, uses_shortcut
+from resdsl.ir.emit import Emitter, too_much_instantiated, uses_shortcut
 from resdsl.ir.graph import COMPILER_NODES, GraphBuilder, Scope, Site, TooLarge, too_many_layers, too_many_weighted
 from resdsl.ir.instantiate import BindError, Instance, block_instance, duplicate_formals, shortcut_instance, unknown
 from resdsl.ir.names import check_path
 from resdsl.ir.ops import OPS, fmt
-from resdsl.limits import MAX_BLOCKS, MAX_NODES, MAX_STAGES, MAX_WEIGHTED_LAYERS, MAX_WIDTH
+from resdsl.limits import MAX_BLOCKS, MAX_INSTANTIATED, MAX_NODES, MAX_STAGES, MAX_WEIGHTED_LAYERS, MAX_WIDTH
 from resdsl.resolve import Program
 from resdsl.source import Span
 
@@ -163,25 +164,43 @@ def _stage(emitter: Emitter, name: str, stage: ast.Stage, depth: int | None, wid
     if stride != 1 and "stride" not in formals:
         diagnostics.error(options["stride"].span, f"block '{block.name}' takes no stride")
     shortcut_name = shortcut.name if shortcut else None
-    builder = emitter.builder
     for index in range(depth):
         given = [Argument("width", width, stage.span)]
         if "stride" in formals and "stride" in options:
             given.append(Argument("stride", stride if index == 0 else 1, options["stride"].span))
         site = Site(f"{name}.{index}.", Scope("stage", name, index, "main", block.name, shortcut_name), stage.span)
-        nodes, weighted = len(builder.graph), builder.weighted
+        before = _Size.of(emitter)
         current = emitter.block_body(block, tuple(given + arguments), site, current, stage.span, stage=True,
                                      shortcut=shortcut)
         if index == 1:  # the blocks after the first are alike: refuse now what the rest would bring over a limit
-            _refuse_oversized(builder, stage, depth - 2, len(builder.graph) - nodes, builder.weighted - weighted)
+            _refuse_oversized(emitter, stage, depth - 2, _Size.of(emitter) - before)
     return current
 
 
-def _refuse_oversized(builder: GraphBuilder, stage: ast.Stage, blocks: int, nodes: int, weighted: int) -> None:
-    if len(builder.graph) + blocks * nodes > MAX_NODES:
-        raise TooLarge(too_many_layers(len(builder.graph) + blocks * nodes), stage.span)
-    if builder.weighted + blocks * weighted > MAX_WEIGHTED_LAYERS:
-        raise TooLarge(too_many_weighted(builder.weighted + blocks * weighted), stage.span)
+@dataclass(frozen=True)
+class _Size:
+    """How large the network is so far, in each unit a limit counts."""
+
+    nodes: int
+    weighted: int
+    instantiated: int
+
+    @staticmethod
+    def of(emitter: Emitter) -> _Size:
+        return _Size(len(emitter.builder.graph), emitter.builder.weighted, emitter.instantiated)
+
+    def __sub__(self, other: _Size) -> _Size:
+        return _Size(self.nodes - other.nodes, self.weighted - other.weighted, self.instantiated - other.instantiated)
+
+
+def _refuse_oversized(emitter: Emitter, stage: ast.Stage, blocks: int, per_block: _Size) -> None:
+    now = _Size.of(emitter)
+    if now.nodes + blocks * per_block.nodes > MAX_NODES:
+        raise TooLarge(too_many_layers(now.nodes + blocks * per_block.nodes), stage.span)
+    if now.weighted + blocks * per_block.weighted > MAX_WEIGHTED_LAYERS:
+        raise TooLarge(too_many_weighted(now.weighted + blocks * per_block.weighted), stage.span)
+    if now.instantiated + blocks * per_block.instantiated > MAX_INSTANTIATED:
+        raise TooLarge(too_much_instantiated(now.instantiated + blocks * per_block.instantiated), stage.span)
 
 
 def _block(emitter: Emitter, option: ast.Kwarg) -> Instance | None:

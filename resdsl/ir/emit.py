@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from resdsl import ast
 from resdsl.diagnostics import Diagnostics, Note
 from resdsl.expr import NONE, Argument, Callee, EvalError, NoLayer, Tensor, Value, describe, evaluate
-from resdsl.ir.graph import GraphBuilder, Scope, Site
+from resdsl.ir.graph import GraphBuilder, Scope, Site, TooLarge
 from resdsl.ir.instantiate import BindError, Instance, bind_formals, block_instance, unknown
 from resdsl.ir.ops import OPS, Linear, Op
-from resdsl.limits import MAX_CALL_DEPTH
+from resdsl.limits import MAX_CALL_DEPTH, MAX_INSTANTIATED
 from resdsl.resolve import Program, prelude_source
 from resdsl.source import Span
 
@@ -47,6 +47,8 @@ class Emitter:
         self.globals: Mapping[str, Value] = ChainMap(program.param_values, names)
         self.calls: list[str] = []
         self.checked_shortcuts: set[str] = set()
+        self.instantiated = 0  # syntax nodes of definitions instantiated so far (MAX_INSTANTIATED)
+        self._sizes: dict[int, int] = {}
 
     # --- statement lists -------------------------------------------------------------------
 
@@ -185,6 +187,7 @@ class Emitter:
                    span: Span, stage: bool = False, shortcut: Instance | None = None) -> str:
         """Bind a block's arguments and emit its body from `current`; a stage's block may `add shortcut`."""
         definition = instance.definition
+        self.instantiate(definition, len(instance.arguments) + len(arguments), site.origin or span)
         try:
             values = bind_formals(definition, instance.arguments + arguments, self.globals, span)
         except BindError as error:
@@ -243,6 +246,7 @@ class Emitter:
             return self.builder.placeholder(site.prefix, current, site.scope, statement.span)
         kept = in_shape == out_shape and frame.stride == 1
         case = definition.case("same" if kept else "changed")
+        self.instantiate(definition, len(option.arguments), site.origin or statement.span)
         try:
             values = bind_formals(definition, option.arguments, self.globals, statement.span)
         except BindError as error:
@@ -302,6 +306,16 @@ class Emitter:
 
     # --- helpers ---------------------------------------------------------------------------
 
+    def instantiate(self, definition: ast.BlockDef | ast.ShortcutDef, arguments: int, span: Span) -> None:
+        """Count a use of a definition against MAX_INSTANTIATED: the work of a block is its size, whatever it holds
+        (formals, lets, `none` layers) — layers alone would not bound it."""
+        size = self._sizes.get(id(definition))
+        if size is None:
+            size = self._sizes[id(definition)] = syntax_size(definition)
+        self.instantiated += size + arguments
+        if self.instantiated > MAX_INSTANTIATED:
+            raise TooLarge(too_much_instantiated(), span)
+
     def node_id(self, layer: ast.Layer, site: Site, base: str) -> str | None:
         """The id of a layer's node: its label under the site's prefix, or a fresh `op`, `op_1`, ..."""
         if layer.label is None:
@@ -357,6 +371,27 @@ def _is_shortcut_add(layer: ast.Layer) -> bool:
     if isinstance(arg, ast.Call):
         return arg.func == "shortcut"
     return isinstance(arg, ast.Name) and arg.id == "shortcut"
+
+
+def syntax_size(root: ast.Node) -> int:
+    """The number of syntax nodes in `root`, counted without recursion (an expression may be deeply nested)."""
+    size, stack = 0, [root]
+    while stack:
+        node = stack.pop()
+        size += 1
+        for name in node.__slots__:
+            value = getattr(node, name)
+            if isinstance(value, ast.Node):
+                stack.append(value)
+            elif isinstance(value, list):
+                stack.extend(item for item in value if isinstance(item, ast.Node))
+    return size
+
+
+def too_much_instantiated(count: int | None = None) -> str:
+    where = f"this stage brings the network to {count:,}" if count else "the network passes"
+    return (f"{where} syntax nodes of blocks and shortcut options instantiated (a definition's size, once per use), "
+            f"over the limit of {MAX_INSTANTIATED:,}; use fewer blocks, or smaller ones")
 
 
 def uses_shortcut(definition: ast.BlockDef) -> bool:
