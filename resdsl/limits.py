@@ -14,6 +14,7 @@ MAX_STAGES = 1_000  # stage lines of a network
 MAX_BLOCKS = 100_000  # blocks in all stages
 MAX_WEIGHTED_LAYERS = 100_000  # conv and linear layers
 MAX_NODES = 250_000  # ops of any kind in the graph
+MAX_INSTANCES = 250_000  # uses of blocks and shortcut options: a stage's blocks, blocks called in blocks, shortcuts
 MAX_INSTANTIATED = 2_500_000  # syntax nodes of block and shortcut definitions instantiated, once per use
 MAX_WIDTH = 65_536  # channels, features, or one side of the input
 MAX_ACTIVATION_BYTES = 64 * 2**30  # fp32 activations of one image through the whole network

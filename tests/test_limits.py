@@ -29,6 +29,7 @@ from resdsl.limits import (
     MAX_CALL_DEPTH,
     MAX_EXPRESSION_DEPTH,
     MAX_EXTENDS_DEPTH,
+    MAX_INSTANCES,
     MAX_INSTANTIATED,
     MAX_NODES,
     MAX_PATH_PARTS,
@@ -155,6 +156,16 @@ def test_label_of_a_hundred_thousand_parts_is_refused_in_linear_time(tmp_path):
     path.write_text(_network("  conv 1x1, 4\n  " + "a." * 100_000 + "a: relu\n"))
     run = _compile_in_child(path)
     assert f"path of 100,001 dotted parts is over the limit of {MAX_PATH_PARTS}" in run.output
+    assert run.cpu < ACCEPTED_CPU_S
+
+
+def test_calls_doubling_at_each_level_are_refused_in_seconds(tmp_path):
+    # 2**32 uses of b31 if nothing stopped them, though no block adds a layer
+    doubling = "".join(f"block b{i}(w) {{\n  x: b{i + 1} w\n  y: b{i + 1} w\n}}\n" for i in range(31))
+    path = tmp_path / "doubling.res"
+    path.write_text(doubling + "block b31(w) {\n  none\n}\n" + _network("  conv 1x1, 4\n  x: b0 4\n"))
+    run = _compile_in_child(path)
+    assert f"the limit of {MAX_INSTANCES:,} for one network" in run.output
     assert run.cpu < ACCEPTED_CPU_S
 
 

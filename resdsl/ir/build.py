@@ -17,12 +17,20 @@ import networkx as nx
 from resdsl import ast
 from resdsl.diagnostics import Diagnostics
 from resdsl.expr import Argument, Callee, EvalError, Tensor, Value, describe, evaluate
-from resdsl.ir.emit import Emitter, too_much_instantiated, uses_shortcut
+from resdsl.ir.emit import Emitter, too_many_instances, too_much_instantiated, uses_shortcut
 from resdsl.ir.graph import COMPILER_NODES, GraphBuilder, Scope, Site, TooLarge, too_many_layers, too_many_weighted
 from resdsl.ir.instantiate import BindError, Instance, block_instance, duplicate_formals, shortcut_instance, unknown
 from resdsl.ir.names import check_path
 from resdsl.ir.ops import OPS, fmt
-from resdsl.limits import MAX_BLOCKS, MAX_INSTANTIATED, MAX_NODES, MAX_STAGES, MAX_WEIGHTED_LAYERS, MAX_WIDTH
+from resdsl.limits import (
+    MAX_BLOCKS,
+    MAX_INSTANCES,
+    MAX_INSTANTIATED,
+    MAX_NODES,
+    MAX_STAGES,
+    MAX_WEIGHTED_LAYERS,
+    MAX_WIDTH,
+)
 from resdsl.resolve import Program
 from resdsl.source import Span
 
@@ -183,24 +191,28 @@ class _Size:
 
     nodes: int
     weighted: int
+    instances: int
     instantiated: int
 
     @staticmethod
     def of(emitter: Emitter) -> _Size:
-        return _Size(len(emitter.builder.graph), emitter.builder.weighted, emitter.instantiated)
+        return _Size(len(emitter.builder.graph), emitter.builder.weighted, emitter.instances, emitter.instantiated)
 
     def __sub__(self, other: _Size) -> _Size:
-        return _Size(self.nodes - other.nodes, self.weighted - other.weighted, self.instantiated - other.instantiated)
+        return _Size(self.nodes - other.nodes, self.weighted - other.weighted, self.instances - other.instances,
+                     self.instantiated - other.instantiated)
+
+
+_LIMITS = (("nodes", MAX_NODES, too_many_layers), ("weighted", MAX_WEIGHTED_LAYERS, too_many_weighted),
+           ("instances", MAX_INSTANCES, too_many_instances), ("instantiated", MAX_INSTANTIATED, too_much_instantiated))
 
 
 def _refuse_oversized(emitter: Emitter, stage: ast.Stage, blocks: int, per_block: _Size) -> None:
     now = _Size.of(emitter)
-    if now.nodes + blocks * per_block.nodes > MAX_NODES:
-        raise TooLarge(too_many_layers(now.nodes + blocks * per_block.nodes), stage.span)
-    if now.weighted + blocks * per_block.weighted > MAX_WEIGHTED_LAYERS:
-        raise TooLarge(too_many_weighted(now.weighted + blocks * per_block.weighted), stage.span)
-    if now.instantiated + blocks * per_block.instantiated > MAX_INSTANTIATED:
-        raise TooLarge(too_much_instantiated(now.instantiated + blocks * per_block.instantiated), stage.span)
+    for unit, limit, message in _LIMITS:
+        total = getattr(now, unit) + blocks * getattr(per_block, unit)
+        if total > limit:
+            raise TooLarge(message(total), stage.span)
 
 
 def _block(emitter: Emitter, option: ast.Kwarg) -> Instance | None:

@@ -17,7 +17,7 @@ from resdsl.expr import NONE, Argument, Callee, EvalError, NoLayer, Tensor, Valu
 from resdsl.ir.graph import GraphBuilder, Scope, Site, TooLarge
 from resdsl.ir.instantiate import BindError, Instance, bind_formals, block_instance, unknown
 from resdsl.ir.ops import OPS, Linear, Op
-from resdsl.limits import MAX_CALL_DEPTH, MAX_INSTANTIATED
+from resdsl.limits import MAX_CALL_DEPTH, MAX_INSTANCES, MAX_INSTANTIATED
 from resdsl.resolve import Program, prelude_source
 from resdsl.source import Span
 
@@ -47,6 +47,7 @@ class Emitter:
         self.globals: Mapping[str, Value] = ChainMap(program.param_values, names)
         self.calls: list[str] = []
         self.checked_shortcuts: set[str] = set()
+        self.instances = 0  # uses of blocks and shortcut options so far (MAX_INSTANCES)
         self.instantiated = 0  # syntax nodes of definitions instantiated so far (MAX_INSTANTIATED)
         self._sizes: dict[int, int] = {}
 
@@ -307,12 +308,15 @@ class Emitter:
     # --- helpers ---------------------------------------------------------------------------
 
     def instantiate(self, definition: ast.BlockDef | ast.ShortcutDef, arguments: int, span: Span) -> None:
-        """Count a use of a definition against MAX_INSTANTIATED: the work of a block is its size, whatever it holds
-        (formals, lets, `none` layers) — layers alone would not bound it."""
+        """Count a use of a definition against MAX_INSTANCES and MAX_INSTANTIATED: the work of a block is its size,
+        whatever it holds (formals, lets, `none` layers) — the limits on layers alone would not bound it."""
         size = self._sizes.get(id(definition))
         if size is None:
             size = self._sizes[id(definition)] = syntax_size(definition)
+        self.instances += 1
         self.instantiated += size + arguments
+        if self.instances > MAX_INSTANCES:
+            raise TooLarge(too_many_instances(), span)
         if self.instantiated > MAX_INSTANTIATED:
             raise TooLarge(too_much_instantiated(), span)
 
@@ -388,10 +392,17 @@ def syntax_size(root: ast.Node) -> int:
     return size
 
 
+def too_many_instances(count: int | None = None) -> str:
+    where = f"this stage brings the uses of blocks and shortcut options to {count:,}, over" if count else (
+        "the uses of blocks and shortcut options pass here")
+    return f"{where} the limit of {MAX_INSTANCES:,} for one network; use fewer blocks"
+
+
 def too_much_instantiated(count: int | None = None) -> str:
-    where = f"this stage brings the network to {count:,}" if count else "the network passes"
-    return (f"{where} syntax nodes of blocks and shortcut options instantiated (a definition's size, once per use), "
-            f"over the limit of {MAX_INSTANTIATED:,}; use fewer blocks, or smaller ones")
+    where = (f"this stage brings the blocks and shortcut options instantiated to {count:,} syntax nodes, over"
+             if count else "the blocks and shortcut options instantiated here pass")
+    return (f"{where} the limit of {MAX_INSTANTIATED:,} syntax nodes (a definition's size, once per use); use fewer "
+            "blocks, or smaller ones")
 
 
 def uses_shortcut(definition: ast.BlockDef) -> bool:
