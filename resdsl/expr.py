@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal as Kind
 
 from resdsl import ast
@@ -35,9 +35,10 @@ class Callee:
     kind: Kind["op", "block", "shortcut"]
     name: str
     arguments: tuple[Argument, ...] = ()
+    span: Span | None = field(default=None, compare=False)  # where arguments were bound (`groupnorm(eps: 1e-3)`)
 
-    def bind(self, arguments: list[Argument]) -> Callee:
-        return Callee(self.kind, self.name, self.arguments + tuple(arguments))
+    def bind(self, arguments: list[Argument], span: Span | None = None) -> Callee:
+        return Callee(self.kind, self.name, self.arguments + tuple(arguments), span or self.span)
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,8 @@ def evaluate(expr: ast.Expr, env: Mapping[str, Value]) -> Value:
 
 def _evaluate(expr: ast.Expr, env: Mapping[str, Value], depth: int) -> Value:
     if depth > MAX_EXPRESSION_DEPTH:
-        raise EvalError(expr.span, f"expression is nested more than {MAX_EXPRESSION_DEPTH} deep")
+        raise EvalError(expr.span, f"expression is nested more than {MAX_EXPRESSION_DEPTH} deep, the limit; "
+                                          "name parts of it (`param`s, or `name = ...` in a block)")
     match expr:
         case ast.Literal(value=value):
             return value
@@ -155,7 +157,7 @@ def _evaluate(expr: ast.Expr, env: Mapping[str, Value], depth: int) -> Value:
             if not isinstance(callee, Callee):
                 raise EvalError(expr.span, f"unknown function '{func}' (a space is needed before '(' to pass a "
                                            "value in parentheses)")
-            return callee.bind([_argument(a, env, depth + 1) for a in args])
+            return callee.bind([_argument(a, env, depth + 1) for a in args], expr.span)
     raise EvalError(expr.span, "cannot evaluate this expression")
 
 

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING
 
 import networkx as nx
 
-from resdsl.diagnostics import Diagnostics, SpecError
+from resdsl.diagnostics import Diagnostics, Note, SpecError
 from resdsl.expr import Value
 from resdsl.ir.build import lower_program
-from resdsl.limits import MAX_ACTIVATION_BYTES
-from resdsl.passes.count import Counts, StageSummary, count
+from resdsl.limits import MAX_ACTIVATION_BYTES, MAX_PARAM_BYTES
+from resdsl.passes.count import BYTES_PER_ELEMENT, Counts, StageSummary, count
 from resdsl.resolve import Program, load, read_spec
 
 if TYPE_CHECKING:
@@ -135,10 +135,23 @@ def _check(program: Program) -> Network:
         graph = lower_program(program, diagnostics)
         diagnostics.raise_if_any()
         counts = count(graph)
+    _check_memory(graph, counts, program, diagnostics)
+    diagnostics.raise_if_any()
+    return Network(program, graph, counts)
+
+
+def _check_memory(graph: nx.DiGraph, counts: Counts, program: Program, diagnostics: Diagnostics) -> None:
+    """Refuse a network whose fp32 activations (one image) or weights alone pass the limits, before any allocation."""
+    network = program.network
     if counts.activation_bytes > MAX_ACTIVATION_BYTES:
-        network = program.network
         diagnostics.error(network.input.span, f"one image's activations come to {counts.activation_bytes / 2**30:,.1f} "
                                               f"GiB, over the limit of {MAX_ACTIVATION_BYTES // 2**30} GiB; use a "
                                               "smaller input")
-        diagnostics.raise_if_any()
-    return Network(program, graph, counts)
+    weights = BYTES_PER_ELEMENT * counts.params
+    if weights > MAX_PARAM_BYTES:
+        largest = max(graph.nodes, key=lambda node: graph.nodes[node]["params"])
+        attrs = graph.nodes[largest]
+        note = Note(attrs["origin"] or attrs["span"], f"the largest layer: {largest}, {attrs['params']:,} params")
+        diagnostics.error(network.span, f"the weights come to {weights / 2**30:,.1f} GiB ({counts.params:,} params), "
+                                        f"over the limit of {MAX_PARAM_BYTES // 2**30} GiB; use fewer or narrower "
+                                        "layers", (note,))

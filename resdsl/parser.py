@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
+import threading
 from collections.abc import Iterator
 from functools import cache
 from importlib import resources
 from pathlib import Path
 
-import lark
-from lark import Lark, Token, Transformer_NonRecursive, Tree, v_args
+from lark import Lark, Token
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from resdsl import ast
 from resdsl.diagnostics import Diagnostic, Note, SpecError
 from resdsl.limits import MAX_LITERAL_DIGITS, MAX_SPEC_BYTES
-from resdsl.source import SourceFile, SourceMap, Span
+from resdsl.source import SourceFile, SourceMap, Span, spec_too_large
 
 
 class _JoinParenthesised:
@@ -37,21 +36,41 @@ class _JoinParenthesised:
             yield token
 
 
-_OPTIONS = {"parser": "lalr", "propagate_positions": True, "maybe_placeholders": True, "start": ["start", "setting"]}
+# Every token is kept, so that the AST builder can give each node its span itself: lark's
+# `propagate_positions` would do it at more than twice the cost of the parse.
+_OPTIONS = {"parser": "lalr", "keep_all_tokens": True, "maybe_placeholders": True, "start": ["start", "setting"]}
+
+
+class _Parser:
+    """The LALR parser with the AST builder as its callbacks; `parse` runs one parse at a time."""
+
+    def __init__(self) -> None:
+        self.builder = _ToAst()
+        self.lark = _load_tables(self.builder)
+        self.lock = threading.Lock()
+
+    def parse(self, source: SourceFile, start: str) -> tuple[object, list[Diagnostic]]:
+        with self.lock:
+            self.builder.reset(source.path)
+            return self.lark.parse(source.text, start=start), self.builder.errors
 
 
 @cache
-def _parser() -> Lark:
-    """The LALR parser; its tables are cached in the user's cache folder (lark's `cache=`, saves ~80 ms a run)."""
+def _parser() -> _Parser:
+    return _Parser()
+
+
+def _load_tables(builder: _ToAst) -> Lark:
+    """The parser, its tables kept in the user's cache by lark while the grammar is unchanged (saves ~0.3 s)."""
     grammar = resources.files("resdsl.grammars").joinpath("resdsl.lark").read_text()
-    key = hashlib.sha256(f"{grammar}{_OPTIONS}{lark.__version__}{sys.version_info[:2]}".encode()).hexdigest()[:24]
+    key = hashlib.sha256(f"{grammar}{_OPTIONS}".encode()).hexdigest()[:24]
     folder = _cache_dir()
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        cached = str(folder / f"parser-{key}.lark") if os.access(folder, os.W_OK) else False
+        cache: str | bool = str(folder / f"parser-{key}.lark") if os.access(folder, os.W_OK) else False
     except OSError:  # no writable home: build the tables each time
-        cached = False
-    return Lark(grammar, postlex=_JoinParenthesised(), cache=cached, **_OPTIONS)
+        cache = False
+    return Lark(grammar, transformer=builder, postlex=_JoinParenthesised(), cache=cache, **_OPTIONS)
 
 
 def _cache_dir() -> Path:
@@ -72,15 +91,14 @@ def parse_setting(source: SourceFile, sources: SourceMap) -> ast.Setting:
 def _parse(source: SourceFile, sources: SourceMap, start: str):
     sources.add(source)
     if len(source.text) > MAX_SPEC_BYTES:
-        raise SpecError([Diagnostic(source.start(), f"spec is larger than {MAX_SPEC_BYTES:,} bytes")], sources)
+        size = spec_too_large(f"{len(source.text):,} characters")
+        raise SpecError([Diagnostic(source.start(), f"this spec is too large: {size}")], sources)
     try:
-        tree = _parser().parse(source.text, start=start)
+        result, errors = _parser().parse(source, start)
     except UnexpectedInput as error:
         raise SpecError([_syntax_diagnostic(error, source)], sources) from None
-    builder = _ToAst(source.path)
-    result = builder.transform(tree)
-    if builder.errors:
-        raise SpecError(builder.errors, sources)
+    if errors:
+        raise SpecError(errors, sources)
     return result
 
 
@@ -169,20 +187,56 @@ def _join(words: list[str]) -> str:
     return ", ".join(words[:-1]) + (" or " if len(words) > 1 else "") + words[-1]
 
 
-@v_args(meta=True)
-class _ToAst(Transformer_NonRecursive):
-    """Parse tree to AST; purely structural, except that oversized literals are noted (not raised) as errors.
+class _Path(str):
+    """A label's dotted path, with where it is written."""
 
-    Non-recursive, so that `1 + 1 + ...` thousands of terms long cannot overflow the stack.
+    span: Span
+
+
+class _Body(list):
+    """The statements, stages or sections between braces, with where the braces are."""
+
+    span: Span
+
+
+def _spanned(cls, items, span: Span):
+    value = cls(items)
+    value.span = span
+    return value
+
+
+class _ToAst:
+    """Builds the AST while lark parses: one method per rule, called with the rule's children as they are reduced.
+
+    Every token is kept (`keep_all_tokens`), so a node's span runs from its first token to its last, keywords
+    and braces included, without lark's slower position propagation. Nothing is recursive, so that
+    `1 + 1 + ...` thousands of terms long cannot overflow the stack. Oversized literals are noted (not
+    raised) as errors. One parse at a time: `file` and `errors` are set for each.
     """
 
-    def __init__(self, file: str) -> None:
-        super().__init__()
-        self.file = file
+    def __init__(self) -> None:
+        self.file = "<string>"
         self.errors: list[Diagnostic] = []
+        # A parenthesised expression keeps its own span; what contains it starts or ends at the parenthesis.
+        self.parenthesised: dict[int, Span] = {}
 
-    def _span(self, meta) -> Span:
-        return Span(self.file, meta.line, meta.column, meta.end_line, meta.end_column)
+    def reset(self, file: str) -> None:
+        self.file, self.errors, self.parenthesised = file, [], {}
+
+    def _span(self, children: list) -> Span:
+        first = next(filter(None, map(self._extent, children)), None)
+        last = next(filter(None, map(self._extent, reversed(children))), None)
+        if first is None or last is None:
+            return Span(self.file, 1, 1, 1, 1)
+        return Span(self.file, first.line, first.column, last.end_line, last.end_column)
+
+    def _extent(self, child) -> Span | Token | None:
+        """What a child covers: a token, or a node's span (with its parentheses)."""
+        if isinstance(child, Token):
+            return child
+        if isinstance(child, tuple):  # ("stem", Section(...)) from a network's body
+            child = child[1]
+        return self.parenthesised.get(id(child)) or getattr(child, "span", None)
 
     def _token_span(self, token: Token) -> Span:
         return Span(self.file, token.line, token.column, token.end_line, token.end_column)
@@ -192,164 +246,188 @@ class _ToAst(Transformer_NonRecursive):
         longest = max(len(part) for part in str(token).lower().replace("e", "x").split("x"))
         if longest <= MAX_LITERAL_DIGITS:
             return True
-        self.errors.append(Diagnostic(self._token_span(token), f"{what} has more than {MAX_LITERAL_DIGITS} digits"))
+        message = f"{what} has more than {MAX_LITERAL_DIGITS} digits, the limit for a number in a spec"
+        self.errors.append(Diagnostic(self._token_span(token), message))
         return False
 
+    def _dims(self, token: Token) -> tuple[int, ...]:
+        return tuple(int(d) for d in str(token).split("x")) if self._digits(token, "this shape") else (1, 1)
+
     # expressions
-    def int(self, meta, children):
+    def int(self, children):
         token = children[0]
-        return ast.Literal(self._span(meta), int(token) if self._digits(token, "this integer") else 0)
+        return ast.Literal(self._span(children), int(token) if self._digits(token, "this integer") else 0)
 
-    def float(self, meta, children):
+    def float(self, children):
         token = children[0]
-        return ast.Literal(self._span(meta), float(token) if self._digits(token, "this number") else 0.0)
+        return ast.Literal(self._span(children), float(token) if self._digits(token, "this number") else 0.0)
 
-    def shape(self, meta, children):
-        token = children[0]
-        dims = tuple(int(d) for d in str(token).split("x")) if self._digits(token, "this shape") else (1, 1)
-        return ast.Literal(self._span(meta), dims)
+    def shape(self, children):
+        return ast.Literal(self._span(children), self._dims(children[0]))
 
-    def string(self, meta, children):
-        return ast.Literal(self._span(meta), str(children[0])[1:-1])
+    def string(self, children):
+        return ast.Literal(self._span(children), str(children[0])[1:-1])
 
-    def true(self, meta, children):
-        return ast.Literal(self._span(meta), True)
+    def true(self, children):
+        return ast.Literal(self._span(children), True)
 
-    def false(self, meta, children):
-        return ast.Literal(self._span(meta), False)
+    def false(self, children):
+        return ast.Literal(self._span(children), False)
 
-    def name(self, meta, children):
-        return ast.Name(self._span(meta), str(children[0]))
+    def name(self, children):
+        return ast.Name(self._span(children), str(children[0]))
 
-    def binary(self, meta, children):
+    def atom(self, children):  # "(" expr ")"
+        self.parenthesised[id(children[1])] = self._span(children)
+        return children[1]
+
+    def binary(self, children):
         left, op, right = children
-        return ast.Binary(self._span(meta), str(op), left, right)
+        return ast.Binary(self._span(children), str(op), left, right)
 
-    def neg(self, meta, children):
-        return ast.Neg(self._span(meta), children[0])
+    def neg(self, children):
+        return ast.Neg(self._span(children), children[1])
 
-    def compare(self, meta, children):
+    def compare(self, children):
         left, op, right = children
-        return ast.Compare(self._span(meta), str(op), left, right)
+        return ast.Compare(self._span(children), str(op), left, right)
 
-    def conditional(self, meta, children):
-        then, condition, otherwise = children
-        return ast.Conditional(self._span(meta), then, condition, otherwise)
+    def conditional(self, children):
+        then, condition, otherwise = _nodes(children)
+        return ast.Conditional(self._span(children), then, condition, otherwise)
 
-    def pair(self, meta, children):
-        return ast.Pair(self._span(meta), children[0], children[1])
+    def pair(self, children):
+        key, value = _nodes(children)
+        return ast.Pair(self._span(children), key, value)
 
-    def call(self, meta, children):
-        func = str(children[0])[:-1]
-        return ast.Call(self._span(meta), func, [c for c in children[1:] if c is not None])
+    def call(self, children):
+        return ast.Call(self._span(children), str(children[0])[:-1], _nodes(children))
 
-    def kwarg(self, meta, children):
-        return ast.Kwarg(self._span(meta), str(children[0]), children[-1])
+    def kwarg(self, children):
+        return ast.Kwarg(self._span(children), _word(children), _nodes(children)[-1])
 
-    def path(self, meta, children):
-        return ".".join(str(c) for c in children)
+    def path(self, children):
+        return _spanned(_Path, "".join(map(str, children)), self._span(children))
 
-    def label(self, meta, children):
+    def label(self, children):
         return children[0]
 
     # layers
-    def layer(self, meta, children):
-        label, op, *args = children
-        return ast.Layer(self._span(meta), label, str(op), self._token_span(op), [a for a in args if a is not None])
+    def layer(self, children):
+        label = children[0]
+        op = next(c for c in children if isinstance(c, Token) and c.type == "NAME")
+        return ast.Layer(self._span(children), label, str(op), self._token_span(op), _nodes(children))
 
-    def let(self, meta, children):
-        return ast.Let(self._span(meta), str(children[0]), children[1])
+    def let(self, children):
+        return ast.Let(self._span(children), _word(children), _nodes(children)[0])
 
-    def from_(self, meta, children):
-        return ast.From(self._span(meta), str(children[0]), self._token_span(children[0]))
+    def from_(self, children):
+        name = children[1]
+        return ast.From(self._span(children), str(name), self._token_span(name))
 
-    def layer_body(self, meta, children):
-        return [c for c in children if c is not None]
+    def layer_body(self, children):
+        return _spanned(_Body, _nodes(children), self._span(children))
 
-    def formal(self, meta, children):
-        return ast.Formal(self._span(meta), str(children[0]), children[1])
+    def formal(self, children):
+        default = _nodes(children)
+        return ast.Formal(self._span(children), _word(children), default[0] if default else None)
 
-    def block_def(self, meta, children):
-        override, name, *formals, body = children
-        return ast.BlockDef(self._span(meta), str(name), [f for f in formals if f is not None], body,
-                            override is not None)
+    def block_def(self, children):
+        formals = [c for c in children if isinstance(c, ast.Formal)]
+        return ast.BlockDef(self._span(children), _word(children), formals, _body(children), _override(children))
 
-    def block_alias(self, meta, children):
-        override, name, target, *bindings = children
-        return ast.BlockAlias(self._span(meta), str(name), str(target)[:-1], [b for b in bindings if b is not None],
-                              override is not None)
+    def block_alias(self, children):
+        target = next(c for c in children if isinstance(c, Token) and c.type == "CALL")
+        return ast.BlockAlias(self._span(children), _word(children), str(target)[:-1], _nodes(children),
+                              _override(children))
 
-    def case(self, meta, children):
-        return ast.Case(self._span(meta), str(children[0]), children[1])
+    def case(self, children):
+        return ast.Case(self._span(children), str(children[0]), children[1])
 
-    def shortcut_def(self, meta, children):
-        override, name, *rest = children
-        formals = [c for c in rest if isinstance(c, ast.Formal)]
-        cases = [c for c in rest if isinstance(c, ast.Case)]
-        return ast.ShortcutDef(self._span(meta), str(name), formals, cases, override is not None)
+    def shortcut_def(self, children):
+        nodes = _nodes(children)
+        formals = [c for c in nodes if isinstance(c, ast.Formal)]
+        cases = [c for c in nodes if isinstance(c, ast.Case)]
+        return ast.ShortcutDef(self._span(children), _word(children), formals, cases, _override(children))
 
-    def param_decl(self, meta, children):
-        return ast.ParamDecl(self._span(meta), str(children[0]), children[1])
+    def param_decl(self, children):
+        value = _nodes(children)
+        return ast.ParamDecl(self._span(children), _word(children), value[0] if value else None)
 
     # networks
-    def assign(self, meta, children):
-        return ast.Kwarg(self._span(meta), str(children[0]), children[1])
+    def assign(self, children):
+        return ast.Kwarg(self._span(children), _word(children), _nodes(children)[0])
 
-    def extends(self, meta, children):
-        path, *assigns = children
-        return ast.Extends(self._span(meta), str(path)[1:-1], [a for a in assigns if a is not None])
+    def extends(self, children):
+        return ast.Extends(self._span(children), str(children[1])[1:-1], _nodes(children))
 
-    def input(self, meta, children):
-        token = children[0]
-        dims = tuple(int(d) for d in str(token).split("x")) if self._digits(token, "this shape") else (1, 1)
-        return "input", ast.InputShape(self._span(meta), dims)
+    def input(self, children):
+        return "input", ast.InputShape(self._span(children), self._dims(children[1]))
 
-    def stem(self, meta, children):
-        return "stem", ast.Section(self._span(meta), children[0])
+    def stem(self, children):
+        return "stem", ast.Section(self._span(children), children[1])
 
-    def head(self, meta, children):
-        return "head", ast.Section(self._span(meta), children[0])
+    def head(self, children):
+        return "head", ast.Section(self._span(children), children[1])
 
-    def stage(self, meta, children):
-        label, depth, width, *options = children
-        return ast.Stage(self._span(meta), label, depth, width, [o for o in options if o is not None])
+    def stage(self, children):
+        label = children[0]
+        exprs = [c for c in _nodes(children) if not isinstance(c, ast.Kwarg)]
+        options = [c for c in children if isinstance(c, ast.Kwarg)]
+        return ast.Stage(self._span(children), label, exprs[0], exprs[1] if len(exprs) > 1 else None, options)
 
-    def stage_body(self, meta, children):
-        return [c for c in children if c is not None]
+    def stage_body(self, children):
+        return _spanned(_Body, _nodes(children), self._span(children))
 
-    def stages(self, meta, children):
-        *options, items = [c for c in children if not isinstance(c, Token)]
-        return "stages", ast.Stages(self._span(meta), [o for o in options if o is not None], items)
+    def stages(self, children):
+        options = [c for c in children if isinstance(c, ast.Kwarg)]
+        return "stages", ast.Stages(self._span(children), options, _body(children))
 
-    def setting(self, meta, children):
-        key, *args = children
-        args = [a for a in args if a is not None]
-        return ast.Setting(self._span(meta), str(key), [a for a in args if not isinstance(a, ast.Kwarg)],
+    def setting(self, children):
+        args = _nodes(children)
+        return ast.Setting(self._span(children), _word(children), [a for a in args if not isinstance(a, ast.Kwarg)],
                            [a for a in args if isinstance(a, ast.Kwarg)])
 
-    def train(self, meta, children):
-        return "train", ast.Train(self._span(meta), [c for c in children if c is not None])
+    def train(self, children):
+        return "train", ast.Train(self._span(children), _nodes(children))
 
-    def net_body(self, meta, children):
-        return children
+    def net_body(self, children):
+        return _spanned(_Body, [c for c in children if isinstance(c, tuple)], self._span(children))
 
-    def network(self, meta, children):
-        name, extends, body = children
+    def network(self, children):
+        extends = next((c for c in children if isinstance(c, ast.Extends)), None)
         sections: dict[str, ast.Node] = {}
         repeated = []
-        for key, section in body or []:
+        for key, section in _body(children) or []:
             if key in sections:
                 repeated.append(section.span)
             sections.setdefault(key, section)
-        return ast.Network(self._span(meta), str(name), extends, repeated=repeated, **sections)
+        return ast.Network(self._span(children), _word(children), extends, repeated=repeated, **sections)
 
-    def start(self, meta, children):
-        items = [c for c in children if c is not None and not isinstance(c, Tree)]
-        span = self._span(meta) if not meta.empty else Span(self.file, 1, 1, 1, 1)
+    def start(self, children):
+        items = _nodes(children)
         return ast.Module(
-            span,
+            self._span(children),
             params=[i for i in items if isinstance(i, ast.ParamDecl)],
             blocks=[i for i in items if isinstance(i, (ast.BlockDef, ast.BlockAlias))],
             shortcuts=[i for i in items if isinstance(i, ast.ShortcutDef)],
             networks=[i for i in items if isinstance(i, ast.Network)],
         )
+
+
+def _nodes(children: list) -> list:
+    """The children that are AST nodes (expressions, arguments, statements, definitions), in order."""
+    return [c for c in children if isinstance(c, ast.Node)]
+
+
+def _word(children: list) -> str:
+    """The first NAME among the children: what a definition, argument or setting is called."""
+    return str(next(c for c in children if isinstance(c, Token) and c.type == "NAME"))
+
+
+def _body(children: list) -> _Body | None:
+    return next((c for c in children if isinstance(c, _Body)), None)
+
+
+def _override(children: list) -> bool:
+    return any(isinstance(c, Token) and c.type == "OVERRIDE" for c in children)

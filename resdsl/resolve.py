@@ -103,7 +103,8 @@ def _extends_chain(source: SourceFile, sources: SourceMap, diagnostics: Diagnost
         if str(parent) in seen:
             raise diagnostics.fail(extends.span, f"'{extends.path}' extends itself (a cycle of extends)")
         if len(seen) >= MAX_EXTENDS_DEPTH:
-            raise diagnostics.fail(extends.span, f"the extends chain is more than {MAX_EXTENDS_DEPTH} files deep")
+            raise diagnostics.fail(extends.span, f"the extends chain is more than {MAX_EXTENDS_DEPTH} files deep, "
+                                                         "the limit; merge some of its files into one")
         seen.add(str(parent))
         try:
             text = read_source_text(parent)
@@ -115,11 +116,21 @@ def _extends_chain(source: SourceFile, sources: SourceMap, diagnostics: Diagnost
 def _extends_target(source: SourceFile, target: str) -> Path:
     """The file `extends "target"` names: a path relative to the spec, else a zoo name (`resnet50`)."""
     base = Path.cwd() if source.path.startswith("<") else Path(source.path).parent
-    path = (base / target).resolve()
-    if path.exists():
-        return path
+    try:
+        path = (base / target).resolve()
+        if path.exists():
+            return path
+    except (OSError, ValueError):  # a name too long, or with a NUL: reading it says so
+        return base / target
     found = zoo.find(target)
     return found.resolve() if found else path
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
 
 
 def _display_path(path: Path) -> str:
@@ -193,14 +204,14 @@ def parse_override(text: str) -> tuple[str, Value]:
     if raw in ("true", "false"):
         return name, raw == "true"
     if len(raw) > MAX_LITERAL_DIGITS * 4 or any(len(d) > MAX_LITERAL_DIGITS for d in raw.lstrip("-").split("x")):
-        raise UsageError(f"--set {name}: the value has more than {MAX_LITERAL_DIGITS} digits")
+        raise UsageError(f"--set {name}: the value has more than {MAX_LITERAL_DIGITS} digits, the limit for a number")
     for convert in (int, float):
         try:
             value = convert(raw)
         except ValueError:
             continue
         if isinstance(value, float) and not math.isfinite(value):
-            break
+            raise UsageError(f"--set {name}: '{raw}' is not a finite number")
         return name, value
     dims = raw.split("x")
     if len(dims) > 1 and all(d.isdigit() for d in dims):
@@ -212,7 +223,9 @@ def read_spec(path_or_text: str | Path) -> SourceFile:
     """A spec from a path or a zoo name (`resnet50`), or from text when given a string that is clearly source."""
     if isinstance(path_or_text, str) and ("\n" in path_or_text or "{" in path_or_text):
         return SourceFile(path="<string>", text=path_or_text)
-    path = Path(zoo.resolve(path_or_text))
+    path = Path(path_or_text)
+    if isinstance(path_or_text, str) and not _exists(path):
+        path = zoo.find(path_or_text) or path
     try:
         return SourceFile(path=str(path), text=read_source_text(path))
     except UnreadableSpec as error:

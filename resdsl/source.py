@@ -81,13 +81,15 @@ def read_source_text(path: Path) -> str:
         raise UnreadableSpec("no such file", missing=True) from None
     except OSError as error:
         raise UnreadableSpec(error.strerror or str(error)) from None
+    except ValueError:  # a NUL character, which no path can hold
+        raise UnreadableSpec("the path contains a NUL character") from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file (a FIFO, socket or device)"
             raise UnreadableSpec(f"it is {kind}")
         if info.st_size > MAX_SPEC_BYTES:
-            raise UnreadableSpec(f"it is {info.st_size:,} bytes, over the limit of {MAX_SPEC_BYTES:,} for a spec")
+            raise UnreadableSpec(spec_too_large(f"{info.st_size:,} bytes"))
         with os.fdopen(fd, "rb", closefd=False) as handle:
             data = handle.read(MAX_SPEC_BYTES + 1)
     except OSError as error:
@@ -95,8 +97,13 @@ def read_source_text(path: Path) -> str:
     finally:
         os.close(fd)
     if len(data) > MAX_SPEC_BYTES:
-        raise UnreadableSpec(f"it is over the limit of {MAX_SPEC_BYTES:,} bytes for a spec")
+        raise UnreadableSpec(spec_too_large(f"more than {MAX_SPEC_BYTES:,} bytes"))
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as error:
         raise UnreadableSpec(f"it is not UTF-8 text (byte {error.start + 1} cannot be decoded)") from None
+
+
+def spec_too_large(size: str) -> str:
+    return (f"it is {size}, over the limit of {MAX_SPEC_BYTES:,} for a spec; write repeated layers as a block and "
+            "stage lines, or split the file with `extends`")

@@ -179,6 +179,31 @@ network t {   # a trailing comment
     assert a.params == b.params == 108 + 10
 
 
+@pytest.mark.parametrize("newline", ["\r\n", "\r"], ids=["crlf", "lone_cr"])
+def test_crlf_and_lone_cr_line_endings_parse_as_lines(newline, tmp_path):
+    text = TINY.format(shortcut="B")
+    path = tmp_path / "spec.res"
+    path.write_bytes(text.replace("\n", newline).encode())
+    network = resdsl.compile(path)
+    assert list(network.graph.nodes) == list(resdsl.compile(text).graph.nodes)
+    assert network.graph.nodes["fc"]["span"].line == 9
+
+
+def test_error_in_a_lone_cr_file_is_at_its_line(tmp_path):
+    path = tmp_path / "spec.res"
+    path.write_bytes(b"network t {\r  input 3x8x8\r  stem {\r    conv 3x3, 4\r    batchnrom\r  }\r}\r")
+    with pytest.raises(resdsl.SpecError) as caught:
+        resdsl.compile(path)
+    assert f"{path}:5:5: error: unknown op or block 'batchnrom'" in caught.value.render()
+
+
+def test_label_may_start_with_numbered_parts():
+    network = resdsl.compile("network t {\n  input 3x8x8\n  stem {\n    0.1: conv 3x3, 4\n    2: relu\n"
+                             "    dropout 0.5\n  }\n}\n")
+    assert list(network.graph.nodes) == ["input", "0.1", "2", "dropout", "output"]
+    assert network.graph.nodes["dropout"]["args"]["p"] == 0.5
+
+
 @pytest.mark.parametrize(("n", "width"), [(3, 32), (1, 16)])
 def test_conditional_expression(n, width):
     text = "param n = 3\nnetwork t {\n  input 3x8x8\n  stem { conv 1x1, 32 if n > 2 else 16 }\n}\n"

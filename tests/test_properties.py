@@ -22,14 +22,21 @@ _PIECES = ["{", "}", "(", ")", ",", ":", ";", "\n", "x", "-", "0", "1", "3x3", "
            "block", "stages", "shortcut", "network", "param", "extends", "add shortcut", "linear 10",
            "avgpool", "//", "/ 0", "if", "else", "\"", "#", "1e999", "99999999999999999999", "groups 7"]
 
-edit = st.one_of(
-    st.tuples(st.just("delete_char"), st.floats(0, 1), st.integers(1, 4)),
-    st.tuples(st.just("insert"), st.floats(0, 1), st.sampled_from(_PIECES)),
-    st.tuples(st.just("insert_char"), st.floats(0, 1), st.characters(codec="utf-8")),
-    st.tuples(st.just("replace_token"), st.floats(0, 1), st.sampled_from(_PIECES)),
-    st.tuples(st.just("swap_number"), st.floats(0, 1), st.integers(-3, 200)),
-    st.tuples(st.just("drop_line"), st.floats(0, 1), st.just(None)),
-)
+
+
+def _edits(pieces: list[str], longest_deletion: int, largest_number: int) -> st.SearchStrategy:
+    """One edit of a spec's text: (kind, where as a fraction of the text, what)."""
+    return st.one_of(
+        st.tuples(st.just("delete_char"), st.floats(0, 1), st.integers(1, longest_deletion)),
+        st.tuples(st.just("insert"), st.floats(0, 1), st.sampled_from(pieces)),
+        st.tuples(st.just("insert_char"), st.floats(0, 1), st.characters(codec="utf-8")),
+        st.tuples(st.just("replace_token"), st.floats(0, 1), st.sampled_from(pieces)),
+        st.tuples(st.just("swap_number"), st.floats(0, 1), st.integers(-3, largest_number)),
+        st.tuples(st.just("drop_line"), st.floats(0, 1), st.just(None)),
+    )
+
+
+edit = _edits(_PIECES, 4, 200)
 
 
 def _apply(text: str, change: tuple) -> str:
@@ -42,7 +49,8 @@ def _apply(text: str, change: tuple) -> str:
         return text[:at] + what + text[at:]
     if kind == "drop_line":
         lines = text.splitlines(keepends=True)
-        del lines[int(where * (len(lines) - 1))]
+        if lines:
+            del lines[int(where * (len(lines) - 1))]
         return "".join(lines)
     pattern = r"\d+" if kind == "swap_number" else _TOKEN
     matches = list(re.finditer(pattern, text))
@@ -75,7 +83,11 @@ def _mutant(seed: Path, changes: list[tuple], zoo: Path) -> Path:
 @settings(max_examples=300, deadline=None)
 @given(seed=st.sampled_from(SEEDS), changes=st.lists(edit, min_size=1, max_size=4))
 def test_edited_specs_compile_or_raise_spec_error(seed, changes, zoo):
-    path = _mutant(seed, changes, zoo)
+    _compile_or_spec_error(_mutant(seed, changes, zoo))
+
+
+def _compile_or_spec_error(path: Path) -> None:
+    """Compile `path`: a SpecError, which renders, is the only failure allowed."""
     try:
         resdsl.compile(path)
     except resdsl.SpecError as error:
@@ -92,3 +104,24 @@ def test_cli_never_prints_a_traceback_for_edited_specs(seed, changes, zoo):
     assert "Traceback" not in result.output
     if result.exit_code == 1:
         assert re.search(r":\d+:\d+: error: |^error: ", result.stderr, re.MULTILINE)
+
+
+# Language v2: dataflow, op values, shortcut cases, overrides and dotted labels, edited in the specs that use them.
+V2_SEEDS = sorted(p for p in [*SPECS.glob("timm/*.res"), *SPECS.glob("preact/*.res")] if p.stem != "preact1001")
+_V2_PIECES = [
+    "add x", "add input", "mul input", "from input", "from pre", "concat input, input", "add shortcut(pre)",
+    "add shortcut(3)", "shortcut(", "override ", "override block ", "norm: groupnorm(32)", "norm: groupnorm(eps: -1)",
+    "norm: none", "attn: se", "attn: eca(gamma: 0)", "act: silu", "block: bottleneck(groups: 32)",
+    "shortcut: B(norm: none)", "shortcut: 3", "slice_channels 0, 8", "softmax branches 2", "channel_conv 3", "sigmoid",
+    "pre: ", "x: ", "0.1: ", "forward: ", "output: ", "same { identity }", "changed { identity }", "\r", "\r\n",
+    "in_channels", "make_divisible(", "min(", "max()", "log2(0)", "floor(", " = ", "stem.conv: ", "head.fc: ",
+    "dilation 1000", "padding 500", "kernel 999", "99999999999999999999", "1e999", "{", "}", "(", ")", ",", ":", "\n",
+]
+
+v2_edit = _edits(_V2_PIECES, 8, 70000)
+
+
+@settings(max_examples=150, deadline=None)
+@given(seed=st.sampled_from(V2_SEEDS), changes=st.lists(v2_edit, min_size=1, max_size=4))
+def test_edited_v2_specs_compile_or_raise_spec_error(seed, changes, zoo):
+    _compile_or_spec_error(_mutant(seed, changes, zoo))

@@ -8,19 +8,29 @@ option picks its `same` or `changed` case from the shapes the residual branch pr
 
 from __future__ import annotations
 
+import re
 from collections import ChainMap
+from dataclasses import dataclass
 
 import networkx as nx
 
 from resdsl import ast
 from resdsl.diagnostics import Diagnostics
 from resdsl.expr import Argument, Callee, EvalError, Tensor, Value, describe, evaluate
-from resdsl.ir.emit import Emitter, uses_shortcut
-from resdsl.ir.graph import GraphBuilder, Scope, Site, TooLarge
+from resdsl.ir.emit import Emitter, too_many_instances, too_much_instantiated, uses_shortcut
+from resdsl.ir.graph import COMPILER_NODES, GraphBuilder, Scope, Site, TooLarge, too_many_layers, too_many_weighted
 from resdsl.ir.instantiate import BindError, Instance, block_instance, duplicate_formals, shortcut_instance, unknown
 from resdsl.ir.names import check_path
 from resdsl.ir.ops import OPS, fmt
-from resdsl.limits import MAX_BLOCKS, MAX_STAGES, MAX_WIDTH
+from resdsl.limits import (
+    MAX_BLOCKS,
+    MAX_INSTANCES,
+    MAX_INSTANTIATED,
+    MAX_NODES,
+    MAX_STAGES,
+    MAX_WEIGHTED_LAYERS,
+    MAX_WIDTH,
+)
 from resdsl.resolve import Program
 from resdsl.source import Span
 
@@ -41,9 +51,12 @@ def lower_program(program: Program, diagnostics: Diagnostics) -> nx.DiGraph:
         diagnostics.error(network.input.span, f"input must be CxHxW with positive sizes, got {fmt(dims)}")
         return builder.graph
     if max(dims) > MAX_WIDTH:
-        diagnostics.error(network.input.span, f"input size {max(dims):,} is over the limit of {MAX_WIDTH:,}")
+        diagnostics.error(network.input.span, f"input size {max(dims):,} is over the limit of {MAX_WIDTH:,} for "
+                                                  "channels or a side; use a smaller input")
         return builder.graph
     builder.graph.graph["input_shape"] = dims
+    if network.stages and network.stages.items:
+        builder.reserve_stages(_stage_names(network.stages.items))
     current = builder.add("input", OPS["input"], {"shape": dims}, [], Scope("io", "input"), network.input.span)
     try:
         if network.stem:
@@ -55,7 +68,7 @@ def lower_program(program: Program, diagnostics: Diagnostics) -> nx.DiGraph:
             current = emitter.run(network.head.layers, Site("", Scope("head", "head")), current,
                                   {"input": Tensor(current)})
     except TooLarge as error:
-        diagnostics.error(network.span, f"network '{network.name}' is too large: {error}")
+        diagnostics.error(error.span, str(error))
         return builder.graph
     builder.graph.graph["output"] = current
     builder.add("output", OPS["output"], {}, [current], Scope("io", "output"), network.span)
@@ -63,9 +76,10 @@ def lower_program(program: Program, diagnostics: Diagnostics) -> nx.DiGraph:
 
 
 def _shape_error(emitter: Emitter, node: str, span: Span, origin: Span | None, message: str) -> None:
-    # "linear expects ..." needs no "linear: " in front; "layer2.0.conv1: ..." does.
+    # An unlabelled node (`linear`, `slice_channels_2`) is named by its message ("linear expects ..."); a
+    # labelled one (`layer2.0.conv1`) is named in front of it.
     op = emitter.builder.graph.nodes[node]["op"].name
-    said = message.startswith(f"{op} ") and node.rpartition(".")[2].split("_")[0] == op
+    said = message.startswith(f"{op} ") and re.fullmatch(rf"{op}(_\d+)?", node.rpartition(".")[2])
     emitter.report(span, origin, message if said else f"{node}: {message}")
 
 
@@ -82,19 +96,22 @@ def _stages(emitter: Emitter, stages: ast.Stages, current: str) -> str:
     if not items:
         diagnostics.error(stages.span, "stages has no stage lines (e.g. `layer1: 3 x 64`)")
     if len(items) > MAX_STAGES:
-        diagnostics.error(stages.span, f"{len(items):,} stages is over the limit of {MAX_STAGES:,}")
+        diagnostics.error(stages.span, f"{len(items):,} stages is over the limit of {MAX_STAGES:,}; give each "
+                                         "stage more blocks (`DEPTH x WIDTH`)")
         return current
     _no_repeats(diagnostics, stages.options, "stages option")
     sizes = [_stage_size(emitter, stage) for stage in items]
     total = sum(depth for depth, _ in sizes if depth)
     if total > MAX_BLOCKS:
-        diagnostics.error(stages.span, f"{total:,} blocks in all is over the limit of {MAX_BLOCKS:,}")
+        diagnostics.error(stages.span, f"{total:,} blocks in all is over the limit of {MAX_BLOCKS:,}; use fewer "
+                                         "blocks")
         return current
     names: set[str] = set()
-    for number, (stage, (depth, width)) in enumerate(zip(items, sizes, strict=True), start=1):
-        name = stage.label or f"layer{number}"
-        problem = check_path(name) or (f"stage name '{name}' is used twice" if name in names else None) or (
-            f"stage name '{name}' is already a layer's name" if emitter.builder.has(name) else None)
+    for stage, name, (depth, width) in zip(items, _stage_names(items), sizes, strict=True):
+        root = name.partition(".")[0]
+        problem = check_path(name, "stage") or (f"stage name '{name}' is used twice" if name in names else None) or (
+            f"'{root}' names the network's {root}, which the compiler adds; a stage cannot take it"
+            if root in COMPILER_NODES else None)
         if problem:
             diagnostics.error(stage.span, problem)
             continue
@@ -104,6 +121,10 @@ def _stages(emitter: Emitter, stages: ast.Stages, current: str) -> str:
         options = {o.name: o for o in stages.options} | {o.name: o for o in stage.options}
         current = _stage(emitter, name, stage, depth, width, options, current)
     return current
+
+
+def _stage_names(items: list[ast.Stage]) -> list[str]:
+    return [stage.label or f"layer{number}" for number, stage in enumerate(items, start=1)]
 
 
 def _stage_size(emitter: Emitter, stage: ast.Stage) -> tuple[int | None, int | None]:
@@ -135,8 +156,9 @@ def _stage(emitter: Emitter, name: str, stage: ast.Stage, depth: int | None, wid
     block = _block(emitter, block_option)
     shortcut = _shortcut(emitter, options.get("shortcut"), block)
     if block is not None and shortcut is None and options.get("shortcut") is None and uses_shortcut(block.definition):
-        diagnostics.error(stage.span, "no shortcut option for this stage; add `shortcut: A` (or none, B, C, D) to "
-                                      "the stages defaults or the stage line")
+        known = ", ".join(sorted(emitter.program.shortcuts))
+        diagnostics.error(stage.span, "no shortcut option for this stage; add `shortcut: NAME` to the stages "
+                                      f"defaults or the stage line (options: {known})")
     stride = 1
     if "stride" in options:
         stride = _positive(emitter, _value(emitter, options["stride"].value), options["stride"].value.span, "stride")
@@ -155,9 +177,42 @@ def _stage(emitter: Emitter, name: str, stage: ast.Stage, depth: int | None, wid
         if "stride" in formals and "stride" in options:
             given.append(Argument("stride", stride if index == 0 else 1, options["stride"].span))
         site = Site(f"{name}.{index}.", Scope("stage", name, index, "main", block.name, shortcut_name), stage.span)
+        before = _Size.of(emitter)
         current = emitter.block_body(block, tuple(given + arguments), site, current, stage.span, stage=True,
                                      shortcut=shortcut)
+        if index == 1:  # the blocks after the first are alike: refuse now what the rest would bring over a limit
+            _refuse_oversized(emitter, stage, depth - 2, _Size.of(emitter) - before)
     return current
+
+
+@dataclass(frozen=True)
+class _Size:
+    """How large the network is so far, in each unit a limit counts."""
+
+    nodes: int
+    weighted: int
+    instances: int
+    instantiated: int
+
+    @staticmethod
+    def of(emitter: Emitter) -> _Size:
+        return _Size(len(emitter.builder.graph), emitter.builder.weighted, emitter.instances, emitter.instantiated)
+
+    def __sub__(self, other: _Size) -> _Size:
+        return _Size(self.nodes - other.nodes, self.weighted - other.weighted, self.instances - other.instances,
+                     self.instantiated - other.instantiated)
+
+
+_LIMITS = (("nodes", MAX_NODES, too_many_layers), ("weighted", MAX_WEIGHTED_LAYERS, too_many_weighted),
+           ("instances", MAX_INSTANCES, too_many_instances), ("instantiated", MAX_INSTANTIATED, too_much_instantiated))
+
+
+def _refuse_oversized(emitter: Emitter, stage: ast.Stage, blocks: int, per_block: _Size) -> None:
+    now = _Size.of(emitter)
+    for unit, limit, message in _LIMITS:
+        total = getattr(now, unit) + blocks * getattr(per_block, unit)
+        if total > limit:
+            raise TooLarge(message(total), stage.span)
 
 
 def _block(emitter: Emitter, option: ast.Kwarg) -> Instance | None:

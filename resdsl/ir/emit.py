@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from resdsl import ast
 from resdsl.diagnostics import Diagnostics, Note
 from resdsl.expr import NONE, Argument, Callee, EvalError, NoLayer, Tensor, Value, describe, evaluate
-from resdsl.ir.graph import GraphBuilder, Scope, Site
+from resdsl.ir.graph import GraphBuilder, Scope, Site, TooLarge
 from resdsl.ir.instantiate import BindError, Instance, bind_formals, block_instance, unknown
 from resdsl.ir.ops import OPS, Linear, Op
-from resdsl.limits import MAX_CALL_DEPTH
+from resdsl.limits import MAX_CALL_DEPTH, MAX_INSTANCES, MAX_INSTANTIATED
 from resdsl.resolve import Program, prelude_source
 from resdsl.source import Span
 
@@ -47,6 +47,9 @@ class Emitter:
         self.globals: Mapping[str, Value] = ChainMap(program.param_values, names)
         self.calls: list[str] = []
         self.checked_shortcuts: set[str] = set()
+        self.instances = 0  # uses of blocks and shortcut options so far (MAX_INSTANCES)
+        self.instantiated = 0  # syntax nodes of definitions instantiated so far (MAX_INSTANTIATED)
+        self._sizes: dict[int, int] = {}
 
     # --- statement lists -------------------------------------------------------------------
 
@@ -85,7 +88,7 @@ class Emitter:
         if arguments is None:
             return self.builder.placeholder(site.prefix, current, site.scope, layer.span)
         if op is not None:
-            node = self.op_layer(layer, op, list(callee.arguments) + arguments, site, current)
+            node = self.op_layer(layer, op, list(callee.arguments) + arguments, site, current, callee.span)
         else:
             node = self.call_block(layer, callee, arguments, site, current)
         self.name_tensor(layer, node, scope, site)
@@ -130,16 +133,20 @@ class Emitter:
             arguments.append(Argument(name, value, span))
         return arguments if ok else None
 
-    def op_layer(self, layer: ast.Layer, op: Op, arguments: list[Argument], site: Site, current: str) -> str:
-        bound = op.bind(arguments, layer.op_span)
+    def op_layer(self, layer: ast.Layer, op: Op, arguments: list[Argument], site: Site, current: str,
+                 written: Span | None = None) -> str:
+        """Add an op's node; `written` is where an op value's arguments were bound (`norm: groupnorm(32)`), where
+        an error about the arguments as a whole points."""
+        bound = op.bind(arguments, written or layer.op_span)
         for span, message in bound.errors:
             self.report(span, site.origin, message)
         sources = [current, *(t.node for t in bound.tensors)]
-        if (op.arity == 2 and len(sources) != 2) or (op.arity is None and len(sources) < 2):
+        if not bound.errors and ((op.arity == 2 and len(sources) != 2) or (op.arity is None and len(sources) < 2)):
             wanted = "one tensor" if op.arity == 2 else "one or more tensors"
             extra = " (or `add shortcut` in a block a stage uses)" if op.name == "add" else ""
+            named = f", but this names {len(sources) - 1}" if len(sources) > 1 else ""
             self.report(layer.op_span, site.origin, f"{op.name} takes {wanted} besides the current one, named "
-                                                    f"as in `{op.name} x`{extra}")
+                                                    f"as in `{op.name} x`{extra}{named}")
             return self.builder.placeholder(site.prefix, current, site.scope, layer.span)
         if len(set(sources)) != len(sources):
             self.report(layer.op_span, site.origin, f"{op.name} reads the same tensor twice (a tensor it names is "
@@ -170,7 +177,8 @@ class Emitter:
             return self.builder.placeholder(site.prefix, current, site.scope, layer.span)
         if name in self.calls or len(self.calls) >= MAX_CALL_DEPTH:
             reason = (f"block '{name}' calls itself" if name in self.calls
-                      else f"blocks call each other more than {MAX_CALL_DEPTH} deep")
+                      else f"blocks call each other more than {MAX_CALL_DEPTH} deep, the limit; write some of "
+                           "these blocks' layers out in the block that calls them")
             self.report(layer.op_span, site.origin, reason)
             return self.builder.placeholder(site.prefix, current, site.scope, layer.span)
         label = self.node_id(layer, site, name)
@@ -184,6 +192,7 @@ class Emitter:
                    span: Span, stage: bool = False, shortcut: Instance | None = None) -> str:
         """Bind a block's arguments and emit its body from `current`; a stage's block may `add shortcut`."""
         definition = instance.definition
+        self.instantiate(definition, len(instance.arguments) + len(arguments), site.origin or span)
         try:
             values = bind_formals(definition, instance.arguments + arguments, self.globals, span)
         except BindError as error:
@@ -242,6 +251,7 @@ class Emitter:
             return self.builder.placeholder(site.prefix, current, site.scope, statement.span)
         kept = in_shape == out_shape and frame.stride == 1
         case = definition.case("same" if kept else "changed")
+        self.instantiate(definition, len(option.arguments), site.origin or statement.span)
         try:
             values = bind_formals(definition, option.arguments, self.globals, statement.span)
         except BindError as error:
@@ -254,6 +264,13 @@ class Emitter:
         shortcut_scope = Scope(scope_.section, scope_.stage, scope_.block, "shortcut", scope_.block_type,
                                scope_.shortcut)
         branch_end = frame.input
+        taken = f"{site.prefix}{SHORTCUT_GROUP}"
+        if layers and taken in nodes:
+            self.report(nodes[taken]["span"], site.origin, f"'{SHORTCUT_GROUP}' names the shortcut's layers in a "
+                                                           f"block (`{SHORTCUT_GROUP}.0`, as in torchvision), and "
+                                                           f"shortcut option {definition.name} has layers here; "
+                                                           "rename this layer")
+            return self.builder.placeholder(site.prefix, current, site.scope, statement.span)
         if layers:
             group = Site(f"{site.prefix}{SHORTCUT_GROUP}.", shortcut_scope, site.origin)
             branch_end = self.run(layers, group, reads, {**values, "input": Tensor(reads)})
@@ -293,6 +310,19 @@ class Emitter:
         return not missing and not repeated
 
     # --- helpers ---------------------------------------------------------------------------
+
+    def instantiate(self, definition: ast.BlockDef | ast.ShortcutDef, arguments: int, span: Span) -> None:
+        """Count a use of a definition against MAX_INSTANCES and MAX_INSTANTIATED: the work of a block is its size,
+        whatever it holds (formals, lets, `none` layers) — the limits on layers alone would not bound it."""
+        size = self._sizes.get(id(definition))
+        if size is None:
+            size = self._sizes[id(definition)] = syntax_size(definition)
+        self.instances += 1
+        self.instantiated += size + arguments
+        if self.instances > MAX_INSTANCES:
+            raise TooLarge(too_many_instances(), span)
+        if self.instantiated > MAX_INSTANTIATED:
+            raise TooLarge(too_much_instantiated(), span)
 
     def node_id(self, layer: ast.Layer, site: Site, base: str) -> str | None:
         """The id of a layer's node: its label under the site's prefix, or a fresh `op`, `op_1`, ..."""
@@ -349,6 +379,34 @@ def _is_shortcut_add(layer: ast.Layer) -> bool:
     if isinstance(arg, ast.Call):
         return arg.func == "shortcut"
     return isinstance(arg, ast.Name) and arg.id == "shortcut"
+
+
+def syntax_size(root: ast.Node) -> int:
+    """The number of syntax nodes in `root`, counted without recursion (an expression may be deeply nested)."""
+    size, stack = 0, [root]
+    while stack:
+        node = stack.pop()
+        size += 1
+        for name in node.__slots__:
+            value = getattr(node, name)
+            if isinstance(value, ast.Node):
+                stack.append(value)
+            elif isinstance(value, list):
+                stack.extend(item for item in value if isinstance(item, ast.Node))
+    return size
+
+
+def too_many_instances(count: int | None = None) -> str:
+    where = f"this stage brings the uses of blocks and shortcut options to {count:,}, over" if count else (
+        "the uses of blocks and shortcut options pass here")
+    return f"{where} the limit of {MAX_INSTANCES:,} for one network; use fewer blocks"
+
+
+def too_much_instantiated(count: int | None = None) -> str:
+    where = (f"this stage brings the blocks and shortcut options instantiated to {count:,} syntax nodes, over"
+             if count else "the blocks and shortcut options instantiated here pass")
+    return (f"{where} the limit of {MAX_INSTANTIATED:,} syntax nodes (a definition's size, once per use); use fewer "
+            "blocks, or smaller ones")
 
 
 def uses_shortcut(definition: ast.BlockDef) -> bool:

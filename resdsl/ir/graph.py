@@ -23,7 +23,7 @@ from typing import Literal
 import networkx as nx
 
 from resdsl.ir.names import check_path
-from resdsl.ir.ops import OPS, Args, Op, Shape, ShapeError
+from resdsl.ir.ops import OPS, Args, Conv, Linear, Op, Shape, ShapeError
 from resdsl.limits import MAX_NODES, MAX_WEIGHTED_LAYERS
 from resdsl.source import Span
 
@@ -67,21 +67,29 @@ def shape_of(graph: nx.DiGraph, node: str) -> Shape | None:
     return graph.nodes[node]["shape"]
 
 
-def infer_node(graph: nx.DiGraph, node: str) -> Shape | None:
+def infer_node(graph: nx.DiGraph, node: str, sources: list[str] | None = None) -> Shape | None:
     """Infer and store one node's shape by its op's rule; None when an input or the arguments are unknown.
 
-    Raises ShapeError (the shape is stored as None first) when the op cannot take its inputs.
+    `sources` are the node's inputs in order, if the caller knows them. Raises ShapeError (the shape is
+    stored as None first) when the op cannot take its inputs.
     """
     attrs = graph.nodes[node]
-    shapes = [graph.nodes[p]["shape"] for p in inputs(graph, node)]
+    shapes = [graph.nodes[p]["shape"] for p in (inputs(graph, node) if sources is None else sources)]
     attrs["shape"] = None
     if attrs["args"] is not None and None not in shapes:
         attrs["shape"] = attrs["op"].infer(attrs["args"], shapes)
     return attrs["shape"]
 
 
+COMPILER_NODES = ("input", "output")  # the ids of the nodes the compiler adds, which no label may take
+
+
 class TooLarge(Exception):
-    """The graph passed a size limit; the message says which."""
+    """The graph would pass a size limit: the message says which and what to change, `span` where."""
+
+    def __init__(self, message: str, span: Span) -> None:
+        super().__init__(message)
+        self.span = span
 
 
 class GraphBuilder:
@@ -91,11 +99,21 @@ class GraphBuilder:
         self.graph = nx.DiGraph(name=name, stages=[])
         self.on_error = on_error  # (node, span, origin, message)
         self._containers: set[str] = set()
+        self._stages: set[str] = set()  # the stages' names and the groups they are in (`stages` of `stages.0`)
         self._counters: dict[str, int] = {}
-        self._weighted = 0
+        self.weighted = 0  # conv and linear layers so far
+
+    def reserve_stages(self, names: list[str]) -> None:
+        """Keep the stages' names for them, so that no layer before them (unlabelled or not) takes one."""
+        for name in names:
+            if check_path(name, "stage"):
+                continue  # refused at its stage line
+            while name and name not in self._stages:
+                self._stages.add(name)
+                name = name.rpartition(".")[0]
 
     def has(self, node: str) -> bool:
-        return node in self.graph or node in self._containers
+        return node in self.graph or node in self._containers or node in self._stages
 
     def fresh_id(self, prefix: str, base: str) -> str:
         """`prefix + base`, or with `_1`, `_2`, ... after it if taken (constant time per name)."""
@@ -115,13 +133,18 @@ class GraphBuilder:
         problem = check_path(node)
         if problem:
             return problem
+        root = node.partition(".")[0]
+        if root in COMPILER_NODES:
+            return f"'{root}' names the network's {root}, which the compiler adds; a layer cannot take it"
         if node in self.graph:
             return f"layer name '{node}' is used twice"
+        if node in self._stages:
+            return f"'{node}' is the name of a stage; a layer cannot take it"
         if node in self._containers:
             return f"'{node}' names both a layer and a group of layers under it ('{node}.…')"
-        parts = node.split(".")
-        for depth in range(1, len(parts)):
-            prefix = ".".join(parts[:depth])
+        prefix = node
+        while "." in prefix:
+            prefix = prefix.rpartition(".")[0]
             if prefix in self.graph:
                 return f"'{node}' would put a layer inside the layer '{prefix}'"
         return None
@@ -133,24 +156,27 @@ class GraphBuilder:
         `quiet`: a shape error is left to the caller to report (with a message that knows more).
         """
         if len(self.graph) >= MAX_NODES:
-            raise TooLarge(f"more than {MAX_NODES:,} layers in all")
-        if op.weighted and op.name in ("conv", "linear"):
-            self._weighted += 1
-            if self._weighted > MAX_WEIGHTED_LAYERS:
-                raise TooLarge(f"more than {MAX_WEIGHTED_LAYERS:,} conv and linear layers")
+            raise TooLarge(too_many_layers(), origin or span)
+        if isinstance(op, Conv | Linear):
+            self.weighted += 1
+            if self.weighted > MAX_WEIGHTED_LAYERS:
+                raise TooLarge(too_many_weighted(), origin or span)
         self.graph.add_node(node, op=op, args=args, shape=None, scope=scope, span=span, origin=origin)
         for index, source in enumerate(sources):
             self.graph.add_edge(source, node, index=index)
-        parts = node.split(".")
-        for depth in range(1, len(parts)):
-            self._containers.add(".".join(parts[:depth]))
-        self.infer(node, quiet)
+        group = node
+        while "." in group:  # each group once: a group's groups are known once it is
+            group = group.rpartition(".")[0]
+            if group in self._containers:
+                break
+            self._containers.add(group)
+        self.infer(node, quiet, sources)
         return node
 
-    def infer(self, node: str, quiet: bool = False) -> Shape | None:
+    def infer(self, node: str, quiet: bool = False, sources: list[str] | None = None) -> Shape | None:
         """Infer and store one node's shape; a failed check is reported unless `quiet`."""
         try:
-            return infer_node(self.graph, node)
+            return infer_node(self.graph, node, sources)
         except ShapeError as error:
             if not quiet:
                 attrs = self.graph.nodes[node]
@@ -161,3 +187,18 @@ class GraphBuilder:
     def placeholder(self, prefix: str, current: str, scope: Scope, span: Span) -> str:
         """A node of unknown shape standing for what could not be built, so later checks skip what depends on it."""
         return self.add(self.fresh_id(prefix, "unknown"), OPS["identity"], None, [current], scope, span)
+
+
+
+def too_many_layers(count: int | None = None) -> str:
+    """The refusal of a graph over MAX_NODES: `count` is the total a stage would bring, if known."""
+    where = f"this stage brings the network to {count:,} layers, over" if count else "the network passes here"
+    return f"{where} the limit of {MAX_NODES:,} layers for one network; use fewer or smaller blocks"
+
+
+def too_many_weighted(count: int | None = None) -> str:
+    """The refusal of a graph over MAX_WEIGHTED_LAYERS: `count` is the total a stage would bring, if known."""
+    where = (f"this stage brings the network to {count:,} conv and linear layers, over" if count
+             else "the network passes here")
+    return (f"{where} the limit of {MAX_WEIGHTED_LAYERS:,} conv and linear layers for one network; use fewer "
+            "or smaller blocks")

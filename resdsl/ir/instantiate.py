@@ -21,7 +21,7 @@ class BindError(Exception):
     """Arguments that do not fit a definition; `problems` are (span, message) pairs."""
 
     def __init__(self, problems: list[tuple[Span, str]]) -> None:
-        super().__init__(problems[0][1])
+        super().__init__(problems[0][1] if problems else "reported already")
         self.problems = problems
 
 
@@ -86,6 +86,8 @@ def bind_formals(definition: ast.BlockDef | ast.ShortcutDef, arguments: tuple[Ar
     """Every formal's value: positional arguments in order, then keywords by name, then defaults."""
     kind = "block" if isinstance(definition, ast.BlockDef) else "shortcut option"
     formals = {f.name: f for f in definition.formals}
+    if len(formals) < len(definition.formals):
+        raise BindError([])  # a parameter named twice, reported at the definition: its calls cannot be bound
     given: dict[str, Value] = {}
     problems: list[tuple[Span, str]] = []
     order = iter(definition.formals)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import keyword
 
+from resdsl.limits import MAX_PATH_PARTS
+
 # dir(torch.nn.Module()) on torch 2.14, plus `graph` and `code` of resdsl's generated modules and the
 # container methods of nn.Sequential (stages) that a block label could otherwise hide.
 MODULE_MEMBERS = frozenset({
@@ -42,10 +44,14 @@ def check_part(part: str) -> str | None:
     return None
 
 
-def check_path(path: str) -> str | None:
-    """Why a dotted path cannot name a module, or None."""
+def check_path(path: str, what: str = "layer") -> str | None:
+    """Why a dotted path cannot name a module (a layer, or a stage), or None."""
+    parts = path.count(".") + 1
+    if parts > MAX_PATH_PARTS:
+        return (f"a {what}'s path of {parts:,} dotted parts is over the limit of {MAX_PATH_PARTS}; nest its "
+                "labels less deep")
     for part in path.split("."):
         problem = check_part(part)
         if problem:
-            return f"cannot name a layer '{path}': {problem}"
+            return f"cannot name a {what} '{path}': {problem}"
     return None

@@ -77,13 +77,18 @@ class Op:
         given: dict[str, tuple[Value, Span]] = {}
         slots = iter(p for p in self.signature if p.positional)
         names = {p.name: p for p in self.signature}
-        seen_keyword = False
+        seen_keyword = misplaced = False
         for argument in arguments:
             if argument.name is None:
-                if isinstance(argument.value, Tensor) and self.arity != 1:
-                    bound.tensors.append(argument.value)
+                if self.arity != 1:
+                    if isinstance(argument.value, Tensor):
+                        bound.tensors.append(argument.value)
+                    else:
+                        bound.errors.append((argument.span, f"{self.name} reads tensors — a layer's label or "
+                                                            f"`input` — not {describe(argument.value)}"))
                     continue
                 if seen_keyword:
+                    misplaced = True
                     bound.errors.append((argument.span, f"a positional argument cannot follow a keyword argument "
                                                         f"of {self.name}"))
                     continue
@@ -110,7 +115,8 @@ class Op:
                 except ValueError as error:
                     bound.errors.append((where, f"{self.name} argument '{param.name}': {error}"))
             elif param.default is REQUIRED:
-                bound.errors.append((span, f"{self.name} needs its {param.name} argument"))
+                if not misplaced:  # the argument is there, out of place: said already
+                    bound.errors.append((span, f"{self.name} needs its {param.name} argument"))
             else:
                 bound.args[param.name] = None if param.default is None else coerce(param.kind, param.default)
         if not bound.errors:
@@ -175,7 +181,7 @@ def coerce(kind: str, value: Any) -> Any:
         if kind == "count" and value < 0:
             raise ValueError(f"expected a non-negative integer, got {describe(value)}")
         if value > MAX_WIDTH:
-            raise ValueError(f"{describe(value)} is over the limit of {MAX_WIDTH:,}")
+            raise ValueError(f"{describe(value)} is over the limit of {MAX_WIDTH:,} for a size or count")
         return value
     if kind in ("pair", "pair0"):
         dims = value if isinstance(value, tuple) else (value, value)
@@ -240,18 +246,27 @@ def feature_map(op: str, inputs: list[Shape]) -> Shape:
 
 def check_width(width: int) -> None:
     if width > MAX_WIDTH:
-        raise ShapeError(f"width {width:,} is over the limit of {MAX_WIDTH:,}")
+        raise ShapeError(f"width {width:,} is over the limit of {MAX_WIDTH:,} channels or features")
 
 
 def window(op: str, shape: Shape, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int],
            dilation: tuple[int, int] = (1, 1), ceil: bool = False) -> tuple[int, int]:
-    """Output H, W of a sliding window (PyTorch's formula, ceil mode included)."""
+    """Output H, W of a sliding window (PyTorch's formula, ceil mode included).
+
+    Refused: a window wider than the padded input (no output), and one far wider than the input itself
+    (more than 4 × its size + 1), most of which would only ever cover padding.
+    """
     sizes = []
     for size, k, s, p, d in zip(shape[1:], kernel, stride, padding, dilation, strict=True):
         reach = d * (k - 1) + 1
         if reach > size + 2 * p:
             raise ShapeError(f"spatial size reaches zero: {op} {fmt(kernel)} on a {fmt(shape)} input: its window "
-                             f"spans {reach}, the padded input only {size + 2 * p}")
+                             f"spans {reach:,}, the padded input only {size + 2 * p:,}")
+        if reach > 4 * size + 1:
+            what = f"its kernel of {k} at dilation {d}" if d > 1 else "its kernel"
+            raise ShapeError(f"{op} window far larger than its {fmt(shape)} input: {what} spans {reach:,}, more than "
+                             f"4 × {size} + 1, so most of it only ever covers padding; use a smaller kernel or "
+                             "dilation, or a larger input")
         span = size + 2 * p - reach
         out = (math.ceil(span / s) if ceil else span // s) + 1
         if ceil and (out - 1) * s >= size + p:

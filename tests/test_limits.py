@@ -1,0 +1,271 @@
+"""The front end's limits (resdsl/limits.py) at their edges: the largest spec of each kind is checked in seconds
+with bounded memory, the first one over is refused fast with a message naming the limit, and files that are not
+regular files are refused without being read.
+
+Times and memory are those of a fresh process (`os.wait4` gives one child's CPU time and peak RSS), with bounds
+loose enough for a busy 2-core machine and tight enough to catch time that grows with the square of the size.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import resdsl
+from resdsl.cli.app import app
+from resdsl.limits import (
+    MAX_BLOCKS,
+    MAX_CALL_DEPTH,
+    MAX_EXPRESSION_DEPTH,
+    MAX_EXTENDS_DEPTH,
+    MAX_INSTANCES,
+    MAX_INSTANTIATED,
+    MAX_NODES,
+    MAX_PATH_PARTS,
+    MAX_SPEC_BYTES,
+    MAX_STAGES,
+)
+
+ACCEPTED_CPU_S = 20.0  # the largest accepted spec of a kind: ~6 s of CPU on a 2-core VM
+REFUSED_CPU_S = 5.0  # the first spec over a limit: well under a second beyond interpreter start-up
+WALL_S = 120.0  # a hang guard: the machine may be shared
+MAX_RSS = 2 * 2**30
+
+_COMPILE = """
+import sys
+import resdsl
+try:
+    print("ok", resdsl.compile(sys.argv[1]).params)
+except resdsl.SpecError as error:
+    print(error.render())
+"""
+
+
+@dataclass(frozen=True)
+class Run:
+    cpu: float
+    rss: int
+    output: str
+
+
+def _compile_in_child(path: Path) -> Run:
+    """Compile `path` in a fresh interpreter; its CPU time and peak RSS, from its own rusage."""
+    with tempfile.TemporaryFile() as out:
+        child = subprocess.Popen([sys.executable, "-c", _COMPILE, str(path)], stdout=out, stderr=subprocess.STDOUT)
+        timer = threading.Timer(WALL_S, child.kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(child.pid, 0)
+        finally:
+            timer.cancel()
+        child.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        output = out.read().decode(errors="replace")
+    assert child.returncode == 0, f"exit {child.returncode} (killed after {WALL_S} s?):\n{output[-2000:]}"
+    return Run(usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024, output)
+
+
+def _network(stem: str = "  conv 1x1, 4\n", stages: str = "", before: str = "") -> str:
+    return f"{before}network t {{\n  input 3x8x8\n  stem {{\n{stem}  }}\n{stages}}}\n"
+
+
+def _stages(lines: str, block: str = "basic", shortcut: str = "A") -> str:
+    return f"  stages (block: {block}, shortcut: {shortcut}) {{\n{lines}  }}\n"
+
+
+_TINY_BLOCK = "block tiny(width, stride = 1) {\n  relu\n  add shortcut\n}\n"
+# 2,000 layers that add nothing: a block whose size, not its layers, makes the work of a stage
+_EMPTY_BLOCK = "block empty(width, stride = 1) {\n" + "  none\n" * 2000 + "  add shortcut\n}\n"
+_EMPTY_BLOCK_SIZE = 2006 + 1 + 5  # its syntax nodes, the width it is given, and the identity shortcut's syntax nodes
+
+
+def _calls(depth: int) -> str:
+    """Blocks b0 .. b{depth-1}, each calling the next; the last holds a conv."""
+    chain = "".join(f"block b{i}(w) {{\n  x: b{i + 1} w\n}}\n" for i in range(depth - 1))
+    return chain + f"block b{depth - 1}(w) {{\n  conv 1x1, w\n}}\n"
+
+
+LARGEST = {
+    "1MB_of_unlabelled_convs": _network("  conv 1x1, 4\n" * 60_000),
+    "unlabelled_relus": _network("  conv 1x1, 4\n" + "  relu\n" * 20_000),
+    "most_stages": _network(stages=_stages("    1 x 4\n" * MAX_STAGES)),
+    "most_blocks": _network(stages=_stages("    1000 x 4\n" * (MAX_BLOCKS // 1000), "tiny", "identity"),
+                            before=_TINY_BLOCK),
+    "most_instantiated": _network(stages=_stages(f"    {MAX_INSTANTIATED // _EMPTY_BLOCK_SIZE - 1} x 4\n", "empty",
+                                                 "identity"), before=_EMPTY_BLOCK),
+    "sum_of_2000_terms": "param s = " + " + ".join(["1"] * 2000) + "\n" + _network("  conv 1x1, s\n"),
+    "deepest_expression": "param s = " + "-" * MAX_EXPRESSION_DEPTH + "4\n" + _network("  conv 1x1, s\n"),
+    "deepest_calls": _calls(MAX_CALL_DEPTH) + _network("  x: b0 4\n"),
+}
+
+FIRST_OVER = {
+    "one_stage_too_many": (_network(stages=_stages("    1 x 4\n" * (MAX_STAGES + 1))),
+                           f"{MAX_STAGES + 1:,} stages is over the limit of {MAX_STAGES:,}"),
+    "one_block_too_many": (_network(stages=_stages("    1000 x 4\n" * (MAX_BLOCKS // 1000) + "    1 x 4\n")),
+                           f"{MAX_BLOCKS + 1:,} blocks in all is over the limit of {MAX_BLOCKS:,}"),
+    "layers_past_the_limit": (_network(stages=_stages(f"    {MAX_NODES // 7 + 5_000} x 4\n")),  # 7 layers a block
+                              f"over the limit of {MAX_NODES:,} layers"),
+    "instantiated_past_the_limit": (_network(stages=_stages(f"    {MAX_INSTANTIATED // _EMPTY_BLOCK_SIZE + 1} x 4\n",
+                                                            "empty", "identity"), before=_EMPTY_BLOCK),
+                                    f"over the limit of {MAX_INSTANTIATED:,}"),
+    "expression_one_too_deep": ("param s = " + "-" * (MAX_EXPRESSION_DEPTH + 1) + "4\n"
+                                + _network("  conv 1x1, s\n"), f"nested more than {MAX_EXPRESSION_DEPTH} deep"),
+    "calls_one_too_deep": (_calls(MAX_CALL_DEPTH + 1) + _network("  x: b0 4\n"),
+                           f"more than {MAX_CALL_DEPTH} deep"),
+    "label_one_part_too_deep": (_network("  conv 1x1, 4\n  " + "a." * MAX_PATH_PARTS + "a: relu\n"),
+                                f"path of {MAX_PATH_PARTS + 1} dotted parts is over the limit of {MAX_PATH_PARTS}"),
+    "spec_one_byte_too_large": (_network() + "#" * (MAX_SPEC_BYTES - len(_network()) + 1),
+                                f"over the limit of {MAX_SPEC_BYTES:,}"),
+}
+
+
+@pytest.mark.parametrize("kind", LARGEST)
+def test_largest_accepted_spec_of_each_kind_checks_in_seconds(kind, tmp_path):
+    path = tmp_path / f"{kind}.res"
+    path.write_text(LARGEST[kind])
+    run = _compile_in_child(path)
+    assert run.output.startswith("ok"), run.output[-2000:]
+    assert run.cpu < ACCEPTED_CPU_S
+    assert run.rss < MAX_RSS
+
+
+@pytest.mark.parametrize("kind", FIRST_OVER)
+def test_first_spec_over_each_limit_is_refused_fast(kind, tmp_path):
+    text, message = FIRST_OVER[kind]
+    path = tmp_path / f"{kind}.res"
+    path.write_text(text)
+    run = _compile_in_child(path)
+    assert f"{path}:" in run.output and message in run.output, run.output[-2000:]
+    assert run.cpu < REFUSED_CPU_S
+    assert run.rss < MAX_RSS
+
+
+def test_label_of_a_hundred_thousand_parts_is_refused_in_linear_time(tmp_path):
+    path = tmp_path / "label.res"
+    path.write_text(_network("  conv 1x1, 4\n  " + "a." * 100_000 + "a: relu\n"))
+    run = _compile_in_child(path)
+    assert f"path of 100,001 dotted parts is over the limit of {MAX_PATH_PARTS}" in run.output
+    assert run.cpu < ACCEPTED_CPU_S
+
+
+def test_calls_doubling_at_each_level_are_refused_in_seconds(tmp_path):
+    # 2**32 uses of b31 if nothing stopped them, though no block adds a layer
+    doubling = "".join(f"block b{i}(w) {{\n  x: b{i + 1} w\n  y: b{i + 1} w\n}}\n" for i in range(31))
+    path = tmp_path / "doubling.res"
+    path.write_text(doubling + "block b31(w) {\n  none\n}\n" + _network("  conv 1x1, 4\n  x: b0 4\n"))
+    run = _compile_in_child(path)
+    assert f"the limit of {MAX_INSTANCES:,} for one network" in run.output
+    assert run.cpu < ACCEPTED_CPU_S
+
+
+def test_largest_spec_is_about_the_size_limit():
+    assert 0.8 * MAX_SPEC_BYTES < len(LARGEST["1MB_of_unlabelled_convs"]) <= MAX_SPEC_BYTES
+
+
+# --- extends chains -----------------------------------------------------------------------------------------
+
+def _chain(tmp_path: Path, files: int) -> Path:
+    """c1.res extends c2.res ... extends c{files}.res, which holds the network."""
+    for i in range(1, files):
+        (tmp_path / f"c{i}.res").write_text(f'network n{i} extends "c{i + 1}.res" {{ }}\n')
+    (tmp_path / f"c{files}.res").write_text(_network())
+    return tmp_path / "c1.res"
+
+
+def test_extends_chain_at_the_limit_is_accepted(tmp_path):
+    assert resdsl.compile(_chain(tmp_path, MAX_EXTENDS_DEPTH)).name == "n1"
+
+
+def test_extends_chain_too_deep_is_not_called_a_cycle(tmp_path):
+    with pytest.raises(resdsl.SpecError) as caught:
+        resdsl.compile(_chain(tmp_path, 18))
+    message = caught.value.diagnostics[0].message
+    assert f"more than {MAX_EXTENDS_DEPTH} files deep" in message
+    assert "cycle" not in message
+
+
+# --- files that are not regular files --------------------------------------------------------------------
+
+@contextmanager
+def _within(seconds: int) -> Iterator[None]:
+    """Fail (instead of hanging) if the body takes longer than `seconds`."""
+
+    def expire(signum, frame):
+        raise TimeoutError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture(params=["fifo", "directory", "device"])
+def not_a_file(request, tmp_path) -> tuple[Path, str]:
+    """A path that is not a regular file, and what the refusal calls it."""
+    if request.param == "fifo":
+        path = tmp_path / "pipe.res"
+        os.mkfifo(path)
+        return path, "it is not a regular file"
+    if request.param == "directory":
+        path = tmp_path / "folder.res"
+        path.mkdir()
+        return path, "it is a directory"
+    return Path("/dev/zero"), "it is not a regular file"
+
+
+def test_spec_that_is_not_a_regular_file_is_refused_unread(not_a_file):
+    path, kind = not_a_file
+    with _within(10), pytest.raises(resdsl.SpecError) as caught:
+        resdsl.compile(path)
+    assert f"{path}:1:1: error: cannot read this spec: {kind}" in caught.value.render()
+
+
+def test_extends_of_a_file_that_is_not_regular_is_refused_unread(not_a_file, tmp_path):
+    target, kind = not_a_file
+    child = tmp_path / "child.res"
+    child.write_text(f'network t extends "{target}" {{ }}\n')
+    with _within(10), pytest.raises(resdsl.SpecError) as caught:
+        resdsl.compile(child)
+    assert f"{child}:1:11: error: cannot read '{target}': {kind}" in caught.value.render()
+
+
+@pytest.mark.parametrize(("name", "reason"), [("a\0b.res", "the path contains a NUL character"),
+                                             ("x" * 5000 + ".res", "File name too long")], ids=["nul", "too_long"])
+def test_path_no_file_can_have_is_refused_with_the_reason(name, reason, tmp_path):
+    with pytest.raises(resdsl.SpecError, match=reason):
+        resdsl.compile(name)
+    child = tmp_path / "child.res"
+    child.write_text(f'network t extends "{name}" {{ }}\n')
+    with pytest.raises(resdsl.SpecError, match=f"{child}:1:11: error: cannot read .*: {reason}"):
+        resdsl.compile(child)
+
+
+# --- command-line values --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value", ["9" * 5000, "-" + "9" * 5000, "3x" + "9" * 5000])
+def test_set_with_thousands_of_digits_is_a_usage_error_saying_so(value):
+    result = CliRunner().invoke(app, ["check", "cifar20", "--set", f"n={value}"])
+    assert result.exit_code == 2
+    assert "--set n: the value has more than 18 digits" in result.stderr
+    assert "inf" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_set_of_an_overflowing_float_is_a_usage_error_saying_so():
+    result = CliRunner().invoke(app, ["check", "cifar20", "--set", "n=1e400"])
+    assert result.exit_code == 2
+    assert "--set n: '1e400' is not a finite number" in result.stderr
+
