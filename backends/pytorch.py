@@ -619,7 +619,9 @@ def _sequential_class(name: str) -> type[GeneratedSequential]:
 
 
 def _fx_name(path: str) -> str:
-    return path.replace(".", "_") or "x"
+    """The name of a value in generated code: the path with `_` for `.`; never `self`, the forward's module."""
+    name = path.replace(".", "_") or "x"
+    return f"{name}_" if name == "self" else name
 
 
 def module_class(network: Network) -> type[NetworkModule]:

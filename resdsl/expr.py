@@ -157,7 +157,11 @@ def _evaluate(expr: ast.Expr, env: Mapping[str, Value], depth: int) -> Value:
             if not isinstance(callee, Callee):
                 raise EvalError(expr.span, f"unknown function '{func}' (a space is needed before '(' to pass a "
                                            "value in parentheses)")
-            return callee.bind([_argument(a, env, depth + 1) for a in args], expr.span)
+            arguments = [_argument(a, env, depth + 1) for a in args]
+            stray = misplaced(arguments)
+            if stray is not None:
+                raise EvalError(stray.span, "a positional argument cannot follow a keyword argument")
+            return callee.bind(arguments, expr.span)
     raise EvalError(expr.span, "cannot evaluate this expression")
 
 
@@ -165,6 +169,21 @@ def _plain(arg: ast.Expr | ast.Pair, func: str, env: Mapping[str, Value], depth:
     if isinstance(arg, ast.Pair):
         raise EvalError(arg.span, f"{func}() takes plain values")
     return _number(arg, env, depth + 1)
+
+
+def misplaced(arguments: list[Argument]) -> Argument | None:
+    """The first positional argument written after a keyword one, or None.
+
+    Checked where arguments are written; a value bound earlier (`se(rd_ratio: 0.25)`) then called with
+    positional ones binds them as functools.partial would.
+    """
+    seen_keyword = False
+    for argument in arguments:
+        if argument.name is not None:
+            seen_keyword = True
+        elif seen_keyword:
+            return argument
+    return None
 
 
 def evaluate_arguments(args: list[ast.Expr | ast.Pair], env: Mapping[str, Value]) -> list[Argument]:

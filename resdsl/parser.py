@@ -108,7 +108,7 @@ _TOKEN_WORDS = {
     "NAME": "a name", "INT": "an integer", "FLOAT": "a number", "SHAPE": "a shape like 3x224x224",
     "STRING": "a quoted path", "CALL": "a call", "X": "'x'", "$END": "end of file",
     "MINUS": "'-'", "ADD_OP": "'+'", "MUL_OP": "'*'", "COMPARE": "a comparison", "DOT": "'.'",
-    "OVERRIDE": "'override'", "FROM": "'from'",
+    "OVERRIDE": "'override'", "FROM": "'from'", "WORD_PART": "a keyword as one part of a dotted label",
 }
 
 

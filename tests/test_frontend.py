@@ -397,3 +397,10 @@ def test_check_and_info_do_not_import_torch(command):
     code = ("from typer.testing import CliRunner\nfrom resdsl.cli.app import app\n"
             f"result = CliRunner().invoke(app, {command!r})\nassert result.exit_code == 0, result.output")
     assert "torch" not in _modules_after(code)
+
+
+def test_a_block_value_bound_by_keyword_takes_positional_arguments_later_as_partial_does():
+    text = 'network t extends "torchvision/resnet50" {\n  stages (attn: se(rd_ratio: 0.25))\n}\n'
+    graph = resdsl.compile(text).graph
+    assert graph.nodes["layer1.0.se.fc1"]["args"]["out"] == 64  # channels 256 (positional, at the call) x 0.25
+    assert graph.nodes["layer4.0.se.fc1"]["args"]["out"] == 512

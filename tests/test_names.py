@@ -85,8 +85,6 @@ def test_accepted_stage_names_build_and_run():
     assert model(torch.randn(2, 3, 16, 16)).shape == (2, 10)
 
 
-@pytest.mark.xfail(strict=True, reason="backends/pytorch.py: an fx value named `self` shadows the module in the "
-                                       "generated forward")
 @pytest.mark.parametrize("spec", [_everywhere(["self"]), _as_stages(["self"])], ids=["label", "stage"])
 def test_self_builds_and_runs(spec):
     assert resdsl.compile(spec).to_torch(seed=0)(torch.randn(2, 3, 16, 16)).shape == (2, 10)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from resdsl import ast
 from resdsl.diagnostics import Diagnostics, Note
-from resdsl.expr import NONE, Argument, Callee, EvalError, NoLayer, Tensor, Value, describe, evaluate
+from resdsl.expr import NONE, Argument, Callee, EvalError, NoLayer, Tensor, Value, describe, evaluate, misplaced
 from resdsl.ir.graph import GraphBuilder, Scope, Site, TooLarge
 from resdsl.ir.instantiate import BindError, Instance, bind_formals, block_instance, unknown
 from resdsl.ir.ops import OPS, Linear, Op
@@ -24,13 +24,15 @@ from resdsl.source import Span
 SHORTCUT_GROUP = "downsample"  # the shortcut's layers are under `<block>.downsample.`, as in torchvision and timm
 
 
-@dataclass(frozen=True)
+@dataclass
 class BlockFrame:
-    """What `add shortcut` needs of the stage block it is in: the block's input, its stride and shortcut option."""
+    """What `add shortcut` needs of the stage block it is in: the block's input, its stride and shortcut option,
+    and whether the block has added its shortcut already."""
 
     input: str
     stride: int
     shortcut: Instance | None
+    added: bool = False
 
 
 class Emitter:
@@ -131,6 +133,11 @@ class Emitter:
                 value, name, span = self.evaluate(arg, scope, site.origin), None, arg.span
             ok = ok and value is not None
             arguments.append(Argument(name, value, span))
+        stray = misplaced(arguments)
+        if stray is not None:
+            self.report(stray.span, site.origin, f"a positional argument cannot follow a keyword argument of "
+                                                 f"{layer.op}")
+            return None
         return arguments if ok else None
 
     def op_layer(self, layer: ast.Layer, op: Op, arguments: list[Argument], site: Site, current: str,
@@ -224,6 +231,15 @@ class Emitter:
             self.report(statement.span, site.origin, "`add shortcut` belongs in a block that a stage uses, "
                                                      "not in the stem, the head or a block called from another")
             return current
+        if frame.added:
+            self.report(statement.span, site.origin, "a block adds its shortcut once; this is a second "
+                                                     "`add shortcut` (`add x` adds another tensor)")
+            return self.builder.placeholder(site.prefix, current, site.scope, statement.span)
+        frame.added = True
+        if current == frame.input:
+            self.report(statement.span, site.origin, "the residual branch is empty: `add shortcut` comes before "
+                                                     "any layer of the block, so it would add the input to itself")
+            return self.builder.placeholder(site.prefix, current, site.scope, statement.span)
         if frame.shortcut is None:
             return current  # no option chosen: reported at the stage line
         reads = frame.input

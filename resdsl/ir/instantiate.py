@@ -91,12 +91,10 @@ def bind_formals(definition: ast.BlockDef | ast.ShortcutDef, arguments: tuple[Ar
     given: dict[str, Value] = {}
     problems: list[tuple[Span, str]] = []
     order = iter(definition.formals)
-    seen_keyword = False
-    for argument in arguments:
+    # positional arguments in order, the earlier bound first (`se(rd_ratio: 0.25)` then `attn 256`), as
+    # functools.partial binds them; then keywords. Their written order was checked where they were written.
+    for argument in [a for a in arguments if a.name is None] + [a for a in arguments if a.name is not None]:
         if argument.name is None:
-            if seen_keyword:
-                problems.append((argument.span, "a positional argument cannot follow a keyword argument"))
-                continue
             formal = next(order, None)
             if formal is None:
                 problems.append((argument.span, f"{kind} '{definition.name}' takes {len(formals)} argument(s); "
@@ -104,7 +102,6 @@ def bind_formals(definition: ast.BlockDef | ast.ShortcutDef, arguments: tuple[Ar
                 continue
             name = formal.name
         else:
-            seen_keyword = True
             name = argument.name
             if name not in formals:
                 problems.append((argument.span, f"{kind} '{definition.name}' has no parameter '{name}' "

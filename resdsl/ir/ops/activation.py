@@ -51,6 +51,9 @@ class Softmax(Op):
            "(SK's attention over its paths)")
     signature = (Param("branches", "size", None),)
 
+    def label(self, args: Args) -> str:
+        return "softmax" if args["branches"] is None else f"softmax over {args['branches']} paths"
+
     def infer(self, args: Args, inputs: list[Shape]) -> Shape:
         shape = inputs[0]
         branches = args["branches"]

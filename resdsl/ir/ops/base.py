@@ -72,35 +72,31 @@ class Op:
     # --- arguments -------------------------------------------------------------------------
 
     def bind(self, arguments: list[Argument], span: Span) -> Bound:
-        """Bind a layer's arguments (in the order written) to the signature; tensors go to `tensors`."""
+        """Bind arguments to the signature: positional ones in order (tensors of a multi-input op go to `tensors`),
+        then keywords by name. Their written order was checked where they were written."""
         bound = Bound({})
         given: dict[str, tuple[Value, Span]] = {}
         slots = iter(p for p in self.signature if p.positional)
         names = {p.name: p for p in self.signature}
-        seen_keyword = misplaced = False
+        positional = [a for a in arguments if a.name is None]  # earlier bound first (`groupnorm(32)`), as partial
+        for argument in positional:
+            if self.arity != 1:
+                if isinstance(argument.value, Tensor):
+                    bound.tensors.append(argument.value)
+                else:
+                    bound.errors.append((argument.span, f"{self.name} reads tensors — a layer's label or "
+                                                        f"`input` — not {describe(argument.value)}"))
+                continue
+            slot = next(slots, None)
+            if slot is None:
+                count = sum(p.positional for p in self.signature)
+                what = "no positional arguments" if count == 0 else f"{count} positional argument(s)"
+                bound.errors.append((argument.span, f"{self.name} takes {what}; this one is extra"))
+                continue
+            given[slot.name] = (argument.value, argument.span)
         for argument in arguments:
             if argument.name is None:
-                if self.arity != 1:
-                    if isinstance(argument.value, Tensor):
-                        bound.tensors.append(argument.value)
-                    else:
-                        bound.errors.append((argument.span, f"{self.name} reads tensors — a layer's label or "
-                                                            f"`input` — not {describe(argument.value)}"))
-                    continue
-                if seen_keyword:
-                    misplaced = True
-                    bound.errors.append((argument.span, f"a positional argument cannot follow a keyword argument "
-                                                        f"of {self.name}"))
-                    continue
-                slot = next(slots, None)
-                if slot is None:
-                    count = sum(p.positional for p in self.signature)
-                    what = "no positional arguments" if count == 0 else f"{count} positional argument(s)"
-                    bound.errors.append((argument.span, f"{self.name} takes {what}; this one is extra"))
-                    continue
-                given[slot.name] = (argument.value, argument.span)
                 continue
-            seen_keyword = True
             if argument.name not in names:
                 bound.errors.append((argument.span, _unknown(f"argument of {self.name}", argument.name, names)))
             elif argument.name in given:
@@ -115,8 +111,7 @@ class Op:
                 except ValueError as error:
                     bound.errors.append((where, f"{self.name} argument '{param.name}': {error}"))
             elif param.default is REQUIRED:
-                if not misplaced:  # the argument is there, out of place: said already
-                    bound.errors.append((span, f"{self.name} needs its {param.name} argument"))
+                bound.errors.append((span, f"{self.name} needs its {param.name} argument"))
             else:
                 bound.args[param.name] = None if param.default is None else coerce(param.kind, param.default)
         if not bound.errors:
