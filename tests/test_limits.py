@@ -85,8 +85,8 @@ def _stages(lines: str, block: str = "basic", shortcut: str = "A") -> str:
 
 
 _TINY_BLOCK = "block tiny(width, stride = 1) {\n  relu\n  add shortcut\n}\n"
-# 2,000 layers that add nothing: a block whose size, not its layers, makes the work of a stage
-_EMPTY_BLOCK = "block empty(width, stride = 1) {\n" + "  none\n" * 2000 + "  add shortcut\n}\n"
+# a relu and 1,999 layers that add nothing: a block whose size, not its layers, makes the work of a stage
+_EMPTY_BLOCK = "block empty(width, stride = 1) {\n  relu\n" + "  none\n" * 1999 + "  add shortcut\n}\n"
 _EMPTY_BLOCK_SIZE = 2006 + 1 + 5  # its syntax nodes, the width it is given, and the identity shortcut's syntax nodes
 
 
