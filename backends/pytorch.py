@@ -146,29 +146,10 @@ def _relu(node: OpView) -> Lowered:
     return _module(nn.ReLU, inplace=True) if node.owns_input else _module(nn.ReLU)
 
 
-@lowers(ops.SiLU)
-def _silu(node: OpView) -> Lowered:
-    return _module(nn.SiLU)
-
-
-@lowers(ops.GELU)
-def _gelu(node: OpView) -> Lowered:
-    return _module(nn.GELU)
-
-
-@lowers(ops.HardSwish)
-def _hard_swish(node: OpView) -> Lowered:
-    return _module(nn.Hardswish)
-
-
-@lowers(ops.Sigmoid)
-def _sigmoid(node: OpView) -> Lowered:
-    return _module(nn.Sigmoid)
-
-
-@lowers(ops.HardSigmoid)
-def _hard_sigmoid(node: OpView) -> Lowered:
-    return _module(nn.Hardsigmoid)
+# Ops that are a torch.nn module taking no arguments.
+for _op, _module_class in ((ops.SiLU, nn.SiLU), (ops.GELU, nn.GELU), (ops.HardSwish, nn.Hardswish),
+                           (ops.Sigmoid, nn.Sigmoid), (ops.HardSigmoid, nn.Hardsigmoid), (ops.Flatten, nn.Flatten)):
+    lowers(_op)(lambda node, module_class=_module_class: _module(module_class))
 
 
 @lowers(ops.Softmax)
@@ -244,11 +225,6 @@ def _subsample(node: OpView) -> Lowered:
 @lowers(ops.PadChannels)
 def _pad_channels(node: OpView) -> Lowered:
     return _call(F.pad, (0, 0, 0, 0, 0, node.shape[0] - node.inputs[0][0]))
-
-
-@lowers(ops.Flatten)
-def _flatten(node: OpView) -> Lowered:
-    return _module(nn.Flatten)
 
 
 @lowers(ops.Dropout)

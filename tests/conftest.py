@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from measured import LAUNCHER
 
 REPO = Path(__file__).resolve().parent.parent
 SPECS = REPO / "specs"
@@ -57,19 +58,6 @@ class Finished:
     seconds: float
     cpu_seconds: float
     max_rss_bytes: int
-
-
-# Runs argv[2:] and writes its wait status, CPU seconds and peak RSS to argv[1]. The command is started from
-# this small process because a child's peak RSS counts the memory of the process it was forked from (pytest's).
-LAUNCHER = """
-import json, os, sys
-pid = os.fork()
-if pid == 0:
-    os.execv(sys.argv[2], sys.argv[2:])
-_, status, usage = os.wait4(pid, 0)
-with open(sys.argv[1], "w") as out:
-    json.dump([status, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024], out)
-"""
 
 
 def run_measured(command: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 180) -> Finished:

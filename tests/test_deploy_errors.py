@@ -7,6 +7,7 @@ holding a previous artifact `out` that must survive.
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import shutil
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from measured import LAUNCHER
 from typer.testing import CliRunner
 
 from resdsl.backends.staging import remove_abandoned
@@ -35,19 +37,6 @@ printf '\\n@@after\\n'; ls -A; cat out
 exit $status
 """
 FILESYSTEMS = {"full": "", "read-only": 'mount -o remount,ro "$0" || exit 99'}
-# Runs argv[2:] and writes its peak RSS (KiB) to argv[1]. The command is forked from this small process, not from
-# pytest: Linux carries a process's peak RSS across exec, so a child forked from pytest starts at pytest's size.
-PEAK_RSS = """
-import os, sys
-pid = os.fork()
-if pid == 0:
-    os.execv(sys.argv[2], sys.argv[2:])
-_, status, usage = os.wait4(pid, 0)
-with open(sys.argv[1], "w") as file:
-    file.write(str(usage.ru_maxrss))
-code = os.waitstatus_to_exitcode(status)
-os._exit(code if code >= 0 else 128 - code)
-"""
 
 
 class RunsCode:
@@ -156,8 +145,8 @@ def sandbox_available() -> bool:
 
 def run_build(args: tuple[str, ...], work: Path, logs: Path, filesystem: str | None, seconds: float) -> Run:
     """`resdsl build CIFAR20 ARGS` in `work` as a child process: its status, output, wall time and peak RSS."""
-    command = [sys.executable, "-c", PEAK_RSS, str(logs / "rss"), sys.executable, "-m", "resdsl", "build", CIFAR20,
-               *args]
+    command = [sys.executable, "-c", LAUNCHER, str(logs / "usage.json"), sys.executable, "-m", "resdsl", "build",
+               CIFAR20, *args]
     if filesystem is not None:
         script = SANDBOX.format(after_mount=FILESYSTEMS[filesystem])
         command = ["unshare", "-rm", "sh", "-c", script, str(work), *command]
@@ -174,7 +163,8 @@ def run_build(args: tuple[str, ...], work: Path, logs: Path, filesystem: str | N
         out.seek(0)
         text = out.read()
     output, _, after = text.partition("\n@@after\n")
-    rss = int((logs / "rss").read_text()) / 1024 if (logs / "rss").exists() else float("inf")
+    usage = logs / "usage.json"
+    rss = json.loads(usage.read_text())[2] / 2**20 if usage.exists() else float("inf")
     return Run(process.returncode, output, elapsed, rss, after.split() if filesystem is not None else None)
 
 
