@@ -9,30 +9,36 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import networkx as nx
-
 from resdsl.diagnostics import Diagnostics, Note, SpecError
 from resdsl.expr import Value
 from resdsl.ir.build import lower_program
+from resdsl.ir.graph import IRGraph
 from resdsl.limits import MAX_ACTIVATION_BYTES, MAX_PARAM_BYTES
 from resdsl.passes.count import BYTES_PER_ELEMENT, Counts, StageSummary, count
 from resdsl.resolve import Program, load, read_spec
 
 if TYPE_CHECKING:
+    import networkx as nx
+
     from resdsl.backends.pytorch import NetworkModule
 
 
 class Network:
     """A checked network: the graph IR, its counts, and the program it came from."""
 
-    def __init__(self, program: Program, graph: nx.DiGraph, counts: Counts) -> None:
+    def __init__(self, program: Program, ir: IRGraph, counts: Counts) -> None:
         self.program = program
-        self.graph = graph
+        self.ir = ir
         self.counts = counts
+
+    @cached_property
+    def graph(self) -> nx.DiGraph:
+        """The graph IR as a networkx.DiGraph (made on first use: checking a spec needs no networkx)."""
+        return self.ir.to_networkx()
 
     @property
     def name(self) -> str:
-        return self.graph.graph["name"]
+        return self.ir.graph["name"]
 
     @property
     def params(self) -> int:
@@ -48,11 +54,11 @@ class Network:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        return self.graph.graph["input_shape"]
+        return self.ir.graph["input_shape"]
 
     @property
     def output_shape(self) -> tuple[int, ...]:
-        return self.graph.nodes[self.graph.graph["output"]]["shape"]
+        return self.ir.nodes[self.ir.graph["output"]]["shape"]
 
     @property
     def stages(self) -> list[StageSummary]:
@@ -125,7 +131,7 @@ def lower_unchecked(source: str | Path, **params: Value) -> tuple[nx.DiGraph, Sp
     program = load(read_spec(source), params)
     diagnostics = Diagnostics(program.sources)
     with _without_gc():
-        graph = lower_program(program, diagnostics)
+        graph = lower_program(program, diagnostics).to_networkx()
     return graph, diagnostics.exception() if diagnostics.diagnostics else None
 
 
@@ -140,7 +146,7 @@ def _check(program: Program) -> Network:
     return Network(program, graph, counts)
 
 
-def _check_memory(graph: nx.DiGraph, counts: Counts, program: Program, diagnostics: Diagnostics) -> None:
+def _check_memory(graph: IRGraph, counts: Counts, program: Program, diagnostics: Diagnostics) -> None:
     """Refuse a network whose fp32 activations (one image) or weights alone pass the limits, before any allocation."""
     network = program.network
     if counts.activation_bytes > MAX_ACTIVATION_BYTES:

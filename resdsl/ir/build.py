@@ -12,13 +12,20 @@ import re
 from collections import ChainMap
 from dataclasses import dataclass
 
-import networkx as nx
-
 from resdsl import ast
 from resdsl.diagnostics import Diagnostics
 from resdsl.expr import Argument, Callee, EvalError, Tensor, Value, describe, evaluate
 from resdsl.ir.emit import Emitter, too_many_instances, too_much_instantiated, uses_shortcut
-from resdsl.ir.graph import COMPILER_NODES, GraphBuilder, Scope, Site, TooLarge, too_many_layers, too_many_weighted
+from resdsl.ir.graph import (
+    COMPILER_NODES,
+    GraphBuilder,
+    IRGraph,
+    Scope,
+    Site,
+    TooLarge,
+    too_many_layers,
+    too_many_weighted,
+)
 from resdsl.ir.instantiate import BindError, Instance, block_instance, duplicate_formals, shortcut_instance, unknown
 from resdsl.ir.names import check_path
 from resdsl.ir.ops import OPS, fmt
@@ -37,7 +44,7 @@ from resdsl.source import Span
 _STAGE_KEYS = ("block", "shortcut", "stride")
 
 
-def lower_program(program: Program, diagnostics: Diagnostics) -> nx.DiGraph:
+def lower_program(program: Program, diagnostics: Diagnostics) -> IRGraph:
     """The IR of the program's network; errors go to `diagnostics`."""
     network = program.network
     emitter = Emitter(program, GraphBuilder(network.name, lambda *error: _shape_error(emitter, *error)), diagnostics)

@@ -1,4 +1,7 @@
-"""The graph IR: a networkx.DiGraph of primitive ops, and the builder that adds nodes to it.
+"""The graph IR: a directed graph of primitive ops, and the builder that adds nodes to it.
+
+`Network.graph` is a `networkx.DiGraph`; it is built from the `IRGraph` the compiler fills, which offers
+the few DiGraph members compiling needs, so that checking a spec does not pay networkx's import (~0.2 s).
 
 Node ids are dotted module paths (`layer2.0.conv1`). Node attributes:
   op       the op (an instance from resdsl.ir.ops.OPS; `str(op)` is its name)
@@ -16,16 +19,17 @@ feeding `output`), stages (names in order).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Literal
-
-import networkx as nx
+from typing import TYPE_CHECKING, Literal
 
 from resdsl.ir.names import check_path
 from resdsl.ir.ops import OPS, Args, Conv, Linear, Op, Shape, ShapeError
 from resdsl.limits import MAX_NODES, MAX_WEIGHTED_LAYERS
 from resdsl.source import Span
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 Section = Literal["stem", "stage", "head", "io"]
 Branch = Literal["main", "shortcut"]
@@ -55,7 +59,44 @@ class Site:
         return Site(f"{self.prefix}{label}.", scope or self.scope, self.origin)
 
 
-def inputs(graph: nx.DiGraph, node: str) -> list[str]:
+class IRGraph:
+    """The IR as the compiler builds it: nodes in the order added (a topological order), attribute dicts,
+    and the `graph`, `nodes`, `pred`, `succ`, `add_node`, `add_edge` members of a networkx DiGraph."""
+
+    def __init__(self, **attrs: object) -> None:
+        self.graph: dict[str, object] = dict(attrs)
+        self.nodes: dict[str, dict] = {}
+        self.pred: dict[str, dict[str, dict]] = {}
+        self.succ: dict[str, dict[str, dict]] = {}
+
+    def add_node(self, node: str, **attrs: object) -> None:
+        self.nodes[node] = attrs
+        self.pred[node], self.succ[node] = {}, {}
+
+    def add_edge(self, source: str, target: str, **attrs: object) -> None:
+        self.succ[source][target] = self.pred[target][source] = attrs
+
+    def __contains__(self, node: object) -> bool:
+        return node in self.nodes
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.nodes)
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def to_networkx(self) -> nx.DiGraph:
+        """The same graph as a networkx.DiGraph (nodes in the same order)."""
+        import networkx as nx
+
+        graph = nx.DiGraph(**self.graph)
+        graph.add_nodes_from(self.nodes.items())
+        graph.add_edges_from((source, target, attrs) for target, sources in self.pred.items()
+                             for source, attrs in sources.items())
+        return graph
+
+
+def inputs(graph: IRGraph | nx.DiGraph, node: str) -> list[str]:
     """The node's inputs, in argument order."""
     preds = graph.pred[node]
     if len(preds) < 2:
@@ -63,11 +104,11 @@ def inputs(graph: nx.DiGraph, node: str) -> list[str]:
     return sorted(preds, key=lambda p: preds[p]["index"])
 
 
-def shape_of(graph: nx.DiGraph, node: str) -> Shape | None:
+def shape_of(graph: IRGraph | nx.DiGraph, node: str) -> Shape | None:
     return graph.nodes[node]["shape"]
 
 
-def infer_node(graph: nx.DiGraph, node: str, sources: list[str] | None = None) -> Shape | None:
+def infer_node(graph: IRGraph | nx.DiGraph, node: str, sources: list[str] | None = None) -> Shape | None:
     """Infer and store one node's shape by its op's rule; None when an input or the arguments are unknown.
 
     `sources` are the node's inputs in order, if the caller knows them. Raises ShapeError (the shape is
@@ -96,7 +137,7 @@ class GraphBuilder:
     """Adds nodes to the IR: unique ids, paths that can become module attributes, limits, shapes on the way."""
 
     def __init__(self, name: str, on_error: Callable[[str, Span, Span | None, str], None]) -> None:
-        self.graph = nx.DiGraph(name=name, stages=[])
+        self.graph = IRGraph(name=name, stages=[])
         self.on_error = on_error  # (node, span, origin, message)
         self._containers: set[str] = set()
         self._stages: set[str] = set()  # the stages' names and the groups they are in (`stages` of `stages.0`)

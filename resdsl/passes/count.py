@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
-import networkx as nx
+from resdsl.ir.graph import IRGraph, inputs
 
-from resdsl.ir.graph import inputs
+if TYPE_CHECKING:
+    import networkx as nx
 
 BYTES_PER_ELEMENT = 4  # fp32
 
@@ -38,11 +40,11 @@ class Counts:
     stages: list[StageSummary]
 
 
-def count(graph: nx.DiGraph) -> Counts:
-    """Store `params` and `macs` on every node and sum them per stage."""
+def count(graph: IRGraph | nx.DiGraph) -> Counts:
+    """Store `params` and `macs` on every node and sum them per stage (nodes in the order built, a topological one)."""
     totals: dict[str, dict] = {}
     nodes = graph.nodes
-    for node in nx.topological_sort(graph):
+    for node in graph:
         attrs = nodes[node]
         scope = attrs["scope"]
         shape = attrs["shape"]
