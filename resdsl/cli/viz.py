@@ -13,7 +13,7 @@ from typing import Annotated
 import networkx as nx
 import typer
 
-from resdsl.cli.common import SetOption, atomic_output, fail, output_file
+from resdsl.cli.common import SetOption, fail, output_file
 from resdsl.diagnostics import SpecError
 from resdsl.resolve import parse_override
 
@@ -47,8 +47,11 @@ def viz(
         data = render(draw(graph, level.value, expand), fmt)
     except RenderError as problem:
         fail(str(problem))
-    with atomic_output(output) as temp:  # an OSError is one sentence from the CLI's handler
-        temp.write_bytes(data)
+    from resdsl.files import atomic_write
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(output) as file:  # an OSError is one sentence from the CLI's handler
+        file.write(data)
     if error is not None:
         typer.echo(error.render(), err=True)
         typer.echo(f"wrote {output}, with the nodes that fail their checks in red", err=True)
