@@ -96,7 +96,7 @@ def _parse(source: SourceFile, sources: SourceMap, start: str):
     try:
         result, errors = _parser().parse(source, start)
     except UnexpectedInput as error:
-        raise SpecError([_syntax_diagnostic(error, source)], sources) from None
+        raise SpecError([_syntax_diagnostic(error, source, whole_file=start == "start")], sources) from None
     if errors:
         raise SpecError(errors, sources)
     return result
@@ -112,13 +112,13 @@ _TOKEN_WORDS = {
 }
 
 
-def _syntax_diagnostic(error: UnexpectedInput, source: SourceFile) -> Diagnostic:
+def _syntax_diagnostic(error: UnexpectedInput, source: SourceFile, whole_file: bool = True) -> Diagnostic:
     line, column = max(error.line, 1), max(error.column, 1)
     notes: tuple[Note, ...] = ()
     at_end = isinstance(error, UnexpectedEOF) or (
         isinstance(error, UnexpectedToken) and error.token.type == "$END")
     if at_end:
-        message = "unexpected end of file (a '}' may be missing)"
+        message = "unexpected end of file (a '}' may be missing)" if whole_file else "this setting ends too soon"
         lines = source.text.rstrip("\n").split("\n")
         line, column = len(lines), len(lines[-1]) + 1
         notes = _unclosed_brace(source)

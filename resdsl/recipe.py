@@ -25,7 +25,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from resdsl import ast
-from resdsl.diagnostics import Diagnostics as Reporter
+from resdsl.diagnostics import Diagnostics
 from resdsl.expr import EvalError, Value, describe, evaluate
 from resdsl.source import SourceFile, Span
 
@@ -164,18 +164,15 @@ def recipe_of(program, overrides: Sequence[str | tuple[str, str]] = ()) -> Recip
     (origin, line) where origin names it in diagnostics (e.g. "--lr"); it replaces the spec's
     setting of the same key. Raises SpecError with every bad setting.
     """
-    from resdsl.parser import parse
+    from resdsl.parser import parse_setting
 
-    reporter = Reporter(program.sources)
+    reporter = Diagnostics(program.sources)
     spec_settings = program.network.train.settings if program.network.train else []
     extra: list[ast.Setting] = []
     for number, item in enumerate(overrides):
         origin, line = item if isinstance(item, tuple) else (f"override {number + 1}", item)
         path = f"<{origin}>" if program.sources.get(f"<{origin}>") is None else f"<{origin} {number + 1}>"
-        # the line alone on line 2, so that a diagnostic quotes just what the user wrote
-        source = program.sources.add(SourceFile(path=path, text=f"network _ {{ train {{\n{line}\n}} }}\n"))
-        module = parse(source, program.sources)
-        extra += module.networks[0].train.settings if module.networks[0].train else []
+        extra.append(parse_setting(SourceFile(path=path, text=line), program.sources))
     layers = [spec_settings, extra]
     fields: dict[str, object] = {}
     spans: dict[str, Span] = {}
@@ -216,7 +213,7 @@ def recipe_of(program, overrides: Sequence[str | tuple[str, str]] = ()) -> Recip
 _BAD = object()
 
 
-def _setting(setting: ast.Setting, env: dict[str, Value], reporter: Reporter) -> object:
+def _setting(setting: ast.Setting, env: dict[str, Value], reporter: Diagnostics) -> object:
     """The field value of one setting line, or _BAD after reporting why."""
     key = setting.key
     if key not in _KEYS:
@@ -449,7 +446,7 @@ _PARSERS = {
 }
 
 
-def _check_recipe(recipe: Recipe, spans: dict[str, Span], reporter: Reporter) -> None:
+def _check_recipe(recipe: Recipe, spans: dict[str, Span], reporter: Diagnostics) -> None:
     """Checks that involve more than one setting."""
     if recipe.nesterov and recipe.momentum == 0:
         reporter.error(spans.get("nesterov"), "nesterov needs a momentum above 0")
