@@ -3,22 +3,17 @@ image folders in ImageNet's layout, and a run killed right after a checkpoint.""
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
-import signal
 import struct
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
-from measured import LAUNCHER
+from measured import Finished, run_measured
 
 REPO = Path(__file__).resolve().parent.parent
 SPECS = REPO / "specs"
@@ -46,38 +41,6 @@ network tiny {
   }
 }
 """
-
-
-@dataclass(frozen=True)
-class Finished:
-    """A finished command: exit status, output, wall time, CPU time and peak resident memory of the process."""
-
-    returncode: int
-    stdout: str
-    stderr: str
-    seconds: float
-    cpu_seconds: float
-    max_rss_bytes: int
-
-
-def run_measured(command: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 180) -> Finished:
-    """Run `command` to its end, measuring its own CPU time and peak RSS, not those of pytest or other children."""
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    with tempfile.TemporaryDirectory() as folder:
-        usage = Path(folder) / "usage.json"
-        start = time.monotonic()
-        process = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(usage), *command], cwd=cwd, env=environment,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-        try:
-            stdout, stderr = process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)  # the launcher and the command it started
-            process.communicate()
-            raise
-        seconds = time.monotonic() - start
-        status, cpu_seconds, rss = json.loads(usage.read_text())
-    return Finished(os.waitstatus_to_exitcode(status), stdout.decode(errors="replace"),
-                    stderr.decode(errors="replace"), seconds, cpu_seconds, rss)
 
 
 @pytest.fixture(scope="session")

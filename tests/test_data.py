@@ -5,12 +5,14 @@ from __future__ import annotations
 import gzip
 import pickle
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from measured import run_measured
 
 from resdsl.data import (
     Augment,
@@ -242,16 +244,30 @@ def write_gzip_bomb(path: Path, header: bytes, inflated: int) -> None:
             file.write(bytes(1 << 20))
 
 
-def test_gzip_bomb_is_refused_before_it_is_inflated(tmp_path: Path) -> None:
-    import resource
+_LOAD_MNIST = """
+import sys
+from pathlib import Path
+from resdsl.data import DataError, load_dataset
+try:
+    load_dataset("mnist", Path(sys.argv[1]), train=True)
+    print("loaded")
+except DataError as error:
+    print(error)
+"""
 
-    write_mnist(tmp_path, np.zeros((4, 28, 28)), np.zeros(4), gz=True)
+
+def test_gzip_bomb_is_refused_before_it_is_inflated(tmp_path: Path) -> None:
+    honest, bomb = tmp_path / "honest", tmp_path / "bomb"
+    for folder in (honest, bomb):
+        folder.mkdir()
+        write_mnist(folder, np.zeros((4, 28, 28)), np.zeros(4), gz=True)
     # the header promises 4 images of 28x28 (3,136 bytes); the stream inflates to 256 MiB
-    write_gzip_bomb(tmp_path / "train-images-idx3-ubyte.gz", idx_bytes(np.zeros((4, 28, 28)))[:16], 256 << 20)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    with pytest.raises(DataError, match="more than the 3,136 bytes of data its header promises"):
-        load_dataset("mnist", tmp_path, train=True)
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 32 << 10  # KiB: far below 256 MiB
+    write_gzip_bomb(bomb / "train-images-idx3-ubyte.gz", idx_bytes(np.zeros((4, 28, 28)))[:16], 256 << 20)
+    loaded = run_measured([sys.executable, "-c", _LOAD_MNIST, str(honest)], tmp_path)
+    refused = run_measured([sys.executable, "-c", _LOAD_MNIST, str(bomb)], tmp_path)
+    assert loaded.stdout.strip() == "loaded"
+    assert "more than the 3,136 bytes of data its header promises" in refused.stdout
+    assert refused.max_rss_bytes - loaded.max_rss_bytes < 32 << 20  # far below the 256 MiB it would inflate to
 
 
 def test_idx_header_promising_more_than_the_limit_is_refused_before_reading(tmp_path: Path) -> None:

@@ -12,14 +12,13 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from measured import run_measured
 from typer.testing import CliRunner
 
 import resdsl
@@ -60,20 +59,14 @@ class Run:
 
 
 def _compile_in_child(path: Path) -> Run:
-    """Compile `path` in a fresh interpreter; its CPU time and peak RSS, from its own rusage."""
-    with tempfile.TemporaryFile() as out:
-        child = subprocess.Popen([sys.executable, "-c", _COMPILE, str(path)], stdout=out, stderr=subprocess.STDOUT)
-        timer = threading.Timer(WALL_S, child.kill)
-        timer.start()
-        try:
-            _, status, usage = os.wait4(child.pid, 0)
-        finally:
-            timer.cancel()
-        child.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        output = out.read().decode(errors="replace")
-    assert child.returncode == 0, f"exit {child.returncode} (killed after {WALL_S} s?):\n{output[-2000:]}"
-    return Run(usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024, output)
+    """Compile `path` in a fresh interpreter; its own CPU time and peak RSS (not pytest's: see tests/measured.py)."""
+    try:
+        finished = run_measured([sys.executable, "-c", _COMPILE, str(path)], path.parent, timeout=WALL_S)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"still running after {WALL_S} s") from None
+    output = finished.stdout + finished.stderr
+    assert finished.returncode == 0, f"exit {finished.returncode}:\n{output[-2000:]}"
+    return Run(finished.cpu_seconds, finished.max_rss_bytes, output)
 
 
 def _network(stem: str = "  conv 1x1, 4\n", stages: str = "", before: str = "") -> str:
