@@ -106,7 +106,7 @@ _TOKEN_WORDS = {
     "_NEWLINE": "end of line", "SEMICOLON": "';'", "LBRACE": "'{'", "RBRACE": "'}'",
     "LPAR": "'('", "RPAR": "')'", "COMMA": "','", "COLON": "':'", "EQUAL": "'='",
     "NAME": "a name", "INT": "an integer", "FLOAT": "a number", "SHAPE": "a shape like 3x224x224",
-    "STRING": "a quoted path", "CALL": "a call", "X": "'x'", "$END": "end of file",
+    "STRING": "a quoted path", "CALL": "a call", "STAGES_CALL": "'stages'", "X": "'x'", "$END": "end of file",
     "MINUS": "'-'", "ADD_OP": "'+'", "MUL_OP": "'*'", "COMPARE": "a comparison", "DOT": "'.'",
     "OVERRIDE": "'override'", "FROM": "'from'", "WORD_PART": "a keyword as one part of a dotted label",
 }

@@ -150,3 +150,14 @@ def test_set_without_equals_is_a_usage_error():
     result = CliRunner().invoke(app, ["check", "cifar20", "--set", "n"])
     assert result.exit_code == 2
     assert "--set expects NAME=VALUE" in result.stderr
+
+
+def test_every_token_a_syntax_error_may_expect_is_named_in_the_users_words():
+    from resdsl.parser import _TOKEN_WORDS, _parser
+
+    parser = _parser().lark
+    for terminal in parser.terminals:
+        if terminal.name in parser.lexer_conf.ignore:
+            continue
+        literal = terminal.pattern.type == "str" and terminal.pattern.value == terminal.name.lower()
+        assert terminal.name in _TOKEN_WORDS or literal, f"{terminal.name} would be shown as {terminal.name.lower()!r}"
