@@ -65,9 +65,10 @@ def _same_schedule(ours: Recipe, reference: Recipe, steps_per_epoch: int) -> Non
         [reference.lr_at(i, steps_per_epoch) for i in range(total + 2)]
 
 
-def test_a_zoo_spec_with_extends_compiles_alone_to_the_same_network():
-    reference = resdsl.compile(str(SPECS / "cifar20.res"))
-    text = standalone_spec(reference, reference.recipe, 390, "specs/cifar20.res")
+@pytest.mark.parametrize("name", ["cifar20", "resnet18"])
+def test_a_zoo_spec_with_extends_compiles_alone_to_the_same_network_and_recipe(name: str):
+    reference = resdsl.compile(str(SPECS / f"{name}.res"))
+    text = standalone_spec(reference, reference.recipe, 390, f"specs/{name}.res")
     assert "extends" not in text
     alone = resdsl.compile(text)
     _same_network(alone, reference)
@@ -93,6 +94,8 @@ def test_own_blocks_shortcuts_merged_stages_and_bound_params_travel(tmp_path: Pa
     ["epochs 4", "warmup lr 0.01, until_train_error 0.8", "augment none", "split 0", "nesterov", "mean_subtract false"],
     ["schedule cosine()", "iterations 900", "augment pad 2, crop 28", "split 100, 20", "label_smoothing 0.1"],
     ["augment crop 224, flip, scale range(256, 480)", "dataset imagefolder", "warmup lr 0.01, iterations 40"],
+    ["schedule plateau(factor: 0.5, patience: 3, threshold: 0.01)", "augment crop 64, scale range(72, 80), "
+     "lighting 0.1", "dataset imagefolder"],
 ])
 def test_the_recipe_reads_back_with_the_same_schedule(lines: list[str]):
     network = resdsl.compile(str(SPECS / "cifar20.res"))

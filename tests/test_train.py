@@ -181,6 +181,41 @@ def test_eval_prints_the_test_error_of_a_checkpoint_and_a_bare_state_dict(worksp
     assert "64 images" in result.stdout
 
 
+def test_eval_of_a_bare_state_dict_in_a_run_folder_subtracts_the_runs_mean_image(workspace: Path, finished: Path,
+                                                                                    cli):
+    run = workspace / "bare_run"
+    shutil.copytree(finished, run)
+    saved = load(run / "last.pt")
+    torch.save(saved["model"], run / "bare.pt")
+    recorded = torch.full_like(saved["mean"], 0.5)  # not the mean of any split: only the file can give it
+    torch.save(recorded, run / "mean.pt")
+    expected = _error_by_hand(workspace, saved["model"], recorded)
+    assert expected != _error_by_hand(workspace, saved["model"], saved["mean"])
+    result = cli("eval", "tiny.res", "--weights", str(run / "bare.pt"), "--data", "data", "--json", cwd=workspace)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["top1_error"] == pytest.approx(expected)
+
+
+def test_eval_of_a_run_fitted_to_smaller_images_scores_the_views_training_saw(workspace: Path, cli):
+    (workspace / "tiny16.res").write_text((workspace / "tiny.res").read_text().replace("1x12x12", "1x16x16")
+                                          .replace("crop 12", "crop 16"))
+    result = cli("train", "tiny16.res", "--data", "data", "--out", "fitted", "--iterations", "30", "--eval-every", "30",
+                 "--recipe", "schedule constant()", "--seed", "3", "--device", "cpu", cwd=workspace)
+    assert result.returncode == 0, result.stderr
+    assert "recompiled for" in result.stdout + result.stderr
+    logged = [m for m in _metrics(workspace / "fitted") if m["kind"] == "eval"][-1]["test_error"]
+    result = cli("eval", "fitted", "--data", "data", "--json", cwd=workspace)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["top1_error"] == pytest.approx(logged, abs=1e-6)
+
+
+def test_a_crop_larger_than_the_datas_images_is_refused(workspace: Path, train):
+    result = train("too_big", "--augment", "pad 2, crop 14, flip")
+    assert result.returncode == 1
+    assert "the recipe's crop 14 is larger than mnist's 12x12 images" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_eval_refuses_a_truncated_checkpoint(workspace: Path, finished: Path, cli):
     data = (finished / "last.pt").read_bytes()
     (workspace / "half.pt").write_bytes(data[: len(data) // 3])
@@ -276,6 +311,27 @@ def test_resume_may_make_a_finished_run_longer(workspace: Path, finished: Path, 
     # the milestone stays at 6: lr 0.05 x 0.1 from there on, also past the first run's end
     assert [m["lr"] for m in steps[-2:]] == pytest.approx([0.005, 0.005])
     assert load(workspace / "longer" / "last.pt")["iteration"] == 16
+
+
+def test_a_finished_run_made_longer_continues_as_an_uninterrupted_run(workspace: Path, cli):
+    def run(out: str, *extra: str):
+        result = cli("train", "tiny.res", "--data", "data", "--out", out, "--log-every", "4", "--eval-every", "4",
+                     "--checkpoint-every", "4", "--seed", "3", "--device", "cpu",
+                     "--recipe", "schedule plateau(factor: 0.5, patience: 1)", *extra, cwd=workspace)
+        assert result.returncode == 0, result.stderr
+
+    run("straight_10", "--iterations", "10")
+    run("ended_at_6", "--iterations", "6")  # 6 is off the intervals: its end log and eval only observe
+    run("ended_at_6", "--iterations", "10", "--resume")
+    assert torch.equal(torch.cat([t.flatten() for t in load(workspace / "straight_10" / "last.pt")["model"].values()]),
+                       torch.cat([t.flatten() for t in load(workspace / "ended_at_6" / "last.pt")["model"].values()]))
+    timing = {"time", "elapsed", "images_per_s"}
+
+    def records(run: str, skip: int | None = None) -> list[dict]:
+        return [{k: v for k, v in m.items() if k not in timing}
+                for m in _metrics(workspace / run) if m["iteration"] != skip]
+
+    assert records("ended_at_6", skip=6) == records("straight_10")
 
 
 @pytest.fixture(scope="module")

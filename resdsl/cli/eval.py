@@ -81,6 +81,8 @@ def evaluate(
         load_weights(model, saved, network.name)
         mean = saved.checkpoint.get("mean")
         if mean is None and recipe.mean_subtract:
+            mean = _recorded_mean(weights, config)
+        if mean is None and recipe.mean_subtract:
             train = load_dataset(recipe.dataset, root, train=True)
             mean = pixel_mean(train.sized(test.images.size) if folder else train, workers)
         prepare = augmentation(recipe, test, spec_shape, mean, chosen)
@@ -111,6 +113,22 @@ def _config_beside(weights: Path) -> dict:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return {}
     return config if isinstance(config, dict) else {}
+
+
+def _recorded_mean(weights: Path, config: dict):
+    """The mean image of the run a bare state_dict sits in (config.json names its file), if there is one."""
+    import torch
+
+    from resdsl.weights import WeightsError, read_torch_file
+
+    name = config.get("mean")
+    path = weights.parent / name if isinstance(name, str) else None
+    if path is None or not path.is_file():
+        return None
+    mean = read_torch_file(path, "mean image")
+    if not isinstance(mean, torch.Tensor):
+        raise WeightsError(f"{path} holds no mean image (a tensor) but a {type(mean).__name__}")
+    return mean
 
 
 def _recipe(network, saved: dict, config: dict, dataset: str | None):

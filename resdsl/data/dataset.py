@@ -71,7 +71,7 @@ def split(dataset: Dataset, val: int, seed: int = 0) -> tuple[Dataset, Dataset]:
     return dataset.subset(order[val:].sort().values), dataset.subset(order[:val].sort().values)
 
 
-def pixel_mean(dataset: Dataset, workers: int | None = None) -> torch.Tensor:
+def pixel_mean(dataset: Dataset, workers: int | None = None, decoder: str = "auto") -> torch.Tensor:
     """The per-pixel mean image, C x H x W float32 in [0, 1] units.
 
     Image folders: the mean of the centre views (see resdsl.data.views) of an evenly spaced sample.
@@ -84,7 +84,7 @@ def pixel_mean(dataset: Dataset, workers: int | None = None) -> torch.Tensor:
         step = -(-len(dataset) // MEAN_SAMPLE)
         sample = dataset.subset(torch.arange(0, len(dataset), step))
         loader = Loader(sample, min(64, len(sample)), shuffle=False, drop_last=False, workers=workers,
-                        view=EvalView("center", dataset.images.size))
+                        decoder=decoder, view=EvalView("center", dataset.images.size))
         chunks = (views[0] for views, _ in loader)
         count = len(sample)
     else:

@@ -85,6 +85,9 @@ def augmentation(recipe: Recipe, data: Dataset, spec_shape: tuple[int, ...], mea
     For image folders the loader's workers crop and mirror (`train_view`); what is left runs on the device.
     """
     options = recipe.augment
+    if mean is not None and data.shape is not None and tuple(mean.shape) != tuple(data.shape):
+        raise DataError(f"the mean image is {'x'.join(map(str, mean.shape))} and {data.name}'s images are "
+                        f"{'x'.join(map(str, data.shape))}: it was computed on other images")
     mean = mean.to(device) if mean is not None else None
     lighting = options.lighting if options is not None else 0.0
     if lighting and data.shape[0] != 3:
@@ -97,6 +100,11 @@ def augmentation(recipe: Recipe, data: Dataset, spec_shape: tuple[int, ...], mea
     crop = options.crop or data.shape[-1]
     if options.scale is None and crop == spec_shape[-1] and data.shape[-1] != spec_shape[-1]:
         crop = data.shape[-1]
+    if options.scale is None and crop > data.shape[-1]:
+        side = data.shape[-1]
+        raise DataError(f"the recipe's crop {crop} is larger than {data.name}'s {side}x{side} images, so the "
+                        f"test views could not be cut: give an augment line with a crop of at most {side}, e.g. "
+                        f"--augment \"pad 4, crop {side}, flip\"")
     if options.scale is not None and crop > options.scale[0]:
         raise DataError(f"the crop {crop} is larger than the scale's lower bound {options.scale[0]}")
     return Augment(pad=options.pad, crop=crop, flip=options.flip, mean=mean, scale=options.scale, lighting=lighting)
@@ -126,8 +134,10 @@ def train_loader(recipe: Recipe, data: Dataset, batch: int, *, seed: int, rank: 
                   device=device, view=view, workers=workers, decoder=decoder)
 
 
-def mean_image(recipe: Recipe, train: Dataset) -> torch.Tensor | None:
-    return pixel_mean(train) if recipe.mean_subtract else None
+def mean_image(recipe: Recipe, train: Dataset, workers: int | None = None,
+               decoder: str = "auto") -> torch.Tensor | None:
+    """The per-pixel mean of the training images, computed on the CPU (so nvjpeg leaves it to torchvision)."""
+    return pixel_mean(train, workers, "auto" if decoder == "nvjpeg" else decoder) if recipe.mean_subtract else None
 
 
 class InputWatch:

@@ -48,9 +48,10 @@ def evaluate(model: nn.Module, dataset: Dataset, device: torch.device, *,
 
 def error_rate(model: nn.Module, dataset: Dataset, prepare: Callable[[torch.Tensor], torch.Tensor],
                device: torch.device, batch: int = 500, amp: torch.dtype | None = None,
-               channels_last: bool = False) -> float:
+               channels_last: bool = False, workers: int | None = None, decoder: str = "auto") -> float:
     """The fraction of `dataset` that `model` misclassifies on its centre view."""
-    return evaluate(model, dataset, device, prepare=prepare, batch=batch, amp=amp, channels_last=channels_last).top1
+    return evaluate(model, dataset, device, prepare=prepare, batch=batch, amp=amp, channels_last=channels_last,
+                    workers=workers, decoder=decoder).top1
 
 
 @torch.no_grad()

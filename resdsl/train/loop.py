@@ -109,8 +109,9 @@ class _Run:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=self.recipe.label_smoothing)
 
-        self.mean = mean_image(self.recipe, self.data.train)
+        self.mean = mean_image(self.recipe, self.data.train, config.workers, config.decoder)
         self.augment = augmentation(self.recipe, self.data.train, spec_shape, self.mean, self.device)
+        self.recipe = self._recipe_as_run()
         if self.recipe.batch % context.world_size:
             raise RunError(f"batch {self.recipe.batch} does not split evenly over {context.world_size} processes")
         self.loader = train_loader(self.recipe, self.data.train, self.recipe.batch // context.world_size,
@@ -204,23 +205,29 @@ class _Run:
                       window[2] * self.context.world_size / max(window[3], 1e-9))
 
     def _periodic(self, done: bool) -> None:
-        """Log, warm-up check, evaluation and checkpoint, each on its interval and at the end."""
+        """Log, warm-up check, evaluation and checkpoint, each on its interval and at the end.
+
+        A log or evaluation at an end off its interval only observes: it keeps the loss window, the warm-up
+        and the plateau as they were, so a finished run made longer continues as an uninterrupted one would.
+        """
         iteration, config = self.state.iteration, self.config
-        if iteration % config.log_every == 0 or done:
-            self._log()
-        if iteration % config.eval_every == 0 or done:
-            self._evaluate()
+        on_log, on_eval = iteration % config.log_every == 0, iteration % config.eval_every == 0
+        if on_log or done:
+            self._log(observe_only=not on_log)
+        if on_eval or done:
+            self._evaluate(observe_only=not on_eval)
         if iteration % config.checkpoint_every == 0 or done:
             self._checkpoint()
 
-    def _log(self) -> None:
+    def _log(self, observe_only: bool = False) -> None:
         state = self.state
         loss, wrong, seen, _ = distributed.all_sum([*state.window[:3], 0.0], self.context)
         seconds = state.window[3]
-        state.window = [0.0, 0.0, 0.0, 0.0]
+        if not observe_only:
+            state.window = [0.0, 0.0, 0.0, 0.0]
         error = wrong / seen
         lr = self.optimizer.param_groups[0]["lr"]
-        if state.warming and self.recipe.warmup.ends(error):
+        if state.warming and not observe_only and self.recipe.warmup.ends(error):
             state.warming = False
             self.say(f"warm-up ends at iteration {state.iteration}: training error {100 * error:.1f}%")
         record = self._record("train", lr=lr, train_loss=round(loss / seen, 6), train_error=round(error, 6),
@@ -229,14 +236,15 @@ class _Run:
         self.say(f"iter {state.iteration:>7}  epoch {record['epoch']:7.2f}  lr {lr:<8.4g} "
                  f"loss {record['train_loss']:.4f}  train err {100 * error:6.2f}%  {record['images_per_s']:,.0f} img/s")
 
-    def _evaluate(self) -> None:
+    def _evaluate(self, observe_only: bool = False) -> None:
         cut = False
         if self.context.is_main:
             errors = {}
             for name, dataset in (("val_error", self.data.val), ("test_error", self.data.test)):
                 if dataset is not None and len(dataset):
                     errors[name] = round(error_rate(self.model, dataset, self.augment.eval, self.device,
-                                                    amp=self.amp, channels_last=self.channels_last), 6)
+                                                    amp=self.amp, channels_last=self.channels_last,
+                                                    workers=self.config.workers, decoder=self.config.decoder), 6)
             self._write_metrics(self._record("eval", **errors))
             self.say(f"iter {self.state.iteration:>7}  " + "  ".join(
                 f"{k.replace('_', ' ')} {100 * v:.2f}%" for k, v in errors.items()))
@@ -246,7 +254,7 @@ class _Run:
                 self._save(self.out / "best.pt", {"model": self.model.state_dict(), **self._eval_needs(),
                                                   "iteration": self.state.iteration, "val_error": val})
             watched = errors.get("val_error", errors.get("test_error"))
-            cut = watched is not None and self.plateau.observe(self.state.iteration, watched)
+            cut = watched is not None and not observe_only and self.plateau.observe(self.state.iteration, watched)
             if cut:
                 self.say(f"iter {self.state.iteration:>7}  lr cut by {self.recipe.schedule.factor:g}: the evaluation "
                          f"error has not improved on {100 * self.plateau.best:.2f}% for more than "
@@ -364,11 +372,12 @@ class _Run:
         with self._writing(self.out):
             self.out.mkdir(parents=True, exist_ok=True)
         origin = self.network.program.network.span.path
-        config = {**self.config.to_json(), "network": self.network.name, "spec": origin,
+        config = {**self.config.to_json(), "recipe": self.recipe.model_dump(mode="json"),
+                  "network": self.network.name, "spec": origin,
                   **self._eval_needs(), "mean": "mean.pt" if self.mean is not None else None,
                   "classes": self.data.train.classes, "params": self.network.params,
                   "world_size": self.context.world_size}
-        spec = standalone_spec(self.network, self._recipe_as_run(), self.steps_per_epoch, origin)
+        spec = standalone_spec(self.network, self.recipe, self.steps_per_epoch, origin)
         self._write_file(self.metrics_path, lambda file: None)
         self._write_file(self.out / "spec.res", lambda file: file.write(spec.encode()))
         if self.mean is not None:
@@ -377,8 +386,9 @@ class _Run:
         self._write_file(self.out / "config.json", lambda file: file.write(text.encode()))
 
     def _recipe_as_run(self) -> Recipe:
-        """The recipe with the crop that was applied: it follows the network to the data's image size."""
-        if self.recipe.augment is None:
+        """The recipe with the crop that was applied (it follows the network to the data's image size): what
+        the checkpoints, config.json and spec.res record, so that `eval` sees the views training saw."""
+        if self.recipe.augment is None or self.augment.crop is None:  # image folders: the loader crops
             return self.recipe
         return self.recipe.model_copy(update={"augment": self.recipe.augment.model_copy(
             update={"crop": self.augment.crop})})

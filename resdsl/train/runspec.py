@@ -139,8 +139,12 @@ def _split(split: tuple[int | None, int] | None) -> str:
 
 
 def _schedule(schedule) -> str:
-    steps = ", ".join(f"{at}: {_number(factor)}" for at, factor in schedule.milestones)
-    return f"steps({steps})" if schedule.kind == "steps" else f"{schedule.kind}()"
+    if schedule.kind == "steps":
+        return "steps(" + ", ".join(f"{at}: {_number(factor)}" for at, factor in schedule.milestones) + ")"
+    if schedule.kind == "plateau":
+        return (f"plateau(factor: {_number(schedule.factor)}, patience: {schedule.patience}, "
+                f"threshold: {_number(schedule.threshold)})")
+    return f"{schedule.kind}()"
 
 
 def _warmup(warmup) -> str:
@@ -164,6 +168,8 @@ def _augment(augment) -> str:
         parts.append("flip")
     if augment.scale is not None:
         parts.append(f"scale range({augment.scale[0]}, {augment.scale[1]})")
+    if augment.lighting:
+        parts.append(f"lighting {_number(augment.lighting)}")
     return ", ".join(parts)
 
 
