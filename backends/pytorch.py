@@ -355,8 +355,10 @@ class _Lowering:
         self.network = network
         self.graph: nx.DiGraph = network.graph
         self.order = {node: i for i, node in enumerate(self.graph.nodes)}
-        self.lowered = {node: self._lower(node, escaping) for node in self.graph
-                        if self.graph.nodes[node]["op"].name not in ("input", "output")}
+        self.lowered: dict[str, Lowered] = {}
+        for node in self.graph:  # in topological order, so that each node's inputs are lowered before it
+            if self.graph.nodes[node]["op"].name not in ("input", "output"):
+                self.lowered[node] = self._lower(node, escaping)
         self.root = self._tree()
         self.groups: dict[str, Group] = {}
         self._classify(self.root)
@@ -369,7 +371,9 @@ class _Lowering:
             raise Unsupported(f"{node}: the op `{attrs['op']}` has no PyTorch lowering (known ops: {known})")
         preds = inputs(self.graph, node)
         first = self.graph.nodes[preds[0]] if preds else None
-        owns = bool(first) and first["op"].fresh and self.graph.out_degree(preds[0]) == 1 and preds[0] not in escaping
+        # a pass-through (e.g. a 1x1 stride-1 pool) hands on a tensor that is not its own to give
+        owns = (bool(first) and first["op"].fresh and self.graph.out_degree(preds[0]) == 1
+                and preds[0] not in escaping and not self.lowered[preds[0]].passes_through)
         view = OpView(attrs["args"], [self.graph.nodes[p]["shape"] for p in preds], attrs["shape"], owns)
         return lowering(view)
 

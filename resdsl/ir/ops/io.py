@@ -10,6 +10,7 @@ class Input(Op):
     doc = "the network's input (from the `input CxHxW` line)"
     arity = 0
     internal = True
+    fresh = False  # the caller's tensor: never written in place
     signature = (Param("shape", "shape", positional=True),)
 
     def infer(self, args: Args, inputs: list[Shape]) -> Shape:

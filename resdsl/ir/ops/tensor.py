@@ -57,6 +57,7 @@ class SliceChannels(Op):
     doc = "channels `start` up to `stop` (Python's `x[:, start:stop]`): splits a tensor into branches"
     signature = (Param("start", "count", positional=True), Param("stop", "size", positional=True))
     keeps_zero = True
+    fresh = False  # a view of its input
 
     def check(self, args: Args) -> None:
         if args["start"] >= args["stop"]:
@@ -80,6 +81,7 @@ class Subsample(Op):
     doc = "`x[:, :, ::s, ::s]` (option A)"
     signature = (Param("stride", "size", positional=True),)
     keeps_zero = True
+    fresh = False  # a view of its input
 
     def infer(self, args: Args, inputs: list[Shape]) -> Shape:
         c, h, w = feature_map("subsample", inputs)
