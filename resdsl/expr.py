@@ -90,6 +90,7 @@ class Builtin:
     most: int
     compute: Callable[..., int | float]
     doc: str
+    refuse: Callable[[list[int | float]], str | None] = lambda values: None  # why these values are outside its domain
 
 
 BUILTINS: dict[str, Builtin] = {
@@ -97,10 +98,13 @@ BUILTINS: dict[str, Builtin] = {
     "max": Builtin(2, 64, max, "the largest of two or more numbers"),
     "floor": Builtin(1, 1, math.floor, "rounds down to an integer"),
     "ceil": Builtin(1, 1, math.ceil, "rounds up to an integer"),
-    "log2": Builtin(1, 1, math.log2, "the base-2 logarithm of a positive number"),
+    "log2": Builtin(1, 1, math.log2, "the base-2 logarithm of a positive number",
+                    lambda values: None if values[0] > 0 else f"needs a positive number, got {describe(values[0])}"),
     "make_divisible": Builtin(2, 4, make_divisible,
                               "make_divisible(v, divisor, min_value = divisor, round_limit = 0.9), as timm rounds "
-                              "channel counts"),
+                              "channel counts",
+                              lambda values: None if isinstance(values[1], int) and values[1] > 0
+                              else f"needs a positive integer divisor, got {describe(values[1])}"),
 }
 
 
@@ -204,8 +208,8 @@ def _builtin(expr: ast.Call, function: Builtin, values: list[int | float]) -> in
         wanted = (f"{function.least}" if function.least == function.most
                   else f"{function.least} or more" if function.most > 4 else f"{function.least} to {function.most}")
         raise EvalError(expr.span, f"{expr.func}() takes {wanted} values, got {len(values)}")
-    if expr.func == "log2" and values[0] <= 0:
-        raise EvalError(expr.span, f"log2() needs a positive number, got {describe(values[0])}")
+    if (refusal := function.refuse(values)) is not None:
+        raise EvalError(expr.span, f"{expr.func}() {refusal}")
     return _bounded(expr, function.compute(*values))
 
 
