@@ -48,3 +48,40 @@ def test_zero_init_residual_zeroes_the_norms_timm_zeroes() -> None:
     ours = {name for name, m in model.named_modules() if isinstance(m, nn.BatchNorm2d) and not m.weight.any()}
     assert ours == zeroed
     assert "layer1.0.bn3" in ours
+
+
+SK_SILU = """
+block sk_basic(width, stride = 1) {
+  conv1: selective_kernel width, stride: stride, rd_ratio: 0.125, rd_divisor: 16, act: silu
+  conv2.conv: conv 3x3, width
+  conv2.bn: batchnorm
+  add shortcut
+  silu
+}
+network sk_silu {
+  input 3x64x64
+  stem { conv1: conv 7x7, 64, stride 2; bn1: batchnorm; silu; maxpool 3x3, stride 2 }
+  stages (block: sk_basic, shortcut: B) {
+    layer1: 1 x 64
+    layer2: 1 x 128, stride 2
+    layer3: 1 x 256, stride 2
+    layer4: 1 x 512, stride 2
+  }
+  head { avgpool; fc: linear 10 }
+}
+"""
+
+
+def test_selective_kernel_attention_keeps_relu_and_batchnorm_when_the_paths_use_another_act() -> None:
+    from timm.models.resnet import ResNet
+    from timm.models.sknet import SelectiveKernelBasic
+
+    reference = ResNet(SelectiveKernelBasic, [1, 1, 1, 1], num_classes=10, act_layer=nn.SiLU,
+                       block_args={"sk_kwargs": {"rd_ratio": 0.125, "rd_divisor": 16, "split_input": True}}).eval()
+    _randomise_norms(reference)
+    model = resdsl.compile(SK_SILU).to_torch().eval()
+    model.load_state_dict(reference.state_dict(), strict=True)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = reference(x)
+        assert (model(x) - expected).abs().max() / expected.abs().max() <= 1e-5
