@@ -5,12 +5,13 @@ module path that PyTorch holds and the generated code calls — never a crash in
 from __future__ import annotations
 
 import keyword
+import pickle
 import re
 from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
+from torch import fx, nn
 
 import resdsl
 from resdsl.ir.names import MODULE_MEMBERS
@@ -28,8 +29,11 @@ def _containers(model: nn.Module) -> list[nn.Module]:
     return [module for module in model.modules() if module._modules]
 
 
-def test_module_members_cover_nn_module_and_its_containers():
-    assert _public(nn.Module()) | _public(nn.Sequential()) | _public(nn.ModuleList()) <= MODULE_MEMBERS
+def test_module_members_cover_nn_module_graph_module_and_the_containers():
+    graph_module = fx.GraphModule(nn.Module(), fx.Graph())
+    instance = {name for name in vars(graph_module) if not name.startswith("_")}  # set in __init__: meta, shape_env
+    assert (_public(nn.Module()) | _public(graph_module) | instance | _public(nn.Sequential())
+            | _public(nn.ModuleList())) <= MODULE_MEMBERS
 
 
 @pytest.mark.parametrize("features", [None, ["layer1", "layer2.0.conv1"]], ids=["network", "feature_extractor"])
@@ -76,7 +80,10 @@ def test_accepted_labels_build_and_run_everywhere():
     paths = set(dict(model.named_modules()))
     for name in ACCEPTED:
         assert {name, f"layer1.0.{name}", f"layer2.0.{name}", f"head.{name}"} <= paths, name
-    assert model(torch.randn(2, 3, 16, 16)).shape == (2, 10)
+    x = torch.randn(2, 3, 16, 16)
+    assert model(x).shape == (2, 10)
+    assert torch.equal(pickle.loads(pickle.dumps(model))(x), model(x))
+    assert torch.equal(fx.symbolic_trace(model)(x), model(x))
 
 
 def test_accepted_stage_names_build_and_run():

@@ -12,8 +12,9 @@ import keyword
 
 from resdsl.limits import MAX_PATH_PARTS
 
-# dir(torch.nn.Module()) on torch 2.14, plus `graph` and `code` of resdsl's generated modules and the
-# container methods of nn.Sequential (stages) that a block label could otherwise hide.
+# dir(torch.nn.Module()) on torch 2.14, plus the members of torch.fx.GraphModule (resdsl's generated
+# modules are GraphModules: `graph`, `code`, `recompile`, ...) and the container methods of nn.Sequential
+# (stages) that a block label could otherwise hide.
 MODULE_MEMBERS = frozenset({
     "T_destination", "add_module", "append", "apply", "bfloat16", "buffers", "call_super_init", "children",
     "code", "compile", "cpu", "cuda", "double", "dump_patches", "eval", "extend", "extra_repr", "float",
@@ -25,7 +26,8 @@ MODULE_MEMBERS = frozenset({
     "register_load_state_dict_pre_hook", "register_module", "register_parameter",
     "register_state_dict_post_hook", "register_state_dict_pre_hook", "requires_grad_", "set_extra_state",
     "set_submodule", "share_memory", "state_dict", "to", "to_empty", "train", "training", "type", "xpu",
-    "zero_grad", "feature_info",
+    "zero_grad", "feature_info", "add_submodule", "delete_all_unused_submodules", "delete_submodule", "meta",
+    "print_readable", "recompile", "shape_env", "to_folder",
 })
 
 
