@@ -145,7 +145,7 @@ network t {
 
 
 def test_alias_binding_the_shortcut_makes_a_plain_block():
-    network = resdsl.compile(TINY.format(shortcut="B").replace("block: basic", "block: plain_basic"))
+    network = resdsl.compile(TINY.format(shortcut="none").replace("block: basic", "block: plain_basic"))
     assert not any(attrs["op"].name == "add" for _, attrs in network.graph.nodes(data=True))
     assert network.params == TINY_PARAMS
 

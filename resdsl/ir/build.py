@@ -242,17 +242,30 @@ def _block(emitter: Emitter, option: ast.Kwarg) -> Instance | None:
 
 
 def _shortcut(emitter: Emitter, option: ast.Kwarg | None, block: Instance | None) -> Instance | bool | None:
-    """The stage's shortcut option: an alias's binding wins (`plain_basic`); False when it cannot be found."""
-    if block is not None and block.shortcut is not None:
-        return block.shortcut
+    """The stage's shortcut option, or the one its block alias binds (`plain_basic`); False when it cannot be
+    found or the two differ."""
+    bound = block.shortcut if block is not None else None
     if option is None:
-        return None
+        return bound
     try:
-        return shortcut_instance(option.value, emitter.program, emitter.globals)
+        given = shortcut_instance(option.value, emitter.program, emitter.globals)
     except BindError as error:
         for span, message in error.problems:
             emitter.diagnostics.error(span, message)
         return False
+    if bound is not None and _described(given) != _described(bound):
+        emitter.diagnostics.error(option.span, f"shortcut {_described(given)} conflicts with block '{block.name}', "
+                                               f"which binds shortcut {_described(bound)}; give one of them")
+        return False
+    return given
+
+
+def _described(option: Instance) -> str:
+    """A shortcut option as written: `B` or `B(norm: none)`."""
+    if not option.arguments:
+        return option.name
+    arguments = ", ".join(f"{a.name}: {a.value}" if a.name else str(a.value) for a in option.arguments)
+    return f"{option.name}({arguments})"
 
 
 def _stage_arguments(emitter: Emitter, block: Instance, shortcut: Instance | None,
