@@ -313,6 +313,8 @@ class Emitter:
         kinds = [case.kind for case in definition.cases]
         missing = [kind for kind in ("same", "changed") if kind not in kinds] if kinds else []
         repeated = sorted({kind for kind in kinds if kinds.count(kind) > 1})
+        stray = [layer for case in definition.cases if len(case.body) > 1 for layer in case.body
+                 if isinstance(layer, ast.Layer) and layer.op == "identity"]
         if definition.name not in self.checked_shortcuts:
             self.checked_shortcuts.add(definition.name)
             for kind in missing:
@@ -323,7 +325,11 @@ class Emitter:
             for kind in repeated:
                 self.diagnostics.error(definition.span, f"shortcut option '{definition.name}' gives its `{kind}` "
                                                         "case twice")
-        return not missing and not repeated
+            for layer in stray:
+                self.diagnostics.error(layer.span, "`identity` is a whole case (`same { identity }` adds the "
+                                                   "block's input); a case with layers reads `t` already, so "
+                                                   "leave it out")
+        return not missing and not repeated and not stray
 
     # --- helpers ---------------------------------------------------------------------------
 
