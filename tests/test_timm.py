@@ -85,3 +85,18 @@ def test_selective_kernel_attention_keeps_relu_and_batchnorm_when_the_paths_use_
     with torch.no_grad():
         expected = reference(x)
         assert (model(x) - expected).abs().max() / expected.abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3, 4])
+def test_option_d_is_timms_avg_down_at_any_stride(stride: int) -> None:
+    from timm.models.resnet import downsample_avg
+
+    reference = downsample_avg(16, 32, 1, stride=stride).eval()
+    _randomise_norms(reference)
+    spec = (f"network d {{\n  input 16x13x13\n  stages (block: basic, shortcut: D) {{ layer1: 1 x 32, stride {stride} }}"
+            "\n}\n")
+    shortcut = resdsl.compile(spec).to_torch().layer1[0].downsample.eval()
+    shortcut.load_state_dict(reference.state_dict(), strict=True)
+    x = torch.randn(2, 16, 13, 13, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.allclose(shortcut(x), reference(x), atol=1e-6)
