@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
@@ -205,18 +206,23 @@ def parse_override(text: str) -> tuple[str, Value]:
         return name, raw == "true"
     if len(raw) > MAX_LITERAL_DIGITS * 4 or any(len(d) > MAX_LITERAL_DIGITS for d in raw.lstrip("-").split("x")):
         raise UsageError(f"--set {name}: the value has more than {MAX_LITERAL_DIGITS} digits, the limit for a number")
-    for convert in (int, float):
-        try:
-            value = convert(raw)
-        except ValueError:
-            continue
-        if isinstance(value, float) and not math.isfinite(value):
+    if _INT.fullmatch(raw):
+        return name, int(raw)
+    if _FLOAT.fullmatch(raw):
+        value = float(raw)
+        if not math.isfinite(value):
             raise UsageError(f"--set {name}: '{raw}' is not a finite number")
         return name, value
-    dims = raw.split("x")
-    if len(dims) > 1 and all(d.isdigit() for d in dims):
-        return name, tuple(int(d) for d in dims)
-    raise UsageError(f"--set {name}: '{raw}' is not a number, true/false or a shape")
+    if _SHAPE.fullmatch(raw):
+        return name, tuple(int(d) for d in raw.split("x"))
+    raise UsageError(f"--set {name}: '{raw}' is not a number, true/false or a shape (as the language writes them: "
+                     "18, 0.5, 1e-4, 3x32x32)")
+
+
+# The language's literals (grammars/resdsl.lark), ASCII digits only: Python's int() would also take `1_000`.
+_INT = re.compile(r"-?[0-9]+")
+_FLOAT = re.compile(r"-?[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?")
+_SHAPE = re.compile(r"[0-9]+(x[0-9]+)+")
 
 
 def read_spec(path_or_text: str | Path) -> SourceFile:

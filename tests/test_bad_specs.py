@@ -152,6 +152,13 @@ def test_set_without_equals_is_a_usage_error():
     assert "--set expects NAME=VALUE" in result.stderr
 
 
+@pytest.mark.parametrize("value", ["1_000", "\u0663", "inf", "nan", "3x", "1e999"])
+def test_set_value_the_language_would_not_read_is_a_usage_error(value: str):
+    result = CliRunner().invoke(app, ["check", "cifar20", "--set", f"n={value}"])
+    assert result.exit_code == 2
+    assert "--set n:" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_every_token_a_syntax_error_may_expect_is_named_in_the_users_words():
     from resdsl.parser import _TOKEN_WORDS, _parser
 

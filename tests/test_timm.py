@@ -93,8 +93,8 @@ def test_option_d_is_timms_avg_down_at_any_stride(stride: int) -> None:
 
     reference = downsample_avg(16, 32, 1, stride=stride).eval()
     _randomise_norms(reference)
-    spec = (f"network d {{\n  input 16x13x13\n  stages (block: basic, shortcut: D) {{ layer1: 1 x 32, stride {stride} }}"
-            "\n}\n")
+    spec = ("network d {\n  input 16x13x13\n"
+            f"  stages (block: basic, shortcut: D) {{ layer1: 1 x 32, stride {stride} }}\n}}\n")
     shortcut = resdsl.compile(spec).to_torch().layer1[0].downsample.eval()
     shortcut.load_state_dict(reference.state_dict(), strict=True)
     x = torch.randn(2, 16, 13, 13, generator=torch.Generator().manual_seed(1))
