@@ -99,7 +99,7 @@ def read_source_text(path: Path) -> str:
     if len(data) > MAX_SPEC_BYTES:
         raise UnreadableSpec(spec_too_large(f"more than {MAX_SPEC_BYTES:,} bytes"))
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8").removeprefix("\ufeff")  # a byte-order mark, as some Windows editors write
     except UnicodeDecodeError as error:
         raise UnreadableSpec(f"it is not UTF-8 text (byte {error.start + 1} cannot be decoded)") from None
 

@@ -404,3 +404,9 @@ def test_a_block_value_bound_by_keyword_takes_positional_arguments_later_as_part
     graph = resdsl.compile(text).graph
     assert graph.nodes["layer1.0.se.fc1"]["args"]["out"] == 64  # channels 256 (positional, at the call) x 0.25
     assert graph.nodes["layer4.0.se.fc1"]["args"]["out"] == 512
+
+
+def test_a_utf8_byte_order_mark_is_read_as_nothing(tmp_path):
+    path = tmp_path / "bom.res"
+    path.write_bytes(b"\xef\xbb\xbf" + b"network n {\n  input 3x8x8\n  stem { conv 3x3, 4 }\n}\n")
+    assert resdsl.compile(str(path)).params == 3 * 9 * 4

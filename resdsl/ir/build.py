@@ -116,9 +116,13 @@ def _stages(emitter: Emitter, stages: ast.Stages, current: str) -> str:
     names: set[str] = set()
     for stage, name, (depth, width) in zip(items, _stage_names(items), sizes, strict=True):
         root = name.partition(".")[0]
+        nested = next((other for other in names if f"{name}.".startswith(f"{other}.")
+                       or f"{other}.".startswith(f"{name}.")), None)
         problem = check_path(name, "stage") or (f"stage name '{name}' is used twice" if name in names else None) or (
             f"'{root}' names the network's {root}, which the compiler adds; a stage cannot take it"
-            if root in COMPILER_NODES else None)
+            if root in COMPILER_NODES else None) or (
+            f"stages '{nested}' and '{name}' would nest, their modules mixed (one name is a prefix path of the "
+            "other); rename one" if nested else None)
         if problem:
             diagnostics.error(stage.span, problem)
             continue
