@@ -108,6 +108,27 @@ BUILTINS: dict[str, Builtin] = {
 }
 
 
+def names_in(expr: ast.Expr) -> list[str]:
+    """The names `expr` reads, in the order written (without recursion: expressions may nest deep)."""
+    names, stack = [], [expr]
+    while stack:
+        node = stack.pop()
+        match node:
+            case ast.Name(id=name):
+                names.append(name)
+            case ast.Binary(left=left, right=right) | ast.Compare(left=left, right=right):
+                stack += [right, left]
+            case ast.Neg(operand=operand):
+                stack.append(operand)
+            case ast.Conditional(then=then, condition=condition, otherwise=otherwise):
+                stack += [otherwise, condition, then]
+            case ast.Pair(value=value):
+                stack.append(value)
+            case ast.Call(args=args):
+                stack += reversed(args)
+    return names
+
+
 def evaluate(expr: ast.Expr, env: Mapping[str, Value]) -> Value:
     """The value of `expr` with names looked up in `env`."""
     return _evaluate(expr, env, 0)

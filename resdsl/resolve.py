@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import deque
 from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from resdsl import ast, zoo
 from resdsl.diagnostics import Diagnostic, Diagnostics, Note, SpecError
-from resdsl.expr import EvalError, Value, evaluate
+from resdsl.expr import EvalError, Value, evaluate, names_in
 from resdsl.limits import MAX_EXTENDS_DEPTH, MAX_LITERAL_DIGITS
 from resdsl.parser import parse
 from resdsl.source import SourceFile, SourceMap, Span, UnreadableSpec, read_source_text
@@ -180,19 +181,35 @@ def _merge(parent: ast.Network, child: ast.Network) -> ast.Network:
 
 def _bind_params(decls: dict[str, ast.ParamDecl], values: dict[str, ast.Expr | None],
                  overrides: dict[str, Value], diagnostics: Diagnostics) -> dict[str, Value]:
+    """Each param's value, those it reads first (a child's `extends "p.res" (a = b)` may read its own `b`)."""
+    reads = {name: [] if name in overrides or values[name] is None
+             else [other for other in names_in(values[name]) if other in decls] for name in decls}
+    waiting = {name: len(set(others)) for name, others in reads.items()}
+    readers: dict[str, list[str]] = {name: [] for name in decls}
+    for name, others in reads.items():
+        for other in set(others):
+            readers[other].append(name)
+    ready = deque(name for name in decls if not waiting[name])
     env: dict[str, Value] = {}
-    for name, decl in decls.items():
+    while ready:
+        name = ready.popleft()
         if name in overrides:
             env[name] = overrides[name]
-            continue
-        expr = values[name]
-        if expr is None:
-            diagnostics.error(decl.span, f"param '{name}' has no value; give one with --set {name}=VALUE")
-            continue
-        try:
-            env[name] = evaluate(expr, env)
-        except EvalError as error:
-            diagnostics.error(error.span, error.message)
+        elif values[name] is None:
+            diagnostics.error(decls[name].span, f"param '{name}' has no value; give one with --set {name}=VALUE")
+        else:
+            try:
+                env[name] = evaluate(values[name], env)
+            except EvalError as error:
+                diagnostics.error(error.span, error.message)
+        for reader in readers[name]:
+            waiting[reader] -= 1
+            if not waiting[reader]:
+                ready.append(reader)
+    for name in decls:
+        if waiting[name]:
+            diagnostics.error(values[name].span, f"param '{name}' depends on itself (through "
+                                                 f"{', '.join(o for o in dict.fromkeys(reads[name]) if waiting[o])})")
     return env
 
 

@@ -79,6 +79,19 @@ def test_extends_with_param_override(tmp_path):
     assert resdsl.compile(child).params == 1_727_962  # Table 6, ResNet-110
 
 
+def test_extends_arguments_may_read_the_childs_own_params(tmp_path):
+    child = _write(tmp_path, "child.res", f'param depth = 110\nnetwork child extends "{SPECS / "cifar_resnet.res"}" '
+                                          "(n = (depth - 2) // 6) {\n}\n")
+    assert resdsl.compile(child).params == 1_727_962  # Table 6, ResNet-110
+    assert resdsl.compile(child, depth=20).params == 269_722  # ResNet-20
+
+
+def test_params_that_read_each_other_in_a_circle_are_an_error():
+    text = "param a = b + 1\nparam b = a\nnetwork t {\n  input 3x8x8\n  stem { conv 1x1, a }\n}\n"
+    with pytest.raises(resdsl.SpecError, match=r"param 'a' depends on itself \(through b\)"):
+        resdsl.compile(text)
+
+
 def test_extends_merges_stage_options_key_by_key(tmp_path):
     _write(tmp_path, "parent.res", TINY.format(shortcut="A"))
     child = _write(tmp_path, "child.res", 'network child extends "parent.res" {\n  stages (shortcut: C)\n}\n')
