@@ -283,8 +283,8 @@ class NetworkModule(GeneratedModule):
     Initialisation is torchvision's: He normal (fan_out) convs, BatchNorm and GroupNorm at 1 and 0,
     PyTorch's default linears — the same draws in the same order, so equal to torchvision's weights
     after the same `torch.manual_seed`. `seed` makes the weights reproducible without touching the
-    global RNG (None: draw from it). `zero_init_residual` zeroes the last norm of each residual
-    branch, so each block starts as its shortcut; a branch that ends in a conv is left as it is.
+    global RNG (None: draw from it). `zero_init_residual` zeroes the last norm (or bias-free conv) of
+    each residual branch, so each block starts as its shortcut.
     """
 
     _layout: ClassVar[tuple[Submodule, ...]]
@@ -668,8 +668,8 @@ def network_name(lowering: _Lowering) -> str:
 
 
 def _residual_ends(graph: nx.DiGraph) -> list[str]:
-    """The norm layers that end the residual branch (input 0) of each `add shortcut`, through ops that keep zeros
-    zero (an SE gate's product included)."""
+    """The layers that end the residual branch (input 0) of each `add shortcut`, through ops that keep zeros
+    zero (an SE gate's product included): a norm, or a bias-free conv (pre-activation units, as timm's)."""
     ends = []
     for node in graph:
         if not graph.nodes[node].get("residual"):
@@ -680,8 +680,8 @@ def _residual_ends(graph: nx.DiGraph) -> list[str]:
             if current in seen:
                 continue
             seen.add(current)
-            op = graph.nodes[current]["op"]
-            if op.norm:
+            op, args = graph.nodes[current]["op"], graph.nodes[current]["args"]
+            if op.norm or (op.name == "conv" and not args["bias"]):
                 ends.append(current)
             elif op.keeps_zero:
                 sources = inputs(graph, current)

@@ -100,3 +100,12 @@ def test_option_d_is_timms_avg_down_at_any_stride(stride: int) -> None:
     x = torch.randn(2, 16, 13, 13, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert torch.allclose(shortcut(x), reference(x), atol=1e-6)
+
+
+def test_zero_init_residual_zeroes_the_last_conv_of_a_pre_activation_unit_as_timm() -> None:
+    reference = timm.create_model("resnetv2_50", zero_init_last=True)
+    model = resdsl.compile("timm/resnetv2_50").to_torch(zero_init_residual=True)
+    zeroed = {name for name, p in reference.named_parameters() if p.dim() > 1 and not p.any()}
+    ours = {name for name, p in model.named_parameters() if p.dim() > 1 and not p.any()}
+    assert ours == zeroed
+    assert "stages.0.blocks.0.conv3.weight" in ours
