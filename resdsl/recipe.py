@@ -254,7 +254,9 @@ def _number(expr: ast.Expr, env: dict[str, Value], what: str, *, integer: bool =
     if positive and value <= 0:
         raise EvalError(expr.span, f"{what} must be positive, got {describe(value)}")
     if (low is not None and value < low) or (high is not None and value > high):
-        raise EvalError(expr.span, f"{what} must be between {low} and {high}, got {describe(value)}")
+        bounds = (f"between {low} and {high}" if low is not None and high is not None
+                  else f"at least {low}" if low is not None else f"at most {high}")
+        raise EvalError(expr.span, f"{what} must be {bounds}, got {describe(value)}")
     return value
 
 

@@ -152,7 +152,7 @@ def test_missing_data_is_one_sentence(workspace: Path, cli):
 
 def test_bad_recipe_flag_points_at_it(workspace: Path, cli):
     result = cli("train", "tiny.res", "--lr", "-1", cwd=workspace)
-    assert result.returncode == 1
+    assert result.returncode == 2  # a flag value out of range is a usage error
     assert "<--lr>:1:4: error: the learning rate must be positive" in result.stderr
 
 

@@ -105,12 +105,17 @@ class ResdslGroup(TyperGroup):
             raise typer.Exit(report(error, words)) from None
 
 
+def _flags_only(error: resdsl.SpecError) -> bool:
+    """Whether every diagnostic is about a command-line flag's value (`<--lr>:1:4`): a usage error."""
+    return all(d.span is not None and d.span.path.startswith("<--") for d in error.diagnostics)
+
+
 def report(error: BaseException, words: list[str]) -> int:
     """Print one plain account of `error` to stderr and return the exit status (1, 2 for usage, 130)."""
     command = " ".join(["resdsl", *words[:1]])
     if isinstance(error, resdsl.SpecError):
         typer.echo(error.render(), err=True)
-        return 1
+        return 2 if _flags_only(error) else 1
     if isinstance(error, resdsl.UsageError):
         return _say(str(error), 2)
     if isinstance(error, KeyboardInterrupt):
