@@ -89,7 +89,7 @@ def load(source: SourceFile, overrides: dict[str, Value], sources: SourceMap | N
 def _extends_chain(source: SourceFile, sources: SourceMap, diagnostics: Diagnostics) -> list[ast.Module]:
     """The modules from the root ancestor down to `source`."""
     chain: list[ast.Module] = []
-    seen = {str(Path(source.path).resolve())}
+    seen = {str(Path(source.path).resolve()): source.path}  # each file of the chain, with the name shown for it
     while True:
         module = parse(source, sources)
         if len(module.networks) != 1:
@@ -103,11 +103,13 @@ def _extends_chain(source: SourceFile, sources: SourceMap, diagnostics: Diagnost
             return chain
         parent = _extends_target(source, extends.path)
         if str(parent) in seen:
-            raise diagnostics.fail(extends.span, f"'{extends.path}' extends itself (a cycle of extends)")
+            names = list(seen.values())
+            cycle = " -> ".join([*names[names.index(seen[str(parent)]):], seen[str(parent)]])
+            raise diagnostics.fail(extends.span, f"a cycle of extends: {cycle}")
         if len(seen) >= MAX_EXTENDS_DEPTH:
             raise diagnostics.fail(extends.span, f"the extends chain is more than {MAX_EXTENDS_DEPTH} files deep, "
                                                          "the limit; merge some of its files into one")
-        seen.add(str(parent))
+        seen[str(parent)] = _display_path(parent)
         try:
             text = read_source_text(parent)
         except UnreadableSpec as error:

@@ -92,6 +92,13 @@ def test_params_that_read_each_other_in_a_circle_are_an_error():
         resdsl.compile(text)
 
 
+def test_a_cycle_of_extends_names_every_file_in_it(tmp_path):
+    _write(tmp_path, "a.res", 'network a extends "b.res" {\n}\n')
+    _write(tmp_path, "b.res", 'network b extends "a.res" {\n}\n')
+    with pytest.raises(resdsl.SpecError, match=r"a cycle of extends: .*a\.res -> .*b\.res -> .*a\.res"):
+        resdsl.compile(str(tmp_path / "a.res"))
+
+
 def test_extends_merges_stage_options_key_by_key(tmp_path):
     _write(tmp_path, "parent.res", TINY.format(shortcut="A"))
     child = _write(tmp_path, "child.res", 'network child extends "parent.res" {\n  stages (shortcut: C)\n}\n')
