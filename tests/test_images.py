@@ -187,6 +187,22 @@ def test_batches_decoded_in_the_main_process_equal_those_decoded_in_the_workers(
             assert all(torch.equal(a, b) for a, b in zip(views, others, strict=True))
 
 
+def test_more_workers_than_four_per_cpu_are_refused_naming_the_flag(jpeg_folder: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(folder.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    with pytest.raises(DataError, match=r"^--workers 9 is out of range: give from 0 to 8 \(4 per CPU of the 2 "):
+        folder_loader(jpeg_folder, 9)
+
+
+def test_more_workers_than_cpus_run_without_torchs_warning(jpeg_folder: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           recwarn: pytest.WarningsRecorder) -> None:
+    # torch warns of workers beyond os.sched_getaffinity's count; one CPU makes 2 workers too many for it
+    monkeypatch.setattr(folder.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    images, _ = take(folder_loader(jpeg_folder, 2), 1)[0]
+    assert images.shape == (16, 3, 32, 32)
+    assert not [w for w in recwarn if "worker processes" in str(w.message)]
+
+
 def test_torchvision_and_pil_decode_a_jpeg_alike(jpeg_folder: Path) -> None:
     path = next((jpeg_folder / "train").rglob("*.JPEG"))
     assert torch.equal(decode(path, read_file(path), "torchvision"), decode(path, read_file(path), "pil"))
@@ -203,6 +219,15 @@ def test_unreadable_image_in_a_worker_is_one_sentence_naming_it(make_image_folde
     message = str(caught.value)
     assert message.startswith(f"{broken} is not a readable image: expected a JPEG or PNG file")
     assert "\n" not in message and "Traceback" not in message
+
+
+def test_a_file_of_no_image_format_is_refused_without_a_python_object_in_the_message(tmp_path: Path) -> None:
+    text = tmp_path / "0.jpg"
+    text.write_bytes(b"name,label\ncat,3\n")
+    with pytest.raises(DataError) as caught:
+        decode(text, read_file(text), "auto")
+    assert str(caught.value) == (f"{text} is not a readable image: expected a JPEG or PNG file (its content is no "
+                                 "image format Pillow knows)")
 
 
 def test_image_whose_header_promises_too_many_pixels_is_refused_before_decoding(tmp_path: Path) -> None:
