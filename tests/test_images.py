@@ -299,3 +299,31 @@ def test_input_watch_is_silent_when_the_data_keeps_up() -> None:
     for number in range(30):  # one slow batch is not a trend
         watch.record(wait=0.5 if number == 7 else 0.001, step=0.1, images=256, say=said.append)
     assert said == []
+
+
+FOLDER_SPEC = """network folder_net {
+  input 3x32x32
+  stem { conv1: conv 3x3, 8; bn1: batchnorm; relu }
+  stages (block: basic, shortcut: A) { layer1: 1 x 8 }
+  head { avgpool; fc: linear 10 }
+%s}
+"""
+
+
+@pytest.mark.parametrize(("train_section", "says_default"), [
+    ("  train {\n    dataset imagefolder\n    batch 8\n    iterations 1\n    augment pad 4, crop 32, flip\n  }\n",
+     False),
+    ("", True),
+], ids=["own train section", "no train section"])
+def test_a_padding_augment_for_an_image_folder_blames_the_cifar_recipe_only_without_a_train_section(
+        png_folder: Path, tmp_path: Path, train_section: str, says_default: bool) -> None:
+    import resdsl
+    from resdsl.recipe import recipe_of
+    from resdsl.train import RunConfig, run
+
+    network = resdsl.compile(FOLDER_SPEC % train_section)
+    recipe = recipe_of(network.program, [("--dataset", 'dataset "imagefolder"'), ("--split", "split 0")])
+    with pytest.raises(DataError) as caught:
+        run(network, RunConfig(recipe=recipe, out=tmp_path / "run", data=png_folder, device="cpu", workers=0))
+    assert "the recipe's augment says pad 4" in str(caught.value)
+    assert ("a spec without a train section gets the paper's CIFAR recipe" in str(caught.value)) == says_default

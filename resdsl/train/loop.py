@@ -116,7 +116,8 @@ class _Run:
             raise RunError(f"batch {self.recipe.batch} does not split evenly over {context.world_size} processes")
         self.loader = train_loader(self.recipe, self.data.train, self.recipe.batch // context.world_size,
                                    seed=config.seed, rank=context.rank, world_size=context.world_size,
-                                   device=self.device, workers=config.workers, decoder=config.decoder)
+                                   device=self.device, workers=config.workers, decoder=config.decoder,
+                                   default_recipe=network.program.network.train is None)
         self.input_watch = InputWatch("raise --workers" + (" or use --decoder nvjpeg" if self.device.type == "cuda"
                                                            else ""))
         if len(self.loader) == 0:
