@@ -170,6 +170,19 @@ def test_a_missing_gpu_is_named_as_asked_with_the_count_there_is(monkeypatch: py
     assert str(caught.value) == message
 
 
+def test_nvjpeg_decoder_on_a_cpu_run_of_a_tensor_dataset_is_refused(workspace: Path, tmp_path: Path):
+    from resdsl.data import DataError
+    from resdsl.recipe import recipe_of
+    from resdsl.train import RunConfig, run
+
+    network = resdsl.compile(str(workspace / "tiny.res"))
+    config = RunConfig(recipe=recipe_of(network.program, []), out=tmp_path / "run", data=workspace / "data",
+                       device="cpu", decoder="nvjpeg")
+    with pytest.raises(DataError, match="^the nvjpeg decoder decodes on a CUDA GPU, and this run's device is the CPU$"):
+        run(network, config)
+    assert not (tmp_path / "run").exists()
+
+
 def test_bad_recipe_flag_points_at_it(workspace: Path, cli):
     result = cli("train", "tiny.res", "--lr", "-1", cwd=workspace)
     assert result.returncode == 1

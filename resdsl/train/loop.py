@@ -21,6 +21,7 @@ import torch.distributed as dist
 from torch import nn
 
 from resdsl import metrics
+from resdsl.data.images import check_decoder
 from resdsl.files import atomic_write, writable_folder
 from resdsl.network import Network
 from resdsl.recipe import Plateau, Recipe
@@ -87,6 +88,8 @@ class _Run:
     def __init__(self, network: Network, config: RunConfig, context: distributed.Context) -> None:
         self.config, self.recipe, self.context = config, config.recipe, context
         self.device = context.device
+        if config.decoder != "auto":  # asked for by name: refused where it cannot run, whatever the data
+            check_decoder(config.decoder, self.device)
         self.say = _printer(context.is_main)
         _seed_everything(config.seed)
         self.data: RunData = prepare(self.recipe, config.data, config.seed, config.limit_train, config.limit_eval,
