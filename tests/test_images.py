@@ -187,6 +187,22 @@ def test_batches_decoded_in_the_main_process_equal_those_decoded_in_the_workers(
             assert all(torch.equal(a, b) for a, b in zip(views, others, strict=True))
 
 
+def test_more_workers_than_four_per_cpu_are_refused_naming_the_flag(jpeg_folder: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(folder.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    with pytest.raises(DataError, match=r"^--workers 9 is out of range: give from 0 to 8 \(4 per CPU of the 2 "):
+        folder_loader(jpeg_folder, 9)
+
+
+def test_more_workers_than_cpus_run_without_torchs_warning(jpeg_folder: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           recwarn: pytest.WarningsRecorder) -> None:
+    # torch warns of workers beyond os.sched_getaffinity's count; one CPU makes 2 workers too many for it
+    monkeypatch.setattr(folder.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    images, _ = take(folder_loader(jpeg_folder, 2), 1)[0]
+    assert images.shape == (16, 3, 32, 32)
+    assert not [w for w in recwarn if "worker processes" in str(w.message)]
+
+
 def test_torchvision_and_pil_decode_a_jpeg_alike(jpeg_folder: Path) -> None:
     path = next((jpeg_folder / "train").rglob("*.JPEG"))
     assert torch.equal(decode(path, read_file(path), "torchvision"), decode(path, read_file(path), "pil"))
@@ -203,6 +219,15 @@ def test_unreadable_image_in_a_worker_is_one_sentence_naming_it(make_image_folde
     message = str(caught.value)
     assert message.startswith(f"{broken} is not a readable image: expected a JPEG or PNG file")
     assert "\n" not in message and "Traceback" not in message
+
+
+def test_a_file_of_no_image_format_is_refused_without_a_python_object_in_the_message(tmp_path: Path) -> None:
+    text = tmp_path / "0.jpg"
+    text.write_bytes(b"name,label\ncat,3\n")
+    with pytest.raises(DataError) as caught:
+        decode(text, read_file(text), "auto")
+    assert str(caught.value) == (f"{text} is not a readable image: expected a JPEG or PNG file (its content is no "
+                                 "image format Pillow knows)")
 
 
 def test_image_whose_header_promises_too_many_pixels_is_refused_before_decoding(tmp_path: Path) -> None:
@@ -274,3 +299,31 @@ def test_input_watch_is_silent_when_the_data_keeps_up() -> None:
     for number in range(30):  # one slow batch is not a trend
         watch.record(wait=0.5 if number == 7 else 0.001, step=0.1, images=256, say=said.append)
     assert said == []
+
+
+FOLDER_SPEC = """network folder_net {
+  input 3x32x32
+  stem { conv1: conv 3x3, 8; bn1: batchnorm; relu }
+  stages (block: basic, shortcut: A) { layer1: 1 x 8 }
+  head { avgpool; fc: linear 10 }
+%s}
+"""
+
+
+@pytest.mark.parametrize(("train_section", "says_default"), [
+    ("  train {\n    dataset imagefolder\n    batch 8\n    iterations 1\n    augment pad 4, crop 32, flip\n  }\n",
+     False),
+    ("", True),
+], ids=["own train section", "no train section"])
+def test_a_padding_augment_for_an_image_folder_blames_the_cifar_recipe_only_without_a_train_section(
+        png_folder: Path, tmp_path: Path, train_section: str, says_default: bool) -> None:
+    import resdsl
+    from resdsl.recipe import recipe_of
+    from resdsl.train import RunConfig, run
+
+    network = resdsl.compile(FOLDER_SPEC % train_section)
+    recipe = recipe_of(network.program, [("--dataset", 'dataset "imagefolder"'), ("--split", "split 0")])
+    with pytest.raises(DataError) as caught:
+        run(network, RunConfig(recipe=recipe, out=tmp_path / "run", data=png_folder, device="cpu", workers=0))
+    assert "the recipe's augment says pad 4" in str(caught.value)
+    assert ("a spec without a train section gets the paper's CIFAR recipe" in str(caught.value)) == says_default

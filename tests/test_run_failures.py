@@ -24,17 +24,17 @@ QUICK = ["--data", "data", "--checkpoint-every", "4", "--log-every", "2", "--eva
 # several times longer), wall seconds (a hang), peak resident bytes
 CPU_SECONDS, SECONDS, RSS_BYTES = 10, 60, 2 * 2**30
 
-# `resdsl ...` on a disk that fills up right after the first last.pt is written (every later write then
-# fails with ENOSPC after 1000 bytes, as a real disk would part-way through a file).
-DISK_FULL_AFTER_FIRST_CHECKPOINT = """
+# A disk that is full while `full` is not empty: every write to a file opened then fails with ENOSPC after
+# ROOM bytes, as a real disk would part-way through a file. The scripts below say when it fills up.
+_FULL_DISK = """
 import errno, sys
 from resdsl import files
 from resdsl.train import checkpoint
 from resdsl.cli.app import main
-full = []
+full, ROOM = [], 1000
 fdopen, save = files.os.fdopen, checkpoint.save
 class FullDisk:
-    def __init__(self, file): self.file, self.room = file, 1000
+    def __init__(self, file): self.file, self.room = file, ROOM
     def write(self, data):
         if len(data) > self.room: raise OSError(errno.ENOSPC, "No space left on device")
         self.room -= len(data)
@@ -45,10 +45,43 @@ class FullDisk:
 def open_on_full_disk(handle, mode="r", *args, **kwargs):
     file = fdopen(handle, mode, *args, **kwargs)
     return FullDisk(file) if full else file
+files.os.fdopen = open_on_full_disk
+sys.argv[0] = "resdsl"
+"""
+
+# `resdsl ...` on a disk that fills up right after the first last.pt is written.
+DISK_FULL_AFTER_FIRST_CHECKPOINT = _FULL_DISK + """
 def save_then_fill(path, state):
     save(path, state)
     full.append(path)
-files.os.fdopen, checkpoint.save = open_on_full_disk, save_then_fill
+checkpoint.save = save_then_fill
+main()
+"""
+
+# `resdsl ...` on a disk that fills up just before the first last.pt is written.
+DISK_FULL_AT_FIRST_CHECKPOINT = _FULL_DISK + """
+def fill_then_save(path, state):
+    full.append(path)
+    save(path, state)
+checkpoint.save = fill_then_save
+main()
+"""
+
+# `resdsl ...` on a disk that is full from the start (an empty file can still be made).
+DISK_FULL_FROM_THE_START = _FULL_DISK + """
+full.append("start")
+ROOM = 0
+main()
+"""
+
+# `resdsl ...` where torch.compile fails as Inductor does when it cannot write its cache folder.
+COMPILE_FAILS = """
+import sys
+import torch._inductor.compile_fx
+from resdsl.cli.app import main
+def refuse(*args, **kwargs):
+    raise PermissionError(13, "Permission denied", "/tmp/torchinductor_root")
+torch._inductor.compile_fx.compile_fx = refuse
 sys.argv[0] = "resdsl"
 main()
 """
@@ -112,6 +145,38 @@ def _kept_checkpoint_of_iteration_4(folder: Path) -> None:
     assert not list((folder / "disk").glob(".*.tmp"))
 
 
+def _nothing_left(name: str) -> Callable[[Path], None]:
+    def check(folder: Path) -> None:
+        assert not (folder / name).exists()
+    return check
+
+
+def _users_folder(folder: Path) -> None:
+    (folder / "mine").mkdir()
+    (folder / "mine" / "notes.txt").write_text("the user's own file")
+
+
+def _only_the_users_file_left(folder: Path) -> None:
+    # the run made mine/disk/run: all three are gone, and the file that was there is as it was
+    assert [path.name for path in (folder / "mine").iterdir()] == ["notes.txt"]
+    assert (folder / "mine" / "notes.txt").read_text() == "the user's own file"
+
+
+def _tear_config_lose_mean(folder: Path) -> None:
+    (folder / "run" / "config.json").write_text('{"recipe": {"lr": 0.0')  # cut off mid-write
+    (folder / "run" / "mean.pt").rename(folder / "mean_as_trained.pt")
+
+
+def _config_and_mean_restored(folder: Path) -> None:
+    import torch
+
+    config = json.loads((folder / "run" / "config.json").read_text())
+    assert config["recipe"]["lr"] == 0.05 and config["dataset"] == "mnist" and config["mean"] == "mean.pt"
+    assert config["input"] == [1, 12, 12] and config["classes"] == 10
+    assert torch.equal(torch.load(folder / "run" / "mean.pt", weights_only=True),
+                       torch.load(folder / "mean_as_trained.pt", weights_only=True))
+
+
 def _metrics_file(content: bytes) -> Callable[[Path], None]:
     def prepare(folder: Path) -> None:
         (folder / "bad").mkdir()
@@ -142,6 +207,21 @@ CASES = [
          r"error: cannot write disk/last.pt at iteration 8: No space left on device; the previous last.pt is "
          r"kept, and the run can continue with --resume once that is fixed\n$",
          script=DISK_FULL_AFTER_FIRST_CHECKPOINT, after=_kept_checkpoint_of_iteration_4),
+    Case("train on a disk full at the first checkpoint", ("train", "tiny.res", "--out", "disk/run", *QUICK), 1,
+         r"^error: cannot write disk/run/last.pt at iteration 4: No space left on device; no last.pt was written, so "
+         r"start the run again once that is fixed\n$",
+         script=DISK_FULL_AT_FIRST_CHECKPOINT, after=_nothing_left("disk")),
+    Case("train on a disk full from the start", ("train", "tiny.res", "--out", "mine/disk/run", *QUICK), 1,
+         r"^error: cannot write mine/disk/run/spec.res: No space left on device\n$",
+         prepare=_users_folder, script=DISK_FULL_FROM_THE_START, after=_only_the_users_file_left),
+    Case("train --compile where torch.compile fails", ("train", "tiny.res", "--out", "new", "--compile", *QUICK), 1,
+         r"^error: torch.compile failed: PermissionError: Permission denied: /tmp/torchinductor_root; run without "
+         r"--compile\n$", script=COMPILE_FAILS, after=_nothing_left("new")),
+    Case("train --resume with a torn config.json and no mean.pt", ("train", "tiny.res", "--out", "run", "--resume",
+                                                                  "--iterations", "14", *QUICK), 0,
+         r"^warning: run/config.json was unreadable; wrote it again from this run's settings\n"
+         r"warning: run/mean.pt was missing; wrote it again from run/last.pt's mean image\n$",
+         prepare=_tear_config_lose_mean, after=_config_and_mean_restored),
     Case("train --resume after a torn metrics line", ("train", "tiny.res", "--out", "run", "--resume",
                                                      "--iterations", "14", *QUICK), 0,
          r"^warning: run/metrics.jsonl:\d+: dropped a line that is not a metrics record \(not JSON\)\n$",

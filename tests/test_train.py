@@ -150,6 +150,40 @@ def test_missing_data_is_one_sentence(workspace: Path, cli):
     assert result.stderr.startswith("error: no mnist data found in nowhere") and result.stderr.count("\n") == 1
 
 
+@pytest.mark.parametrize(("requested", "local_rank", "gpus", "message"), [
+    ("cuda:7", 0, 0, "--device cuda:7 was asked for, but this machine has no CUDA GPU"),
+    ("cuda:7", 0, 2, "--device cuda:7 was asked for, but this machine has 2 GPUs (cuda:0 to cuda:1)"),
+    ("cuda:1", 0, 1, "--device cuda:1 was asked for, but this machine has 1 GPU (cuda:0)"),
+    ("cuda", 3, 2, "--device cuda gives the process of LOCAL_RANK 3 the GPU cuda:3, but this machine has 2 GPUs "
+                   "(cuda:0 to cuda:1)"),
+], ids=["no GPU", "index past two", "index past one", "local rank past two"])
+def test_a_missing_gpu_is_named_as_asked_with_the_count_there_is(monkeypatch: pytest.MonkeyPatch, requested: str,
+                                                                 local_rank: int, gpus: int, message: str):
+    from resdsl.train import distributed
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    monkeypatch.setenv("LOCAL_RANK", str(local_rank))
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with pytest.raises(distributed.DeviceError) as caught:
+        distributed.setup(requested)
+    assert str(caught.value) == message
+
+
+def test_nvjpeg_decoder_on_a_cpu_run_of_a_tensor_dataset_is_refused(workspace: Path, tmp_path: Path):
+    from resdsl.data import DataError
+    from resdsl.recipe import recipe_of
+    from resdsl.train import RunConfig, run
+
+    network = resdsl.compile(str(workspace / "tiny.res"))
+    config = RunConfig(recipe=recipe_of(network.program, []), out=tmp_path / "run", data=workspace / "data",
+                       device="cpu", decoder="nvjpeg")
+    with pytest.raises(DataError) as caught:
+        run(network, config)
+    assert str(caught.value) == "the nvjpeg decoder decodes on a CUDA GPU, and this run's device is the CPU"
+    assert not (tmp_path / "run").exists()
+
+
 def test_bad_recipe_flag_points_at_it(workspace: Path, cli):
     result = cli("train", "tiny.res", "--lr", "-1", cwd=workspace)
     assert result.returncode == 2  # a flag value out of range is a usage error

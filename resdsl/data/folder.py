@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,10 +37,25 @@ class Request:
         return view.draws(len(self.indices), self.seed) if isinstance(view, TrainView) else None
 
 
+WORKERS_PER_CPU = 4  # the most worker processes a CPU may be given: more only thrash (and may exhaust memory)
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may use (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def default_workers() -> int:
     """Worker processes per training process: the CPUs this process may use, shared among the local ranks."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(1, usable_cpus() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
+def check_workers(workers: int) -> None:
+    """Raise DataError unless `workers` is from 0 to WORKERS_PER_CPU times the CPUs this process may use."""
+    most = WORKERS_PER_CPU * usable_cpus()
+    if not 0 <= workers <= most:
+        raise DataError(f"--workers {workers} is out of range: give from 0 to {most} ({WORKERS_PER_CPU} per CPU of "
+                        f"the {usable_cpus()} this process may use)")
 
 
 class FolderBatches:
@@ -53,8 +69,9 @@ class FolderBatches:
         self.view, self.device = view, device
         self.on_device = decoder == "nvjpeg"
         self.workers = default_workers() if workers is None else workers
-        if self.workers < 0 or prefetch < 1:
-            raise DataError(f"workers must be >= 0 and prefetch >= 1, not {self.workers} and {prefetch}")
+        check_workers(self.workers)
+        if prefetch < 1:
+            raise ValueError(f"prefetch must be at least 1, not {prefetch}")
         self.requests = _Requests()
         self.decode = _Decode(files.paths, view, decoder)
         self.prefetch = prefetch
@@ -62,12 +79,16 @@ class FolderBatches:
 
     def __call__(self, requests: list[Request]) -> Iterator[Views]:
         self.requests.pending = requests
-        self.loader = self.loader or DataLoader(
-            self.decode, batch_size=None, sampler=self.requests, collate_fn=_same, num_workers=self.workers,
-            pin_memory=self.device.type == "cuda" and not self.on_device, persistent_workers=self.workers > 0,
-            prefetch_factor=self.prefetch if self.workers else None,
-            worker_init_fn=_worker_init if self.workers else None)
-        batches = iter(self.loader)
+        with warnings.catch_warnings():
+            # torch warns of more workers than CPUs; check_workers has bounded them, and I/O-bound decoding
+            # may well want more
+            warnings.filterwarnings("ignore", message="This DataLoader will create", category=UserWarning)
+            self.loader = self.loader or DataLoader(
+                self.decode, batch_size=None, sampler=self.requests, collate_fn=_same, num_workers=self.workers,
+                pin_memory=self.device.type == "cuda" and not self.on_device, persistent_workers=self.workers > 0,
+                prefetch_factor=self.prefetch if self.workers else None,
+                worker_init_fn=_worker_init if self.workers else None)
+            batches = iter(self.loader)
         for request in requests:
             try:
                 kind, payload = next(batches)

@@ -149,6 +149,9 @@ def _decode_pil(path: Path, raw: torch.Tensor) -> torch.Tensor:
     try:
         with Image.open(io.BytesIO(raw.numpy().tobytes())) as image:
             pixels = np.asarray(image.convert("RGB"))
+    except Image.UnidentifiedImageError:  # its message names the BytesIO object, not the file
+        raise DataError(f"{path} is not a readable image: expected a JPEG or PNG file (its content is no image "
+                        "format Pillow knows)") from None
     except Exception as error:
         reason = str(error) or type(error).__name__
         raise DataError(f"{path} is not a readable image: expected a JPEG or PNG file ({reason})") from None

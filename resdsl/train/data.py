@@ -110,14 +110,17 @@ def augmentation(recipe: Recipe, data: Dataset, spec_shape: tuple[int, ...], mea
     return Augment(pad=options.pad, crop=crop, flip=options.flip, mean=mean, scale=options.scale, lighting=lighting)
 
 
-def train_view(recipe: Recipe, data: Dataset) -> TrainView:
-    """An image folder's training view: the recipe's scale range (else the testing size), crop and flip."""
+def train_view(recipe: Recipe, data: Dataset, default_recipe: bool = False) -> TrainView:
+    """An image folder's training view: the recipe's scale range (else the testing size), crop and flip.
+
+    `default_recipe`: the spec has no train section, so the recipe is the paper's CIFAR one.
+    """
     size = data.images.size
     options = recipe.augment
     if options is not None and options.pad:
+        why = " (a spec without a train section gets the paper's CIFAR recipe)" if default_recipe else ""
         raise DataError(f"image folders are rescaled and cropped, not padded, and the recipe's augment says "
-                        f"pad {options.pad} (a spec without a train section gets the paper's CIFAR recipe); give "
-                        "e.g. --augment \"scale range(256, 480), crop 224, flip\"")
+                        f"pad {options.pad}{why}; give e.g. --augment \"scale range(256, 480), crop 224, flip\"")
     side = round(TEST_SIDE * size)
     scale = options.scale if options is not None and options.scale is not None else (side, side)
     if scale[0] < size:
@@ -127,9 +130,10 @@ def train_view(recipe: Recipe, data: Dataset) -> TrainView:
 
 
 def train_loader(recipe: Recipe, data: Dataset, batch: int, *, seed: int, rank: int, world_size: int,
-                 device: torch.device, workers: int | None = None, decoder: str = "auto") -> Loader:
+                 device: torch.device, workers: int | None = None, decoder: str = "auto",
+                 default_recipe: bool = False) -> Loader:
     """The shuffled training batches of this rank (image folders: decoded and cropped by worker processes)."""
-    view = train_view(recipe, data) if isinstance(data.images, ImageFiles) else None
+    view = train_view(recipe, data, default_recipe) if isinstance(data.images, ImageFiles) else None
     return Loader(data, batch, shuffle=True, drop_last=True, seed=seed, rank=rank, world_size=world_size,
                   device=device, view=view, workers=workers, decoder=decoder)
 

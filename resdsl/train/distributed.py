@@ -82,10 +82,14 @@ def _device(requested: str | None, local_rank: int) -> torch.device:
         raise DeviceError(f"'{requested}' is not a device (use cpu, cuda or cuda:N)") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise DeviceError("--device cuda was asked for but no CUDA GPU is available")
+            raise DeviceError(f"--device {requested} was asked for, but this machine has no CUDA GPU")
         index = device.index if device.index is not None else local_rank
-        if index >= torch.cuda.device_count():
-            raise DeviceError(f"there is no GPU cuda:{index} (this machine has {torch.cuda.device_count()})")
+        count = torch.cuda.device_count()
+        if index >= count:
+            asked = (f"--device {requested} was asked for" if device.index is not None else
+                     f"--device {requested} gives the process of LOCAL_RANK {local_rank} the GPU cuda:{index}")
+            have = "1 GPU (cuda:0)" if count == 1 else f"{count} GPUs (cuda:0 to cuda:{count - 1})"
+            raise DeviceError(f"{asked}, but this machine has {have}")
         return torch.device("cuda", index)
     if device.type != "cpu":
         raise DeviceError(f"device '{requested}' is not supported (use cpu, cuda or cuda:N)")

@@ -5,12 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import pickle
 import random
+import shutil
 import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -21,6 +24,7 @@ import torch.distributed as dist
 from torch import nn
 
 from resdsl import metrics
+from resdsl.data.images import check_decoder
 from resdsl.files import atomic_write, writable_folder
 from resdsl.network import Network
 from resdsl.recipe import Plateau, Recipe
@@ -86,7 +90,15 @@ def _prepare_out(out: Path) -> None:
 class _Run:
     def __init__(self, network: Network, config: RunConfig, context: distributed.Context) -> None:
         self.config, self.recipe, self.context = config, config.recipe, context
+        self.out = config.out
+        # what a fresh run removes if it fails before its first checkpoint: the folders it makes for --out,
+        # or the files it adds to an --out that was there
+        self.new_folder = _first_missing(config.out)
+        self.found = set() if self.new_folder is not None else set(config.out.iterdir())
+        self.checkpointed = False
         self.device = context.device
+        if config.decoder != "auto":  # asked for by name: refused where it cannot run, whatever the data
+            check_decoder(config.decoder, self.device)
         self.say = _printer(context.is_main)
         _seed_everything(config.seed)
         self.data: RunData = prepare(self.recipe, config.data, config.seed, config.limit_train, config.limit_eval,
@@ -116,7 +128,8 @@ class _Run:
             raise RunError(f"batch {self.recipe.batch} does not split evenly over {context.world_size} processes")
         self.loader = train_loader(self.recipe, self.data.train, self.recipe.batch // context.world_size,
                                    seed=config.seed, rank=context.rank, world_size=context.world_size,
-                                   device=self.device, workers=config.workers, decoder=config.decoder)
+                                   device=self.device, workers=config.workers, decoder=config.decoder,
+                                   default_recipe=network.program.network.train is None)
         self.input_watch = InputWatch("raise --workers" + (" or use --decoder nvjpeg" if self.device.type == "cuda"
                                                            else ""))
         if len(self.loader) == 0:
@@ -126,11 +139,17 @@ class _Run:
         self.plateau = Plateau(self.recipe.schedule, self.steps_per_epoch)
         self.generator = torch.Generator(self.device)
         self.state = State(warming=self.recipe.warmup is not None and self.recipe.warmup.until_train_error is not None)
-        self.out = config.out
         self.metrics_path = self.out / "metrics.jsonl"
         self.mirror: tensorboard.Mirror | None = None
 
     def run(self) -> int:
+        try:
+            return self._run()
+        except BaseException:
+            self._remove_unfinished()
+            raise
+
+    def _run(self) -> int:
         self.started = time.monotonic()
         if self.config.resume:
             self._restore()
@@ -182,11 +201,12 @@ class _Run:
         labels = labels.to(self.device, non_blocking=True)
         if self.channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
-            logits = self.step_model(inputs)
-            loss = self.criterion(logits.float(), labels)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        with _compile_failures() if self.config.compile else nullcontext():
+            with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+                logits = self.step_model(inputs)
+                loss = self.criterion(logits.float(), labels)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         wrong = (logits.argmax(1) != labels).sum()
@@ -297,9 +317,15 @@ class _Run:
         try:
             checkpoint.save(path, state)
         except OSError as error:
-            kept = f"the previous {path.name} is kept" if path.exists() else f"no {path.name} was written"
-            raise RunError(f"cannot write {path} at iteration {self.state.iteration}: {_reason(error)}; {kept}, "
-                           "and the run can continue with --resume once that is fixed") from None
+            if path.exists():
+                then = f"the previous {path.name} is kept, and the run can continue with --resume once that is fixed"
+            elif (self.out / "last.pt").exists():
+                then = f"no {path.name} was written, and the run can continue with --resume once that is fixed"
+            else:
+                then = f"no {path.name} was written, so start the run again once that is fixed"
+            raise RunError(f"cannot write {path} at iteration {self.state.iteration}: {_reason(error)}; {then}") \
+                from None
+        self.checkpointed = True
 
     def _eval_needs(self) -> dict:
         """What evaluating the weights needs besides them: the data, the input shape and the mean image."""
@@ -337,6 +363,7 @@ class _Run:
         if self.context.is_main:
             with self._writing(self.metrics_path):
                 metrics.keep_until(self.metrics_path, self.state.iteration, _warn)
+            self._repair_run_files(saved.get("mean", self.mean))
         planned = before.total_iterations(self.steps_per_epoch)
         if self.state.iteration >= self.total:
             self.say(f"{last} has run all {self.total:,} iterations; give a larger --iterations or --epochs "
@@ -371,19 +398,49 @@ class _Run:
     def _start_fresh(self) -> None:
         with self._writing(self.out):
             self.out.mkdir(parents=True, exist_ok=True)
-        origin = self.network.program.network.span.path
-        config = {**self.config.to_json(), "recipe": self.recipe.model_dump(mode="json"),
-                  "network": self.network.name, "spec": origin,
-                  **self._eval_needs(), "mean": "mean.pt" if self.mean is not None else None,
-                  "classes": self.data.train.classes, "params": self.network.params,
-                  "world_size": self.context.world_size}
-        spec = standalone_spec(self.network, self.recipe, self.steps_per_epoch, origin)
+        spec = standalone_spec(self.network, self.recipe, self.steps_per_epoch, self.network.program.network.span.path)
         self._write_file(self.metrics_path, lambda file: None)
         self._write_file(self.out / "spec.res", lambda file: file.write(spec.encode()))
         if self.mean is not None:
-            self._write_file(self.out / "mean.pt", lambda file: torch.save(self.mean.cpu(), file))
+            self._write_mean(self.mean)
+        self._write_config()
+
+    def _write_config(self) -> None:
+        config = {**self.config.to_json(), "recipe": self.recipe.model_dump(mode="json"),
+                  "network": self.network.name, "spec": self.network.program.network.span.path,
+                  **self._eval_needs(), "mean": "mean.pt" if self.mean is not None else None,
+                  "classes": self.data.train.classes, "params": self.network.params,
+                  "world_size": self.context.world_size}
         text = json.dumps(config, indent=2) + "\n"
         self._write_file(self.out / "config.json", lambda file: file.write(text.encode()))
+
+    def _write_mean(self, mean: torch.Tensor) -> None:
+        self._write_file(self.out / "mean.pt", lambda file: torch.save(mean.cpu(), file))
+
+    def _repair_run_files(self, mean: torch.Tensor | None) -> None:
+        """On resume, write again a config.json or mean.pt that is missing or unreadable (leaving sound ones be)."""
+        config = self.out / "config.json"
+        damage = _damage(config, _read_json)
+        if damage is not None:
+            self._write_config()
+            _warn(f"{config} was {damage}; wrote it again from this run's settings")
+        if mean is not None and (damage := _damage(self.out / "mean.pt", _read_tensor)) is not None:
+            self._write_mean(mean)
+            _warn(f"{self.out / 'mean.pt'} was {damage}; wrote it again from {self.out / 'last.pt'}'s mean image")
+
+    def _remove_unfinished(self) -> None:
+        """After a fresh run failed before its first checkpoint, remove what it wrote: there is nothing to resume."""
+        if self.config.resume or self.checkpointed or not self.context.is_main:
+            return
+        try:
+            if self.new_folder is not None:
+                shutil.rmtree(self.new_folder, ignore_errors=True)
+            elif self.out.is_dir():
+                for path in set(self.out.iterdir()) - self.found:
+                    if path.is_file() and not path.is_symlink():
+                        path.unlink(missing_ok=True)
+        except OSError:
+            pass  # the failure being reported matters more than what is left of the folder
 
     def _recipe_as_run(self) -> Recipe:
         """The recipe with the crop that was applied (it follows the network to the data's image size): what
@@ -482,6 +539,61 @@ def _shown(value: object) -> str:
 def _reason(error: OSError) -> str:
     """What went wrong, as the OS says it (`No space left on device`)."""
     return error.strerror or str(error)
+
+
+def _first_missing(folder: Path) -> Path | None:
+    """The outermost of `folder` and the folders above it that do not exist: what making `folder` creates."""
+    missing = None
+    for path in (folder := Path(os.path.abspath(folder)), *folder.parents):
+        if path.exists():
+            return missing
+        missing = path
+    return missing
+
+
+def _damage(path: Path, read: Callable[[Path], object]) -> str | None:
+    """'missing' or 'unreadable' if `read(path)` cannot read `path`, else None."""
+    if not path.exists():
+        return "missing"
+    try:
+        read(path)
+    except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError):
+        return "unreadable"
+    return None
+
+
+def _read_json(path: Path) -> dict:
+    config = json.loads(path.read_bytes())
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} does not hold a JSON object")
+    return config
+
+
+def _read_tensor(path: Path) -> torch.Tensor:
+    tensor = torch.load(path, weights_only=True)
+    if not isinstance(tensor, torch.Tensor):
+        raise ValueError(f"{path} does not hold a tensor")
+    return tensor
+
+
+@contextmanager
+def _compile_failures() -> Iterator[None]:
+    """torch.compile compiles at the first steps: its failure (an unwritable cache folder, a missing compiler)
+    as one sentence."""
+    from torch._dynamo.exc import TorchDynamoException
+
+    try:
+        yield
+    except TorchDynamoException as error:
+        cause: BaseException = error
+        while isinstance(cause, TorchDynamoException) and (cause.__cause__ or getattr(cause, "inner_exception", None)):
+            cause = cause.__cause__ or cause.inner_exception
+        if isinstance(cause, OSError) and cause.strerror:
+            text = cause.strerror + (f": {cause.filename}" if cause.filename else "")
+        else:
+            text = next(iter(str(cause).strip().splitlines()), "")
+        reason = f"{type(cause).__name__}: {text}" if text else type(cause).__name__
+        raise RunError(f"torch.compile failed: {reason}; run without --compile") from None
 
 
 def _seed_everything(seed: int) -> None:
