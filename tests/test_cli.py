@@ -193,7 +193,8 @@ def test_the_largest_seed_taken_is_one_torch_takes(capsys):
 
 @pytest.mark.parametrize("command, flag, what", [
     (("build", "{spec}", "--backend", "onnx", "-o", "{spec}"), "-o", "the spec"),
-    (("build", CIFAR20, "--backend", "pytorch", "-o", "{weights}", "--weights", "{weights}"), "-o", "the --weights file"),
+    (("build", CIFAR20, "--backend", "pytorch", "-o", "{weights}", "--weights", "{weights}"), "-o",
+     "the --weights file"),
     (("viz", "{spec}", "-o", "{spec}"), "-o", "the spec"),
 ], ids=["build spec", "build weights", "viz spec"])
 def test_an_output_that_is_an_input_is_refused(tmp_path, command, flag, what):
