@@ -16,10 +16,12 @@ def atomic_write(path: Path, *, durable: bool = False) -> Iterator[BinaryIO]:
     """A binary file that replaces `path` only if the block completes; mode 0666 less the umask, like open().
 
     The temp file is `.NAME.XXXXXXXX.tmp` beside `path` and is removed on any error (a full disk
-    included). `durable` also fsyncs the file and its folder, so a crash leaves the old or the new file.
+    included); an OSError that names the temp file or no file names `path` instead, which the user gave.
+    `durable` also fsyncs the file and its folder, so a crash leaves the old or the new file.
     """
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    temp = None
     try:
+        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.fchmod(handle, 0o666 & ~_umask())  # mkstemp makes files private
         with os.fdopen(handle, "wb") as file:
             yield file
@@ -29,8 +31,12 @@ def atomic_write(path: Path, *, durable: bool = False) -> Iterator[BinaryIO]:
         os.replace(temp, path)
         if durable:
             _fsync_folder(path.parent)
+    except OSError as error:
+        if error.filename is None or _is_temp_of(Path(str(error.filename)), path):
+            raise OSError(error.errno, error.strerror or str(error), str(path)) from error  # same errno, same class
+        raise
     finally:
-        if os.path.lexists(temp):
+        if temp is not None and os.path.lexists(temp):
             os.unlink(temp)
 
 
@@ -49,6 +55,12 @@ def remove_stale_temps(folder: Path, name: str) -> list[Path]:
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
+
+
+def _is_temp_of(candidate: Path, path: Path) -> bool:
+    """Whether `candidate` is one of atomic_write(path)'s temp files."""
+    return candidate.parent == path.parent and candidate.name.startswith(f".{path.name}.") and candidate.name.endswith(
+        ".tmp")
 
 
 def _umask() -> int:

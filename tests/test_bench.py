@@ -71,3 +71,17 @@ def test_bench_threads_sets_torch_and_onnxruntime_intra_op_threads(restore_threa
 def test_bench_bad_flag_values_exit_2(flags):
     result = run("bench", CIFAR20, *flags)
     assert result.exit_code == 2 and result.output.startswith("error: ")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--runs", "1000000000"), "--runs must be from 2 to 100,000, not 1000000000"),
+    (("--warmup", "99999999999999999999"), "--warmup must be from 0 to 10,000, not 99999999999999999999"),
+])
+def test_bench_refuses_runs_that_would_not_finish_naming_the_bound(flags, message):
+    result = run("bench", CIFAR20, *flags)
+    assert result.exit_code == 2 and result.stderr == f"error: {message}\n"
+
+
+def test_bench_names_the_input_flag_of_an_input_over_the_limit():
+    result = run("bench", CIFAR20, "--input", "3x100000x100000")
+    assert result.exit_code == 1 and result.stderr.startswith("error: --input 3x100000x100000: ")

@@ -125,3 +125,175 @@ def test_an_output_may_be_new_or_a_regular_file(tmp_path):
     (tmp_path / "old.png").write_bytes(b"")
     assert common.output_file(tmp_path / "old.png", "-o") == tmp_path / "old.png"
     assert common.output_file(tmp_path / "new.png", "-o") == tmp_path / "new.png"
+
+
+CIFAR20 = Path(__file__).resolve().parent.parent / "specs" / "cifar20.res"
+HUGE_SEED = "99999999999999999999"  # over 2**64: torch.manual_seed overflows
+
+
+def invoke(*args: object):
+    return CliRunner().invoke(app, [str(arg) for arg in args])
+
+
+def one_error(result) -> str:
+    """The one `error:` line a failed command printed (no traceback, nothing else)."""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    return lines[0]
+
+
+USAGE_ERRORS = [
+    (("train", CIFAR20, "--seed", HUGE_SEED), "--seed must be a whole number from 0 to 2**63-1"),
+    (("build", CIFAR20, "--backend", "onnx", "-o", "o.onnx", "--seed", HUGE_SEED),
+     "--seed must be a whole number from 0 to 2**63-1"),
+    (("train", CIFAR20, "--seed", "-1"), "--seed must be a whole number from 0 to 2**63-1"),
+    (("train", CIFAR20, "--out", ""), "--out is empty: give a folder"),
+    (("train", CIFAR20, "--data", ""), "--data is empty: give the dataset's folder"),
+    (("train", CIFAR20, "--weights", ""), "--weights is empty: give a weights file"),
+    (("eval", CIFAR20, "--weights", "w.pt", "--data", ""), "--data is empty: give the dataset's folder"),
+    (("eval", ""), "SPEC is empty: give a spec file, a zoo name or a run folder"),
+    (("check", CIFAR20, ""), "SPEC is empty: give a spec file (.res) or a zoo name"),
+    (("info", " "), "SPEC is empty: give a spec file (.res) or a zoo name"),
+    (("viz", CIFAR20, "-o", ""), "-o is empty: give a file to write"),
+    (("build", CIFAR20, "--backend", "onnx", "-o", ""), "-o is empty: give the artifact's file name"),
+    (("build", CIFAR20, "--backend", "onnx", "-o", "o.onnx", "--weights", ""), "--weights is empty"),
+    (("plot", ""), "RUN_DIR is empty: give a run's folder"),
+    (("plot", "run", "-o", ""), "-o is empty: give a file to write"),
+    (("train", CIFAR20, "--device", "tpu"), "--device takes cpu, cuda or cuda:N, not 'tpu'"),
+    (("eval", CIFAR20, "--weights", "w.pt", "--device", "cuda0"), "--device takes cpu, cuda or cuda:N, not 'cuda0'"),
+    (("train", CIFAR20, "--workers", "100000"), f"--workers must be from 0 to {4 * len(os.sched_getaffinity(0))} "
+                                                f"(4 x the {len(os.sched_getaffinity(0))} CPUs usable here)"),
+    (("eval", CIFAR20, "--weights", "w.pt", "--workers", "-1"), "--workers must be from 0 to"),
+    (("build", CIFAR20, "--backend", "onnx", "-o", "c.res"), "-o c.res ends in .res, the suffix of a spec"),
+    (("build", CIFAR20, "--backend", "onnx", "-o", "o.onnx", "--features", "layer1,layer2,layer1"),
+     "--features names layer1 more than once"),
+]
+
+
+@pytest.mark.parametrize("args, message", USAGE_ERRORS,
+                         ids=[" ".join([a[0], *(str(x) or "''" for x in a[2:])]) for a, _ in USAGE_ERRORS])
+def test_a_bad_flag_value_is_a_usage_error_before_any_work(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)  # an empty path used to mean the working folder
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    assert message in one_error(result)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_largest_seed_taken_is_one_torch_takes(capsys):
+    import torch
+
+    assert common.check_seed(common.SEED_MAX) == 2**63 - 1
+    torch.Generator().manual_seed(common.SEED_MAX)
+    with pytest.raises(typer.Exit) as stop:
+        common.check_seed(common.SEED_MAX + 1)
+    assert stop.value.exit_code == 2 and "--seed must be" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command, flag, what", [
+    (("build", "{spec}", "--backend", "onnx", "-o", "{spec}"), "-o", "the spec"),
+    (("build", CIFAR20, "--backend", "pytorch", "-o", "{weights}", "--weights", "{weights}"), "-o",
+     "the --weights file"),
+    (("viz", "{spec}", "-o", "{spec}"), "-o", "the spec"),
+], ids=["build spec", "build weights", "viz spec"])
+def test_an_output_that_is_an_input_is_refused(tmp_path, command, flag, what):
+    spec = tmp_path / "net.dot"  # a spec named like the output it must not become
+    spec.write_bytes(CIFAR20.read_bytes())
+    (tmp_path / "w.pt2").write_bytes(b"weights")
+    before = {path: path.read_bytes() for path in tmp_path.iterdir()}
+    args = [str(arg).format(spec=spec, weights=tmp_path / "w.pt2") for arg in command]
+    result = invoke(*args)
+    assert result.exit_code == 1, result.output
+    assert one_error(result) == f"error: {flag} {args[args.index(flag) + 1]} is {what} this command reads; " \
+                                "give another file to write"
+    assert {path: path.read_bytes() for path in tmp_path.iterdir()} == before
+
+
+def test_an_output_through_another_name_of_the_spec_is_refused(tmp_path):
+    (tmp_path / "net.res").write_bytes(CIFAR20.read_bytes())
+    os.link(tmp_path / "net.res", tmp_path / "net.svg")
+    result = invoke("viz", tmp_path / "net.res", "-o", tmp_path / "net.svg")
+    assert result.exit_code == 1 and "is the spec this command reads" in one_error(result)
+    assert (tmp_path / "net.svg").read_bytes() == CIFAR20.read_bytes()
+
+
+@pytest.fixture
+def finished_run(tmp_path: Path) -> Path:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"kind": "train", "iteration": 1, "train_error": 0.5}\n')
+    return run
+
+
+@pytest.mark.parametrize("command", [
+    ("build", CIFAR20, "--backend", "onnx", "-o", "{fifo}"),
+    ("build", CIFAR20, "--backend", "pytorch", "-o", "{fifo}"),
+    ("viz", CIFAR20, "-o", "{fifo}"),
+    ("plot", "{run}", "-o", "{fifo}"),
+], ids=["build onnx", "build pytorch", "viz", "plot"])
+def test_a_named_pipe_as_output_is_refused_and_kept(tmp_path, finished_run, command):
+    fifo = tmp_path / "out.svg"
+    os.mkfifo(fifo)
+    result = invoke(*[str(arg).format(fifo=fifo, run=finished_run) for arg in command])
+    assert result.exit_code == 1, result.output
+    assert one_error(result) == f"error: -o {fifo} is a named pipe; give the name of a file to write"
+    assert fifo.is_fifo() and sorted(p.name for p in tmp_path.iterdir()) == ["out.svg", "run"]
+
+
+@pytest.mark.parametrize("make, kind", [(os.mkfifo, "a named pipe"), (os.mkdir, "a directory")])
+def test_plot_says_what_a_metrics_file_that_is_not_a_file_is(tmp_path, make, kind):
+    (tmp_path / "run").mkdir()
+    make(tmp_path / "run" / "metrics.jsonl")
+    result = invoke("plot", tmp_path / "run", "-o", tmp_path / "curves.png")
+    assert result.exit_code == 1
+    assert one_error(result) == f"error: {tmp_path / 'run' / 'metrics.jsonl'} is {kind}, not a metrics file"
+
+
+def test_eval_of_a_path_that_does_not_exist_names_it(tmp_path):
+    result = invoke("eval", tmp_path / "runs" / "gone", "--data", tmp_path)
+    assert result.exit_code == 1
+    assert one_error(result) == f"error: no such file or folder: {tmp_path / 'runs' / 'gone'}"
+
+
+@pytest.fixture
+def full_dir(tmp_path: Path):
+    """A folder on a 4 KiB tmpfs that a 4 KiB file fills (root only: mounting needs it)."""
+    folder = tmp_path / "full"
+    folder.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(folder)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("needs root and mount for a tiny tmpfs")
+    (folder / "filler").write_bytes(b"\0" * 4096)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
+
+
+@pytest.mark.parametrize("folder, reason", [("read_only_dir", (errno.EROFS, errno.EACCES)),
+                                            ("full_dir", (errno.ENOSPC,))], ids=["read-only", "full"])
+@pytest.mark.parametrize("command", [("viz", CIFAR20, "-o", "{out}.svg"), ("plot", "{run}", "-o", "{out}.png")],
+                         ids=["viz", "plot"])
+def test_a_failed_write_names_the_output_and_leaves_nothing(request, finished_run, folder, reason, command):
+    where = request.getfixturevalue(folder)
+    before = sorted(where.iterdir())
+    args = [str(arg).format(out=where / "x", run=finished_run) for arg in command]
+    result = invoke(*args)
+    assert result.exit_code == 1, result.output
+    reasons = [os.strerror(code) for code in reason]
+    assert one_error(result) in [f"error: cannot write {args[-1]}: {text}" for text in reasons]
+    assert sorted(where.iterdir()) == before
+
+
+def test_an_atomic_write_error_names_the_target_not_the_temp_file(tmp_path):
+    from resdsl.files import atomic_write
+
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(NotADirectoryError) as raised, atomic_write(tmp_path / "file" / "x.svg"):
+        pass
+    assert raised.value.filename == str(tmp_path / "file" / "x.svg")
+    with pytest.raises(OSError) as raised, atomic_write(tmp_path / "x.svg"):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as a full disk fails a write: no file named
+    assert (raised.value.errno, raised.value.filename) == (errno.ENOSPC, str(tmp_path / "x.svg"))
+    assert list(tmp_path.iterdir()) == [tmp_path / "file"]

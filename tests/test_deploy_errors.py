@@ -121,6 +121,8 @@ CASES = [
          "at 3x4096x4096 (--input) and batch 256 (--batch) needs at least", seconds=30, rss_mib=1024),
     Case("batch too large for memory", (*ONNX, "--batch", "100000000"), 1,
          "and batch 100000000 (--batch) needs at least", seconds=30, rss_mib=1024),
+    Case("dynamic batch too large for memory", (*ONNX, "--dynamic-batch", "1:1:99999999"), 1,
+         "and batch 99999999 (--dynamic-batch) needs at least", seconds=30, rss_mib=1024),
     Case("input of 5000 digits", (*ONNX, "--input", f"3x{HUGE}x32"), 2, "--input takes CxHxW"),
     Case("dynamic batch of 5000 digits", (*ONNX, "--dynamic-batch", f"1:2:{HUGE}"), 2,
          "--dynamic-batch takes MIN:OPT:MAX"),

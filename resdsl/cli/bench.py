@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -21,14 +20,16 @@ from resdsl.cli.build import (
     prepare_model,
     with_input,
 )
-from resdsl.cli.common import SetOption, fail, load_network
+from resdsl.cli.common import SetOption, SpecArgument, fail, load_network, shortened, usable_cpus
 
 PRIMARY = {"pytorch": "eager", "export": "export", "onnx": "onnx", "tensorrt": "tensorrt"}
 COMPARED = ("eager", "folded", "compile", "onnx")
+MAX_RUNS = 100_000  # timed runs: p50 and p90 are steady long before; more only takes hours
+MAX_WARMUP = 10_000
 
 
 def bench(
-    spec: Annotated[str, typer.Argument(help="A spec file (.res) or a zoo name.", show_default=False)],
+    spec: SpecArgument,
     backend: Annotated[str, typer.Option("--backend", help=f"One of {', '.join(PRIMARY)}.")] = "pytorch",
     batch: Annotated[int, typer.Option("--batch", help="Batch size.")] = 1,
     precision: PrecisionOption = "fp32",
@@ -48,9 +49,11 @@ def bench(
     check_precision(precision)
     if precision not in BACKENDS[backend].precisions:
         fail(f"the {backend} backend builds {' or '.join(BACKENDS[backend].precisions)}, not {precision}", 2)
-    for flag, value, least in (("--batch", batch, 1), ("--runs", runs, 2), ("--warmup", warmup, 0)):
-        if value < least:
-            fail(f"{flag} must be at least {least}, not {value}", 2)
+    if batch < 1:
+        fail(f"--batch must be at least 1, not {batch}", 2)
+    for flag, value, least, most in (("--runs", runs, 2, MAX_RUNS), ("--warmup", warmup, 0, MAX_WARMUP)):
+        if not least <= value <= most:
+            fail(f"{flag} must be from {least} to {most:,}, not {shortened(str(value))}", 2)
     cpus = usable_cpus()
     if threads is not None and not 1 <= threads <= cpus:
         fail(f"--threads must be between 1 and the {cpus} CPUs usable here, not {threads}", 2)
@@ -97,11 +100,6 @@ def table(name: str, device: str, precision: str, threads: int, results: list) -
         ratio = f"{eager / r.p50_ms:.2f}x" if eager else ""
         lines.append(f"{r.route:<28}{r.p50_ms:>10.2f}{r.p90_ms:>10.2f}{r.throughput:>10.1f}{ratio:>10}")
     return "\n".join(lines)
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may run on (its affinity mask where the OS has one)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def register(app: typer.Typer) -> None:

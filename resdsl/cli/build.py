@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from resdsl import zoo
 from resdsl.backends import (
     BACKENDS,
     INPUT_FORMATS,
@@ -23,7 +24,18 @@ from resdsl.backends import (
     load_backend,
 )
 from resdsl.backends.staging import move_into_place, staging_folder
-from resdsl.cli.common import SetOption, fail, human_bytes, load_network
+from resdsl.cli.common import (
+    SetOption,
+    SpecArgument,
+    check_seed,
+    fail,
+    human_bytes,
+    load_network,
+    not_an_input,
+    not_empty,
+    output_file,
+    quoted,
+)
 from resdsl.diagnostics import SpecError
 from resdsl.network import Network
 
@@ -45,10 +57,12 @@ PrecisionOption = Annotated[str, typer.Option("--precision", help="fp32, fp16 or
 
 
 def build(
-    spec: Annotated[str, typer.Argument(help="A spec file (.res) or a zoo name.", show_default=False)],
+    spec: SpecArgument,
     backend: Annotated[str, typer.Option("--backend", help=f"One of {', '.join(BACKENDS)}.", show_default=False)],
-    output: Annotated[Path, typer.Option("-o", "--output", help="The artifact to write.", show_default=False)],
-    weights: Annotated[Path | None, typer.Option("--weights", help="A resdsl checkpoint or a state_dict.")] = None,
+    output: Annotated[Path, typer.Option("-o", "--output", help="The artifact to write.", show_default=False,
+                                         parser=not_empty("-o", "the artifact's file name"))],
+    weights: Annotated[Path | None, typer.Option("--weights", help="A resdsl checkpoint or a state_dict.",
+                                                 parser=not_empty("--weights", "a weights file"))] = None,
     precision: PrecisionOption = "fp32",
     batch: Annotated[int | None, typer.Option("--batch", help="A fixed batch size (default 1).")] = None,
     dynamic_batch: Annotated[str | None, typer.Option(
@@ -69,7 +83,8 @@ def build(
     features: Annotated[str | None, typer.Option(
         "--features", metavar="NAME,NAME,..", help="Output these layers or groups (e.g. layer2,layer3,layer4) "
                                                    "instead of the network's output: a backbone.")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the initialisation when no --weights.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the initialisation when no --weights.",
+                                      callback=check_seed)] = 0,
     set_: SetOption = None,
 ) -> None:
     """Write an exported program, ONNX file, TorchScript module or TensorRT engine, and check it against PyTorch."""
@@ -78,6 +93,9 @@ def build(
     info = BACKENDS[backend]
     if precision not in info.precisions:
         fail(f"the {backend} backend builds {' or '.join(info.precisions)}, not {precision}", 2)
+    if output.suffix.lower() == ".res":
+        fail(f"-o {output} ends in .res, the suffix of a spec; give the artifact's file name, e.g. "
+             f"{output.with_suffix(info.suffix)}", 2)
     check_choice("--input-format", input_format, INPUT_FORMATS)
     if raw_input and input_format != "float":
         fail("--raw-input takes the network's own (float) input, so it cannot go with --input-format uint8", 2)
@@ -87,8 +105,10 @@ def build(
     network = with_input(load_network(spec, set_), input_)
     if output.is_dir():
         fail(f"-o {output} is a directory; give the artifact's file name, e.g. {output / network.name}{info.suffix}")
+    output_file(output, "-o")
+    not_an_input(output, "-o", {"the spec": zoo.resolve(spec), "the --weights file": weights})
     check_statistics(statistics, network.input_shape[0])
-    check_memory(network, profile.example)
+    check_memory(network, profile.max, "--dynamic-batch" if profile.dynamic else "--batch")
     saved = read_weights_or_fail(weights) if weights is not None else None
     try:
         with staging_folder(output) as folder:  # first, so that an output that cannot be written fails at once
@@ -220,19 +240,20 @@ def check_statistics(statistics: dict[str, list[float] | None], channels: int) -
             fail(f"{flag} needs {channels} values, one per input channel, not {len(values)}", 2)
 
 
-def check_memory(network: Network, batch: int) -> None:
+def check_memory(network: Network, batch: int, flag: str = "--batch") -> None:
     """Exit 1 before anything is allocated when even the least a forward pass needs exceeds the memory here.
 
-    The least: the weights, plus at `batch` the input and the largest stage output, which exist at once (fp32).
+    The least: the weights, plus at `batch` (given by `flag`) the input and the largest stage output, which
+    exist at once (fp32).
     """
     largest = max((math.prod(stage.output) for stage in network.stages), default=0)
     need = 4 * (network.params + batch * (math.prod(network.input_shape) + largest))
     available = available_memory()
     if available is not None and need > available:
         shape = "x".join(map(str, network.input_shape))
-        fail(f"{network.name} at {shape} (--input) and batch {batch} (--batch) needs at least {human_bytes(need)} "
+        fail(f"{network.name} at {shape} (--input) and batch {batch} ({flag}) needs at least {human_bytes(need)} "
              f"for its weights, input and largest feature map, more than the {human_bytes(available)} of memory "
-             "available here; use a smaller --input or --batch")
+             f"available here; use a smaller --input or {flag}")
 
 
 def available_memory() -> int | None:
@@ -266,13 +287,15 @@ def read_weights_or_fail(path: Path) -> Weights:
 
 
 def feature_names(text: str | None) -> list[str] | None:
-    """`--features layer2,layer3` as a list (exit 2 when empty)."""
+    """`--features layer2,layer3` as a list (exit 2 when empty or when a name repeats)."""
     if text is None:
         return None
     names = [name.strip() for name in text.split(",")]
     if not all(names):
         fail(f"--features takes layer or group names separated by commas, such as layer2,layer3,layer4, not "
              f"{quoted(text)}", 2)
+    if repeated := sorted({name for name in names if names.count(name) > 1}):
+        fail(f"--features names {', '.join(repeated)} more than once; give each layer once", 2)
     return names
 
 
@@ -348,11 +371,6 @@ def checked(report: BuildReport) -> str:
         return f"loaded with {report.checked_with}, but the outputs are not finite with these weights"
     return (f"checked with {report.checked_with}: max abs err {e['max_abs']:.2e}, "
             f"max rel err {e['max_rel']:.2e}, cosine {e['cosine']:.6f}")
-
-
-def quoted(text: str, limit: int = 40) -> str:
-    """`text` quoted for a message, cut short if long (a value of thousands of digits stays one readable line)."""
-    return repr(text if len(text) <= limit else f"{text[:limit]}...")
 
 
 def listing(keys: list[str], shown: int = 3) -> str:

@@ -6,13 +6,14 @@ from typing import Annotated
 
 import typer
 
-from resdsl.cli.common import SetOption, load_network
+from resdsl.cli.common import SPEC, SetOption, complete_spec, load_network
 from resdsl.diagnostics import SpecError
 from resdsl.network import Network
 
 
 def check(
-    specs: Annotated[list[str], typer.Argument(help="Spec files (.res) or zoo names.", show_default=False)],
+    specs: Annotated[list[str], typer.Argument(help="Spec files (.res) or zoo names.", parser=SPEC,
+                                               autocompletion=complete_spec, show_default=False)],
     set_: SetOption = None,
 ) -> None:
     """Check every tensor dimension of each spec, and its train settings; print one line per valid spec."""

@@ -5,9 +5,13 @@ Errors reach the user through `resdsl.cli.app.report`: raise SpecError, UsageErr
 
 from __future__ import annotations
 
+import os
+import re
 import stat
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, BinaryIO, NoReturn
 
 import typer
 
@@ -21,7 +25,29 @@ def complete_spec(incomplete: str) -> list[str]:
     return [name for name in zoo.names() if name.startswith(incomplete)]
 
 
-SpecArgument = Annotated[str, typer.Argument(help="A spec file (.res) or a zoo name (see resdsl zoo).",
+SEED_MAX = 2**63 - 1  # what every consumer of a seed takes: torch's and numpy's generators, an int64 tensor
+WORKERS_PER_CPU = 4  # more decoding processes than this per CPU only adds memory and switching
+
+
+def fail(message: str, status: int = 1) -> NoReturn:
+    """Print one plain sentence to stderr and exit (1: bad input, 2: bad usage)."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(status)
+
+
+def not_empty(name: str, what: str, into: Callable[[str], object] = Path) -> Callable[[str | Path], object]:
+    """A typer `parser` for a path or spec: `into(value)`, or exit 2 when the value is empty (Path("") means ".")."""
+
+    def parse(value: str | Path) -> object:
+        if isinstance(value, str) and not value.strip():
+            fail(f"{name} is empty: give {what}", 2)
+        return into(value)
+
+    return parse
+
+
+SPEC = not_empty("SPEC", "a spec file (.res) or a zoo name", str)
+SpecArgument = Annotated[str, typer.Argument(help="A spec file (.res) or a zoo name (see resdsl zoo).", parser=SPEC,
                                              show_default=False, autocompletion=complete_spec)]
 SetOption = Annotated[
     list[str] | None,
@@ -29,10 +55,32 @@ SetOption = Annotated[
 ]
 
 
-def fail(message: str, status: int = 1) -> NoReturn:
-    """Print one plain sentence to stderr and exit (1: bad input, 2: bad usage)."""
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(status)
+def check_seed(value: int) -> int:
+    """A typer callback for `--seed`: exit 2 unless 0 <= value <= SEED_MAX."""
+    if not 0 <= value <= SEED_MAX:
+        fail(f"--seed must be a whole number from 0 to 2**63-1 ({SEED_MAX}), not {shortened(str(value))}", 2)
+    return value
+
+
+def check_device(value: str | None) -> str | None:
+    """A typer callback for `--device`: exit 2 unless cpu, cuda or cuda:N (whether it is here is checked later)."""
+    if value is not None and not re.fullmatch(r"cpu|cuda(:[0-9]{1,4})?", value):
+        fail(f"--device takes cpu, cuda or cuda:N, not {quoted(value)}", 2)
+    return value
+
+
+def check_workers(value: int | None) -> int | None:
+    """A typer callback for `--workers`: exit 2 unless 0 <= value <= WORKERS_PER_CPU x the CPUs usable here."""
+    cpus = usable_cpus()
+    if value is not None and not 0 <= value <= WORKERS_PER_CPU * cpus:
+        fail(f"--workers must be from 0 to {WORKERS_PER_CPU * cpus} ({WORKERS_PER_CPU} x the {cpus} CPUs usable "
+             f"here), not {shortened(str(value))}", 2)
+    return value
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def load_network(spec: str, sets: list[str] | None) -> Network:
@@ -48,7 +96,7 @@ def regular_file(path: Path, flag: str) -> Path:
     except OSError as error:
         fail(f"{flag} {path}: {'no such file' if isinstance(error, FileNotFoundError) else error.strerror}")
     if not stat.S_ISREG(mode):
-        fail(f"{flag} {path} is {_kind(mode)}, not a regular file")
+        fail(f"{flag} {path} is {kind(mode)}, not a regular file")
     return path
 
 
@@ -61,11 +109,56 @@ def output_file(path: Path, flag: str) -> Path:
     except OSError as error:
         fail(f"{flag} {path}: {error.strerror}")
     if not stat.S_ISREG(mode):
-        fail(f"{flag} {path} is {_kind(mode)}; give the name of a file to write")
+        fail(f"{flag} {path} is {kind(mode)}; give the name of a file to write")
     return path
 
 
-def _kind(mode: int) -> str:
+def not_an_input(output: Path, flag: str, inputs: dict[str, str | Path | None]) -> None:
+    """Exit 1 if `output` is one of the `inputs` (by what they are: "the spec"), which writing it would destroy."""
+    for what, path in inputs.items():
+        try:
+            same = path is not None and os.path.samefile(output, path)
+        except (OSError, ValueError):  # either is missing (or not a path at all, e.g. spec text)
+            same = False
+        if same:
+            fail(f"{flag} {output} is {what} this command reads; give another file to write")
+
+
+@contextmanager
+def written(output: Path) -> Iterator[BinaryIO]:
+    """`output` written whole or not at all (folders made as needed); a failure exits 1 naming it, leaving nothing."""
+    from resdsl.files import atomic_write
+
+    made = [folder for folder in (output.parent, *output.parent.parents) if not folder.exists()]
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(output) as file:
+            yield file
+    except OSError as error:
+        for folder in made:  # the deepest first
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        fail(f"cannot write {output}: {reason(error)}")
+
+
+def reason(error: OSError) -> str:
+    """The system's reason for `error` without the path it names: `No space left on device`."""
+    return error.strerror or str(error)
+
+
+def quoted(text: str, limit: int = 40) -> str:
+    """`text` quoted for a message, cut short if long (a value of thousands of digits stays one readable line)."""
+    return repr(shortened(text, limit))
+
+
+def shortened(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}..."
+
+
+def kind(mode: int) -> str:
+    """What a file of this `st_mode` is, for a message: `a named pipe`."""
     kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"),
              (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
     return next((name for test, name in kinds if test(mode)), "a special file")

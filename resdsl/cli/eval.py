@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from resdsl.cli.common import SetOption, fail, load_network
+from resdsl import zoo
+from resdsl.cli.common import SetOption, check_device, check_workers, complete_spec, fail, load_network, not_empty
 from resdsl.diagnostics import SpecError
 
 PROTOCOL_NAMES = {"center": "centre crop", "10crop": "10-crop", "multiscale": "multi-scale"}
@@ -16,19 +17,23 @@ PROTOCOL_NAMES = {"center": "centre crop", "10crop": "10-crop", "multiscale": "m
 
 def evaluate(
     spec: Annotated[str, typer.Argument(help="A spec file (.res), a zoo name, or a training run's folder.",
-                                        show_default=False)],
+                                        parser=not_empty("SPEC", "a spec file, a zoo name or a run folder", str),
+                                        autocompletion=complete_spec, show_default=False)],
     weights: Annotated[Path | None, typer.Option(help="A resdsl checkpoint (last.pt, best.pt) or a bare "
                                                  "state_dict (default for a run folder: its last.pt).",
+                                                 parser=not_empty("--weights", "a weights file"),
                                                  show_default=False)] = None,
     protocol: Annotated[str, typer.Option(help="center, 10crop (4 corners + centre, and their mirrors) or "
                                           "multiscale (the whole image at 5 sizes, fully convolutional).")] = "center",
     dataset: Annotated[str | None, typer.Option(help="Dataset (default: the checkpoint's, else the spec's).")] = None,
-    data: Annotated[Path | None, typer.Option(help="Directory holding the dataset's files.")] = None,
+    data: Annotated[Path | None, typer.Option(help="Directory holding the dataset's files.",
+                                              parser=not_empty("--data", "the dataset's folder"))] = None,
     batch: Annotated[int, typer.Option(help="Views per forward pass.")] = 500,
     limit: Annotated[int | None, typer.Option(help="Evaluate on the first N test images only.")] = None,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N (default: cuda if any).")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N (default: cuda if any).",
+                                               callback=check_device)] = None,
     workers: Annotated[int | None, typer.Option(help="Image folders: decoding processes (default: the CPUs).",
-                                                show_default=False)] = None,
+                                                callback=check_workers, show_default=False)] = None,
     decoder: Annotated[str, typer.Option(help="Image folders: auto, torchvision, pil or nvjpeg.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     set_: SetOption = None,
@@ -40,14 +45,16 @@ def evaluate(
         fail(f"--protocol takes {', '.join(PROTOCOLS)}, not '{protocol}'", 2)
     if decoder not in DECODERS:
         fail(f"--decoder takes {', '.join(DECODERS)}, not '{decoder}'", 2)
-    if batch < 1 or (limit is not None and limit < 1) or (workers is not None and workers < 0):
-        fail("--batch and --limit must be at least 1, and --workers at least 0", 2)
+    if batch < 1 or (limit is not None and limit < 1):
+        fail("--batch and --limit must be at least 1", 2)
     run = Path(spec) if Path(spec).is_dir() else None
     if run is not None:
         if not (run / "spec.res").is_file():
             fail(f"{run} is a folder but not a training run: it has no spec.res")
         spec = str(run / "spec.res")
         weights = weights or run / "last.pt"
+    elif not Path(spec).exists() and zoo.find(spec) is None:
+        fail(f"no such file or folder: {spec}")
     if weights is None:
         fail("give the weights to evaluate: --weights CKPT (or a run folder instead of a spec)", 2)
     network = load_network(spec, set_)

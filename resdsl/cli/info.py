@@ -7,13 +7,13 @@ from typing import Annotated
 
 import typer
 
-from resdsl.cli.common import SetOption, human_bytes, load_network
+from resdsl.cli.common import SetOption, SpecArgument, human_bytes, load_network
 from resdsl.ir.ops import fmt
 from resdsl.network import Network
 
 
 def info(
-    spec: Annotated[str, typer.Argument(help="A spec file (.res) or a zoo name.", show_default=False)],
+    spec: SpecArgument,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     set_: SetOption = None,
 ) -> None:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from resdsl import metrics
-from resdsl.cli.common import fail
-from resdsl.files import atomic_write, writable_folder
+from resdsl.cli.common import fail, kind, not_empty, output_file, reason, written
+from resdsl.files import writable_folder
 
 #: What matplotlib writes without extra software (pgf needs LaTeX; raw and rgba are not image files).
 FORMATS = ("png", "pdf", "svg", "svgz", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "webp")
@@ -19,9 +20,10 @@ Curve = list[tuple[int, float]]
 
 
 def plot(
-    runs: Annotated[list[Path], typer.Argument(help="Run directories (each with metrics.jsonl).", show_default=False)],
-    output: Annotated[Path, typer.Option("--output", "-o", help=f"The figure to write ({', '.join(FORMATS)}).")] = Path(
-        "curves.png"),
+    runs: Annotated[list[Path], typer.Argument(help="Run directories (each with metrics.jsonl).", show_default=False,
+                                               parser=not_empty("RUN_DIR", "a run's folder"))],
+    output: Annotated[Path, typer.Option("--output", "-o", help=f"The figure to write ({', '.join(FORMATS)}).",
+                                         parser=not_empty("-o", "a file to write"))] = Path("curves.png"),
     title: Annotated[str | None, typer.Option(help="A title above the plot.")] = None,
 ) -> None:
     """Training error dashed, test error bold, against iterations; one colour per run."""
@@ -30,26 +32,29 @@ def plot(
         fail(f"-o {output}: cannot write .{suffix} figures; use one of {', '.join(f'.{f}' for f in FORMATS)}", 2)
     if output.is_dir():
         fail(f"-o {output} is a directory; give a file name, e.g. {output / 'curves.png'}")
+    output_file(output, "-o")
     try:
         writable_folder(output.parent)
     except OSError as error:
-        fail(f"cannot write {output}: {error.strerror or error}")
+        fail(f"cannot write {output}: {reason(error)}")
     curves = {run: read_curves(run) for run in runs}
     figure = _draw(curves, _names(runs), title)
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(output) as file:
-            figure.savefig(file, format=suffix)
-    except OSError as error:
-        fail(f"cannot write {output}: {error.strerror or error}")
+    with written(output) as file:
+        figure.savefig(file, format=suffix)
     typer.echo(f"wrote {output}")
 
 
 def read_curves(run: Path) -> tuple[Curve, Curve]:
     """(iteration, train error %) and (iteration, test error %) points of a run's metrics.jsonl."""
     path = run / "metrics.jsonl"
-    if not path.is_file():
-        fail(f"{run} is not a run directory: it has no metrics.jsonl")
+    try:
+        mode = path.stat().st_mode
+    except OSError as error:
+        if isinstance(error, FileNotFoundError | NotADirectoryError):
+            fail(f"{run} is not a run directory: it has no metrics.jsonl")
+        fail(f"cannot read {path}: {reason(error)}")
+    if not stat.S_ISREG(mode):
+        fail(f"{path} is {kind(mode)}, not a metrics file")
     train: Curve = []
     test: Curve = []
     try:
@@ -66,7 +71,7 @@ def read_curves(run: Path) -> tuple[Curve, Curve]:
             if entry["kind"] == "eval" and entry.get("test_error") is not None:
                 test.append((entry["iteration"], 100 * entry["test_error"]))
     except OSError as error:
-        fail(f"cannot read {path}: {error.strerror or error}")
+        fail(f"cannot read {path}: {reason(error)}")
     if not train and not test:
         fail(f"{path} has no training or test error to plot yet")
     return train, test

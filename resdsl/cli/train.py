@@ -7,16 +7,27 @@ from typing import Annotated
 
 import typer
 
-from resdsl.cli.common import SetOption, fail, load_network
+from resdsl.cli.common import (
+    SetOption,
+    SpecArgument,
+    check_device,
+    check_seed,
+    check_workers,
+    fail,
+    load_network,
+    not_empty,
+)
 
 RECIPE = "Recipe (overrides the spec's train section)"
 RUN = "Run"
 
 
 def train(
-    spec: Annotated[str, typer.Argument(help="A spec file (.res) or a zoo name.", show_default=False)],
-    data: Annotated[Path | None, typer.Option(help="Directory holding the dataset's files.")] = None,
-    out: Annotated[Path | None, typer.Option(help="Run directory (default runs/<network>).")] = None,
+    spec: SpecArgument,
+    data: Annotated[Path | None, typer.Option(help="Directory holding the dataset's files.",
+                                              parser=not_empty("--data", "the dataset's folder"))] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory (default runs/<network>).",
+                                             parser=not_empty("--out", "a folder"))] = None,
     dataset: Annotated[str | None, typer.Option(help="cifar10, cifar100, fashion-mnist, mnist or imagefolder.",
                                                 rich_help_panel=RECIPE)] = None,
     iterations: Annotated[int | None, typer.Option(help="Train this many iterations.", rich_help_panel=RECIPE)] = None,
@@ -41,7 +52,8 @@ def train(
                                                        rich_help_panel=RECIPE)] = None,
     recipe: Annotated[list[str] | None, typer.Option(metavar="LINE", rich_help_panel=RECIPE,
                                                      help='Any train-section line, e.g. "lr 0.05".')] = None,
-    seed: Annotated[int, typer.Option(help="Seed of initialisation, order and augmentation.", rich_help_panel=RUN)] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of initialisation, order and augmentation.", callback=check_seed,
+                                      rich_help_panel=RUN)] = 0,
     checkpoint_every: Annotated[int, typer.Option(help="Write last.pt every N iterations.",
                                                   rich_help_panel=RUN)] = 1000,
     eval_every: Annotated[int, typer.Option(help="Evaluate every N iterations.", rich_help_panel=RUN)] = 1000,
@@ -49,13 +61,14 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last.pt (it may be made longer).",
                                          rich_help_panel=RUN)] = False,
     weights: Annotated[Path | None, typer.Option(help="Start from these weights: a resdsl checkpoint or a state_dict "
-                                                      "(torchvision, timm names).", rich_help_panel=RUN)] = None,
+                                                      "(torchvision, timm names).", rich_help_panel=RUN,
+                                                 parser=not_empty("--weights", "a weights file"))] = None,
     strict: Annotated[bool, typer.Option(help="With --weights, refuse a last layer of another size instead of "
                                               "re-initialising it.", rich_help_panel=RUN)] = False,
     tensorboard: Annotated[bool, typer.Option(help="Also log the metrics for TensorBoard, into --out.",
                                               rich_help_panel=RUN)] = False,
     device: Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N (default: cuda if any).",
-                                               rich_help_panel=RUN)] = None,
+                                               callback=check_device, rich_help_panel=RUN)] = None,
     amp: Annotated[str | None, typer.Option(help="Autocast to bf16 or fp16.", rich_help_panel=RUN)] = None,
     compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the model.", rich_help_panel=RUN)] = False,
     sync_bn: Annotated[bool, typer.Option(help="SyncBatchNorm across processes.", rich_help_panel=RUN)] = False,
@@ -67,7 +80,8 @@ def train(
                                                    rich_help_panel=RUN)] = None,
     workers: Annotated[int | None, typer.Option(help="Image folders: decoding processes per GPU "
                                                 "(default: the CPUs per GPU; 0 decodes in the training process).",
-                                                rich_help_panel=RUN, show_default=False)] = None,
+                                                callback=check_workers, rich_help_panel=RUN,
+                                                show_default=False)] = None,
     decoder: Annotated[str, typer.Option(help="Image folders: auto (torchvision, else PIL), torchvision, pil, "
                                          "or nvjpeg (batched on the GPU).", rich_help_panel=RUN)] = "auto",
     set_: SetOption = None,
@@ -81,8 +95,6 @@ def train(
         fail("--weights starts a new run from weights and --resume continues a run from its last.pt; give one", 2)
     if strict and weights is None:
         fail("--strict applies to --weights, which is not given", 2)
-    if workers is not None and workers < 0:
-        fail(f"--workers must be at least 0, not {workers}", 2)
     from resdsl.data.locate import DECODERS
 
     if decoder not in DECODERS:

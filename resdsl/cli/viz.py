@@ -13,7 +13,8 @@ from typing import Annotated
 import networkx as nx
 import typer
 
-from resdsl.cli.common import SetOption, fail, output_file
+from resdsl import zoo
+from resdsl.cli.common import SetOption, SpecArgument, fail, not_an_input, not_empty, output_file, written
 from resdsl.diagnostics import SpecError
 from resdsl.resolve import parse_override
 
@@ -25,9 +26,9 @@ class Level(StrEnum):
 
 
 def viz(
-    spec: Annotated[str, typer.Argument(help="A spec file (.res) or a zoo name.", show_default=False)],
+    spec: SpecArgument,
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write: .svg, .png, .pdf or .dot.",
-                                         show_default=False)],
+                                         parser=not_empty("-o", "a file to write"), show_default=False)],
     level: Annotated[Level, typer.Option(help="stage: Table 1 as a chain; block: the paper's Figure 3; "
                                               "op: every IR node.")] = Level.block,
     expand: Annotated[bool, typer.Option("--expand", help="Draw every block instead of one per run "
@@ -42,15 +43,13 @@ def viz(
     if fmt not in FORMATS:
         fail(f"cannot tell the format of '{output}'; name the output .svg, .png, .pdf or .dot", 2)
     output_file(output, "-o")
+    not_an_input(output, "-o", {"the spec": zoo.resolve(spec)})
     graph, error = _lower(spec, set_)
     try:
         data = render(draw(graph, level.value, expand), fmt)
     except RenderError as problem:
         fail(str(problem))
-    from resdsl.files import atomic_write
-
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(output) as file:  # an OSError is one sentence from the CLI's handler
+    with written(output) as file:
         file.write(data)
     if error is not None:
         typer.echo(error.render(), err=True)
