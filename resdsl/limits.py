@@ -1,8 +1,11 @@
-"""Every size limit of the front end, stated once (docs/language.md has the same table).
+"""Every size limit of the front end, stated once (docs/language.md has the same table), and the bound on
+decoding processes that `--workers` and the data loader share.
 
 Each is checked as early as it can be, so that an oversized spec is refused in milliseconds and
 whatever is accepted compiles in seconds with bounded memory.
 """
+
+import os
 
 MAX_SPEC_BYTES = 1_000_000  # one spec file
 MAX_LITERAL_DIGITS = 18  # an integer or float literal, a shape's dimension, a --set value
@@ -19,3 +22,16 @@ MAX_INSTANTIATED = 2_500_000  # syntax nodes of block and shortcut definitions i
 MAX_WIDTH = 65_536  # channels, features, or one side of the input
 MAX_ACTIVATION_BYTES = 64 * 2**30  # fp32 activations of one image through the whole network
 MAX_PARAM_BYTES = 64 * 2**30  # fp32 weights of the whole network
+
+
+WORKERS_PER_CPU = 4  # the most decoding processes per CPU: more only thrash (and may exhaust memory)
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def max_workers() -> int:
+    """The most `--workers` this process may be given."""
+    return WORKERS_PER_CPU * usable_cpus()

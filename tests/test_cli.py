@@ -168,6 +168,8 @@ USAGE_ERRORS = [
     (("build", CIFAR20, "--backend", "onnx", "-o", "c.res"), "-o c.res ends in .res, the suffix of a spec"),
     (("build", CIFAR20, "--backend", "onnx", "-o", "o.onnx", "--features", "layer1,layer2,layer1"),
      "--features names layer1 more than once"),
+    (("train", CIFAR20, "--lr", "1e400"), "--lr must be a finite number, not inf"),
+    (("train", CIFAR20, "--weight-decay", "nan"), "--weight-decay must be a finite number, not nan"),
 ]
 
 

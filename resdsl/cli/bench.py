@@ -20,7 +20,8 @@ from resdsl.cli.build import (
     prepare_model,
     with_input,
 )
-from resdsl.cli.common import SetOption, SpecArgument, fail, load_network, shortened, usable_cpus
+from resdsl.cli.common import SetOption, SpecArgument, fail, load_network, shortened
+from resdsl.limits import usable_cpus
 
 PRIMARY = {"pytorch": "eager", "export": "export", "onnx": "onnx", "tensorrt": "tensorrt"}
 COMPARED = ("eager", "folded", "compile", "onnx")

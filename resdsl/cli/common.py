@@ -16,6 +16,7 @@ from typing import Annotated, BinaryIO, NoReturn
 import typer
 
 from resdsl import zoo
+from resdsl.limits import WORKERS_PER_CPU, max_workers, usable_cpus
 from resdsl.network import Network, _check
 from resdsl.resolve import load, parse_override, read_spec
 
@@ -26,9 +27,6 @@ def complete_spec(incomplete: str) -> list[str]:
 
 
 SEED_MAX = 2**63 - 1  # what every consumer of a seed takes: torch's and numpy's generators, an int64 tensor
-WORKERS_PER_CPU = 4  # more decoding processes than this per CPU only adds memory and switching
-
-
 def fail(message: str, status: int = 1) -> NoReturn:
     """Print one plain sentence to stderr and exit (1: bad input, 2: bad usage)."""
     typer.echo(f"error: {message}", err=True)
@@ -71,16 +69,10 @@ def check_device(value: str | None) -> str | None:
 
 def check_workers(value: int | None) -> int | None:
     """A typer callback for `--workers`: exit 2 unless 0 <= value <= WORKERS_PER_CPU x the CPUs usable here."""
-    cpus = usable_cpus()
-    if value is not None and not 0 <= value <= WORKERS_PER_CPU * cpus:
-        fail(f"--workers must be from 0 to {WORKERS_PER_CPU * cpus} ({WORKERS_PER_CPU} x the {cpus} CPUs usable "
+    if value is not None and not 0 <= value <= max_workers():
+        fail(f"--workers must be from 0 to {max_workers()} ({WORKERS_PER_CPU} x the {usable_cpus()} CPUs usable "
              f"here), not {shortened(str(value))}", 2)
     return value
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may run on (its affinity mask where the OS has one)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def load_network(spec: str, sets: list[str] | None) -> Network:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -103,6 +104,10 @@ def train(
                         ("--log-every", log_every), ("--limit-train", limit_train), ("--limit-eval", limit_eval)):
         if value is not None and value < 1:
             fail(f"{name} must be at least 1, not {value}", 2)
+    for name, value in (("--lr", lr), ("--momentum", momentum), ("--weight-decay", weight_decay),
+                        ("--label-smoothing", label_smoothing)):
+        if value is not None and not math.isfinite(value):
+            fail(f"{name} must be a finite number, not {value}", 2)
     flags = {"dataset": None if dataset is None else f'"{dataset}"', "iterations": iterations, "epochs": epochs,
              "batch": batch, "lr": lr, "momentum": momentum, "weight_decay": weight_decay,
              "nesterov": None if nesterov is None else str(nesterov).lower(), "label_smoothing": label_smoothing,

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from resdsl.data.images import ImageFiles, check_decoder, decode, decode_on_device, has_torchvision, read_file
 from resdsl.data.locate import DataError
 from resdsl.data.views import EvalView, TrainView
+from resdsl.limits import WORKERS_PER_CPU, max_workers, usable_cpus
 
 View = TrainView | EvalView
 Views = torch.Tensor | list  # a batch tensor (N x C x H x W), or per view a tensor or a list of image tensors
@@ -37,14 +38,6 @@ class Request:
         return view.draws(len(self.indices), self.seed) if isinstance(view, TrainView) else None
 
 
-WORKERS_PER_CPU = 4  # the most worker processes a CPU may be given: more only thrash (and may exhaust memory)
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may use (its affinity mask where the OS has one)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def default_workers() -> int:
     """Worker processes per training process: the CPUs this process may use, shared among the local ranks."""
     return max(1, usable_cpus() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
@@ -52,10 +45,9 @@ def default_workers() -> int:
 
 def check_workers(workers: int) -> None:
     """Raise DataError unless `workers` is from 0 to WORKERS_PER_CPU times the CPUs this process may use."""
-    most = WORKERS_PER_CPU * usable_cpus()
-    if not 0 <= workers <= most:
-        raise DataError(f"--workers {workers} is out of range: give from 0 to {most} ({WORKERS_PER_CPU} per CPU of "
-                        f"the {usable_cpus()} this process may use)")
+    if not 0 <= workers <= max_workers():
+        raise DataError(f"--workers {workers} is out of range: give from 0 to {max_workers()} ({WORKERS_PER_CPU} per "
+                        f"CPU of the {usable_cpus()} this process may use)")
 
 
 class FolderBatches:
