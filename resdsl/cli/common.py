@@ -27,6 +27,8 @@ def complete_spec(incomplete: str) -> list[str]:
 
 
 SEED_MAX = 2**63 - 1  # what every consumer of a seed takes: torch's and numpy's generators, an int64 tensor
+
+
 def fail(message: str, status: int = 1) -> NoReturn:
     """Print one plain sentence to stderr and exit (1: bad input, 2: bad usage)."""
     typer.echo(f"error: {message}", err=True)
