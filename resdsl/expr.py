@@ -278,6 +278,24 @@ def _unknown_name(name: str, env: Mapping[str, Value]) -> str:
     return f"unknown name '{name}'{hint}"
 
 
+def literal(value: Value) -> str:
+    """`value` written as the language writes it: `3x32x32`, `true`, `groupnorm(32, eps: 0.001)`."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return "x".join(map(str, value))
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, Callee):
+        if not value.arguments:
+            return value.name
+        arguments = (f"{a.name}: {literal(a.value)}" if a.name else literal(a.value) for a in value.arguments)
+        return f"{value.name}({', '.join(arguments)})"
+    if isinstance(value, Tensor):
+        return value.node
+    return repr(value)
+
+
 def describe(value: Value) -> str:
     """A value as the user wrote it: `3x3`, `0.5`, `true`, `the op groupnorm`."""
     if isinstance(value, bool):

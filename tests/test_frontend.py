@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -430,3 +431,24 @@ def test_a_utf8_byte_order_mark_is_read_as_nothing(tmp_path):
     path = tmp_path / "bom.res"
     path.write_bytes(b"\xef\xbb\xbf" + b"network n {\n  input 3x8x8\n  stem { conv 3x3, 4 }\n}\n")
     assert resdsl.compile(str(path)).params == 3 * 9 * 4
+
+
+ALIAS_WITH_SHORTCUT = """
+block myb = basic(shortcut: B(norm: groupnorm(4)))
+network n {{
+  input 3x32x32
+  stem {{ conv 3x3, 16 }}
+  stages (block: myb, shortcut: {shortcut}) {{ layer1: 1 x 16; layer2: 1 x 32, stride 2 }}
+}}
+"""
+
+
+def test_a_stage_may_repeat_the_shortcut_its_block_alias_binds():
+    assert resdsl.compile(ALIAS_WITH_SHORTCUT.format(shortcut="B(norm: groupnorm(4))")).params == \
+        resdsl.compile(ALIAS_WITH_SHORTCUT.replace(", shortcut: {shortcut}", "").format()).params
+
+
+def test_a_shortcut_conflicting_with_the_block_aliases_is_shown_as_written():
+    with pytest.raises(resdsl.SpecError, match=re.escape("shortcut B(norm: groupnorm(8)) conflicts with block 'myb', "
+                                                         "which binds shortcut B(norm: groupnorm(4))")):
+        resdsl.compile(ALIAS_WITH_SHORTCUT.format(shortcut="B(norm: groupnorm(8))"))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from resdsl import ast
 from resdsl.diagnostics import Diagnostics
-from resdsl.expr import Argument, Callee, EvalError, Tensor, Value, describe, evaluate
+from resdsl.expr import Argument, Callee, EvalError, Tensor, Value, describe, evaluate, literal
 from resdsl.ir.emit import Emitter, too_many_instances, too_much_instantiated, uses_shortcut
 from resdsl.ir.graph import (
     COMPILER_NODES,
@@ -265,11 +265,8 @@ def _shortcut(emitter: Emitter, option: ast.Kwarg | None, block: Instance | None
 
 
 def _described(option: Instance) -> str:
-    """A shortcut option as written: `B` or `B(norm: none)`."""
-    if not option.arguments:
-        return option.name
-    arguments = ", ".join(f"{a.name}: {a.value}" if a.name else str(a.value) for a in option.arguments)
-    return f"{option.name}({arguments})"
+    """A shortcut option as written: `B` or `B(norm: groupnorm(32))`."""
+    return literal(Callee("shortcut", option.name, option.arguments))
 
 
 def _stage_arguments(emitter: Emitter, block: Instance, shortcut: Instance | None,

@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from functools import cache
 
-from resdsl.expr import Value
+from resdsl.expr import literal
 from resdsl.network import Network
 from resdsl.parser import parse
 from resdsl.recipe import Recipe
@@ -43,17 +43,6 @@ def standalone_spec(network: Network, recipe: Recipe, steps_per_epoch: int, orig
     parts += [f"{INDENT * 2}{line}\n" for line in train_lines(recipe, steps_per_epoch)]
     parts.append(f"{INDENT}}}\n}}\n")
     return "".join(parts)
-
-
-def literal(value: Value) -> str:
-    """`value` written as the language writes it."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, tuple):
-        return "x".join(map(str, value))
-    if isinstance(value, str):
-        return f'"{value}"'
-    return repr(value)
 
 
 def train_lines(recipe: Recipe, steps_per_epoch: int) -> list[str]:
