@@ -280,6 +280,42 @@ def test_two_cpu_processes_stay_in_sync(workspace: Path):
     assert len(digests) == 2 and digests[0] == digests[1]
 
 
+# Two ranks: a DDP step, then each of resdsl's collectives, then teardown. Each rank writes the
+# number of gloo worker threads alive before and after teardown to `workers.RANK`.
+COLLECTIVES_THEN_TEARDOWN = """
+import os, torch
+from torch import nn
+from resdsl.train import distributed
+def workers():
+    names = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
+    return names.count("pt_gloo_runloop")
+context = distributed.setup("cpu")
+model = distributed.wrap(nn.Linear(3, 2), context, sync_bn=False)
+model(torch.ones(4, 3)).sum().backward()
+distributed.all_sum([1.0], context)
+distributed.all_gather("digest", context)
+distributed.barrier(context)
+before = workers()
+distributed.teardown(context)
+open(f"workers.{context.rank}", "w").write(f"{before} {workers()}")
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads through /proc")
+def test_teardown_joins_the_workers_that_ran_resdsls_collectives(tmp_path: Path):
+    # DDP keeps the default group (and its workers) alive past destroy_process_group; a worker of that
+    # group still releasing one of our tensors as Python exits aborts the process. Ours must be joined.
+    (tmp_path / "collectives.py").write_text(COLLECTIVES_THEN_TEARDOWN)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "collectives.py"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    for rank in (0, 1):
+        before, after = map(int, (tmp_path / f"workers.{rank}").read_text().split())
+        assert after < before
+
+
 def test_until_train_error_warmup_holds_its_lr_until_the_error_drops(workspace: Path, train):
     # every window's error is below 100%, so the warm-up ends at the first log line (iteration 2)
     result = train("warm", "--iterations", "6", "--warmup", "lr 0.01, until_train_error 1.0",

@@ -14,13 +14,18 @@ class DeviceError(Exception):
     """A device was asked for that this machine does not have."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class Context:
     """Where this process trains: its rank among `world_size` and its device."""
 
     rank: int
     world_size: int
     device: torch.device
+    # resdsl's own collectives run in a group of their own that teardown frees, which joins its workers:
+    # DDP keeps the default group alive past destroy_process_group, and a gloo worker still releasing one
+    # of our Python-owned tensors as the interpreter exits aborts the process
+    # ("terminate called without an active exception")
+    group: dist.ProcessGroup | None = None
 
     @property
     def is_main(self) -> bool:
@@ -40,11 +45,13 @@ def setup(device: str | None) -> Context:
         if chosen.type == "cuda":
             torch.cuda.set_device(chosen)
         dist.init_process_group("nccl" if chosen.type == "cuda" else "gloo")
-        return Context(dist.get_rank(), world_size, chosen)
+        return Context(dist.get_rank(), world_size, chosen, dist.new_group())
     return Context(0, 1, chosen)
 
 
 def teardown(context: Context) -> None:
+    """Leave the process groups, freeing the one our collectives used (its worker threads are joined)."""
+    context.group = None
     if context.distributed and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -64,13 +71,22 @@ def all_sum(values: list[float], context: Context) -> list[float]:
     if not context.distributed:
         return values
     tensor = torch.tensor(values, dtype=torch.float64, device=context.device)
-    dist.all_reduce(tensor)
+    dist.all_reduce(tensor, group=context.group)
     return tensor.tolist()
+
+
+def all_gather(value: object, context: Context) -> list[object]:
+    """`value` from every rank, in rank order (a list of one on one process)."""
+    if not context.distributed:
+        return [value]
+    values: list[object] = [None] * context.world_size
+    dist.all_gather_object(values, value, group=context.group)
+    return values
 
 
 def barrier(context: Context) -> None:
     if context.distributed:
-        dist.barrier()
+        dist.barrier(group=context.group)
 
 
 def _device(requested: str | None, local_rank: int) -> torch.device:

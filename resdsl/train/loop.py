@@ -20,7 +20,6 @@ from typing import BinaryIO
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from resdsl import metrics
@@ -488,8 +487,7 @@ class _Run:
         """After DDP, every rank must hold the same parameters; ranks.json records each rank's digest."""
         if not self.context.distributed:
             return
-        digests: list[str | None] = [None] * self.context.world_size
-        dist.all_gather_object(digests, weights_digest(self.model))
+        digests = distributed.all_gather(weights_digest(self.model), self.context)
         if self.context.is_main:
             (self.out / "ranks.json").write_text(json.dumps({"digests": digests}, indent=2) + "\n")
             if len(set(digests)) != 1:
