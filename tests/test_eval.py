@@ -169,3 +169,12 @@ def test_unknown_protocol_is_a_usage_error(run_folder: Path) -> None:
     result = CliRunner().invoke(app, ["eval", str(run_folder), "--protocol", "5crop"])
     assert result.exit_code == 2
     assert result.stderr == "error: --protocol takes center, 10crop, multiscale, not '5crop'\n"
+
+
+def test_nvjpeg_decoder_on_a_cpu_eval_of_a_tensor_dataset_is_refused(tiny_workspace: Path, tmp_path: Path) -> None:
+    spec = tiny_workspace / "tiny.res"
+    torch.save(resdsl.compile(spec).to_torch(seed=0).state_dict(), tmp_path / "tiny.pt")
+    result = CliRunner().invoke(app, ["eval", str(spec), "--weights", str(tmp_path / "tiny.pt"),
+                                      "--data", str(tiny_workspace / "data"), "--device", "cpu", "--decoder", "nvjpeg"])
+    assert result.exit_code == 1
+    assert result.stderr == "error: the nvjpeg decoder decodes on a CUDA GPU, and this run's device is the CPU\n"

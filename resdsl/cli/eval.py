@@ -62,6 +62,7 @@ def evaluate(
     import torch
 
     from resdsl.data import DataError, find_data, load_dataset, pixel_mean
+    from resdsl.data.images import check_decoder
     from resdsl.train.data import augmentation, fit_network, view_size
     from resdsl.train.distributed import DeviceError, setup
     from resdsl.train.evaluate import evaluate as score
@@ -69,6 +70,8 @@ def evaluate(
 
     try:
         chosen = setup(device).device
+        if decoder != "auto":  # asked for by name: refused where it cannot run, whatever the data (as train)
+            check_decoder(decoder, chosen)
         saved = read_weights(weights)
         config = _config_beside(weights)
         recipe = _recipe(network, saved.checkpoint, config, dataset)
