@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import ModuleType
 
+from resdsl.files import reason
+
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 INPUT_FORMATS = ("float", "uint8")  # what an artifact takes: see resdsl.backends.preprocess
 
@@ -56,7 +58,7 @@ def writing() -> Iterator[None]:
     try:
         yield
     except OSError as error:
-        raise WriteFailed(error.strerror or str(error)) from None
+        raise WriteFailed(reason(error)) from None
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,17 @@ def writable_folder(folder: Path) -> None:
         pass
 
 
+def folders_to_make(folder: Path) -> list[Path]:
+    """The folders that `folder.mkdir(parents=True)` would create, the deepest first."""
+    folder = Path(os.path.abspath(folder))
+    return [path for path in (folder, *folder.parents) if not path.exists()]
+
+
+def reason(error: OSError) -> str:
+    """The system's reason for `error` without the path it names: `No space left on device`."""
+    return error.strerror or str(error)
+
+
 def remove_stale_temps(folder: Path, name: str) -> list[Path]:
     """Delete the temp files that a killed `atomic_write(folder / name)` left behind; returns them."""
     stale = sorted(folder.glob(f".{name}.*.tmp"))

@@ -288,6 +288,15 @@ def test_a_failed_write_names_the_output_and_leaves_nothing(request, finished_ru
     assert sorted(where.iterdir()) == before
 
 
+def test_folders_to_make_are_the_missing_ones_deepest_first(tmp_path, monkeypatch):
+    from resdsl.files import folders_to_make
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a").mkdir()
+    assert folders_to_make(Path("a/b/c")) == [tmp_path / "a" / "b" / "c", tmp_path / "a" / "b"]
+    assert folders_to_make(Path("a")) == []
+
+
 def test_an_atomic_write_error_names_the_target_not_the_temp_file(tmp_path):
     from resdsl.files import atomic_write
 

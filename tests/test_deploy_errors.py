@@ -111,9 +111,9 @@ CASES = [
     Case("output a directory", ("--backend", "onnx", "-o", "out.onnx"), 1,
          "-o out.onnx is a directory; give the artifact's file name", output_dir),
     Case("output read-only", ("--backend", "export", "-o", "out"), 1,
-         "cannot write out: read-only file system; the existing out is unchanged", filesystem="read-only"),
+         "cannot write out: Read-only file system; the existing out is unchanged", filesystem="read-only"),
     *(Case(f"disk full {backend}", ("--backend", backend, "-o", "out"), 1,
-           "cannot write out: no space left on device; the existing out is unchanged", filesystem="full")
+           "cannot write out: No space left on device; the existing out is unchanged", filesystem="full")
       for backend in ("export", "torchscript", "onnx")),  # pytorch is export's writer without folding
     Case("input too large for memory", (*ONNX, "--input", "3x65536x65536"), 1,
          "--input 3x65536x65536: one image's activations come to", seconds=30, rss_mib=1024),

@@ -124,9 +124,8 @@ def build(
     except (BackendUnavailable, Unsupported) as error:
         fail(str(error))
     except WriteFailed as error:
-        reason = str(error)[:1].lower() + str(error)[1:]
         kept = f"the existing {output.name} is unchanged" if output.exists() else "nothing was written"
-        fail(f"cannot write {output}: {reason}; {kept}")
+        fail(f"cannot write {output}: {error}; {kept}")
     except typer.Exit:
         raise
     except Exception as error:

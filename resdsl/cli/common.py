@@ -121,9 +121,9 @@ def not_an_input(output: Path, flag: str, inputs: dict[str, str | Path | None]) 
 @contextmanager
 def written(output: Path) -> Iterator[BinaryIO]:
     """`output` written whole or not at all (folders made as needed); a failure exits 1 naming it, leaving nothing."""
-    from resdsl.files import atomic_write
+    from resdsl.files import atomic_write, folders_to_make, reason
 
-    made = [folder for folder in (output.parent, *output.parent.parents) if not folder.exists()]
+    made = folders_to_make(output.parent)
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(output) as file:
@@ -135,11 +135,6 @@ def written(output: Path) -> Iterator[BinaryIO]:
             except OSError:
                 break
         fail(f"cannot write {output}: {reason(error)}")
-
-
-def reason(error: OSError) -> str:
-    """The system's reason for `error` without the path it names: `No space left on device`."""
-    return error.strerror or str(error)
 
 
 def quoted(text: str, limit: int = 40) -> str:

@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 
 from resdsl import metrics
-from resdsl.cli.common import fail, kind, not_empty, output_file, reason, written
-from resdsl.files import writable_folder
+from resdsl.cli.common import fail, kind, not_empty, output_file, written
+from resdsl.files import reason, writable_folder
 
 #: What matplotlib writes without extra software (pgf needs LaTeX; raw and rgba are not image files).
 FORMATS = ("png", "pdf", "svg", "svgz", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "webp")

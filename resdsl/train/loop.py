@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import pickle
 import random
 import shutil
@@ -24,7 +23,7 @@ from torch import nn
 
 from resdsl import metrics
 from resdsl.data.images import check_decoder
-from resdsl.files import atomic_write, writable_folder
+from resdsl.files import atomic_write, folders_to_make, reason, writable_folder
 from resdsl.network import Network
 from resdsl.recipe import Plateau, Recipe
 from resdsl.train import checkpoint, distributed, tensorboard
@@ -80,7 +79,7 @@ def _prepare_out(out: Path) -> None:
     try:
         writable_folder(out)
     except OSError as error:
-        raise RunError(f"cannot write to the run directory {out}: {_reason(error)}") from None
+        raise RunError(f"cannot write to the run directory {out}: {reason(error)}") from None
     if out.is_dir():
         for stale in checkpoint.remove_stale(out):
             _warn(f"removed {stale}, left by a checkpoint write that was killed half-way")
@@ -92,7 +91,8 @@ class _Run:
         self.out = config.out
         # what a fresh run removes if it fails before its first checkpoint: the folders it makes for --out,
         # or the files it adds to an --out that was there
-        self.new_folder = _first_missing(config.out)
+        made = folders_to_make(config.out)
+        self.new_folder = made[-1] if made else None
         self.found = set() if self.new_folder is not None else set(config.out.iterdir())
         self.checkpointed = False
         self.device = context.device
@@ -322,7 +322,7 @@ class _Run:
                 then = f"no {path.name} was written, and the run can continue with --resume once that is fixed"
             else:
                 then = f"no {path.name} was written, so start the run again once that is fixed"
-            raise RunError(f"cannot write {path} at iteration {self.state.iteration}: {_reason(error)}; {then}") \
+            raise RunError(f"cannot write {path} at iteration {self.state.iteration}: {reason(error)}; {then}") \
                 from None
         self.checkpointed = True
 
@@ -475,7 +475,7 @@ class _Run:
         try:
             yield
         except OSError as error:
-            raise RunError(f"cannot write {path}: {_reason(error)}") from None
+            raise RunError(f"cannot write {path}: {reason(error)}") from None
 
     def _agree(self, stop: bool) -> bool:
         """Whether any rank was interrupted, so that all ranks stop at the same iteration."""
@@ -532,21 +532,6 @@ def _warn(line: str) -> None:
 
 def _shown(value: object) -> str:
     return "unset" if value is None else str(value)
-
-
-def _reason(error: OSError) -> str:
-    """What went wrong, as the OS says it (`No space left on device`)."""
-    return error.strerror or str(error)
-
-
-def _first_missing(folder: Path) -> Path | None:
-    """The outermost of `folder` and the folders above it that do not exist: what making `folder` creates."""
-    missing = None
-    for path in (folder := Path(os.path.abspath(folder)), *folder.parents):
-        if path.exists():
-            return missing
-        missing = path
-    return missing
 
 
 def _damage(path: Path, read: Callable[[Path], object]) -> str | None:
