@@ -67,6 +67,14 @@ def read_torch_file(path: Path, what: str = "weights file") -> Any:
             raise WeightsError(_unreadable(path, head, error)) from None
 
 
+def read_tensor_file(path: Path, what: str) -> torch.Tensor:
+    """The one tensor `torch.save` wrote to `path` (e.g. a run's mean image); WeightsError if it cannot be."""
+    value = read_torch_file(path, what)
+    if not isinstance(value, torch.Tensor):
+        raise WeightsError(f"{path} holds no {what} (a tensor) but a {type(value).__name__}")
+    return value
+
+
 def _unreadable(path: Path, head: bytes, error: Exception) -> str:
     """What a file that torch.load refused is not. Never advises weights_only=False: the file's origin is unknown."""
     tensors_only = "resdsl loads tensors only, so save the weights with torch.save(model.state_dict(), path)"

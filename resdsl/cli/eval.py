@@ -61,17 +61,16 @@ def evaluate(
 
     import torch
 
-    from resdsl.data import DataError, find_data, load_dataset, pixel_mean
-    from resdsl.data.images import check_decoder
-    from resdsl.train.data import augmentation, fit_network, view_size
+    from resdsl.data import DataError, find_data, load_dataset
+    from resdsl.data.images import check_named_decoder
+    from resdsl.train.data import augmentation, fit_network, mean_image, view_size
     from resdsl.train.distributed import DeviceError, setup
     from resdsl.train.evaluate import evaluate as score
     from resdsl.weights import WeightsError, load_weights, read_weights
 
     try:
         chosen = setup(device).device
-        if decoder != "auto":  # asked for by name: refused where it cannot run, whatever the data (as train)
-            check_decoder(decoder, chosen)
+        check_named_decoder(decoder, chosen)
         saved = read_weights(weights)
         config = _config_beside(weights)
         recipe = _recipe(network, saved.checkpoint, config, dataset)
@@ -92,9 +91,9 @@ def evaluate(
         mean = saved.checkpoint.get("mean")
         if mean is None and recipe.mean_subtract:
             mean = _recorded_mean(weights, config)
-        if mean is None and recipe.mean_subtract:
-            train = load_dataset(recipe.dataset, root, train=True)
-            mean = pixel_mean(train.sized(test.images.size) if folder else train, workers)
+            if mean is None:
+                train = load_dataset(recipe.dataset, root, train=True)
+                mean = mean_image(recipe, train.sized(test.images.size) if folder else train, workers, decoder)
         prepare = augmentation(recipe, test, spec_shape, mean, chosen)
         typer.echo(f"reading {recipe.dataset} from {root.resolve()}", err=True)
         scores = score(model.to(chosen), test, chosen, prepare=prepare.eval, normalize=prepare.normalize,
@@ -127,18 +126,14 @@ def _config_beside(weights: Path) -> dict:
 
 def _recorded_mean(weights: Path, config: dict):
     """The mean image of the run a bare state_dict sits in (config.json names its file), if there is one."""
-    import torch
 
-    from resdsl.weights import WeightsError, read_torch_file
+    from resdsl.weights import read_tensor_file
 
     name = config.get("mean")
     path = weights.parent / name if isinstance(name, str) else None
     if path is None or not path.is_file():
         return None
-    mean = read_torch_file(path, "mean image")
-    if not isinstance(mean, torch.Tensor):
-        raise WeightsError(f"{path} holds no mean image (a tensor) but a {type(mean).__name__}")
-    return mean
+    return read_tensor_file(path, "mean image")
 
 
 def _recipe(network, saved: dict, config: dict, dataset: str | None):

@@ -75,6 +75,13 @@ def check_decoder(decoder: str, device: torch.device) -> None:
         raise DataError(f"reading image folders needs torchvision or Pillow: {EXTRA}")
 
 
+def check_named_decoder(decoder: str, device: torch.device) -> None:
+    """A decoder named by --decoder is refused where it cannot run, whatever the data; `auto` only where images
+    are decoded (check_decoder)."""
+    if decoder != "auto":
+        check_decoder(decoder, device)
+
+
 def read_file(path: Path) -> torch.Tensor:
     """The bytes of `path` as a 1-D uint8 tensor."""
     try:

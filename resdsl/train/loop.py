@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import pickle
 import random
 import shutil
 import signal
@@ -22,7 +21,7 @@ import torch
 from torch import nn
 
 from resdsl import metrics
-from resdsl.data.images import check_decoder
+from resdsl.data.images import check_named_decoder
 from resdsl.files import atomic_write, folders_to_make, reason, writable_folder
 from resdsl.network import Network
 from resdsl.recipe import Plateau, Recipe
@@ -32,7 +31,7 @@ from resdsl.train.data import InputWatch, RunData, augmentation, fit_network, me
 from resdsl.train.evaluate import error_rate
 from resdsl.train.progress import Reporter
 from resdsl.train.runspec import setting_text, standalone_spec
-from resdsl.weights import WeightsError, load_weights, read_weights, shape_text
+from resdsl.weights import WeightsError, load_weights, read_tensor_file, read_weights, shape_text
 
 INTERRUPTED = 130  # exit status after Ctrl-C, as a shell reports SIGINT
 LENGTH = ("iterations", "epochs")  # the recipe settings a resume may change
@@ -96,8 +95,7 @@ class _Run:
         self.found = set() if self.new_folder is not None else set(config.out.iterdir())
         self.checkpointed = False
         self.device = context.device
-        if config.decoder != "auto":  # asked for by name: refused where it cannot run, whatever the data
-            check_decoder(config.decoder, self.device)
+        check_named_decoder(config.decoder, self.device)
         self.say = _printer(context.is_main)
         _seed_everything(config.seed)
         self.data: RunData = prepare(self.recipe, config.data, config.seed, config.limit_train, config.limit_eval,
@@ -423,7 +421,7 @@ class _Run:
         if damage is not None:
             self._write_config()
             _warn(f"{config} was {damage}; wrote it again from this run's settings")
-        if mean is not None and (damage := _damage(self.out / "mean.pt", _read_tensor)) is not None:
+        if mean is not None and (damage := _damage(self.out / "mean.pt", _read_mean)) is not None:
             self._write_mean(mean)
             _warn(f"{self.out / 'mean.pt'} was {damage}; wrote it again from {self.out / 'last.pt'}'s mean image")
 
@@ -540,7 +538,7 @@ def _damage(path: Path, read: Callable[[Path], object]) -> str | None:
         return "missing"
     try:
         read(path)
-    except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError):
+    except (OSError, ValueError, RecursionError, WeightsError):  # json's errors, and read_tensor_file's
         return "unreadable"
     return None
 
@@ -552,11 +550,8 @@ def _read_json(path: Path) -> dict:
     return config
 
 
-def _read_tensor(path: Path) -> torch.Tensor:
-    tensor = torch.load(path, weights_only=True)
-    if not isinstance(tensor, torch.Tensor):
-        raise ValueError(f"{path} does not hold a tensor")
-    return tensor
+def _read_mean(path: Path) -> torch.Tensor:
+    return read_tensor_file(path, "mean image")
 
 
 @contextmanager
@@ -575,8 +570,8 @@ def _compile_failures() -> Iterator[None]:
             text = cause.strerror + (f": {cause.filename}" if cause.filename else "")
         else:
             text = next(iter(str(cause).strip().splitlines()), "")
-        reason = f"{type(cause).__name__}: {text}" if text else type(cause).__name__
-        raise RunError(f"torch.compile failed: {reason}; run without --compile") from None
+        failure = f"{type(cause).__name__}: {text}" if text else type(cause).__name__
+        raise RunError(f"torch.compile failed: {failure}; run without --compile") from None
 
 
 def _seed_everything(seed: int) -> None:
