@@ -167,6 +167,13 @@ def _tear_config_lose_mean(folder: Path) -> None:
     (folder / "run" / "mean.pt").rename(folder / "mean_as_trained.pt")
 
 
+def _pipes_for_config_and_mean(folder: Path) -> None:
+    (folder / "run" / "mean.pt").rename(folder / "mean_as_trained.pt")
+    for name in ("config.json", "mean.pt"):
+        (folder / "run" / name).unlink(missing_ok=True)
+        os.mkfifo(folder / "run" / name)  # reading either would wait for a writer forever
+
+
 def _config_and_mean_restored(folder: Path) -> None:
     import torch
 
@@ -222,6 +229,11 @@ CASES = [
          r"^warning: run/config.json was unreadable; wrote it again from this run's settings\n"
          r"warning: run/mean.pt was missing; wrote it again from run/last.pt's mean image\n$",
          prepare=_tear_config_lose_mean, after=_config_and_mean_restored),
+    Case("train --resume with pipes for config.json and mean.pt", ("train", "tiny.res", "--out", "run", "--resume",
+                                                                   "--iterations", "14", *QUICK), 0,
+         r"^warning: run/config.json was unreadable; wrote it again from this run's settings\n"
+         r"warning: run/mean.pt was unreadable; wrote it again from run/last.pt's mean image\n$",
+         prepare=_pipes_for_config_and_mean, after=_config_and_mean_restored),
     Case("train --resume after a torn metrics line", ("train", "tiny.res", "--out", "run", "--resume",
                                                      "--iterations", "14", *QUICK), 0,
          r"^warning: run/metrics.jsonl:\d+: dropped a line that is not a metrics record \(not JSON\)\n$",

@@ -116,12 +116,12 @@ def evaluate(
 
 def _config_beside(weights: Path) -> dict:
     """The config.json of the run a checkpoint belongs to, if it sits beside it."""
-    path = weights.parent / "config.json"
+    from resdsl.train.config import read_config_json
+
     try:
-        config = json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return read_config_json(weights.parent / "config.json")
+    except (OSError, ValueError):
         return {}
-    return config if isinstance(config, dict) else {}
 
 
 def _recorded_mean(weights: Path, config: dict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,3 +38,16 @@ class RunConfig:
         """The config as written to config.json."""
         fields = {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items() if k != "recipe"}
         return {"recipe": self.recipe.model_dump(mode="json"), **fields}
+
+
+def read_config_json(path: Path) -> dict:
+    """A run's config.json; ValueError unless it is a regular file holding a JSON object (OSError if unreadable)."""
+    if not path.is_file():  # a pipe would wait for a writer forever
+        raise ValueError(f"{path} is not a regular file")
+    try:
+        config = json.loads(path.read_bytes())
+    except RecursionError:
+        raise ValueError(f"{path} nests its JSON too deep") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} does not hold a JSON object")
+    return config

@@ -26,7 +26,7 @@ from resdsl.files import atomic_write, folders_to_make, reason, writable_folder
 from resdsl.network import Network
 from resdsl.recipe import Plateau, Recipe
 from resdsl.train import checkpoint, distributed, tensorboard
-from resdsl.train.config import RunConfig
+from resdsl.train.config import RunConfig, read_config_json
 from resdsl.train.data import InputWatch, RunData, augmentation, fit_network, mean_image, prepare, train_loader
 from resdsl.train.evaluate import error_rate
 from resdsl.train.progress import Reporter
@@ -417,7 +417,7 @@ class _Run:
     def _repair_run_files(self, mean: torch.Tensor | None) -> None:
         """On resume, write again a config.json or mean.pt that is missing or unreadable (leaving sound ones be)."""
         config = self.out / "config.json"
-        damage = _damage(config, _read_json)
+        damage = _damage(config, read_config_json)
         if damage is not None:
             self._write_config()
             _warn(f"{config} was {damage}; wrote it again from this run's settings")
@@ -538,16 +538,9 @@ def _damage(path: Path, read: Callable[[Path], object]) -> str | None:
         return "missing"
     try:
         read(path)
-    except (OSError, ValueError, RecursionError, WeightsError):  # json's errors, and read_tensor_file's
+    except (OSError, ValueError, WeightsError):
         return "unreadable"
     return None
-
-
-def _read_json(path: Path) -> dict:
-    config = json.loads(path.read_bytes())
-    if not isinstance(config, dict):
-        raise ValueError(f"{path} does not hold a JSON object")
-    return config
 
 
 def _read_mean(path: Path) -> torch.Tensor:
