@@ -289,7 +289,7 @@ def _bounded(expr: ast.Node, value: int | float) -> int | float:
 def _unknown_name(name: str, env: Mapping[str, Value]) -> str:
     from difflib import get_close_matches
 
-    close = get_close_matches(name, [k for k in env if not isinstance(env[k], Callee)], n=1)
+    close = get_close_matches(name, [k for k in env if k.isidentifier() and not isinstance(env[k], Callee)], n=1)
     hint = f"; did you mean '{close[0]}'?" if close else ""
     return f"unknown name '{name}'{hint}"
 

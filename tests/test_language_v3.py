@@ -248,6 +248,23 @@ def test_selective_kernel_takes_groups_and_split(split: bool, groups: int):
         assert torch.allclose(model(x), reference(x), atol=1e-5)
 
 
+@pytest.mark.parametrize("radix", [1, 2, 4])
+def test_split_attention_is_timms_split_attn_at_any_radix(radix: int):
+    from timm.layers import SplitAttn
+
+    reference = SplitAttn(16, 16, radix=radix, norm_layer=nn.BatchNorm2d).eval()
+    for module in reference.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean = torch.randn(module.running_mean.shape) * 0.1
+            module.weight.data = torch.rand(module.weight.shape) + 0.5
+    spec = _net(stem=f"stem {{ conv2: split_attention 16, radix: {radix} }}", shape="16x8x8")
+    model = resdsl.compile(spec).to_torch().eval()
+    model.load_state_dict({f"conv2.{k}": v for k, v in reference.state_dict().items()}, strict=True)
+    x = torch.randn(2, 16, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(model(x), reference(x), atol=1e-5)
+
+
 def test_se_takes_rd_channels():
     network = resdsl.compile(_net(stem="stem { conv 3x3, 16; se: se 16, rd_channels: 5 }"))
     assert network.graph.nodes["se.fc1"]["shape"] == (5, 1, 1)
