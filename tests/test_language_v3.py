@@ -100,6 +100,11 @@ def test_a_loop_over_range_with_a_start():
     assert [n for n in network.graph if n.startswith("c")] == ["c2", "c3"]
 
 
+def test_a_fixed_label_in_a_loop_is_used_twice_with_a_hint():
+    message = _error(_net(stem="stem { conv 3x3, 4; for i in range(2) { x: relu } }"))
+    assert "layer name 'x' is used twice (in a loop, give the label a part computed from the index" in message
+
+
 def test_a_loop_needs_range():
     assert "a loop runs over `range(n)` or `range(start, stop)`" in _error(
         _net(stem="stem { for i in 3 { conv 3x3, 4 } }"))

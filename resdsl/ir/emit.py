@@ -67,6 +67,7 @@ class Emitter:
         self.instantiated = 0  # syntax nodes of definitions instantiated so far (MAX_INSTANTIATED)
         self._sizes: dict[int, int] = {}
         self._reads_projects: dict[int, bool] = {}
+        self.loops = 0  # loops the statements being emitted are in
         # a trial run that only finds the shapes at `add shortcut` (to tell a block whether its shortcut projects)
         self.probe: list[tuple[tuple[int, ...] | None, tuple[int, ...] | None, int]] | None = None
 
@@ -126,7 +127,11 @@ class Emitter:
             if self.instantiated > MAX_INSTANTIATED:
                 raise TooLarge(too_much_instantiated(), site.origin or statement.span)
             local[statement.name] = value
-            current = self.run(statement.body, site, current, local, frame)
+            self.loops += 1
+            try:
+                current = self.run(statement.body, site, current, local, frame)
+            finally:
+                self.loops -= 1
         return current
 
     def range_of(self, expr: ast.Expr, scope: ChainMap, origin: Span | None) -> range | None:
@@ -512,6 +517,8 @@ class Emitter:
         node = site.prefix + layer.label
         problem = self.builder.path_problem(node)
         if problem:
+            if self.loops and node in self.builder.graph:
+                problem += " (in a loop, give the label a part computed from the index: `convs.{i}:`)"
             self.report(layer.span, site.origin, problem)
             return None
         return node
