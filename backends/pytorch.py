@@ -452,7 +452,7 @@ class _Lowering:
         scope = self.graph.nodes[group.nodes[0]]["scope"]
         if scope.section == "stage" and group.path == scope.stage:
             return "Stage"
-        if scope.block is not None and group.path == f"{scope.stage}.{scope.block}" and scope.block_type:
+        if scope.block is not None and group.path == f"{scope.stage}.{scope.block_name}" and scope.block_type:
             return _class_name(scope.block_type)
         if scope.branch == "shortcut" and group.path.endswith(".downsample") and scope.shortcut:
             return _class_name(f"shortcut_{scope.shortcut}")

@@ -150,6 +150,11 @@ def test_patterned_blocks_keep_zero_init_and_feature_taps():
     assert features["s1"].shape == (1, 8, 8, 8) and features["s2"].shape == (1, 16, 4, 4)
 
 
+def test_patterned_blocks_are_modules_of_their_block_class():
+    model = resdsl.compile(PATTERNED).to_torch()
+    assert type(model.s1).__name__ == "Stage" and type(model.s1.b2).__name__ == "Basic"
+
+
 def test_a_block_pattern_that_repeats_a_name_is_an_error():
     message = _error(_net(stem="stem { conv 3x3, 8 }",
                           stages='stages (block: basic, shortcut: B) { s1: 2 x 8, blocks "b{i // 2}" }'))

@@ -190,8 +190,8 @@ def _stage(emitter: Emitter, name: str, stage: ast.Stage, depth: int | None, wid
         given = [Argument("width", width, stage.span)]
         if "stride" in formals and "stride" in options:
             given.append(Argument("stride", stride if index == 0 else 1, options["stride"].span))
-        site = Site(f"{name}.{block_name}.", Scope("stage", name, index, "main", block.name, shortcut_name),
-                    stage.span)
+        site = Site(f"{name}.{block_name}.", Scope("stage", name, index, "main", block.name, shortcut_name,
+                                                   block_name), stage.span)
         before = _Size.of(emitter)
         current = emitter.block_body(block, tuple(given + arguments), site, current, stage.span, stage=True,
                                      shortcut=shortcut)

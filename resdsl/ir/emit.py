@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import ChainMap
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from resdsl import ast
 from resdsl.diagnostics import Diagnostics, Note
@@ -26,7 +26,7 @@ from resdsl.expr import (
     interpolate,
     misplaced,
 )
-from resdsl.ir.graph import GraphBuilder, Scope, Site, TooLarge
+from resdsl.ir.graph import GraphBuilder, Site, TooLarge
 from resdsl.ir.instantiate import BindError, Instance, bind_formals, block_instance, unknown
 from resdsl.ir.ops import OPS, Linear, Op
 from resdsl.limits import MAX_CALL_DEPTH, MAX_INSTANCES, MAX_INSTANTIATED, MAX_WIDTH
@@ -440,9 +440,7 @@ class Emitter:
             return self.builder.placeholder(site.prefix, current, site.scope, statement.span)
         values |= {"in_channels": in_shape[0], "out_channels": out_shape[0], "stride": frame.stride}
         layers = [s for s in case.body if not (isinstance(s, ast.Layer) and s.op == "identity")]
-        scope_ = site.scope
-        shortcut_scope = Scope(scope_.section, scope_.stage, scope_.block, "shortcut", scope_.block_type,
-                               scope_.shortcut)
+        shortcut_scope = replace(site.scope, branch="shortcut")
         branch_end = frame.input
         taken = f"{site.prefix}{SHORTCUT_GROUP}"
         if layers and taken in nodes:
