@@ -22,6 +22,7 @@ from resdsl.backends import (
     Unsupported,
     WriteFailed,
     load_backend,
+    tolerance,
 )
 from resdsl.backends.staging import move_into_place, staging_folder
 from resdsl.cli.common import (
@@ -85,6 +86,9 @@ def build(
                                                    "instead of the network's output: a backbone.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the initialisation when no --weights.",
                                       callback=check_seed)] = 0,
+    no_verify: Annotated[bool, typer.Option(
+        "--no-verify", help="Write the artifact even if its output is not within the tolerance of PyTorch's "
+                            "(see docs/deploy.md).")] = False,
     set_: SetOption = None,
 ) -> None:
     """Write an exported program, ONNX file, TorchScript module or TensorRT engine, and check it against PyTorch."""
@@ -120,12 +124,15 @@ def build(
                                       "raw" if raw_input else input_format)
             report = build_artifact(module, model, network, contract, folder / output.name, backend=backend,
                                     precision=precision, batch=profile, fold=info.fold and not no_fold, seed=seed)
+            failure = None if no_verify else verification_failure(report, backend, precision)
+            if failure is not None:  # the staging folder goes, so nothing of this build is left
+                fail(f"the {backend} artifact failed verification: {failure}; {unchanged(output)} (--no-verify "
+                     "writes it anyway)")
             move_into_place(folder, output, report.files)
     except (BackendUnavailable, Unsupported) as error:
         fail(str(error))
     except WriteFailed as error:
-        kept = f"the existing {output.name} is unchanged" if output.exists() else "nothing was written"
-        fail(f"cannot write {output}: {error}; {kept}")
+        fail(f"cannot write {output}: {error}; {unchanged(output)}")
     except typer.Exit:
         raise
     except Exception as error:
@@ -134,7 +141,21 @@ def build(
     report.size = sum((output.parent / name).stat().st_size for name in report.files)
     folded = "BN folded" if info.fold and not no_fold else "BN kept"
     typer.echo(f"{backend}: {report.path} ({human_bytes(report.size)}), {precision}, {profile}, {folded}, "
-               f"{contract.describe()}; {checked(report)}")
+               f"{contract.describe()}; {checked(report)}{' (not verified: --no-verify)' * no_verify}")
+
+
+def unchanged(output: Path) -> str:
+    return f"the existing {output.name} is unchanged" if output.exists() else "nothing was written"
+
+
+def verification_failure(report: BuildReport, backend: str, precision: str) -> str | None:
+    """Why the artifact's output is not close enough to PyTorch's (the tolerances of docs/deploy.md), or None."""
+    if not report.errors:
+        return f"it could only be checked with {report.checked_with}, not run"
+    if not report.reference_finite:
+        return ("the PyTorch model's own output is not finite with these weights (e.g. a very deep net overflows at "
+                "its initialisation), so there is nothing to compare the artifact with")
+    return tolerance(backend, precision).exceeded(report.errors, precision)
 
 
 def build_artifact(module: ModuleType, model: torch.nn.Module, network: Network, contract: InputContract, out: Path,
@@ -144,6 +165,7 @@ def build_artifact(module: ModuleType, model: torch.nn.Module, network: Network,
     The reference is the unfolded fp32 model fed the example after the contract's preprocessing, as in training.
     """
     import torch
+    from torch.utils._pytree import tree_leaves
 
     from resdsl.backends.artifact import DTYPES, cast, output_names
     from resdsl.backends.preprocess import bake
@@ -163,7 +185,9 @@ def build_artifact(module: ModuleType, model: torch.nn.Module, network: Network,
         "input_shape": list(network.input_shape), "input_dtype": str(example.dtype).removeprefix("torch."),
         **contract.metadata(), "outputs": output_names(expected),
     }
-    return module.build(deployed, example, out, batch=batch, expected=expected, metadata=metadata)
+    report = module.build(deployed, example, out, batch=batch, expected=expected, metadata=metadata)
+    report.reference_finite = all(bool(torch.isfinite(leaf).all()) for leaf in tree_leaves(expected))
+    return report
 
 
 def check_choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
@@ -366,7 +390,7 @@ def checked(report: BuildReport) -> str:
     if not report.errors:
         return f"checked with {report.checked_with}"
     e = report.errors
-    if e["max_abs"] != e["max_abs"]:  # NaN: e.g. a 1000-layer net at its initialisation overflows in eval mode
+    if not report.reference_finite:
         return f"loaded with {report.checked_with}, but the outputs are not finite with these weights"
     return (f"checked with {report.checked_with}: max abs err {e['max_abs']:.2e}, "
             f"max rel err {e['max_rel']:.2e}, cosine {e['cosine']:.6f}")
