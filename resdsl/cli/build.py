@@ -345,27 +345,30 @@ def prepare_model(network: Network, saved: Weights | None, seed: int,
 
 
 def normalization_of(saved: Weights | None, statistics: dict[str, list[float] | None]) -> Normalization:
-    """The normalisation to bake: --mean/--std if given, else the `mean` (and `std`) a resdsl checkpoint records."""
+    """The normalisation to bake: --mean/--std if given, else the `mean` (and `std`) a resdsl checkpoint records,
+    each checked in float32, the dtype the artifact applies them in."""
     import torch
 
     from resdsl.backends.preprocess import Normalization
+    from resdsl.weights import WeightsError, preprocessing, statistic_problem
 
     if any(v is not None for v in statistics.values()):
-        mean, std = (torch.tensor(v) if v is not None else None for v in statistics.values())
-        return Normalization(mean, std, " and ".join(flag for flag, v in statistics.items() if v is not None))
+        given = {flag: torch.tensor(v, dtype=torch.float64) for flag, v in statistics.items() if v is not None}
+        for flag, values in given.items():
+            if (problem := statistic_problem(values, flag.removeprefix("--"))) is not None:
+                fail(f"{flag} {','.join(f'{v:g}' for v in values.tolist())} is {problem}", 2)
+        mean, std = (given.get(flag) for flag in ("--mean", "--std"))
+        return Normalization(mean, std, " and ".join(given))
     if saved is None:
         return Normalization(source="built without --weights")
-    recorded = {key: saved.checkpoint.get(key) for key in ("mean", "std")}
-    for key, value in recorded.items():
-        valid = value is None or (isinstance(value, torch.Tensor) and value.is_floating_point()
-                                  and value.dim() in (1, 3) and bool(torch.isfinite(value).all()))
-        if not valid or (key == "std" and value is not None and not bool((value > 0).all())):
-            fail(f"{saved.path} records a {key} that is not a C or CxHxW tensor of finite"
-                 f"{' positive' * (key == 'std')} numbers; build with --raw-input, or give --mean/--std")
-    if not any(v is not None for v in recorded.values()):
+    try:
+        recorded = preprocessing(saved)
+    except WeightsError as error:
+        fail(f"{error}; build with --raw-input, or give --mean/--std")
+    if recorded.mean is None and recorded.std is None:
         return Normalization(source=f"{saved.path.name} records none (give --mean/--std if the net was trained on "
                                     "normalised input)")
-    return Normalization(recorded.get("mean"), recorded.get("std"), saved.path.name)
+    return Normalization(recorded.mean, recorded.std, saved.path.name)
 
 
 def input_contract(network: Network, normalization: Normalization, input_format: str) -> InputContract:
