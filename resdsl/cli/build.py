@@ -114,14 +114,13 @@ def build(
     check_statistics(statistics, network.input_shape[0])
     check_memory(network, profile.max, "--dynamic-batch" if profile.dynamic else "--batch")
     saved = read_weights_or_fail(weights) if weights is not None else None
+    contract = input_contract(network, normalization_of(saved, statistics), "raw" if raw_input else input_format)
     try:
         with staging_folder(output) as folder:  # first, so that an output that cannot be written fails at once
             module = load_backend(backend)
             if hasattr(module, "require"):
                 module.require()
             model = prepare_model(network, saved, seed, names)
-            contract = input_contract(network, normalization_of(saved, statistics),
-                                      "raw" if raw_input else input_format)
             report = build_artifact(module, model, network, contract, folder / output.name, backend=backend,
                                     precision=precision, batch=profile, fold=info.fold and not no_fold, seed=seed)
             failure = None if no_verify else verification_failure(report, backend, precision)
