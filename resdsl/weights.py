@@ -201,7 +201,7 @@ def load_weights(model: nn.Module, weights: Weights, name: str, *, new_head: boo
     return []
 
 
-def load_failure(error: RuntimeError) -> str:
+def load_failure(error: Exception) -> str:
     """The reasons of a load_state_dict error on one line (its first line only says that loading failed)."""
     lines = [line.strip().rstrip(".") for line in str(error).splitlines() if line.strip()]
     reasons = lines[1:] if len(lines) > 1 and lines[0].startswith("Error(s) in loading state_dict") else lines

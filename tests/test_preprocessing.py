@@ -90,3 +90,24 @@ def test_a_load_state_dict_failure_keeps_its_reason_not_only_its_first_line():
     reason = load_failure(caught.value)
     assert reason.startswith("size mismatch for weight: copying a param with shape torch.Size([3, 3])")
     assert "\n" not in reason
+
+
+def test_resume_says_why_the_checkpoints_weights_do_not_load(tiny_workspace: Path, tmp_path: Path):
+    """load_state_dict's first line says only that loading failed; the reason is on the next ones."""
+    from resdsl.train.checkpoint import load
+
+    run = tmp_path / "run"
+
+    def train(iterations: int, *flags: str):
+        return CliRunner().invoke(app, ["train", str(tiny_workspace / "tiny.res"), "--out", str(run), "--data",
+                                        str(tiny_workspace / "data"), "--iterations", str(iterations),
+                                        "--checkpoint-every", "4", "--eval-every", "100", "--device", "cpu", *flags])
+
+    assert train(4).exit_code == 0
+    saved = load(run / "last.pt")
+    saved["model"]["conv1.weight"] = torch.zeros(8, 1, 5, 5)
+    torch.save(saved, run / "last.pt")
+    result = train(8, "--resume")
+    assert result.exit_code == 1
+    assert (f"error: cannot resume: {run / 'last.pt'} does not fit this network (size mismatch for conv1.weight: "
+            "copying a param with shape torch.Size([8, 1, 5, 5]) from checkpoint") in result.stderr
