@@ -244,3 +244,15 @@ def test_eval_refuses_weights_whose_outputs_overflow_instead_of_giving_an_error_
     assert result.exit_code == 1
     assert result.stderr.endswith(f"\nerror: tiny with {run_folder / 'last.pt'} gives NaN or infinite outputs for "
                                   "20 of 20 images, so it has no error rate\n")
+
+
+def test_eval_refuses_a_runs_mean_image_holding_nan(run_folder: Path, model: torch.nn.Module) -> None:
+    """A bare state_dict in a run folder takes the run's mean.pt, checked as a checkpoint's mean is."""
+    torch.save(model.state_dict(), run_folder / "last.pt")
+    config = json.loads((run_folder / "config.json").read_text())
+    config["recipe"]["mean_subtract"] = True
+    (run_folder / "config.json").write_text(json.dumps({**config, "mean": "mean.pt"}))
+    torch.save(torch.full((3, 16, 16), float("nan")), run_folder / "mean.pt")
+    result = eval_run(run_folder)
+    assert result.exit_code == 1
+    assert result.stderr == f"error: {run_folder / 'mean.pt'} holds a mean image that is NaN or infinite in float32\n"

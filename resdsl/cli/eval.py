@@ -131,13 +131,16 @@ def _config_beside(weights: Path) -> dict:
 def _recorded_mean(weights: Path, config: dict):
     """The mean image of the run a bare state_dict sits in (config.json names its file), if there is one."""
 
-    from resdsl.weights import read_tensor_file
+    from resdsl.weights import WeightsError, read_tensor_file, statistic_problem
 
     name = config.get("mean")
     path = weights.parent / name if isinstance(name, str) else None
     if path is None or not path.is_file():
         return None
-    return read_tensor_file(path, "mean image")
+    mean = read_tensor_file(path, "mean image")
+    if (problem := statistic_problem(mean, "mean")) is not None:
+        raise WeightsError(f"{path} holds a mean image that is {problem}")
+    return mean
 
 
 def _recipe(network, saved: dict, config: dict, dataset: str | None):
