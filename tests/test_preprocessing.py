@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 import resdsl
 from resdsl.cli.app import app
+from resdsl.train.checkpoint import load
 from resdsl.weights import WeightsError, load_failure, read_weights
 
 CIFAR20 = str(Path(__file__).resolve().parent.parent / "specs" / "cifar20.res")
@@ -92,22 +93,39 @@ def test_a_load_state_dict_failure_keeps_its_reason_not_only_its_first_line():
     assert "\n" not in reason
 
 
-def test_resume_says_why_the_checkpoints_weights_do_not_load(tiny_workspace: Path, tmp_path: Path):
+def train(workspace: Path, run: Path, iterations: int, *flags: str):
+    return CliRunner().invoke(app, ["train", str(workspace / "tiny.res"), "--out", str(run), "--data",
+                                    str(workspace / "data"), "--iterations", str(iterations),
+                                    "--checkpoint-every", "4", "--eval-every", "100", "--device", "cpu", *flags])
+
+
+@pytest.fixture
+def run(tiny_workspace: Path, tmp_path: Path) -> Path:
+    """A run folder after 4 iterations of tiny.res."""
+    assert train(tiny_workspace, tmp_path / "run", 4).exit_code == 0
+    return tmp_path / "run"
+
+
+def test_resume_says_why_the_checkpoints_weights_do_not_load(tiny_workspace: Path, run: Path):
     """load_state_dict's first line says only that loading failed; the reason is on the next ones."""
-    from resdsl.train.checkpoint import load
-
-    run = tmp_path / "run"
-
-    def train(iterations: int, *flags: str):
-        return CliRunner().invoke(app, ["train", str(tiny_workspace / "tiny.res"), "--out", str(run), "--data",
-                                        str(tiny_workspace / "data"), "--iterations", str(iterations),
-                                        "--checkpoint-every", "4", "--eval-every", "100", "--device", "cpu", *flags])
-
-    assert train(4).exit_code == 0
     saved = load(run / "last.pt")
     saved["model"]["conv1.weight"] = torch.zeros(8, 1, 5, 5)
     torch.save(saved, run / "last.pt")
-    result = train(8, "--resume")
+    result = train(tiny_workspace, run, 8, "--resume")
     assert result.exit_code == 1
     assert (f"error: cannot resume: {run / 'last.pt'} does not fit this network (size mismatch for conv1.weight: "
             "copying a param with shape torch.Size([8, 1, 5, 5]) from checkpoint") in result.stderr
+
+
+@pytest.mark.parametrize(("field", "value", "what"), [
+    ("iteration", "4", "a str, not a whole number"),
+    ("mean", [0.5], "a list, not a tensor"),
+    ("loader", 3, "an int, not a loader state"),
+])
+def test_resume_refuses_a_checkpoint_field_of_the_wrong_type(tiny_workspace: Path, run: Path, field: str,
+                                                             value: object, what: str):
+    torch.save({**load(run / "last.pt"), field: value}, run / "last.pt")
+    result = train(tiny_workspace, run, 8, "--resume")
+    assert result.exit_code == 1
+    assert result.stderr.endswith(f"error: cannot resume: {run / 'last.pt'} records a {field} that is {what}\n")
+    assert "Traceback" not in result.output
