@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 import resdsl
 from resdsl.cli.app import app
 from resdsl.train.checkpoint import load
-from resdsl.weights import WeightsError, load_failure, read_weights
+from resdsl.weights import WeightsError, read_weights
 
 CIFAR20 = str(Path(__file__).resolve().parent.parent / "specs" / "cifar20.res")
 
@@ -86,6 +86,8 @@ def test_reading_weights_refuses_tensors_without_dense_values(tmp_path: Path, st
 
 
 def test_a_load_state_dict_failure_keeps_its_reason_not_only_its_first_line():
+    from resdsl.weights import load_failure
+
     with pytest.raises(RuntimeError) as caught:
         torch.nn.Linear(2, 2).load_state_dict({"weight": torch.zeros(3, 3), "bias": torch.zeros(2)})
     reason = load_failure(caught.value)

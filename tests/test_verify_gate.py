@@ -11,8 +11,8 @@ import torch
 from typer.testing import CliRunner
 
 import resdsl
-from resdsl.backends import TOLERANCES, Tolerance, fold, tolerance
 from resdsl.backends import export as export_backend
+from resdsl.backends import fold
 from resdsl.cli.app import app
 
 CIFAR20 = str(Path(__file__).resolve().parent.parent / "specs" / "cifar20.res")
@@ -95,14 +95,20 @@ def test_weights_whose_pytorch_output_overflows_fail_verification(tmp_path: Path
      "max rel err nan is over the fp32 tolerance 1e-04 and cosine nan is under the fp32 minimum 0.99999"),
 ])
 def test_the_tolerance_names_each_check_that_fails(errors: dict[str, float], failed: str):
+    from resdsl.backends import TOLERANCES
+
     assert TOLERANCES["fp32"].exceeded(errors, "fp32") == failed
 
 
 def test_errors_within_the_tolerance_pass():
+    from resdsl.backends import Tolerance
+
     assert Tolerance(1e-4, 0.99999).exceeded({"max_abs": 1.0, "max_rel": 1e-4, "cosine": 0.99999}, "fp32") is None
 
 
 def test_tensorrt_fp32_has_the_tf32_tolerance_and_other_backends_the_precisions():
+    from resdsl.backends import TOLERANCES, tolerance
+
     assert tolerance("tensorrt", "fp32").max_rel == 1e-2
     assert tolerance("onnx", "fp32") == TOLERANCES["fp32"]
     assert tolerance("tensorrt", "fp16") == TOLERANCES["fp16"]
