@@ -18,7 +18,6 @@ from importlib import resources
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedInput
 
-from resdsl.diagnostics import SpecError
 from resdsl.parser import _JoinParenthesised, parse
 from resdsl.source import SourceFile, SourceMap
 
@@ -195,10 +194,3 @@ def _inline_braces(items: list[_Item]) -> set[int]:
                 inline.update((id(start), id(item)))
     return inline
 
-
-def needs_formatting(text: str, path: str) -> bool:
-    """Whether `format_text` would change `text`; raises SpecError as it does."""
-    return format_text(text, path) != SourceFile(path, text).text
-
-
-__all__ = ["SpecError", "format_text", "needs_formatting"]
