@@ -1,0 +1,172 @@
+"""`resdsl lsp` end to end: a real LSP client (pytest-lsp) drives the server over stdio, as an editor does."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest_lsp = pytest.importorskip("pytest_lsp", reason="pytest-lsp is in the dev extra")
+from lsprotocol import types  # noqa: E402
+from pytest_lsp import ClientServerConfig, LanguageClient  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+PRELUDE = ROOT / "grammars" / "prelude.res"
+
+# The 16x32x32 map from the first conv reaches `linear` unflattened: line 5, column 5 (1-based) is `fc:`.
+DIMENSION_ERROR = """\
+network bad {
+  input 3x32x32
+  stem {
+    conv 3x3, 16
+    fc: linear 10
+  }
+}
+"""
+
+GOOD = """\
+network small {
+  input 3x32x32
+  stem {
+    conv1: conv 3x3, 16, stride 2
+    relu
+  }
+  stages (block: bottleneck, shortcut: B) {
+    layer1: 2 x 16
+  }
+  head {
+    avgpool
+    fc: linear 10
+  }
+}
+"""
+
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=[sys.executable, "-m", "resdsl", "lsp"]))
+async def client(lsp_client: LanguageClient):
+    await lsp_client.initialize_session(types.InitializeParams(capabilities=types.ClientCapabilities()))
+    yield
+    await lsp_client.shutdown_session()
+
+
+async def _open(client: LanguageClient, path: Path, text: str) -> str:
+    uri = path.as_uri()
+    client.text_document_did_open(types.DidOpenTextDocumentParams(
+        text_document=types.TextDocumentItem(uri=uri, language_id="resdsl", version=1, text=text)))
+    await client.wait_for_notification(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
+    return uri
+
+
+def _position(text: str, line_text: str, word: str) -> types.Position:
+    """The 0-based position of `word` in the line that starts with `line_text` (stripped)."""
+    number = next(i for i, line in enumerate(text.split("\n")) if line.strip().startswith(line_text))
+    return types.Position(line=number, character=text.split("\n")[number].index(word))
+
+
+@pytest.mark.asyncio
+async def test_dimension_error_is_a_diagnostic_at_its_line_and_column(client: LanguageClient, tmp_path: Path):
+    uri = await _open(client, tmp_path / "bad.res", DIMENSION_ERROR)
+    [diagnostic] = client.diagnostics[uri]
+    assert diagnostic.range.start == types.Position(line=4, character=4)
+    assert "linear needs flat features but gets a 16x32x32 feature map" in diagnostic.message
+
+
+@pytest.mark.asyncio
+async def test_hover_on_a_conv_shows_its_output_shape_and_cost(client: LanguageClient, tmp_path: Path):
+    uri = await _open(client, tmp_path / "good.res", GOOD)
+    hover = await client.text_document_hover_async(types.HoverParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=_position(GOOD, "conv1:", "conv 3x3")))
+    assert hover is not None
+    # a 3x3 conv with stride 2 and padding 1: 32 -> 16 pixels; 3*3*3*16 = 432 weights; 432 * 16*16 = 110,592 MACs
+    assert "16x16x16" in hover.contents.value
+    assert "432 params" in hover.contents.value and "110,592 MACs" in hover.contents.value
+
+
+@pytest.mark.asyncio
+async def test_definition_of_bottleneck_is_its_prelude_line(client: LanguageClient, tmp_path: Path):
+    uri = await _open(client, tmp_path / "good.res", GOOD)
+    location = await client.text_document_definition_async(types.DefinitionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=_position(GOOD, "stages", "bottleneck")))
+    assert isinstance(location, types.Location)
+    line = next(i for i, text in enumerate(PRELUDE.read_text().split("\n")) if text.startswith("block bottleneck("))
+    assert (Path(location.uri.removeprefix("file://")).resolve(), location.range.start.line) == (PRELUDE, line)
+
+
+@pytest.mark.asyncio
+async def test_completion_after_block_colon_lists_the_blocks(client: LanguageClient, tmp_path: Path):
+    text = "network n {\n  input 3x32x32\n  stages (block: \n}\n"
+    uri = await _open(client, tmp_path / "typing.res", text)
+    result = await client.text_document_completion_async(types.CompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=2, character=17)))
+    labels = {item.label for item in (result.items if isinstance(result, types.CompletionList) else result)}
+    assert {"basic", "bottleneck", "preact_basic"} <= labels
+    assert "conv" not in labels  # an op is not a block
+
+
+@pytest.mark.asyncio
+async def test_outline_survives_an_edit_that_breaks_the_parse(client: LanguageClient, tmp_path: Path):
+    uri = await _open(client, tmp_path / "good.res", GOOD)
+    client.text_document_did_change(types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
+        content_changes=[types.TextDocumentContentChangeWholeDocument(text=GOOD.replace("head {", "head {{"))]))
+    await client.wait_for_notification(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
+    assert client.diagnostics[uri]  # the syntax error
+    symbols = await client.text_document_document_symbol_async(types.DocumentSymbolParams(
+        text_document=types.TextDocumentIdentifier(uri=uri)))
+    [network] = symbols
+    assert network.name == "small"
+    assert [child.name for child in network.children] == ["input", "stem", "stages", "head"]
+    assert [stage.name for stage in network.children[2].children] == ["layer1"]
+
+
+@pytest.mark.asyncio
+async def test_resnet152_is_analysed_within_100_ms_after_warm_up(client: LanguageClient):
+    path = ROOT / "specs" / "resnet152.res"
+    uri = await _open(client, path, path.read_text())
+    timings = []
+    for version in range(2, 5):
+        start = time.perf_counter()
+        client.text_document_did_change(types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+            content_changes=[types.TextDocumentContentChangeWholeDocument(text=path.read_text() + "\n" * version)]))
+        await client.wait_for_notification(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
+        timings.append(time.perf_counter() - start)
+    assert not client.diagnostics[uri]
+    from resdsl.lsp.server import DEBOUNCE_S
+    print(f"resnet152 analysed in {[round((t - DEBOUNCE_S) * 1000) for t in timings]} ms after the debounce")
+    assert min(timings) - DEBOUNCE_S < 0.1, timings
+
+
+@pytest.mark.asyncio
+async def test_hover_on_a_stage_line_shows_its_blocks_totals(client: LanguageClient):
+    path = ROOT / "specs" / "torchvision" / "resnet50.res"
+    text = path.read_text()
+    uri = await _open(client, path, text)
+    hover = await client.text_document_hover_async(types.HoverParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=_position(text, "layer1:", "layer1")))
+    assert hover is not None
+    # torchvision resnet50().layer1: sum(p.numel() for p in layer1.parameters()) == 215,808; output 256x56x56
+    assert "3 blocks → 256x56x56, 215,808 params" in hover.contents.value
+
+
+@pytest.mark.asyncio
+async def test_definition_of_an_extends_path_is_the_parent_file(client: LanguageClient):
+    path = ROOT / "specs" / "timm" / "resnet101d.res"
+    text = path.read_text()
+    uri = await _open(client, path, text)
+    location = await client.text_document_definition_async(types.DefinitionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=_position(text, "network", "resnet50d.res")))
+    assert isinstance(location, types.Location)
+    assert Path(location.uri.removeprefix("file://")) == ROOT / "specs" / "timm" / "resnet50d.res"
+
+
+@pytest.mark.asyncio
+async def test_completion_inside_extends_lists_zoo_names(client: LanguageClient, tmp_path: Path):
+    text = 'network n extends "tor'
+    uri = await _open(client, tmp_path / "child.res", text)
+    result = await client.text_document_completion_async(types.CompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=0, character=len(text))))
+    labels = {item.label for item in (result.items if isinstance(result, types.CompletionList) else result)}
+    assert {"torchvision/resnet50", "resnet50"} <= labels
