@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -170,3 +171,22 @@ async def test_completion_inside_extends_lists_zoo_names(client: LanguageClient,
         text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=0, character=len(text))))
     labels = {item.label for item in (result.items if isinstance(result, types.CompletionList) else result)}
     assert {"torchvision/resnet50", "resnet50"} <= labels
+
+
+HIDE_PYGLS = """\
+import sys
+class Hide:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "pygls":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Hide())
+sys.argv = ["resdsl", "lsp"]
+from resdsl.cli.app import main
+main()
+"""
+
+
+def test_lsp_without_its_extra_says_which_in_one_line():
+    result = subprocess.run([sys.executable, "-c", HIDE_PYGLS], capture_output=True, text=True, timeout=60,
+                            stdin=subprocess.DEVNULL)
+    assert (result.returncode, result.stderr) == (1, "error: resdsl lsp needs pygls: pip install 'resdsl[lsp]'\n")
