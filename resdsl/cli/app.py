@@ -19,7 +19,7 @@ from typer.core import TyperCommand, TyperGroup
 import resdsl
 
 # Each subcommand lives in resdsl.cli.<name> and has `register(app)`; `resdsl --help` lists them in this order.
-COMMANDS = ("check", "info", "viz", "zoo", "fmt", "lsp", "build", "bench", "train", "eval", "plot")
+COMMANDS = ("check", "info", "viz", "zoo", "fmt", "diff", "lsp", "build", "bench", "train", "eval", "plot")
 
 DEBUG = "RESDSL_DEBUG"  # set to 1 for the Python traceback of an internal error
 
