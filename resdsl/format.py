@@ -29,7 +29,7 @@ _LAYOUT = ("_NEWLINE", "SEMICOLON")  # separators: where they go is the layout's
 
 
 @dataclass(frozen=True)
-class _Item:
+class Item:
     """One token of the source, with the grammar rule it belongs to ("" for comments and line continuations)."""
 
     token: Token
@@ -50,25 +50,30 @@ class _Collector:
                          lexer_callbacks={"COMMENT": self.ignored.append,
                                           "LINE_CONTINUATION": self.ignored.append})
 
-    def items(self, text: str) -> list[_Item]:
+    def items(self, text: str) -> list[Item]:
         """Every token of `text` in source order; raises lark's UnexpectedInput on a syntax error."""
         self.ignored.clear()
         tree = self.lark.parse(text)
-        items = [*_tokens(tree), *(_Item(token, "") for token in self.ignored)]
+        items = [*_tokens(tree), *(Item(token, "") for token in self.ignored)]
         return sorted(items, key=lambda item: item.token.start_pos or 0)
 
 
-def _tokens(tree: Tree) -> Iterator[_Item]:
+def _tokens(tree: Tree) -> Iterator[Item]:
     for child in tree.children:
         if isinstance(child, Tree):
             yield from _tokens(child)
         elif isinstance(child, Token):
-            yield _Item(child, str(tree.data))
+            yield Item(child, str(tree.data))
 
 
 @cache
 def _collector() -> _Collector:
     return _Collector()
+
+
+def tokens(text: str) -> list[Item]:
+    """Every token of a spec that parses, comments included, with its grammar rule (for fmt and its tests)."""
+    return _collector().items(text)
 
 
 def format_text(text: str, path: str = "<stdin>") -> str:
@@ -85,14 +90,14 @@ def format_text(text: str, path: str = "<stdin>") -> str:
     return formatted
 
 
-def _significant(items: list[_Item]) -> list[tuple[str, str]]:
+def _significant(items: list[Item]) -> list[tuple[str, str]]:
     return [(item.type, str(item.token)) for item in items if item.type not in _LAYOUT and item.rule]
 
 
 class _Layout:
     """Lays the tokens out line by line."""
 
-    def __init__(self, items: list[_Item]) -> None:
+    def __init__(self, items: list[Item]) -> None:
         self.items = [item for item in items if item.type != "_NEWLINE"]
         self.inline = _inline_braces(self.items)
         self.lines: list[str] = []
@@ -102,7 +107,7 @@ class _Layout:
         self.continued = False  # the next line continues a statement after a `\`
 
     def text(self) -> str:
-        previous: _Item | None = None
+        previous: Item | None = None
         for index, item in enumerate(self.items):
             if item.type == "SEMICOLON":
                 if not self._keeps_semicolon(index):
@@ -122,7 +127,7 @@ class _Layout:
                 and after.type not in ("SEMICOLON", "RBRACE") and after.rule != ""
                 and after.token.line == before.token.end_line)
 
-    def _breaks_before(self, previous: _Item, item: _Item) -> bool:
+    def _breaks_before(self, previous: Item, item: Item) -> bool:
         if previous.type == "LINE_CONTINUATION" or previous.type == "COMMENT":
             return True
         if item.type == "COMMENT":
@@ -149,7 +154,7 @@ class _Layout:
             self.lines.append(self.line.rstrip())
         self.line = ""
 
-    def _put(self, index: int, item: _Item, previous: _Item | None) -> None:
+    def _put(self, index: int, item: Item, previous: Item | None) -> None:
         token = item.token
         if item.type == "RBRACE" and id(item) not in self.inline:
             self.depth -= 1
@@ -172,7 +177,7 @@ class _Layout:
             self.depth += 1
 
 
-def _spaced(previous: _Item, item: _Item) -> bool:
+def _spaced(previous: Item, item: Item) -> bool:
     """Whether one space separates two tokens on one line."""
     if item.type in _NO_SPACE_BEFORE or previous.type in _NO_SPACE_AFTER:
         return False
@@ -181,10 +186,10 @@ def _spaced(previous: _Item, item: _Item) -> bool:
     return not (item.type == "LPAR" and item.rule in ("block_def", "shortcut_def"))
 
 
-def _inline_braces(items: list[_Item]) -> set[int]:
+def _inline_braces(items: list[Item]) -> set[int]:
     """The ids of the braces whose body is written on one line (they stay on one line)."""
     inline: set[int] = set()
-    opened: list[_Item] = []
+    opened: list[Item] = []
     for item in items:
         if item.type == "LBRACE":
             opened.append(item)
