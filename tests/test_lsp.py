@@ -190,3 +190,37 @@ def test_lsp_without_its_extra_says_which_in_one_line():
     result = subprocess.run([sys.executable, "-c", HIDE_PYGLS], capture_output=True, text=True, timeout=60,
                             stdin=subprocess.DEVNULL)
     assert (result.returncode, result.stderr) == (1, "error: resdsl lsp needs pygls: pip install 'resdsl[lsp]'\n")
+
+
+@pytest.mark.asyncio
+async def test_a_note_is_related_information_at_the_prelude_line(client: LanguageClient, tmp_path: Path):
+    text = GOOD.replace("layer1: 2 x 16", "layer1: 2 x 16, groups 0")
+    uri = await _open(client, tmp_path / "groups.res", text)
+    first = client.diagnostics[uri][0]
+    assert first.range.start == _position(text, "layer1:", "layer1")
+    assert "expected a positive integer, got 0" in first.message
+    [note] = first.related_information
+    conv1 = next(i for i, line in enumerate(PRELUDE.read_text().split("\n")) if "conv1: conv 1x1, mid" in line)
+    assert (note.message, Path(note.location.uri.removeprefix("file://")), note.location.range.start.line) == (
+        "in this built-in definition", PRELUDE, conv1)
+
+
+@pytest.mark.asyncio
+async def test_hover_on_a_block_name_shows_its_signature_and_doc(client: LanguageClient, tmp_path: Path):
+    uri = await _open(client, tmp_path / "good.res", GOOD)
+    hover = await client.text_document_hover_async(types.HoverParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=_position(GOOD, "stages", "bottleneck")))
+    assert hover is not None
+    assert "block bottleneck(width, stride = 1, groups = 1, base_width = 64" in hover.contents.value
+    assert "1x1 reduce, 3x3, 1x1 expand" in hover.contents.value  # the comment above it in the prelude
+
+
+@pytest.mark.asyncio
+async def test_a_burst_of_edits_ends_with_the_last_ones_diagnostics(client: LanguageClient, tmp_path: Path):
+    uri = await _open(client, tmp_path / "good.res", GOOD)
+    for version, text in enumerate([DIMENSION_ERROR, GOOD + "}", GOOD], start=2):
+        client.text_document_did_change(types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+            content_changes=[types.TextDocumentContentChangeWholeDocument(text=text)]))
+    await client.wait_for_notification(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
+    assert not client.diagnostics[uri]
