@@ -39,6 +39,14 @@ class Item:
     def type(self) -> str:
         return self.token.type
 
+    @property
+    def line(self) -> int:
+        return self.token.line or 0
+
+    @property
+    def end_line(self) -> int:
+        return self.token.end_line or 0
+
 
 class _Collector:
     """The lark parser that keeps every token and records the ignored ones (comments, `\\` continuations)."""
@@ -58,7 +66,7 @@ class _Collector:
         return sorted(items, key=lambda item: item.token.start_pos or 0)
 
 
-def _tokens(tree: Tree) -> Iterator[Item]:
+def _tokens(tree: Tree[Token]) -> Iterator[Item]:
     for child in tree.children:
         if isinstance(child, Tree):
             yield from _tokens(child)
@@ -113,7 +121,7 @@ class _Layout:
                 if not self._keeps_semicolon(index):
                     continue
             elif previous is not None and self._breaks_before(previous, item):
-                self._newline(blank=item.token.line - (previous.token.end_line or 0) > 1 and item.type != "RBRACE")
+                self._newline(blank=item.line - previous.end_line > 1 and item.type != "RBRACE")
             self._put(index, item, previous)
             previous = item
         self._flush()
@@ -125,18 +133,18 @@ class _Layout:
         after = self.items[index + 1] if index + 1 < len(self.items) else None
         return (before is not None and after is not None and before.type not in ("SEMICOLON", "LBRACE")
                 and after.type not in ("SEMICOLON", "RBRACE") and after.rule != ""
-                and after.token.line == before.token.end_line)
+                and after.line == before.end_line)
 
     def _breaks_before(self, previous: Item, item: Item) -> bool:
         if previous.type == "LINE_CONTINUATION" or previous.type == "COMMENT":
             return True
         if item.type == "COMMENT":
-            return item.token.line != previous.token.end_line
+            return item.line != previous.end_line
         if previous.type == "LBRACE" and id(previous) not in self.inline:
             return True
         if item.type == "RBRACE" and id(item) not in self.inline:
             return True
-        return item.token.line != previous.token.end_line
+        return item.line != previous.end_line
 
     def _newline(self, blank: bool) -> None:
         self._flush()
@@ -195,7 +203,7 @@ def _inline_braces(items: list[Item]) -> set[int]:
             opened.append(item)
         elif item.type == "RBRACE" and opened:
             start = opened.pop()
-            if start.token.line == item.token.line:
+            if start.line == item.line:
                 inline.update((id(start), id(item)))
     return inline
 
