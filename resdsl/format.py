@@ -94,12 +94,14 @@ def format_text(text: str, path: str = "<stdin>") -> str:
         raise AssertionError(f"fmt: cannot re-parse {path}: {error}") from None
     formatted = _Layout(items).text()
     if _significant(_collector().items(formatted)) != _significant(items):
-        raise AssertionError(f"fmt: the layout of {path} changed its tokens")
+        raise AssertionError(f"fmt: the layout of {path} changed its tokens or comments")
     return formatted
 
 
 def _significant(items: list[Item]) -> list[tuple[str, str]]:
-    return [(item.type, str(item.token)) for item in items if item.type not in _LAYOUT and item.rule]
+    """The tokens and comments, less separators and line continuations (a comment's trailing blanks go)."""
+    return [(item.type, str(item.token).rstrip()) for item in items
+            if item.type not in (*_LAYOUT, "LINE_CONTINUATION")]
 
 
 class _Layout:

@@ -172,3 +172,13 @@ def test_syntax_error_is_located_and_nothing_is_written(tmp_path: Path) -> None:
 def test_missing_file_is_one_sentence(tmp_path: Path) -> None:
     result = _cli("absent.res", cwd=tmp_path)
     assert (result.returncode, result.stderr) == (1, "error: absent.res: no such file or folder\n")
+
+
+def test_comments_stay_on_their_lines_and_in_their_order() -> None:
+    text = "# one\nnetwork n {  # two\n  # three\n  input 3x32x32  # four\n  # five\n}\n# six\n"
+    assert format_text(text.replace("  input", "input").replace("{  #", "{ #")) == text
+
+
+def test_line_continuation_indents_the_rest_of_the_statement() -> None:
+    text = "network n {\n  stem {\n  conv 3x3, \\\n 16\n  }\n}\n"
+    assert format_text(text) == "network n {\n  stem {\n    conv 3x3, \\\n        16\n  }\n}\n"
