@@ -40,6 +40,38 @@ BACKENDS: dict[str, Backend] = {
 }
 
 
+@dataclass(frozen=True)
+class Tolerance:
+    """How far an artifact's output may be from the unfolded fp32 PyTorch model's on the build's check batch: the
+    max absolute error relative to the largest |output|, and the least cosine similarity (docs/deploy.md)."""
+
+    max_rel: float
+    cosine: float
+
+    def exceeded(self, errors: dict[str, float], precision: str) -> str | None:
+        """Which check `errors` (see resdsl.backends.artifact.output_errors) fail, with the figures, or None."""
+        failed = []
+        if not errors["max_rel"] <= self.max_rel:  # NaN fails too
+            failed.append(f"max rel err {errors['max_rel']:.2e} is over the {precision} tolerance {self.max_rel:.0e}")
+        if not errors["cosine"] >= self.cosine:
+            failed.append(f"cosine {errors['cosine']:.6f} is under the {precision} minimum {self.cosine}")
+        return " and ".join(failed) or None
+
+
+TOLERANCES: dict[str, Tolerance] = {
+    "fp32": Tolerance(1e-4, 0.99999),
+    "fp16": Tolerance(2e-2, 0.999),
+    "bf16": Tolerance(1e-1, 0.99),
+}
+BACKEND_TOLERANCES: dict[tuple[str, str], Tolerance] = {
+    ("tensorrt", "fp32"): Tolerance(1e-2, 0.9999),  # TensorRT computes fp32 convolutions in TF32
+}
+
+
+def tolerance(backend: str, precision: str) -> Tolerance:
+    return BACKEND_TOLERANCES.get((backend, precision), TOLERANCES[precision])
+
+
 class BackendUnavailable(Exception):
     """What the backend needs is missing here (a GPU, a package); the message says how to get it."""
 
@@ -84,11 +116,13 @@ class BatchProfile:
 
 @dataclass
 class BuildReport:
-    """What a build wrote (file names, main artifact first) and its output's error against PyTorch's."""
+    """What a build wrote (file names, main artifact first), its output's error against PyTorch's, and whether
+    PyTorch's output (the reference) was finite."""
 
     files: list[str]
     batch: BatchProfile
     errors: dict[str, float] = field(default_factory=dict)
+    reference_finite: bool = True
     checked_with: str = ""
     path: str = ""
     size: int = 0

@@ -13,10 +13,11 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from resdsl.backends import writing
+from resdsl.files import folders_to_make
 
 try:
     import fcntl
@@ -29,11 +30,13 @@ UNLOCKED_GRACE_S = 60  # a folder without a lock file may be one that another bu
 
 @contextmanager
 def staging_folder(output: Path) -> Iterator[Path]:
-    """A new, locked hidden folder beside `output` (created with its parents), removed on exit.
+    """A new, locked hidden folder beside `output` (created with its parents), removed on exit; the parents it
+    created are removed too if the body fails, so a failed build leaves nothing.
 
     Folders left beside it by earlier builds that were killed are removed first. A folder that cannot be
     created (read-only, not a directory) is WriteFailed.
     """
+    created = folders_to_make(output.parent)
     with writing():
         output.parent.mkdir(parents=True, exist_ok=True)
         remove_abandoned(output)
@@ -43,6 +46,12 @@ def staging_folder(output: Path) -> Iterator[Path]:
             if fcntl is not None:
                 fcntl.flock(lock, fcntl.LOCK_EX)
             yield folder
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        for parent in created:  # the deepest first; rmdir leaves a folder something else wrote into since
+            with suppress(OSError):
+                parent.rmdir()
+        raise
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -41,6 +41,44 @@ class Weights:
     checkpoint: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Preprocessing:
+    """The input normalisation a checkpoint's weights were trained with, the one record of it that `eval`, `build`
+    and `train` read: `(images / 255 - mean) / std`, each C or CxHxW in 0-1 units (None: not applied)."""
+
+    mean: torch.Tensor | None = None
+    std: torch.Tensor | None = None
+
+
+def preprocessing(weights: Weights) -> Preprocessing:
+    """The mean and std `weights`' checkpoint records, checked in float32 as they will be applied; WeightsError
+    naming the field that is not a usable statistic."""
+    recorded = {key: weights.checkpoint.get(key) for key in ("mean", "std")}
+    for key, value in recorded.items():
+        if value is not None and (problem := statistic_problem(value, key)) is not None:
+            raise WeightsError(f"{weights.path} records a {key} that is {problem}")
+    return Preprocessing(**recorded)
+
+
+def statistic_problem(value: object, name: str) -> str | None:
+    """Why `value` cannot be the input normalisation's `name` ("mean" or "std"), in float32 as it is applied; or
+    None. Refused: a value that is not a C or CxHxW float tensor, NaN, infinite, denormal, and a std of zero or
+    less (a float64 value can become any of these in float32)."""
+    if not isinstance(value, torch.Tensor):
+        return f"a {type(value).__name__}, not a C or CxHxW tensor"
+    if not value.is_floating_point() or value.dim() not in (1, 3) or not value.numel():
+        kind = "floating-point" if value.is_floating_point() else str(value.dtype).removeprefix("torch.")
+        return f"a {shape_text(value)} {kind} tensor, not a C or CxHxW floating-point one"
+    as_used = value.detach().to(torch.float32)
+    if not bool(torch.isfinite(as_used).all()):
+        return "NaN or infinite in float32"
+    if bool(((as_used != 0) & (as_used.abs() < torch.finfo(torch.float32).tiny)).any()):
+        return "denormal in float32 (non-zero but under 1.2e-38)"
+    if name == "std" and not bool((as_used > 0).all()):
+        return "zero or negative in float32 (a std must be positive)"
+    return None
+
+
 def read_torch_file(path: Path, what: str = "weights file") -> Any:
     """What `torch.save` wrote to `path`, loaded on the CPU without running code; WeightsError if it cannot be."""
     if path.is_dir():
@@ -102,7 +140,29 @@ def read_weights(path: Path) -> Weights:
             and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())):
         raise WeightsError(f"{path} holds neither a state_dict (names to tensors) nor a checkpoint with one "
                            "under 'model' or 'state_dict'")
+    for key, tensor in state.items():
+        if (kind := _unloadable(tensor)) is not None:
+            raise WeightsError(f"{path} holds {kind} tensor {key}, and resdsl loads only dense real-valued tensors "
+                               "with their values; save the weights with torch.save(model.state_dict(), path)")
     return Weights(path, strip_prefixes(state), checkpoint)
+
+
+def _unloadable(tensor: torch.Tensor) -> str | None:
+    """What kind of tensor `tensor` is if it cannot be copied into a layer as it is (None if it can)."""
+    if tensor.is_meta:
+        return "a meta (shape-only, valueless)"
+    if tensor.layout != torch.strided:
+        return "a sparse"
+    if tensor.is_quantized:
+        return "a quantized"
+    if tensor.is_complex():
+        return "a complex"  # copying it into a real layer would silently drop the imaginary part
+    return None
+
+
+def non_finite(tensor: torch.Tensor) -> bool:
+    """Whether a floating-point `tensor` holds a NaN or an infinity."""
+    return tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
 
 
 def strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -125,15 +185,27 @@ def load_weights(model: nn.Module, weights: Weights, name: str, *, new_head: boo
     unexpected = [key for key in given if key not in own]
     wrong = [key for key in own if key in given and own[key].shape != given[key].shape]
     head_only = bool(wrong) and not missing and not unexpected and set(wrong) <= head_keys(model)
+    if nan := [key for key in own if key in given and key not in wrong and non_finite(given[key])]:
+        raise WeightsError(f"{weights.path} holds NaN or infinite values in {_listing(nan)}: the weights of a run "
+                           "that diverged, which give no meaningful output")
     if head_only and new_head:
         model.load_state_dict({**given, **{key: own[key] for key in wrong}})
         return wrong
     if missing or unexpected or wrong:
         raise WeightsError(f"{weights.path} does not fit {name}: "
                            + _misfits(missing, unexpected, wrong, own, given), head_only=head_only)
-    # a plain dict carries no version metadata, so BatchNorm fills a missing step counter itself
-    model.load_state_dict(dict(given))
+    try:  # a plain dict carries no version metadata, so BatchNorm fills a missing step counter itself
+        model.load_state_dict(dict(given))
+    except RuntimeError as error:
+        raise WeightsError(f"{weights.path} does not load into {name}: {load_failure(error)}") from None
     return []
+
+
+def load_failure(error: Exception) -> str:
+    """The reasons of a load_state_dict error on one line (its first line only says that loading failed)."""
+    lines = [line.strip().rstrip(".") for line in str(error).splitlines() if line.strip()]
+    reasons = lines[1:] if len(lines) > 1 and lines[0].startswith("Error(s) in loading state_dict") else lines
+    return "; ".join(reasons) or type(error).__name__
 
 
 def head_keys(model: nn.Module) -> set[str]:

@@ -178,3 +178,81 @@ def test_nvjpeg_decoder_on_a_cpu_eval_of_a_tensor_dataset_is_refused(tiny_worksp
                                       "--data", str(tiny_workspace / "data"), "--device", "cpu", "--decoder", "nvjpeg"])
     assert result.exit_code == 1
     assert result.stderr == "error: the nvjpeg decoder decodes on a CUDA GPU, and this run's device is the CPU\n"
+
+
+def eval_run(run: Path, *flags: str):
+    return CliRunner().invoke(app, ["eval", str(run), "--json", "--workers", "0", "--device", "cpu", *flags])
+
+
+def save_checkpoint(run: Path, state: dict, **fields) -> None:
+    recipe = Recipe(dataset="imagefolder", split=None, augment=Augmentation(crop=16), mean_subtract=False)
+    torch.save({"model": state, "recipe": recipe.model_dump(mode="json"), **fields}, run / "last.pt")
+
+
+def test_eval_divides_by_the_std_a_checkpoint_records(run_folder: Path, model: torch.nn.Module,
+                                                      png_folder: Path) -> None:
+    """The per-channel mean and std recorded beside the weights, as build bakes them: (x / 255 - mean) / std."""
+    mean, std = torch.tensor([0.5, 0.4, 0.3]), torch.tensor([0.05, 0.1, 0.2])
+    save_checkpoint(run_folder, model.state_dict(), mean=mean, std=std)
+    result = eval_run(run_folder)
+    assert result.exit_code == 0, result.output
+    labels = load_dataset("imagefolder", png_folder, train=False).labels.tolist()
+    wrong = 0
+    for path, label in zip(sorted((png_folder / "val").rglob("*.png")), labels, strict=True):
+        view = TF.center_crop(TF.resize(read_png(path), [SIDE], antialias=True), [16]).float() / 255
+        with torch.no_grad():
+            logits = model(((view - mean[:, None, None]) / std[:, None, None])[None])
+        wrong += int(logits.argmax() != label)
+    assert json.loads(result.stdout)["top1_error"] == wrong / 20
+
+
+@pytest.mark.parametrize(("field", "value", "what"), [
+    ("mean", "0.5,0.5,0.5", "a str, not a C or CxHxW tensor"),
+    ("mean", [0.5, 0.5, 0.5], "a list, not a C or CxHxW tensor"),
+    ("mean", torch.tensor(0.5), "a scalar floating-point tensor, not a C or CxHxW floating-point one"),
+    ("mean", torch.tensor([0.5, float("nan"), 0.5]), "NaN or infinite in float32"),
+    ("std", torch.tensor([0.2, 1e-50, 0.2], dtype=torch.float64), "zero or negative in float32"),
+    ("std", torch.tensor([0.2, 1e-39, 0.2], dtype=torch.float64), "denormal in float32"),
+])
+def test_eval_refuses_a_recorded_statistic_that_cannot_be_used(run_folder: Path, model: torch.nn.Module,
+                                                               field: str, value: object, what: str) -> None:
+    save_checkpoint(run_folder, model.state_dict(), **{field: value})
+    result = eval_run(run_folder)
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: {run_folder / 'last.pt'} records a {field} that is {what}")
+    assert "Traceback" not in result.output and result.stdout == ""
+
+
+def test_eval_refuses_weights_holding_nan_instead_of_giving_an_error_rate(run_folder: Path,
+                                                                          model: torch.nn.Module) -> None:
+    state = {key: value.clone() for key, value in model.state_dict().items()}
+    state["conv1.weight"][0, 0, 0, 0] = float("nan")
+    save_checkpoint(run_folder, state)
+    result = eval_run(run_folder)
+    assert result.exit_code == 1
+    assert result.stderr == (f"error: {run_folder / 'last.pt'} holds NaN or infinite values in conv1.weight: the "
+                             "weights of a run that diverged, which give no meaningful output\n")
+
+
+def test_eval_refuses_weights_whose_outputs_overflow_instead_of_giving_an_error_rate(
+        run_folder: Path, model: torch.nn.Module) -> None:
+    state = {key: value.clone() for key, value in model.state_dict().items()}
+    state["bn1.bias"].fill_(3e38)  # finite, but every logit, a sum of these, overflows to inf and the softmax to NaN
+    state["fc.weight"].fill_(1.0)
+    save_checkpoint(run_folder, state)
+    result = eval_run(run_folder)
+    assert result.exit_code == 1
+    assert result.stderr.endswith(f"\nerror: tiny with {run_folder / 'last.pt'} gives NaN or infinite outputs for "
+                                  "20 of 20 images, so it has no error rate\n")
+
+
+def test_eval_refuses_a_runs_mean_image_holding_nan(run_folder: Path, model: torch.nn.Module) -> None:
+    """A bare state_dict in a run folder takes the run's mean.pt, checked as a checkpoint's mean is."""
+    torch.save(model.state_dict(), run_folder / "last.pt")
+    config = json.loads((run_folder / "config.json").read_text())
+    config["recipe"]["mean_subtract"] = True
+    (run_folder / "config.json").write_text(json.dumps({**config, "mean": "mean.pt"}))
+    torch.save(torch.full((3, 16, 16), float("nan")), run_folder / "mean.pt")
+    result = eval_run(run_folder)
+    assert result.exit_code == 1
+    assert result.stderr == f"error: {run_folder / 'mean.pt'} holds a mean image that is NaN or infinite in float32\n"

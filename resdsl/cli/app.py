@@ -19,7 +19,7 @@ from typer.core import TyperCommand, TyperGroup
 import resdsl
 
 # Each subcommand lives in resdsl.cli.<name> and has `register(app)`; `resdsl --help` lists them in this order.
-COMMANDS = ("check", "info", "viz", "zoo", "build", "bench", "train", "eval", "plot")
+COMMANDS = ("check", "info", "viz", "zoo", "fmt", "diff", "lsp", "build", "bench", "train", "eval", "plot")
 
 DEBUG = "RESDSL_DEBUG"  # set to 1 for the Python traceback of an internal error
 
@@ -37,11 +37,13 @@ OPTIONAL: dict[str, tuple[str, str | None]] = {
     "tensorrt": ("TensorRT", "tensorrt"),
     "tensorboard": ("tensorboard", "tensorboard"),
     "torchvision": ("torchvision", "images"),
+    "pygls": ("pygls", "lsp"),
+    "lsprotocol": ("lsprotocol", "lsp"),
 }
-COMMAND_EXTRAS = {"build": "torch", "bench": "torch", "train": "train", "eval": "train", "plot": "plot"}
+COMMAND_EXTRAS = {"build": "torch", "bench": "torch", "train": "train", "eval": "train", "plot": "plot", "lsp": "lsp"}
 # What each command cannot start without: checked before it runs, so the missing extra is the first thing said.
 REQUIRED = {"build": ("torch",), "bench": ("torch",), "train": ("torch", "numpy"), "eval": ("torch", "numpy"),
-            "plot": ("matplotlib",)}
+            "plot": ("matplotlib",), "lsp": ("pygls", "lsprotocol")}
 BACKEND_EXTRAS = {"onnx": "onnx", "tensorrt": "tensorrt"}  # `build/bench --backend B` needs these whole
 
 

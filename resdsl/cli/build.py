@@ -22,6 +22,7 @@ from resdsl.backends import (
     Unsupported,
     WriteFailed,
     load_backend,
+    tolerance,
 )
 from resdsl.backends.staging import move_into_place, staging_folder
 from resdsl.cli.common import (
@@ -85,6 +86,9 @@ def build(
                                                    "instead of the network's output: a backbone.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the initialisation when no --weights.",
                                       callback=check_seed)] = 0,
+    no_verify: Annotated[bool, typer.Option(
+        "--no-verify", help="Write the artifact even if its output is not within the tolerance of PyTorch's "
+                            "(see docs/deploy.md).")] = False,
     set_: SetOption = None,
 ) -> None:
     """Write an exported program, ONNX file, TorchScript module or TensorRT engine, and check it against PyTorch."""
@@ -110,22 +114,24 @@ def build(
     check_statistics(statistics, network.input_shape[0])
     check_memory(network, profile.max, "--dynamic-batch" if profile.dynamic else "--batch")
     saved = read_weights_or_fail(weights) if weights is not None else None
+    contract = input_contract(network, normalization_of(saved, statistics), "raw" if raw_input else input_format)
     try:
         with staging_folder(output) as folder:  # first, so that an output that cannot be written fails at once
             module = load_backend(backend)
             if hasattr(module, "require"):
                 module.require()
             model = prepare_model(network, saved, seed, names)
-            contract = input_contract(network, normalization_of(saved, statistics),
-                                      "raw" if raw_input else input_format)
             report = build_artifact(module, model, network, contract, folder / output.name, backend=backend,
                                     precision=precision, batch=profile, fold=info.fold and not no_fold, seed=seed)
+            failure = None if no_verify else verification_failure(report, backend, precision)
+            if failure is not None:  # the staging folder goes, so nothing of this build is left
+                fail(f"the {backend} artifact failed verification: {failure}; {unchanged(output)} (--no-verify "
+                     "writes it anyway)")
             move_into_place(folder, output, report.files)
     except (BackendUnavailable, Unsupported) as error:
         fail(str(error))
     except WriteFailed as error:
-        kept = f"the existing {output.name} is unchanged" if output.exists() else "nothing was written"
-        fail(f"cannot write {output}: {error}; {kept}")
+        fail(f"cannot write {output}: {error}; {unchanged(output)}")
     except typer.Exit:
         raise
     except Exception as error:
@@ -134,7 +140,21 @@ def build(
     report.size = sum((output.parent / name).stat().st_size for name in report.files)
     folded = "BN folded" if info.fold and not no_fold else "BN kept"
     typer.echo(f"{backend}: {report.path} ({human_bytes(report.size)}), {precision}, {profile}, {folded}, "
-               f"{contract.describe()}; {checked(report)}")
+               f"{contract.describe()}; {checked(report)}{' (not verified: --no-verify)' * no_verify}")
+
+
+def unchanged(output: Path) -> str:
+    return f"the existing {output.name} is unchanged" if output.exists() else "nothing was written"
+
+
+def verification_failure(report: BuildReport, backend: str, precision: str) -> str | None:
+    """Why the artifact's output is not close enough to PyTorch's (the tolerances of docs/deploy.md), or None."""
+    if not report.errors:
+        return f"it could only be checked with {report.checked_with}, not run"
+    if not report.reference_finite:
+        return ("the PyTorch model's own output is not finite with these weights (e.g. a very deep net overflows at "
+                "its initialisation), so there is nothing to compare the artifact with")
+    return tolerance(backend, precision).exceeded(report.errors, precision)
 
 
 def build_artifact(module: ModuleType, model: torch.nn.Module, network: Network, contract: InputContract, out: Path,
@@ -144,6 +164,7 @@ def build_artifact(module: ModuleType, model: torch.nn.Module, network: Network,
     The reference is the unfolded fp32 model fed the example after the contract's preprocessing, as in training.
     """
     import torch
+    from torch.utils._pytree import tree_leaves
 
     from resdsl.backends.artifact import DTYPES, cast, output_names
     from resdsl.backends.preprocess import bake
@@ -163,7 +184,9 @@ def build_artifact(module: ModuleType, model: torch.nn.Module, network: Network,
         "input_shape": list(network.input_shape), "input_dtype": str(example.dtype).removeprefix("torch."),
         **contract.metadata(), "outputs": output_names(expected),
     }
-    return module.build(deployed, example, out, batch=batch, expected=expected, metadata=metadata)
+    report = module.build(deployed, example, out, batch=batch, expected=expected, metadata=metadata)
+    report.reference_finite = all(bool(torch.isfinite(leaf).all()) for leaf in tree_leaves(expected))
+    return report
 
 
 def check_choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
@@ -321,27 +344,30 @@ def prepare_model(network: Network, saved: Weights | None, seed: int,
 
 
 def normalization_of(saved: Weights | None, statistics: dict[str, list[float] | None]) -> Normalization:
-    """The normalisation to bake: --mean/--std if given, else the `mean` (and `std`) a resdsl checkpoint records."""
+    """The normalisation to bake: --mean/--std if given, else the `mean` (and `std`) a resdsl checkpoint records,
+    each checked in float32, the dtype the artifact applies them in."""
     import torch
 
     from resdsl.backends.preprocess import Normalization
+    from resdsl.weights import WeightsError, preprocessing, statistic_problem
 
     if any(v is not None for v in statistics.values()):
-        mean, std = (torch.tensor(v) if v is not None else None for v in statistics.values())
-        return Normalization(mean, std, " and ".join(flag for flag, v in statistics.items() if v is not None))
+        given = {flag: torch.tensor(v, dtype=torch.float64) for flag, v in statistics.items() if v is not None}
+        for flag, values in given.items():
+            if (problem := statistic_problem(values, flag.removeprefix("--"))) is not None:
+                fail(f"{flag} {','.join(f'{v:g}' for v in values.tolist())} is {problem}", 2)
+        mean, std = (given.get(flag) for flag in ("--mean", "--std"))
+        return Normalization(mean, std, " and ".join(given))
     if saved is None:
         return Normalization(source="built without --weights")
-    recorded = {key: saved.checkpoint.get(key) for key in ("mean", "std")}
-    for key, value in recorded.items():
-        valid = value is None or (isinstance(value, torch.Tensor) and value.is_floating_point()
-                                  and value.dim() in (1, 3) and bool(torch.isfinite(value).all()))
-        if not valid or (key == "std" and value is not None and not bool((value > 0).all())):
-            fail(f"{saved.path} records a {key} that is not a C or CxHxW tensor of finite"
-                 f"{' positive' * (key == 'std')} numbers; build with --raw-input, or give --mean/--std")
-    if not any(v is not None for v in recorded.values()):
+    try:
+        recorded = preprocessing(saved)
+    except WeightsError as error:
+        fail(f"{error}; build with --raw-input, or give --mean/--std")
+    if recorded.mean is None and recorded.std is None:
         return Normalization(source=f"{saved.path.name} records none (give --mean/--std if the net was trained on "
                                     "normalised input)")
-    return Normalization(recorded.get("mean"), recorded.get("std"), saved.path.name)
+    return Normalization(recorded.mean, recorded.std, saved.path.name)
 
 
 def input_contract(network: Network, normalization: Normalization, input_format: str) -> InputContract:
@@ -366,7 +392,7 @@ def checked(report: BuildReport) -> str:
     if not report.errors:
         return f"checked with {report.checked_with}"
     e = report.errors
-    if e["max_abs"] != e["max_abs"]:  # NaN: e.g. a 1000-layer net at its initialisation overflows in eval mode
+    if not report.reference_finite:
         return f"loaded with {report.checked_with}, but the outputs are not finite with these weights"
     return (f"checked with {report.checked_with}: max abs err {e['max_abs']:.2e}, "
             f"max rel err {e['max_rel']:.2e}, cosine {e['cosine']:.6f}")

@@ -66,12 +66,13 @@ def evaluate(
     from resdsl.train.data import augmentation, fit_network, mean_image, view_size
     from resdsl.train.distributed import DeviceError, setup
     from resdsl.train.evaluate import evaluate as score
-    from resdsl.weights import WeightsError, load_weights, read_weights
+    from resdsl.weights import WeightsError, load_weights, preprocessing, read_weights
 
     try:
         chosen = setup(device).device
         check_named_decoder(decoder, chosen)
         saved = read_weights(weights)
+        recorded = preprocessing(saved)
         config = _config_beside(weights)
         recipe = _recipe(network, saved.checkpoint, config, dataset)
         root = find_data(recipe.dataset, data if data is not None else _recorded_data(config))
@@ -88,16 +89,19 @@ def evaluate(
             _check_fully_convolutional(network)
         model = network.to_torch(seed=0)
         load_weights(model, saved, network.name)
-        mean = saved.checkpoint.get("mean")
+        mean = recorded.mean
         if mean is None and recipe.mean_subtract:
             mean = _recorded_mean(weights, config)
             if mean is None:
                 train = load_dataset(recipe.dataset, root, train=True)
                 mean = mean_image(recipe, train.sized(test.images.size) if folder else train, workers, decoder)
-        prepare = augmentation(recipe, test, spec_shape, mean, chosen)
+        prepare = augmentation(recipe, test, spec_shape, mean, chosen, std=recorded.std)
         typer.echo(f"reading {recipe.dataset} from {root.resolve()}", err=True)
         scores = score(model.to(chosen), test, chosen, prepare=prepare.eval, normalize=prepare.normalize,
                        protocol=protocol, batch=batch, workers=workers, decoder=decoder)
+        if scores.non_finite:
+            raise WeightsError(f"{network.name} with {weights} gives NaN or infinite outputs for {scores.non_finite:,} "
+                               f"of {scores.images:,} images, so it has no error rate")
     except (WeightsError, DataError, DeviceError) as problem:
         fail(str(problem))
     split = "val" if folder else "test"
@@ -127,13 +131,16 @@ def _config_beside(weights: Path) -> dict:
 def _recorded_mean(weights: Path, config: dict):
     """The mean image of the run a bare state_dict sits in (config.json names its file), if there is one."""
 
-    from resdsl.weights import read_tensor_file
+    from resdsl.weights import WeightsError, read_tensor_file, statistic_problem
 
     name = config.get("mean")
     path = weights.parent / name if isinstance(name, str) else None
     if path is None or not path.is_file():
         return None
-    return read_tensor_file(path, "mean image")
+    mean = read_tensor_file(path, "mean image")
+    if (problem := statistic_problem(mean, "mean")) is not None:
+        raise WeightsError(f"{path} holds a mean image that is {problem}")
+    return mean
 
 
 def _recipe(network, saved: dict, config: dict, dataset: str | None):

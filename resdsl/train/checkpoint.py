@@ -13,6 +13,14 @@ from resdsl.files import atomic_write, remove_stale_temps
 from resdsl.weights import WeightsError, read_torch_file
 
 REQUIRED = ("model", "optimizer", "iteration", "epoch", "loader", "rng")
+# what resuming reads from a checkpoint, and what it must be: a field of another type is refused by name
+KINDS: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "model": (dict, "a state_dict"), "optimizer": (dict, "an optimizer state"), "iteration": (int, "a whole number"),
+    "epoch": ((int, float), "a number"), "loader": (dict, "a loader state"), "rng": (dict, "a random state"),
+    "scaler": (dict, "a scaler state"), "plateau": (dict, "a schedule state"), "run": (dict, "a dict of settings"),
+    "window": ((list, tuple), "a list of numbers"), "elapsed": ((int, float), "a number"),
+    "best_val": ((int, float, type(None)), "a number"), "mean": ((torch.Tensor, type(None)), "a tensor"),
+}
 NAMES = ("last.pt", "best.pt")
 
 
@@ -48,6 +56,12 @@ def load(path: Path, required: tuple[str, ...] = REQUIRED) -> dict[str, Any]:
     missing = [key for key in required if key not in state]
     if missing:
         raise CheckpointError(f"{path} is not a resdsl training checkpoint (missing {', '.join(missing)})")
+    for key, (kind, what) in KINDS.items():
+        value = state.get(key)
+        if key in state and (not isinstance(value, kind) or isinstance(value, bool)):
+            kind_name = type(value).__name__
+            raise CheckpointError(f"{path} records a {key} that is {'an' if kind_name[0] in 'aeiou' else 'a'} "
+                                  f"{kind_name}, not {what}")
     return state
 
 

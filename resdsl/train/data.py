@@ -79,24 +79,28 @@ def fit_network(network: Network, data: Dataset, say: Callable[[str], None]) -> 
 
 
 def augmentation(recipe: Recipe, data: Dataset, spec_shape: tuple[int, ...], mean: torch.Tensor | None,
-                 device: torch.device) -> Augment:
-    """The recipe's augmentation; a crop of the spec's input size follows the net to the data's size.
+                 device: torch.device, std: torch.Tensor | None = None) -> Augment:
+    """The recipe's augmentation, dividing by `std` if given (a checkpoint's, see resdsl.weights.Preprocessing); a
+    crop of the spec's input size follows the net to the data's size.
 
     For image folders the loader's workers crop and mirror (`train_view`); what is left runs on the device.
     """
     options = recipe.augment
-    if mean is not None and data.shape is not None and tuple(mean.shape) != tuple(data.shape):
-        raise DataError(f"the mean image is {'x'.join(map(str, mean.shape))} and {data.name}'s images are "
-                        f"{'x'.join(map(str, data.shape))}: it was computed on other images")
+    for name, stat in (("mean", mean), ("std", std)):
+        if stat is not None and data.shape is not None and tuple(stat.shape) not in ((data.shape[0],),
+                                                                                      tuple(data.shape)):
+            raise DataError(f"the {name} is {'x'.join(map(str, stat.shape))} and {data.name}'s images are "
+                            f"{'x'.join(map(str, data.shape))}: it was computed on other images")
     mean = mean.to(device) if mean is not None else None
+    std = std.to(device) if std is not None else None
     lighting = options.lighting if options is not None else 0.0
     if lighting and data.shape[0] != 3:
         raise DataError(f"'augment lighting' is AlexNet's RGB colour noise, and {data.name}'s images have "
                         f"{data.shape[0]} channel(s)")
     if isinstance(data.images, ImageFiles):
-        return Augment(mean=mean, lighting=lighting)
+        return Augment(mean=mean, std=std, lighting=lighting)
     if options is None:
-        return Augment(mean=mean)
+        return Augment(mean=mean, std=std)
     crop = options.crop or data.shape[-1]
     if options.scale is None and crop == spec_shape[-1] and data.shape[-1] != spec_shape[-1]:
         crop = data.shape[-1]
@@ -107,7 +111,8 @@ def augmentation(recipe: Recipe, data: Dataset, spec_shape: tuple[int, ...], mea
                         f"--augment \"pad 4, crop {side}, flip\"")
     if options.scale is not None and crop > options.scale[0]:
         raise DataError(f"the crop {crop} is larger than the scale's lower bound {options.scale[0]}")
-    return Augment(pad=options.pad, crop=crop, flip=options.flip, mean=mean, scale=options.scale, lighting=lighting)
+    return Augment(pad=options.pad, crop=crop, flip=options.flip, mean=mean, std=std, scale=options.scale,
+                   lighting=lighting)
 
 
 def train_view(recipe: Recipe, data: Dataset, default_recipe: bool = False) -> TrainView:

@@ -20,11 +20,13 @@ from resdsl.data.views import EvalView
 
 @dataclass(frozen=True)
 class Scores:
-    """Error rates in [0, 1]; `top5` is None when there are fewer than 5 classes."""
+    """Error rates in [0, 1]; `top5` is None when there are fewer than 5 classes. `non_finite` counts the images
+    whose outputs held a NaN or an infinity (scored as errors: such rates mean nothing)."""
 
     images: int
     top1: float
     top5: float | None
+    non_finite: int = 0
 
 
 @torch.no_grad()
@@ -34,16 +36,17 @@ def evaluate(model: nn.Module, dataset: Dataset, device: torch.device, *,
              protocol: str = "center", crop: int | None = None, batch: int = 500, amp: torch.dtype | None = None,
              channels_last: bool = False, workers: int | None = None, decoder: str = "auto") -> Scores:
     """Scores of `model` on `dataset`; the arguments are those of `probabilities`."""
-    top1 = top5 = 0
+    top1 = top5 = non_finite = 0
     for probs, labels in probabilities(model, dataset, device, prepare=prepare, normalize=normalize,
                                        protocol=protocol, crop=crop, batch=batch, amp=amp,
                                        channels_last=channels_last, workers=workers, decoder=decoder):
         labels = labels.to(probs.device)
+        non_finite += int((~torch.isfinite(probs)).any(1).sum())
         top1 += int((probs.argmax(1) != labels).sum())
         if dataset.classes >= 5:
             top5 += int((probs.topk(5, dim=1).indices != labels[:, None]).all(1).sum())
     count = max(1, len(dataset))
-    return Scores(len(dataset), top1 / count, top5 / count if dataset.classes >= 5 else None)
+    return Scores(len(dataset), top1 / count, top5 / count if dataset.classes >= 5 else None, non_finite)
 
 
 def error_rate(model: nn.Module, dataset: Dataset, prepare: Callable[[torch.Tensor], torch.Tensor],

@@ -31,7 +31,7 @@ from resdsl.train.data import InputWatch, RunData, augmentation, fit_network, me
 from resdsl.train.evaluate import error_rate
 from resdsl.train.progress import Reporter
 from resdsl.train.runspec import setting_text, standalone_spec
-from resdsl.weights import WeightsError, load_weights, read_tensor_file, read_weights, shape_text
+from resdsl.weights import WeightsError, load_failure, load_weights, read_tensor_file, read_weights, shape_text
 
 INTERRUPTED = 130  # exit status after Ctrl-C, as a shell reports SIGINT
 LENGTH = ("iterations", "epochs")  # the recipe settings a resume may change
@@ -347,7 +347,7 @@ class _Run:
             self.optimizer.load_state_dict(saved["optimizer"])
         except (RuntimeError, ValueError, KeyError) as error:
             raise RunError(f"cannot resume: {self.out / 'last.pt'} does not fit this network "
-                           f"({str(error).splitlines()[0]})") from None
+                           f"({load_failure(error)})") from None
         if "scaler" in saved:
             self.scaler.load_state_dict(saved["scaler"])
         self.loader.load_state_dict(saved["loader"])
