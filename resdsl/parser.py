@@ -17,6 +17,7 @@ from lark.lexer import PatternStr
 
 from resdsl import ast
 from resdsl.diagnostics import Diagnostic, Note, SpecError
+from resdsl.expr import MAX_MAGNITUDE
 from resdsl.limits import MAX_LITERAL_DIGITS, MAX_SPEC_BYTES
 from resdsl.source import SourceFile, SourceMap, Span, spec_too_large
 
@@ -294,7 +295,12 @@ class _ToAst:
 
     def float(self, children):
         token = children[0]
-        return ast.Literal(self._span(children), float(token) if self._digits(token, "this number") else 0.0)
+        value = float(token) if self._digits(token, "this number") else 0.0
+        if abs(value) > MAX_MAGNITUDE:
+            self.errors.append(Diagnostic(self._token_span(token), "this number is beyond ±1e30, the limit for a "
+                                                                   "number in a spec"))
+            value = 0.0
+        return ast.Literal(self._span(children), value)
 
     def shape(self, children):
         return ast.Literal(self._span(children), self._dims(children[0]))

@@ -70,7 +70,12 @@ def load(source: SourceFile, overrides: dict[str, Value], sources: SourceMap | N
             values[decl.name] = decl.value
         child = module.networks[0]
         if child.extends:
+            given: set[str] = set()
             for assign in child.extends.assigns:
+                if assign.name in given:
+                    diagnostics.error(assign.span, f"param '{assign.name}' is given twice in this extends; give it "
+                                                   "once")
+                given.add(assign.name)
                 if assign.name not in decls:
                     declared = ", ".join(decls) or "none"
                     diagnostics.error(assign.span, f"'{child.extends.path}' declares no param '{assign.name}' "
@@ -265,8 +270,8 @@ def parse_override(text: str) -> tuple[str, Value]:
         return name, int(raw)
     if _FLOAT.fullmatch(raw):
         value = float(raw)
-        if not math.isfinite(value):
-            raise UsageError(f"--set {name}: '{raw}' is not a finite number")
+        if not math.isfinite(value) or abs(value) > MAX_MAGNITUDE:
+            raise UsageError(f"--set {name}: '{raw}' is not a finite number within ±1e30")
         return name, value
     if _SHAPE.fullmatch(raw):
         return name, tuple(int(d) for d in raw.split("x"))
