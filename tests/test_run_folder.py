@@ -145,7 +145,8 @@ def test_failed_evaluation_keeps_the_trained_run_and_says_how_to_evaluate(
 """)
     result = resdsl_cli("train", "tiny.res", "--dataset", "imagefolder", "--data", str(images), "--out", "run",
                         "--augment", "scale range(36, 40), crop 32, flip", "--batch", "8", "--iterations", "4",
-                        "--eval-every", "2", "--log-every", "1", "--workers", "0", "--device", "cpu", "--split", "0", cwd=tmp_path)
+                        "--eval-every", "2", "--log-every", "1", "--workers", "0", "--device", "cpu", "--split", "0",
+                        cwd=tmp_path)
     assert result.returncode == 1
     assert re.match(r"^error: the evaluation at iteration 2 failed: .*0\.JPEG.*; the run is kept, with run/last.pt at "
                     r"that iteration: once that is fixed, evaluate it with `resdsl eval run` or continue it with "
