@@ -222,3 +222,13 @@ def test_clock_reads_hours_minutes_seconds(seconds: float, reading: str) -> None
     from resdsl.train.progress import clock
 
     assert clock(seconds) == reading
+
+
+def test_spec_without_train_section_adapts_default_crop_to_the_data(workspace: Path, resdsl_cli) -> None:
+    # before: the paper's CIFAR default (pad 4, crop 32, flip) failed on these 12x12 images
+    spec = (workspace / "tiny.res").read_text()
+    (workspace / "bare.res").write_text(spec[:spec.index("  train {")] + "}\n")
+    result = resdsl_cli("train", "bare.res", "--dataset", "mnist", "--out", "run", *QUICK, "--iterations", "2",
+                        "--batch", "32", "--split", "32", cwd=workspace)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((workspace / "run" / "config.json").read_text())["recipe"]["augment"]["crop"] == 12
