@@ -24,6 +24,7 @@ ROUTES = {
     "compile": "torch.compile (BN folded)",
     "export": "torch.export program",
     "onnx": "onnxruntime",
+    "openvino": "OpenVINO",
     "tensorrt": "TensorRT engine",
 }
 

@@ -23,7 +23,7 @@ from resdsl.cli.build import (
 from resdsl.cli.common import SetOption, SpecArgument, fail, load_network, shortened
 from resdsl.limits import usable_cpus
 
-PRIMARY = {"pytorch": "eager", "export": "export", "onnx": "onnx", "tensorrt": "tensorrt"}
+PRIMARY = {"pytorch": "eager", "export": "export", "onnx": "onnx", "openvino": "openvino", "tensorrt": "tensorrt"}
 COMPARED = ("eager", "folded", "compile", "onnx")
 MAX_RUNS = 100_000  # timed runs: p50 and p90 are steady long before; more only takes hours
 MAX_WARMUP = 10_000
