@@ -14,7 +14,7 @@ import torch
 
 from resdsl.backends import BACKENDS, BackendUnavailable, BatchProfile, Unsupported, load_backend
 from resdsl.backends.artifact import DTYPES, cast
-from resdsl.backends.fold import fold_batchnorm
+from resdsl.backends.reparam import reparameterize
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
 
@@ -46,7 +46,7 @@ def runner(route: str, model: torch.nn.Module, example: torch.Tensor, precision:
     """A callable for one route; artifact routes build their artifact in `workdir` first."""
     if route == "eager":
         return cast(copy.deepcopy(model), example, precision)[0].to(device)
-    folded = fold_batchnorm(model)
+    folded = reparameterize(model)
     if route == "folded":
         return cast(folded, example, precision)[0].to(device)
     if route == "compile":
