@@ -232,3 +232,12 @@ def test_a_resnets_residual_sums_are_left_alone_as_their_branches_read_different
     assert convs(merged) == 19  # 6n+1 convs of ResNet-20 (n = 3), the fc aside
     with torch.no_grad():
         assert relative_error(merged(x), model(x)) <= 1e-5
+
+
+def test_to_torch_deploy_gives_the_merged_eval_module_with_one_conv_per_block():
+    network = resdsl.compile(REPVGG_LIKE)
+    deployed = network.to_torch(seed=0, deploy=True)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(7))
+    assert not deployed.training and convs(deployed) == 1 + REPVGG_BLOCKS
+    with torch.no_grad():
+        assert relative_error(deployed(x), network.to_torch(seed=0).eval()(x)) <= 1e-5
