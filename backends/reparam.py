@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import operator
+from collections import Counter
 from dataclasses import dataclass
 
 import torch
@@ -38,7 +39,8 @@ def reparameterize(model: nn.Module) -> fx.GraphModule:
     if model.training:
         raise ValueError("re-parameterisation needs a model in eval mode; call model.eval() first")
     gm = copy.deepcopy(model) if isinstance(model, fx.GraphModule) else fx.symbolic_trace(copy.deepcopy(model))
-    modules = dict(gm.named_modules())
+    calls = Counter(node.target for node in gm.graph.nodes if node.op == "call_module")
+    modules = {name: module for name, module in gm.named_modules() if calls[name] == 1}  # a shared one stays whole
     for node in list(gm.graph.nodes):
         if _is_add(node) and not any(_is_add(user) and _summand(node, user) for user in node.users):
             _merge_sum(gm, node, modules)
@@ -159,8 +161,8 @@ def _merged_conv(branches: list[Branch]) -> nn.Conv2d:
             bias += shift
     conv = nn.Conv2d(like.in_channels, like.out_channels, size, stride=like.stride,
                      padding=(size[0] // 2, size[1] // 2), groups=like.groups, bias=True)
-    conv.weight = nn.Parameter(weight.to(like.weight.dtype), requires_grad=False)
-    conv.bias = nn.Parameter(bias.to(like.weight.dtype), requires_grad=False)
+    conv.weight = nn.Parameter(weight.to(like.weight.dtype))
+    conv.bias = nn.Parameter(bias.to(like.weight.dtype))
     return conv.to(like.weight.device).eval()
 
 

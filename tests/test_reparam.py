@@ -241,3 +241,21 @@ def test_to_torch_deploy_gives_the_merged_eval_module_with_one_conv_per_block():
     assert not deployed.training and convs(deployed) == 1 + REPVGG_BLOCKS
     with torch.no_grad():
         assert relative_error(deployed(x), network.to_torch(seed=0).eval()(x)) <= 1e-5
+
+
+class SharedConv(nn.Module):
+    """One conv applied twice: in a sum with its input, and again after it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.conv(x) + x)
+
+
+def test_a_conv_used_twice_is_not_merged_into_one_sum():
+    model = SharedConv().eval()
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        assert relative_error(reparameterize(model)(x), model(x)) <= 1e-6
