@@ -39,6 +39,7 @@ OPTIONAL: dict[str, tuple[str, str | None]] = {
     "onnxruntime": ("onnxruntime", "onnx"),
     "torch_tensorrt": ("torch-tensorrt", "tensorrt"),
     "tensorrt": ("TensorRT", "tensorrt"),
+    "openvino": ("openvino", "openvino"),
     "tensorboard": ("tensorboard", "tensorboard"),
     "torchvision": ("torchvision", "images"),
     "pygls": ("pygls", "lsp"),
@@ -48,7 +49,8 @@ COMMAND_EXTRAS = {"build": "torch", "bench": "torch", "train": "train", "eval": 
 # What each command cannot start without: checked before it runs, so the missing extra is the first thing said.
 REQUIRED = {"build": ("torch",), "bench": ("torch",), "train": ("torch", "numpy"), "eval": ("torch", "numpy"),
             "plot": ("matplotlib",), "lsp": ("pygls", "lsprotocol")}
-BACKEND_EXTRAS = {"onnx": "onnx", "tensorrt": "tensorrt"}  # `build/bench --backend B` needs these whole
+# `build/bench --backend B` needs these whole
+BACKEND_EXTRAS = {"onnx": "onnx", "tensorrt": "tensorrt", "openvino": "openvino"}
 
 
 class _LazyCommands(Mapping[str, TyperCommand]):
