@@ -12,10 +12,11 @@ import importlib.util
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping
-from typing import Annotated, Any
+from pathlib import PurePath
+from typing import Annotated, Any, get_args
 
 import typer
-from typer.core import TyperCommand, TyperGroup
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 import resdsl
 
@@ -68,6 +69,8 @@ class _LazyCommands(Mapping[str, TyperCommand]):
                 raise KeyError(name)
             single = typer.Typer(add_completion=False)
             importlib.import_module(f"resdsl.cli.{name}").register(single)
+            for info in single.registered_commands:
+                info.cls = ResdslCommand
             command = typer.main.get_command(single)
             command.callback = _requiring(REQUIRED.get(name, ()), command.callback)
             self._loaded[name] = command
@@ -93,7 +96,66 @@ def _requiring(modules: tuple[str, ...], callback: Callable[..., Any]) -> Callab
     return run
 
 
-class ResdslGroup(TyperGroup):
+def metavar(param: TyperArgument | TyperOption) -> str:
+    """What `--help` shows for a parameter's value, as Unix tools do: an argument's name (`SPEC`, `RUNS...`); for an
+    option nothing if a flag, else `N`, `PATH`, the choices (`stage|block|op`) or its name (`--device DEVICE`).
+    A metavar given by the command wins."""
+    if param.metavar is not None:
+        return param.metavar
+    if isinstance(param, TyperOption) and param.is_flag:
+        return ""
+    if isinstance(param, TyperArgument):
+        return (param.name or "value").upper() + ("..." if param.nargs != 1 else "")
+    described = param.type_descriptor  # typer's account of the annotation
+    element = get_args(described.annotation)[0] if described.is_list else described.annotation
+    if described.choices is not None:
+        return "|".join(str(getattr(choice, "value", choice)) for choice in described.choices)
+    if described.is_file or (isinstance(element, type) and issubclass(element, PurePath)):
+        return "PATH"
+    if element is int:
+        return "N"
+    return (param.name or "value").upper()
+
+
+class _Argument(TyperArgument):
+    """A positional argument shown by its metavar alone: `SPEC`, `[SPEC]`, `SPECS...` (not typer's `{spec} <str>`)."""
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None
+
+    def get_usage_pieces(self, ctx: Any) -> list[str]:
+        return [str(self.metavar) if self.required else f"[{self.metavar}]"]
+
+
+def _unwrapped(text: str | None) -> str | None:
+    """`text` with its paragraphs each on one line: a docstring's line breaks are the source's, not the help's."""
+    if text is None:
+        return None
+    return "\n\n".join(" ".join(paragraph.split()) for paragraph in text.strip().split("\n\n"))
+
+
+class _PlainHelp:
+    """Help in the words of ordinary command-line tools: `metavar` for every value, paragraphs unbroken."""
+
+    def __init__(self, *args: Any, **attrs: Any) -> None:
+        super().__init__(*args, **attrs)
+        self.help = _unwrapped(self.help)  # type: ignore[has-type]
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            param.metavar = metavar(param)
+            param.help = _unwrapped(getattr(param, "help", None))  # type: ignore[attr-defined]
+            if isinstance(param, TyperArgument):
+                param.__class__ = _Argument  # typer makes its own arguments; _Argument only changes their display
+        return params
+
+
+class ResdslCommand(_PlainHelp, TyperCommand):
+    """A subcommand (`resdsl info`, ...)."""
+
+
+class ResdslGroup(_PlainHelp, TyperGroup):
     """The top-level command: lazy subcommands, and `report` for whatever error escapes one."""
 
     def __init__(self, **attrs: Any) -> None:
