@@ -1,5 +1,5 @@
-"""Our own commands print what the user asked for and nothing else: no warnings from the packages they use, from
-packaging, or from pytest's configuration."""
+"""Our own commands print what the user asked for and nothing else: no warnings from the packages they use, nor
+from pytest's configuration (packaging's are checked in tests/test_install.py)."""
 
 from __future__ import annotations
 
@@ -35,13 +35,6 @@ def test_onnx_build_without_torchvision_prints_no_skipped_op_warnings(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "torchvision" not in done.stderr
     assert done.stderr == ""
-
-
-def test_package_metadata_builds_without_a_deprecation_warning(tmp_path):
-    build = "import sys\nfrom setuptools import build_meta\nbuild_meta.prepare_metadata_for_build_wheel(sys.argv[1])"
-    done = _run("-c", build, str(tmp_path))
-    assert done.returncode == 0, done.stderr
-    assert "Deprecat" not in done.stderr + done.stdout
 
 
 def test_pytest_configuration_raises_no_warning():
