@@ -37,6 +37,7 @@ BACKENDS: dict[str, Backend] = {
     "onnx": Backend("resdsl.backends.onnx", ".onnx", True, ("fp32", "fp16")),
     "torchscript": Backend("resdsl.backends.torchscript", ".ts", True),
     "tensorrt": Backend("resdsl.backends.tensorrt", ".engine", True),
+    "openvino": Backend("resdsl.backends.openvino", ".xml", True, ("fp32",)),
 }
 
 

@@ -20,10 +20,12 @@ from resdsl.cli.build import (
     prepare_model,
     with_input,
 )
-from resdsl.cli.common import SetOption, SpecArgument, fail, load_network, shortened
+from resdsl.cli.common import SetOption, SpecArgument, fail, load_network, quoted, shortened
 from resdsl.limits import usable_cpus
 
-PRIMARY = {"pytorch": "eager", "export": "export", "onnx": "onnx", "tensorrt": "tensorrt"}
+# What --backend names: the build backends, and the PyTorch routes by name; the route each one times.
+PRIMARY = {"pytorch": "eager", "export": "export", "onnx": "onnx", "openvino": "openvino", "tensorrt": "tensorrt"}
+NAMED = {**PRIMARY, "eager": "eager", "folded": "folded", "compiled": "compile"}
 COMPARED = ("eager", "folded", "compile", "onnx")
 MAX_RUNS = 100_000  # timed runs: p50 and p90 are steady long before; more only takes hours
 MAX_WARMUP = 10_000
@@ -31,25 +33,30 @@ MAX_WARMUP = 10_000
 
 def bench(
     spec: SpecArgument,
-    backend: Annotated[str, typer.Option("--backend", help=f"One of {', '.join(PRIMARY)}.")] = "pytorch",
+    backend: Annotated[str, typer.Option(
+        "--backend", metavar="ROUTE[,ROUTE..]",
+        help=f"One of {', '.join(NAMED)}, or several separated by commas: timed interleaved in one table.")
+    ] = "pytorch",
     batch: Annotated[int, typer.Option("--batch", help="Batch size.")] = 1,
     precision: PrecisionOption = "fp32",
     runs: Annotated[int, typer.Option("--runs", help="Timed runs.")] = 50,
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs first.")] = 10,
     device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: cuda if present).")] = None,
     compare: Annotated[bool, typer.Option("--compare/--no-compare",
-                                          help="Also time eager, BN-folded, torch.compile and onnxruntime.")] = True,
+                                          help="Also time eager, BN-folded, torch.compile and onnxruntime (when "
+                                               "--backend names one route).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     threads: Annotated[int | None, typer.Option(
         "--threads", help="CPU threads for torch and onnxruntime (default: torch's default).")] = None,
     input_: InputOption = None,
     set_: SetOption = None,
 ) -> None:
-    """Time warm-up-excluded runs and print latency p50/p90 and throughput per route."""
-    check_choice("--backend", backend, tuple(PRIMARY))
+    """Time warm-up-excluded runs, routes interleaved, and print latency p50/p90 and throughput per route."""
+    named = route_names(backend)
     check_precision(precision)
-    if precision not in BACKENDS[backend].precisions:
-        fail(f"the {backend} backend builds {' or '.join(BACKENDS[backend].precisions)}, not {precision}", 2)
+    for name in named:
+        if name in BACKENDS and precision not in BACKENDS[name].precisions:
+            fail(f"the {name} backend builds {' or '.join(BACKENDS[name].precisions)}, not {precision}", 2)
     if batch < 1:
         fail(f"--batch must be at least 1, not {batch}", 2)
     for flag, value, least, most in (("--runs", runs, 2, MAX_RUNS), ("--warmup", warmup, 0, MAX_WARMUP)):
@@ -71,14 +78,15 @@ def bench(
     check_choice("--device", device, ("cpu", "cuda"))
     if device == "cuda" and not torch.cuda.is_available():
         fail("--device cuda needs an NVIDIA GPU with its driver, and torch sees none here")
-    primary = PRIMARY[backend]
-    routes = [primary, *(r for r in COMPARED if r != primary)] if compare else [primary]
+    routes = [NAMED[name] for name in named]
+    if compare and len(routes) == 1:
+        routes += [r for r in COMPARED if r != routes[0]]
     model = prepare_model(network, None, 0)
     example = torch.randn(batch, *network.input_shape, generator=torch.Generator().manual_seed(0))
     with tempfile.TemporaryDirectory(prefix="resdsl-bench-") as workdir:
         results = time_routes(routes, model, example, precision=precision, device=device, runs=runs,
                               warmup=warmup, workdir=Path(workdir))
-    if results[0].error and not compare:
+    if len(results) == 1 and results[0].error:
         fail(results[0].error)
     if as_json:
         typer.echo(json.dumps({"network": network.name, "input": list(network.input_shape), "device": device,
@@ -87,6 +95,18 @@ def bench(
                                "results": [asdict(r) for r in results]}, indent=2))
     else:
         typer.echo(table(network.name, device, precision, torch.get_num_threads(), results))
+
+
+def route_names(text: str) -> list[str]:
+    """`--backend onnx` or `--backend eager,compiled,onnx`: known names, each once (exit 2 otherwise)."""
+    names = [name.strip() for name in text.split(",")]
+    unknown = [name for name in names if name not in NAMED]
+    if unknown:
+        fail(f"--backend takes {', '.join(NAMED)} (several separated by commas), not {quoted(unknown[0])}", 2)
+    routes = [NAMED[name] for name in names]
+    if repeated := sorted({name for name, route in zip(names, routes, strict=True) if routes.count(route) > 1}):
+        fail(f"--backend names the same route more than once ({', '.join(repeated)}); give each once", 2)
+    return names
 
 
 def table(name: str, device: str, precision: str, threads: int, results: list) -> str:

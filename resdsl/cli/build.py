@@ -68,7 +68,8 @@ def build(
     batch: Annotated[int | None, typer.Option("--batch", help="A fixed batch size (default 1).")] = None,
     dynamic_batch: Annotated[str | None, typer.Option(
         "--dynamic-batch", metavar="MIN:OPT:MAX", help="A dynamic batch range and the size to optimise for.")] = None,
-    no_fold: Annotated[bool, typer.Option("--no-fold", help="Keep BatchNorm layers unfolded.")] = False,
+    no_fold: Annotated[bool, typer.Option(
+        "--no-fold", help="Keep the training graph: no BatchNorm folding, no merging of parallel branches.")] = False,
     input_: InputOption = None,
     input_format: Annotated[str, typer.Option(
         "--input-format", help="What the artifact takes: float images in 0-1 or uint8 images in 0-255 (NCHW).")
@@ -173,10 +174,10 @@ def build_artifact(module: ModuleType, model: torch.nn.Module, network: Network,
     example = contract.example(batch.example, network.input_shape, dtype, torch.Generator().manual_seed(seed))
     with torch.no_grad():
         expected = model(contract.prepare(example))
-    if fold:
-        from resdsl.backends.fold import fold_batchnorm
+    if fold:  # parallel conv/BN/identity branches merged into one conv, then BatchNorm folded
+        from resdsl.backends.reparam import reparameterize
 
-        model = fold_batchnorm(model)
+        model = reparameterize(model)
     deployed = bake(cast(model, example, precision)[0], contract, dtype)
     metadata = {
         "producer": "resdsl", "resdsl_version": resdsl_version(), "network": network.name, "backend": backend,

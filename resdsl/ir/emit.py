@@ -513,7 +513,7 @@ class Emitter:
         if layer.label is None:
             return self.builder.fresh_id(site.prefix, base)
         node = site.prefix + layer.label
-        problem = self.builder.path_problem(node)
+        problem = self.builder.path_problem(node, site.scope.stage if site.scope.section == "stage" else None)
         if problem:
             if self.loops and node in self.builder.graph:
                 problem += " (in a loop, give the label a part computed from the index: `convs.{i}:`)"
