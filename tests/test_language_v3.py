@@ -71,9 +71,9 @@ def test_a_stage_named_head_has_its_own_row_apart_from_the_head():
 
 
 def test_a_dotted_label_names_a_tensor_by_its_string():
-    network = resdsl.compile(_net(stem='stem { a.b: conv 3x3, 4; relu; from "a.b"; sigmoid; add "a.b" }'))
-    assert set(network.graph.predecessors("sigmoid")) == {"a.b"}
-    assert set(network.graph.predecessors("add")) == {"sigmoid", "a.b"}
+    network = resdsl.compile(_net(stem='stem { a.b: conv 3x3, 4; g: sigmoid; from "a.b"; relu; add g; add "a.b" }'))
+    assert set(network.graph.predecessors("relu")) == {"a.b"}
+    assert set(network.graph.predecessors("add_1")) == {"add", "a.b"}
 
 
 def test_a_string_naming_no_label_is_an_error_with_the_nearest():
