@@ -11,16 +11,9 @@ from typing import Annotated
 import typer
 
 from resdsl.backends import BACKENDS
-from resdsl.cli.build import (
-    InputOption,
-    PrecisionOption,
-    check_choice,
-    check_memory,
-    check_precision,
-    prepare_model,
-    with_input,
-)
+from resdsl.cli.build import InputOption, PrecisionOption, input_shape
 from resdsl.cli.common import SetOption, SpecArgument, fail, load_network, shortened
+from resdsl.deploy import BuildError, check_choice, check_memory, check_precision, prepare_model, with_input
 from resdsl.limits import usable_cpus
 
 PRIMARY = {"pytorch": "eager", "export": "export", "onnx": "onnx", "tensorrt": "tensorrt"}
@@ -58,8 +51,11 @@ def bench(
     cpus = usable_cpus()
     if threads is not None and not 1 <= threads <= cpus:
         fail(f"--threads must be between 1 and the {cpus} CPUs usable here, not {threads}", 2)
-    network = with_input(load_network(spec, set_), input_)
-    check_memory(network, batch)
+    try:
+        network = with_input(load_network(spec, set_), input_shape(input_))
+        check_memory(network, batch)
+    except BuildError as error:
+        fail(str(error))
     import torch
 
     if threads is not None:
