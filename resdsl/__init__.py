@@ -11,9 +11,11 @@ from resdsl.network import Network, compile
 from resdsl.resolve import UsageError
 
 # What the CLI does, as functions: imported on first use, so `import resdsl` loads no torch (docs/python-api.md).
-_LAZY = {"build": "resdsl.deploy", "BuildError": "resdsl.deploy", "BuildResult": "resdsl.deploy"}
+_LAZY = {"build": "resdsl.deploy", "BuildError": "resdsl.deploy", "BuildResult": "resdsl.deploy",
+         "evaluate": "resdsl.evaluation", "EvalResult": "resdsl.evaluation"}
 
-__all__ = ["BuildError", "BuildResult", "Diagnostic", "Network", "SpecError", "UsageError", "build", "compile", "zoo"]
+__all__ = ["BuildError", "BuildResult", "Diagnostic", "EvalResult", "Network", "SpecError", "UsageError", "build",
+           "compile", "evaluate", "zoo"]
 __version__ = "0.1.0"
 
 
