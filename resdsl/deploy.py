@@ -276,15 +276,15 @@ def read_weights(path: Path) -> Weights:
 
 def recorded_preprocessing(saved: Weights | None, statistics: dict[str, list[float] | None]) -> Preprocessing:
     """What `saved`'s checkpoint records of its preprocessing; its mean and std are not read when given here."""
-    from resdsl.weights import Preprocessing, WeightsError, preprocessing
+    from resdsl.weights import Preprocessing, StatisticError, preprocessing
 
     if saved is None:
         return Preprocessing()
     given = any(values is not None for values in statistics.values())
     try:
         return preprocessing(saved, statistics=not given)
-    except WeightsError as error:
-        raise WeightsError(f"{error}; build with --raw-input, or give --mean/--std") from None
+    except StatisticError as error:
+        raise StatisticError(f"{error}; build with --raw-input, or give --mean/--std") from None
 
 
 def normalization_of(saved: Weights | None, statistics: dict[str, list[float] | None],

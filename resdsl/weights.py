@@ -32,6 +32,10 @@ class WeightsError(Exception):
         self.head_only = head_only
 
 
+class StatisticError(WeightsError):
+    """A recorded mean or std that cannot be applied (NaN, zero, not a tensor...)."""
+
+
 @dataclass(frozen=True)
 class Weights:
     """A state_dict read from `path` (prefixes stripped) and the other entries of its checkpoint, if any."""
@@ -68,7 +72,7 @@ def preprocessing(weights: Weights, *, statistics: bool = True) -> Preprocessing
     recorded = {key: weights.checkpoint.get(key) for key in ("mean", "std") if statistics}
     for key, value in recorded.items():
         if value is not None and (problem := statistic_problem(value, key)) is not None:
-            raise WeightsError(f"{weights.path} records a {key} that is {problem}")
+            raise StatisticError(f"{weights.path} records a {key} that is {problem}")
     shape = weights.checkpoint.get("input")
     if shape is not None and not (isinstance(shape, list | tuple) and len(shape) == 3
                                   and all(type(d) is int and d > 0 for d in shape)):
