@@ -20,7 +20,7 @@ import resdsl
 from resdsl.backends import BACKENDS
 
 # Each subcommand lives in resdsl.cli.<name> and has `register(app)`; `resdsl --help` lists them in this order.
-COMMANDS = ("check", "info", "viz", "zoo", "build", "bench", "train", "eval", "plot")
+COMMANDS = ("check", "info", "viz", "zoo", "fmt", "diff", "lsp", "build", "bench", "train", "eval", "plot")
 
 DEBUG = "RESDSL_DEBUG"  # set to 1 for the Python traceback of an internal error
 
@@ -33,13 +33,15 @@ OPTIONAL: dict[str, tuple[str, str | None]] = {
     "matplotlib": ("matplotlib", "plot"),
     "tensorboard": ("tensorboard", "tensorboard"),
     "torchvision": ("torchvision", "images"),
+    "pygls": ("pygls", "lsp"),
+    "lsprotocol": ("lsprotocol", "lsp"),
     # the packages of each deployment backend, from its record
     **{module: (package, b.extra) for b in BACKENDS.values() for module, package in b.modules},
 }
-COMMAND_EXTRAS = {"build": "torch", "bench": "torch", "train": "train", "eval": "train", "plot": "plot"}
+COMMAND_EXTRAS = {"build": "torch", "bench": "torch", "train": "train", "eval": "train", "plot": "plot", "lsp": "lsp"}
 # What each command cannot start without: checked before it runs, so the missing extra is the first thing said.
 REQUIRED = {"build": ("torch",), "bench": ("torch",), "train": ("torch", "numpy"), "eval": ("torch", "numpy"),
-            "plot": ("matplotlib",)}
+            "plot": ("matplotlib",), "lsp": ("pygls", "lsprotocol")}
 
 
 class _LazyCommands(Mapping[str, TyperCommand]):

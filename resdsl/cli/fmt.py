@@ -1,0 +1,90 @@
+"""`resdsl fmt FILE...`: rewrite specs in the canonical layout (in place; `-` reads stdin and writes stdout)."""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from resdsl.cli.common import fail
+from resdsl.diagnostics import SpecError
+from resdsl.files import atomic_write, reason
+from resdsl.format import format_text
+from resdsl.source import SourceFile
+
+STDIN = "-"
+
+
+def fmt(
+    paths: Annotated[list[str], typer.Argument(help="Spec files (.res), folders of them, or - for stdin.",
+                                               show_default=False)],
+    check: Annotated[bool, typer.Option("--check", help="Write nothing; list the files that would change and "
+                                                        "exit 1 if any would.")] = False,
+    diff: Annotated[bool, typer.Option("--diff", help="Write nothing; print the changes as a unified diff.")] = False,
+) -> None:
+    """Lay specs out the one canonical way: spacing, indentation and line breaks; comments kept; network unchanged."""
+    failed = changed = False
+    for path in _spec_files(paths):
+        text = sys.stdin.read() if path == STDIN else _read(path)
+        try:
+            formatted = format_text(text, "<stdin>" if path == STDIN else path)
+        except SpecError as error:  # report it and go on to the next file
+            typer.echo(error.render(), err=True)
+            failed = True
+            continue
+        original = SourceFile(path, text).text
+        if formatted == original:
+            if path == STDIN and not (check or diff):
+                sys.stdout.write(formatted)
+            continue
+        changed = True
+        if diff:
+            sys.stdout.writelines(difflib.unified_diff(original.splitlines(True), formatted.splitlines(True),
+                                                       f"{path} (original)", f"{path} (formatted)"))
+        if check:
+            typer.echo(path)
+        elif not diff:
+            _write(path, formatted)
+    if failed or (check and changed):
+        raise typer.Exit(1)
+
+
+def _spec_files(paths: list[str]) -> list[str]:
+    """The files named, a folder standing for the .res files under it; exit 1 at once if one is missing."""
+    files: list[str] = []
+    for name in paths:
+        path = Path(name)
+        if name == STDIN:
+            files.append(name)
+        elif path.is_dir():
+            files.extend(str(spec) for spec in sorted(path.rglob("*.res")))
+        elif path.is_file():
+            files.append(name)
+        else:
+            fail(f"{name}: no such file or folder")
+    return files
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        fail(f"cannot read {path}: {reason(error) if isinstance(error, OSError) else 'not UTF-8 text'}")
+
+
+def _write(path: str, text: str) -> None:
+    if path == STDIN:
+        sys.stdout.write(text)
+        return
+    try:
+        with atomic_write(Path(path)) as file:
+            file.write(text.encode())
+    except OSError as error:
+        fail(f"cannot write {path}: {reason(error)}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("fmt")(fmt)

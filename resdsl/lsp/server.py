@@ -1,0 +1,168 @@
+"""The language server: pygls handlers that turn LSP requests into questions to `resdsl.lsp.analysis`."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from lsprotocol import types
+from pygls.lsp.server import LanguageServer
+from pygls.uris import from_fs_path, to_fs_path
+
+from resdsl import __version__
+from resdsl.diagnostics import Diagnostic
+from resdsl.lsp import analysis
+from resdsl.source import Span
+
+DEBOUNCE_S = 0.05  # edits closer together than this are analysed once, after the last
+
+_SYMBOL_KINDS = {"network": types.SymbolKind.Class, "section": types.SymbolKind.Namespace,
+                 "stage": types.SymbolKind.Field, "block": types.SymbolKind.Function,
+                 "shortcut": types.SymbolKind.Interface, "param": types.SymbolKind.Variable}
+_COMPLETION_KINDS = {"op": types.CompletionItemKind.Function, "block": types.CompletionItemKind.Class,
+                     "shortcut": types.CompletionItemKind.Interface, "param": types.CompletionItemKind.Variable,
+                     "keyword": types.CompletionItemKind.Keyword, "file": types.CompletionItemKind.File}
+
+
+class ResdslServer(LanguageServer):
+    """Keeps each open document's latest analysis, and the last one that parsed (for the outline)."""
+
+    def __init__(self) -> None:
+        super().__init__("resdsl", __version__)
+        self.latest: dict[str, analysis.Analysis] = {}
+        self.parsed: dict[str, analysis.Analysis] = {}
+        self.pending: dict[str, asyncio.Task[None]] = {}
+
+    def analyse(self, uri: str) -> None:
+        """Run the front end over the document now and publish its diagnostics."""
+        document = self.workspace.get_text_document(uri)
+        result = analysis.analyse(_path(uri), document.source)
+        self.latest[uri] = result
+        if result.module is not None:
+            self.parsed[uri] = result
+        self.text_document_publish_diagnostics(types.PublishDiagnosticsParams(
+            uri=uri, version=document.version, diagnostics=[_diagnostic(d, result.path) for d in result.diagnostics]))
+
+    def schedule(self, uri: str) -> None:
+        """Analyse after DEBOUNCE_S without further edits."""
+        if (task := self.pending.pop(uri, None)) is not None:
+            task.cancel()
+
+        async def later() -> None:
+            await asyncio.sleep(DEBOUNCE_S)
+            self.pending.pop(uri, None)
+            self.analyse(uri)
+
+        self.pending[uri] = asyncio.ensure_future(later())
+
+    def current(self, uri: str) -> analysis.Analysis:
+        if uri not in self.latest or self.latest[uri].text != self.workspace.get_text_document(uri).source:
+            self.analyse(uri)  # a request that arrives before the debounced analysis
+        return self.latest[uri]
+
+
+server = ResdslServer()
+
+
+@server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+def did_open(ls: ResdslServer, params: types.DidOpenTextDocumentParams) -> None:
+    ls.analyse(params.text_document.uri)
+
+
+@server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+def did_change(ls: ResdslServer, params: types.DidChangeTextDocumentParams) -> None:
+    ls.schedule(params.text_document.uri)
+
+
+@server.feature(types.TEXT_DOCUMENT_DID_SAVE)
+def did_save(ls: ResdslServer, params: types.DidSaveTextDocumentParams) -> None:
+    ls.schedule(params.text_document.uri)
+
+
+@server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+def did_close(ls: ResdslServer, params: types.DidCloseTextDocumentParams) -> None:
+    uri = params.text_document.uri
+    ls.latest.pop(uri, None)
+    ls.parsed.pop(uri, None)
+    ls.text_document_publish_diagnostics(types.PublishDiagnosticsParams(uri=uri, diagnostics=[]))
+
+
+@server.feature(types.TEXT_DOCUMENT_HOVER)
+def hover(ls: ResdslServer, params: types.HoverParams) -> types.Hover | None:
+    line, column = _position(params.position)
+    text = analysis.hover(ls.current(params.text_document.uri), line, column)
+    if text is None:
+        return None
+    return types.Hover(contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value=text))
+
+
+@server.feature(types.TEXT_DOCUMENT_DEFINITION)
+def definition(ls: ResdslServer, params: types.DefinitionParams) -> types.Location | None:
+    current = ls.current(params.text_document.uri)
+    line, column = _position(params.position)
+    target = analysis.extends_target(current, line, column)
+    if target is not None:
+        return types.Location(uri=from_fs_path(str(target)) or "", range=_range_at(1, 1, 1, 1))
+    word = analysis.word_at(current.text, line, column)
+    found = analysis.definition_of(current, word[0]) if word else None
+    if found is None:
+        return None
+    span = found.span
+    return types.Location(uri=from_fs_path(str(Path(span.path).resolve())) or "", range=_range(span))
+
+
+@server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=[":", " ", '"']))
+def completion(ls: ResdslServer, params: types.CompletionParams) -> types.CompletionList:
+    line, column = _position(params.position)
+    names = analysis.completions(ls.current(params.text_document.uri), line, column)
+    return types.CompletionList(is_incomplete=False, items=[
+        types.CompletionItem(label=name, kind=_COMPLETION_KINDS[kind], detail=kind) for name, kind in names])
+
+
+@server.feature(types.TEXT_DOCUMENT_DOCUMENT_SYMBOL)
+def document_symbols(ls: ResdslServer, params: types.DocumentSymbolParams) -> list[types.DocumentSymbol]:
+    uri = params.text_document.uri
+    ls.current(uri)
+    good = ls.parsed.get(uri)  # a file that no longer parses keeps its last outline
+    return [] if good is None or good.module is None else [_symbol(s) for s in analysis.outline(good.module)]
+
+
+def _symbol(symbol: analysis.Symbol) -> types.DocumentSymbol:
+    span = _range(symbol.span)
+    return types.DocumentSymbol(name=symbol.name, kind=_SYMBOL_KINDS[symbol.kind], range=span, selection_range=span,
+                                children=[_symbol(child) for child in symbol.children])
+
+
+def _diagnostic(diagnostic: Diagnostic, path: str) -> types.Diagnostic:
+    """An LSP diagnostic; one whose place is in another file (a parent, the prelude) is shown on line 1."""
+    span = diagnostic.span
+    here = span is not None and analysis.contains(span, path, span.line, span.column)
+    message = diagnostic.message if here or span is None else f"{span}: {diagnostic.message}"
+    related = [types.DiagnosticRelatedInformation(
+        location=types.Location(uri=from_fs_path(str(Path(note.span.path).resolve())) or "", range=_range(note.span)),
+        message=note.message) for note in diagnostic.notes]
+    return types.Diagnostic(range=_range(span) if here and span else _range_at(1, 1, 1, 1), message=message,
+                            severity=types.DiagnosticSeverity.Error, source="resdsl",
+                            related_information=related or None)
+
+
+def _range(span: Span) -> types.Range:
+    return _range_at(span.line, span.column, span.end_line, span.end_column)
+
+
+def _range_at(line: int, column: int, end_line: int, end_column: int) -> types.Range:
+    return types.Range(start=types.Position(line=line - 1, character=column - 1),
+                       end=types.Position(line=end_line - 1, character=end_column - 1))
+
+
+def _position(position: types.Position) -> tuple[int, int]:
+    return position.line + 1, position.character + 1
+
+
+def _path(uri: str) -> str:
+    return to_fs_path(uri) or uri
+
+
+def serve() -> None:
+    """Serve over stdin and stdout until the client exits."""
+    server.start_io()

@@ -1,0 +1,184 @@
+"""`resdsl fmt`: one canonical layout, idempotent, comments kept, the network unchanged."""
+
+from __future__ import annotations
+
+import random
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import resdsl
+from resdsl.format import format_text
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = [*sorted((ROOT / "specs").rglob("*.res")), ROOT / "grammars" / "prelude.res"]
+SPECS = [path for path in SHIPPED if path.parent.name != "grammars" and "network" in path.read_text()]
+
+
+def _ids(paths: list[Path]) -> list[str]:
+    return [str(path.relative_to(ROOT)) for path in paths]
+
+
+def _mangled(text: str, seed: int) -> str:
+    """`text` with random layout that the canonical one undoes exactly: spaces, indentation, blank lines."""
+    rng = random.Random(seed)
+    lines: list[str] = []
+    for line in text.split("\n"):
+        if line.strip().startswith("}"):
+            lines.extend([" " * rng.randint(0, 4)] * rng.randint(0, 2))  # blank lines the layout removes
+        code, hash_, comment = line.partition("#")
+        code = re.sub(r"\s*,\s*", lambda _: " " * rng.randint(0, 2) + "," + " " * rng.randint(0, 3), code)
+        code = re.sub(r"\s*=\s*(?!=)", lambda _: " " * rng.randint(0, 3) + "=" + " " * rng.randint(0, 3), code)
+        code = re.sub(r"\s*\{\s*", lambda _: " " * rng.randint(1, 3) + "{" + " " * rng.randint(1, 3), code)
+        code = re.sub(r"\s*:\s+", lambda _: " " * rng.randint(0, 2) + ":" + " " * rng.randint(1, 3), code)
+        code = " " * rng.randint(0, 9) + code.strip() + " " * rng.randint(0, 2) if code.strip() else code
+        lines.append(code + hash_ + comment if hash_ else code.rstrip() if not code.strip() else code)
+        if not line.strip() or line.rstrip().endswith("{"):
+            lines.extend([" " * rng.randint(0, 4)] * rng.randint(0, 2))  # blank lines the layout removes or merges
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=_ids(SHIPPED))
+def test_shipped_files_are_in_the_canonical_layout(path: Path) -> None:
+    assert format_text(path.read_text(), str(path)) == path.read_text()
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("path", SHIPPED, ids=_ids(SHIPPED))
+def test_mangled_layout_comes_back_to_the_canonical_one(path: Path, seed: int) -> None:
+    mangled = _mangled(path.read_text(), seed)
+    assert mangled != path.read_text()
+    formatted = format_text(mangled, str(path))
+    assert formatted == path.read_text()
+    assert format_text(formatted, str(path)) == formatted
+
+
+def _ir(network: resdsl.Network) -> list[tuple]:
+    """Every node's name, op, arguments, shape, scope, counts and inputs: the IR less its source positions."""
+    ir = network.ir
+    return [(node, str(ir.nodes[node]["op"]), ir.nodes[node]["args"], ir.nodes[node]["shape"],
+             ir.nodes[node]["scope"], ir.nodes[node]["params"], ir.nodes[node]["macs"], list(ir.pred[node]))
+            for node in ir]
+
+
+def test_mangled_then_formatted_specs_compile_to_the_same_networks(tmp_path: Path) -> None:
+    copy = tmp_path / "specs"
+    shutil.copytree(ROOT / "specs", copy)
+    for path in SPECS:
+        mangled = copy / path.relative_to(ROOT / "specs")
+        mangled.write_text(format_text(_mangled(path.read_text(), seed=7), str(path)))
+    for path in SPECS:
+        before = resdsl.compile(path)
+        after = resdsl.compile(copy / path.relative_to(ROOT / "specs"))
+        assert (after.params, after.macs, _ir(after)) == (before.params, before.macs, _ir(before)), path
+
+
+MESSY = """\
+# a comment of its own
+param   n=3   # trailing
+block foo ( a,b = -1 ) { conv 3x3 , a ; relu;
+   x = a*2+ - 1
+
+
+    layer1 . 0 : conv 3x3,x, stride (1 if a==2 else 2) }
+network n {
+ input 3x32x32
+ stages(block : basic) { layer1: 3 x 16 ,stride 1
+      # inside
+ 2x32;   2x64 }
+ head {}
+}
+"""
+
+CANONICAL = """\
+# a comment of its own
+param n = 3  # trailing
+block foo(a, b = -1) {
+  conv 3x3, a; relu
+  x = a * 2 + -1
+
+  layer1.0: conv 3x3, x, stride (1 if a == 2 else 2)
+}
+network n {
+  input 3x32x32
+  stages(block: basic) {
+    layer1: 3 x 16, stride 1
+    # inside
+    2x32; 2x64
+  }
+  head { }
+}
+"""
+
+
+def test_layout_rules_by_example() -> None:
+    assert format_text(MESSY) == CANONICAL
+
+
+def test_parameter_list_over_lines_continues_under_its_first_parameter() -> None:
+    text = "block b(width,\n   stride = 1) {\n relu\n}\n"
+    assert format_text(text) == "block b(width,\n        stride = 1) {\n  relu\n}\n"
+
+
+def _cli(*args: str, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "resdsl", "fmt", *args], cwd=cwd, input=stdin, text=True,
+                          capture_output=True, timeout=120)
+
+
+def test_check_lists_the_files_that_would_change_and_exits_1(tmp_path: Path) -> None:
+    (tmp_path / "good.res").write_text(CANONICAL)
+    (tmp_path / "bad.res").write_text(MESSY)
+    result = _cli("--check", ".", cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (1, "bad.res\n")
+    assert (tmp_path / "bad.res").read_text() == MESSY
+
+
+def test_check_passes_on_the_shipped_specs_and_prelude() -> None:
+    result = _cli("--check", "specs", "grammars/prelude.res", cwd=ROOT)
+    assert (result.returncode, result.stdout) == (0, "")
+
+
+def test_in_place_rewrites_the_file(tmp_path: Path) -> None:
+    (tmp_path / "bad.res").write_text(MESSY)
+    assert _cli("bad.res", cwd=tmp_path).returncode == 0
+    assert (tmp_path / "bad.res").read_text() == CANONICAL
+
+
+def test_diff_prints_the_changes_and_writes_nothing(tmp_path: Path) -> None:
+    (tmp_path / "bad.res").write_text(MESSY)
+    result = _cli("--diff", "bad.res", cwd=tmp_path)
+    assert result.returncode == 0
+    assert "\n-param   n=3   # trailing\n" in result.stdout and "\n+param n = 3  # trailing\n" in result.stdout
+    assert (tmp_path / "bad.res").read_text() == MESSY
+
+
+def test_stdin_goes_to_stdout(tmp_path: Path) -> None:
+    result = _cli("-", cwd=tmp_path, stdin=MESSY)
+    assert (result.returncode, result.stdout) == (0, CANONICAL)
+
+
+def test_syntax_error_is_located_and_nothing_is_written(tmp_path: Path) -> None:
+    (tmp_path / "broken.res").write_text("network n {\n  input 3x32x32\n")
+    result = _cli("broken.res", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "broken.res:2:16: error:" in result.stderr and "Traceback" not in result.stderr
+    assert (tmp_path / "broken.res").read_text() == "network n {\n  input 3x32x32\n"
+
+
+def test_missing_file_is_one_sentence(tmp_path: Path) -> None:
+    result = _cli("absent.res", cwd=tmp_path)
+    assert (result.returncode, result.stderr) == (1, "error: absent.res: no such file or folder\n")
+
+
+def test_comments_stay_on_their_lines_and_in_their_order() -> None:
+    text = "# one\nnetwork n {  # two\n  # three\n  input 3x32x32  # four\n  # five\n}\n# six\n"
+    assert format_text(text.replace("  input", "input").replace("{  #", "{ #")) == text
+
+
+def test_line_continuation_indents_the_rest_of_the_statement() -> None:
+    text = "network n {\n  stem {\n  conv 3x3, \\\n 16\n  }\n}\n"
+    assert format_text(text) == "network n {\n  stem {\n    conv 3x3, \\\n        16\n  }\n}\n"

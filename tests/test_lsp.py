@@ -1,0 +1,224 @@
+"""`resdsl lsp` end to end: a real LSP client (pytest-lsp) drives the server over stdio, as an editor does."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest_lsp = pytest.importorskip("pytest_lsp", reason="pytest-lsp is in the dev extra")
+from lsprotocol import types  # noqa: E402
+from pytest_lsp import ClientServerConfig, LanguageClient  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+PRELUDE = ROOT / "grammars" / "prelude.res"
+
+# The 16x32x32 map from the first conv reaches `linear` unflattened: line 5, column 5 (1-based) is `fc:`.
+DIMENSION_ERROR = """\
+network bad {
+  input 3x32x32
+  stem {
+    conv 3x3, 16
+    fc: linear 10
+  }
+}
+"""
+
+GOOD = """\
+network small {
+  input 3x32x32
+  stem {
+    conv1: conv 3x3, 16, stride 2
+    relu
+  }
+  stages (block: bottleneck, shortcut: B) {
+    layer1: 2 x 16
+  }
+  head {
+    avgpool
+    fc: linear 10
+  }
+}
+"""
+
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=[sys.executable, "-m", "resdsl", "lsp"]))
+async def client(lsp_client: LanguageClient):
+    await lsp_client.initialize_session(types.InitializeParams(capabilities=types.ClientCapabilities()))
+    yield
+    await lsp_client.shutdown_session()
+
+
+async def _open(client: LanguageClient, path: Path, text: str) -> str:
+    uri = path.as_uri()
+    client.text_document_did_open(types.DidOpenTextDocumentParams(
+        text_document=types.TextDocumentItem(uri=uri, language_id="resdsl", version=1, text=text)))
+    await client.wait_for_notification(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
+    return uri
+
+
+def _position(text: str, line_text: str, word: str) -> types.Position:
+    """The 0-based position of `word` in the line that starts with `line_text` (stripped)."""
+    number = next(i for i, line in enumerate(text.split("\n")) if line.strip().startswith(line_text))
+    return types.Position(line=number, character=text.split("\n")[number].index(word))
+
+
+@pytest.mark.asyncio
+async def test_dimension_error_is_a_diagnostic_at_its_line_and_column(client: LanguageClient, tmp_path: Path):
+    uri = await _open(client, tmp_path / "bad.res", DIMENSION_ERROR)
+    [diagnostic] = client.diagnostics[uri]
+    assert diagnostic.range.start == types.Position(line=4, character=4)
+    assert "linear needs flat features but gets a 16x32x32 feature map" in diagnostic.message
+
+
+@pytest.mark.asyncio
+async def test_hover_on_a_conv_shows_its_output_shape_and_cost(client: LanguageClient, tmp_path: Path):
+    uri = await _open(client, tmp_path / "good.res", GOOD)
+    hover = await client.text_document_hover_async(types.HoverParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=_position(GOOD, "conv1:", "conv 3x3")))
+    assert hover is not None
+    # a 3x3 conv with stride 2 and padding 1: 32 -> 16 pixels; 3*3*3*16 = 432 weights; 432 * 16*16 = 110,592 MACs
+    assert "16x16x16" in hover.contents.value
+    assert "432 params" in hover.contents.value and "110,592 MACs" in hover.contents.value
+
+
+@pytest.mark.asyncio
+async def test_definition_of_bottleneck_is_its_prelude_line(client: LanguageClient, tmp_path: Path):
+    uri = await _open(client, tmp_path / "good.res", GOOD)
+    location = await client.text_document_definition_async(types.DefinitionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=_position(GOOD, "stages", "bottleneck")))
+    assert isinstance(location, types.Location)
+    line = next(i for i, text in enumerate(PRELUDE.read_text().split("\n")) if text.startswith("block bottleneck("))
+    assert (Path(location.uri.removeprefix("file://")).resolve(), location.range.start.line) == (PRELUDE, line)
+
+
+@pytest.mark.asyncio
+async def test_completion_after_block_colon_lists_the_blocks(client: LanguageClient, tmp_path: Path):
+    text = "network n {\n  input 3x32x32\n  stages (block: \n}\n"
+    uri = await _open(client, tmp_path / "typing.res", text)
+    result = await client.text_document_completion_async(types.CompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=2, character=17)))
+    labels = {item.label for item in (result.items if isinstance(result, types.CompletionList) else result)}
+    assert {"basic", "bottleneck", "preact_basic"} <= labels
+    assert "conv" not in labels  # an op is not a block
+
+
+@pytest.mark.asyncio
+async def test_outline_survives_an_edit_that_breaks_the_parse(client: LanguageClient, tmp_path: Path):
+    uri = await _open(client, tmp_path / "good.res", GOOD)
+    client.text_document_did_change(types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
+        content_changes=[types.TextDocumentContentChangeWholeDocument(text=GOOD.replace("head {", "head {{"))]))
+    await client.wait_for_notification(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
+    assert client.diagnostics[uri]  # the syntax error
+    symbols = await client.text_document_document_symbol_async(types.DocumentSymbolParams(
+        text_document=types.TextDocumentIdentifier(uri=uri)))
+    [network] = symbols
+    assert network.name == "small"
+    assert [child.name for child in network.children] == ["input", "stem", "stages", "head"]
+    assert [stage.name for stage in network.children[2].children] == ["layer1"]
+
+
+def test_resnet152_is_analysed_in_under_100_ms_of_cpu_after_warm_up():
+    # CPU time, not wall time: the per-keystroke work, whatever else the machine is running
+    from resdsl.lsp.analysis import analyse
+
+    path = ROOT / "specs" / "resnet152.res"
+    text = path.read_text()
+    analyse(str(path), text)  # warm-up: the parser tables and the prelude
+    timings = []
+    for _ in range(5):
+        start = time.process_time()
+        result = analyse(str(path), text)
+        timings.append(time.process_time() - start)
+    assert result.network is not None and not result.diagnostics
+    assert min(timings) < 0.1, timings
+
+
+@pytest.mark.asyncio
+async def test_hover_on_a_stage_line_shows_its_blocks_totals(client: LanguageClient):
+    path = ROOT / "specs" / "torchvision" / "resnet50.res"
+    text = path.read_text()
+    uri = await _open(client, path, text)
+    hover = await client.text_document_hover_async(types.HoverParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=_position(text, "layer1:", "layer1")))
+    assert hover is not None
+    # torchvision resnet50().layer1: sum(p.numel() for p in layer1.parameters()) == 215,808; output 256x56x56
+    assert "3 blocks → 256x56x56, 215,808 params" in hover.contents.value
+
+
+@pytest.mark.asyncio
+async def test_definition_of_an_extends_path_is_the_parent_file(client: LanguageClient):
+    path = ROOT / "specs" / "timm" / "resnet101d.res"
+    text = path.read_text()
+    uri = await _open(client, path, text)
+    location = await client.text_document_definition_async(types.DefinitionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=_position(text, "network", "resnet50d.res")))
+    assert isinstance(location, types.Location)
+    assert Path(location.uri.removeprefix("file://")) == ROOT / "specs" / "timm" / "resnet50d.res"
+
+
+@pytest.mark.asyncio
+async def test_completion_inside_extends_lists_zoo_names(client: LanguageClient, tmp_path: Path):
+    text = 'network n extends "tor'
+    uri = await _open(client, tmp_path / "child.res", text)
+    result = await client.text_document_completion_async(types.CompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=0, character=len(text))))
+    labels = {item.label for item in (result.items if isinstance(result, types.CompletionList) else result)}
+    assert {"torchvision/resnet50", "resnet50"} <= labels
+
+
+HIDE_PYGLS = """\
+import sys
+class Hide:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "pygls":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Hide())
+sys.argv = ["resdsl", "lsp"]
+from resdsl.cli.app import main
+main()
+"""
+
+
+def test_lsp_without_its_extra_says_which_in_one_line():
+    result = subprocess.run([sys.executable, "-c", HIDE_PYGLS], capture_output=True, text=True, timeout=60,
+                            stdin=subprocess.DEVNULL)
+    assert (result.returncode, result.stderr) == (1, "error: resdsl lsp needs pygls: pip install 'resdsl[lsp]'\n")
+
+
+@pytest.mark.asyncio
+async def test_a_note_is_related_information_at_the_prelude_line(client: LanguageClient, tmp_path: Path):
+    text = GOOD.replace("layer1: 2 x 16", "layer1: 2 x 16, groups 0")
+    uri = await _open(client, tmp_path / "groups.res", text)
+    first = client.diagnostics[uri][0]
+    assert first.range.start == _position(text, "layer1:", "layer1")
+    assert "expected a positive integer, got 0" in first.message
+    [note] = first.related_information
+    conv1 = next(i for i, line in enumerate(PRELUDE.read_text().split("\n")) if "conv1: conv 1x1, mid" in line)
+    assert (note.message, Path(note.location.uri.removeprefix("file://")), note.location.range.start.line) == (
+        "in this built-in definition", PRELUDE, conv1)
+
+
+@pytest.mark.asyncio
+async def test_hover_on_a_block_name_shows_its_signature_and_doc(client: LanguageClient, tmp_path: Path):
+    uri = await _open(client, tmp_path / "good.res", GOOD)
+    hover = await client.text_document_hover_async(types.HoverParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=_position(GOOD, "stages", "bottleneck")))
+    assert hover is not None
+    assert "block bottleneck(width, stride = 1, groups = 1, base_width = 64" in hover.contents.value
+    assert "1x1 reduce, 3x3, 1x1 expand" in hover.contents.value  # the comment above it in the prelude
+
+
+@pytest.mark.asyncio
+async def test_a_burst_of_edits_ends_with_the_last_ones_diagnostics(client: LanguageClient, tmp_path: Path):
+    uri = await _open(client, tmp_path / "good.res", GOOD)
+    for version, text in enumerate([DIMENSION_ERROR, GOOD + "}", GOOD], start=2):
+        client.text_document_did_change(types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+            content_changes=[types.TextDocumentContentChangeWholeDocument(text=text)]))
+    await client.wait_for_notification(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
+    assert not client.diagnostics[uri]
