@@ -21,6 +21,7 @@ from resdsl.backends import (
     BACKENDS,
     INPUT_FORMATS,
     PRECISIONS,
+    Backend,
     BatchProfile,
     BuildReport,
     WriteFailed,
@@ -135,7 +136,7 @@ def build(
 
 
 def check_options(backend: str, precision: str, input_format: str, raw_input: bool,
-                  backends: Sequence[str] = tuple(BACKENDS)):
+                  backends: Sequence[str] = tuple(BACKENDS)) -> Backend:
     """The backend's record, once the backend, precision and input format are ones it takes (UsageError if not)."""
     check_choice("--backend", backend, tuple(backends))
     check_precision(precision)
@@ -208,7 +209,7 @@ def with_input(network: Network, shape: tuple[int, int, int] | None, flag: str =
     if len(shape) != 3 or not all(isinstance(d, int) and d > 0 for d in shape):
         raise UsageError(f"{flag} takes CxHxW, three positive whole numbers such as 3x64x64, not {shape!r}")
     try:
-        return network.with_input(tuple(shape))
+        return network.with_input(shape)
     except SpecError as error:  # the argument's size over a limit: say so of it; the spec's own errors stand
         about_input = [d for d in error.diagnostics if d.span == network.program.network.input.span]
         if about_input and len(about_input) == len(error.diagnostics):

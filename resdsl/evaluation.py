@@ -23,6 +23,7 @@ from resdsl.resolve import UsageError
 if TYPE_CHECKING:
     import torch
 
+    from resdsl.data import Dataset
     from resdsl.expr import Value
     from resdsl.recipe import Recipe
     from resdsl.weights import Preprocessing
@@ -129,8 +130,8 @@ def trained_input(recorded: Preprocessing, config: dict[str, Any]) -> tuple[int,
     return tuple(shape) if isinstance(shape, list) else None
 
 
-def training_mean(recorded: Preprocessing, recipe: Recipe, weights: Path, config: dict[str, Any], root: Path, test,
-                  folder: bool, workers: int | None, decoder: str) -> torch.Tensor | None:
+def training_mean(recorded: Preprocessing, recipe: Recipe, weights: Path, config: dict[str, Any], root: Path,
+                  test: Dataset, folder: bool, workers: int | None, decoder: str) -> torch.Tensor | None:
     """The mean image training subtracted: the checkpoint's, its run's mean.pt, else computed again."""
     from resdsl.data import load_dataset
     from resdsl.train.data import mean_image
