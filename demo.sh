@@ -23,3 +23,13 @@ resdsl info specs/cifar110.res
 resdsl viz specs/resnet34.res -o demo-out/resnet34.svg
 resdsl build specs/cifar20.res --backend onnx -o demo-out/cifar20.onnx
 resdsl bench specs/cifar20.res --backend onnx --batch 32 --runs 20 --no-compare
+set +x
+
+cat <<'NEXT'
+
+Next steps: in a new shell, first activate the environment, then try
+  . .venv/bin/activate
+  resdsl zoo                                            # every shipped spec
+  resdsl viz specs/plain34.res -o plain34.svg           # the paper's Figure 3, plain
+  resdsl train specs/cifar20.res --dataset fashion-mnist --iterations 300 --out runs/f20
+NEXT

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from resdsl.source import SourceMap, Span
+from resdsl.source import SourceMap, Span, printable
 
 MAX_SHOWN = 50  # errors printed for one spec; the rest are counted
 
@@ -85,7 +85,7 @@ _QUOTE_WIDTH = 160
 
 
 def _headline(span: Span | None, severity: str, message: str) -> str:
-    return f"{span}: {severity}: {message}" if span else f"{severity}: {message}"
+    return printable(f"{span}: {severity}: {message}" if span else f"{severity}: {message}")
 
 
 def _quote(span: Span | None, sources: SourceMap | None) -> list[str]:
@@ -101,5 +101,7 @@ def _quote(span: Span | None, sources: SourceMap | None) -> list[str]:
         start = max(0, min(column - 1 - _QUOTE_WIDTH // 4, len(text) - _QUOTE_WIDTH))
         text = text[start:start + _QUOTE_WIDTH]
         column, end = column - start, min(end - start, _QUOTE_WIDTH + 1)
-    width = max(1, end - column)
-    return [f"  {text}", "  " + " " * (column - 1) + "^" + "~" * (width - 1)]
+    # control characters are shown escaped, so the caret moves by what their escapes add before it
+    shown_column = len(printable(text[: column - 1])) + 1
+    width = max(1, len(printable(text[column - 1:end - 1])))
+    return [f"  {printable(text)}", "  " + " " * (shown_column - 1) + "^" + "~" * (width - 1)]

@@ -13,9 +13,9 @@ from resdsl.diagnostics import Diagnostics, Note, SpecError
 from resdsl.expr import Value
 from resdsl.ir.build import lower_program
 from resdsl.ir.graph import IRGraph
-from resdsl.limits import MAX_ACTIVATION_BYTES, MAX_PARAM_BYTES
+from resdsl.limits import MAX_ACTIVATION_BYTES, MAX_PARAM_BYTES, MAX_WIDTH
 from resdsl.passes.count import BYTES_PER_ELEMENT, Counts, StageSummary, count
-from resdsl.resolve import Program, load, read_spec
+from resdsl.resolve import Program, check_override, load, read_spec
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -71,12 +71,13 @@ class Network:
 
         return recipe_of(self.program)
 
-    def with_input(self, shape: tuple[int, int, int]) -> Network:
-        """The same spec re-checked for another input shape (e.g. 1x28x28 data)."""
+    def with_input(self, shape: tuple[int, int, int] | str) -> Network:
+        """The same spec re-checked for another input shape (e.g. `(1, 28, 28)` or `"1x28x28"`)."""
         from dataclasses import replace
 
         from resdsl import ast
 
+        shape = _input_shape(shape)
         network = self.program.network
         span = network.input.span if network.input else network.span
         moved = replace(network, input=ast.InputShape(span, tuple(shape)))
@@ -100,7 +101,7 @@ class Network:
             return self.torch_class(seed=seed, zero_init_residual=zero_init_residual)
         from resdsl.backends.pytorch import feature_class
 
-        return feature_class(self, tuple(features))(seed=seed, zero_init_residual=zero_init_residual)
+        return feature_class(self, _feature_names(features))(seed=seed, zero_init_residual=zero_init_residual)
 
     def __repr__(self) -> str:
         return f"Network({self.name!r}, params={self.params:,}, macs={self.macs:,})"
@@ -119,8 +120,39 @@ def _without_gc() -> Iterator[None]:
 
 
 def compile(source: str | Path, **params: Value) -> Network:
-    """Parse, resolve, lower and check a spec (a path or spec text); raises SpecError."""
-    return _check(load(read_spec(source), params))
+    """Parse, resolve, lower and check a spec (a path or spec text); raises SpecError, or UsageError for params."""
+    given_as = "compile(..., {name}=...)"
+    values = {name: check_override(name, value, given_as) for name, value in params.items()}
+    return _check(load(read_spec(source), values, given_as=given_as))
+
+
+def _input_shape(shape: object) -> tuple[int, int, int]:
+    """`shape` for `with_input`: three positive integers, as a tuple or `"CxHxW"`; else ValueError naming it."""
+    dims: object = shape
+    if isinstance(shape, str):
+        parts = shape.split("x")
+        dims = tuple(int(p) for p in parts) if all(p.isdigit() for p in parts) else None
+    if (isinstance(dims, tuple | list) and len(dims) == 3
+            and all(type(d) is int and 0 < d <= MAX_WIDTH for d in dims)):
+        return (dims[0], dims[1], dims[2])
+    raise ValueError(f"with_input: the shape must be three positive integers C, H, W (e.g. (3, 224, 224) or "
+                     f"'3x224x224'), got {shape!r:.80}")
+
+
+def _feature_names(features: object) -> tuple[str, ...]:
+    """`features` for `to_torch`: a list of distinct layer or group names; else ValueError naming the argument."""
+    if isinstance(features, str) or not isinstance(features, list | tuple):
+        raise ValueError(f"to_torch(features=...) takes a list of layer or group names such as ['layer1', "
+                         f"'layer2'], got {features!r:.80}")
+    for name in features:
+        if not isinstance(name, str):
+            raise ValueError(f"to_torch(features=...): every name must be a string such as 'layer1', got {name!r:.80}")
+    repeated = sorted({name for name in features if features.count(name) > 1})
+    if repeated:
+        raise ValueError(f"to_torch(features=...): '{repeated[0]}' is named twice; name each feature once")
+    if not features:
+        raise ValueError("to_torch(features=...) needs at least one name (or features=None for the classifier)")
+    return tuple(features)
 
 
 def lower_unchecked(source: str | Path, **params: Value) -> tuple[nx.DiGraph, SpecError | None]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import threading
 from collections.abc import Iterator
 from functools import cache
@@ -12,9 +13,11 @@ from pathlib import Path
 
 from lark import Lark, Token
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.lexer import PatternStr
 
 from resdsl import ast
 from resdsl.diagnostics import Diagnostic, Note, SpecError
+from resdsl.expr import MAX_MAGNITUDE
 from resdsl.limits import MAX_LITERAL_DIGITS, MAX_SPEC_BYTES
 from resdsl.source import SourceFile, SourceMap, Span, spec_too_large
 
@@ -47,6 +50,8 @@ class _Parser:
     def __init__(self) -> None:
         self.builder = _ToAst()
         self.lark = _load_tables(self.builder)
+        self.keywords = frozenset(t.pattern.value for t in self.lark.terminals
+                                  if isinstance(t.pattern, PatternStr) and t.pattern.value.isidentifier())
         self.lock = threading.Lock()
 
     def parse(self, source: SourceFile, start: str) -> tuple[object, list[Diagnostic]]:
@@ -96,10 +101,40 @@ def _parse(source: SourceFile, sources: SourceMap, start: str):
     try:
         result, errors = _parser().parse(source, start)
     except UnexpectedInput as error:
+        if start == "start" and _not_a_spec(source, error):
+            sources.forget(source.path)  # not a spec: nothing of it is quoted
+            raise NotASpec(source) from None
         raise SpecError([_syntax_diagnostic(error, source, whole_file=start == "start")], sources) from None
     if errors:
         raise SpecError(errors, sources)
     return result
+
+
+class NotASpec(SpecError):
+    """A file whose very first word is not one a spec may start with: not a spec, and never quoted."""
+
+    REASON = "it is not a resdsl spec (a spec starts with `network`, `block`, `shortcut`, `param` or `override`)"
+
+    def __init__(self, source: SourceFile) -> None:
+        self.path = source.path
+        super().__init__([Diagnostic(Span(source.path, 1, 1, 1, 1), f"cannot read this file: {self.REASON}")])
+
+
+def _not_a_spec(source: SourceFile, error: UnexpectedInput) -> bool:
+    """Whether a file that failed to parse is some other file (notes, /etc/passwd), not a spec with a mistake.
+
+    It is when its name is not `*.res` (nor text given to compile) and it fails at its very first word, which is
+    no word of the language (`stem {` at the top of a file is a spec's mistake).
+    """
+    if source.path.endswith(".res") or source.path.startswith("<"):
+        return False
+    for number, text in enumerate(source.lines, start=1):
+        stripped = text.lstrip()
+        if stripped and not stripped.startswith("#"):
+            first = re.match(r"[A-Za-z_]\w*", stripped)
+            at_first = (error.line, error.column) == (number, len(text) - len(stripped) + 1)
+            return at_first and (first is None or first.group() not in _parser().keywords)
+    return False
 
 
 _TOKEN_WORDS = {
@@ -260,7 +295,12 @@ class _ToAst:
 
     def float(self, children):
         token = children[0]
-        return ast.Literal(self._span(children), float(token) if self._digits(token, "this number") else 0.0)
+        value = float(token) if self._digits(token, "this number") else 0.0
+        if abs(value) > MAX_MAGNITUDE:
+            self.errors.append(Diagnostic(self._token_span(token), "this number is beyond ±1e30, the limit for a "
+                                                                   "number in a spec"))
+            value = 0.0
+        return ast.Literal(self._span(children), value)
 
     def shape(self, children):
         return ast.Literal(self._span(children), self._dims(children[0]))

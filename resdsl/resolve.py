@@ -12,14 +12,14 @@ from pathlib import Path
 
 from resdsl import ast, zoo
 from resdsl.diagnostics import Diagnostic, Diagnostics, Note, SpecError
-from resdsl.expr import EvalError, Value, evaluate, names_in
+from resdsl.expr import MAX_MAGNITUDE, EvalError, Value, evaluate, names_in
 from resdsl.limits import MAX_EXTENDS_DEPTH, MAX_LITERAL_DIGITS
-from resdsl.parser import parse
+from resdsl.parser import NotASpec, parse
 from resdsl.source import SourceFile, SourceMap, Span, UnreadableSpec, read_source_text
 
 
-class UsageError(Exception):
-    """A bad command-line value (e.g. `--set` of an undeclared param): exit status 2."""
+class UsageError(ValueError):
+    """A bad value from the command line or the Python API (e.g. an undeclared param): exit status 2."""
 
 
 @dataclass
@@ -45,8 +45,12 @@ def _prelude_module() -> ast.Module:
     return parse(prelude_source(), SourceMap())
 
 
-def load(source: SourceFile, overrides: dict[str, Value], sources: SourceMap | None = None) -> Program:
-    """Parse `source` and everything it extends, bind params, and merge the network."""
+def load(source: SourceFile, overrides: dict[str, Value], sources: SourceMap | None = None,
+         given_as: str = "--set {name}") -> Program:
+    """Parse `source` and everything it extends, bind params, and merge the network.
+
+    `given_as` says how the user wrote an override, for messages (`--set n`, or `compile(..., n=...)`).
+    """
     sources = sources or SourceMap()
     sources.add(prelude_source())
     diagnostics = Diagnostics(sources)
@@ -66,7 +70,12 @@ def load(source: SourceFile, overrides: dict[str, Value], sources: SourceMap | N
             values[decl.name] = decl.value
         child = module.networks[0]
         if child.extends:
+            given: set[str] = set()
             for assign in child.extends.assigns:
+                if assign.name in given:
+                    diagnostics.error(assign.span, f"param '{assign.name}' is given twice in this extends; give it "
+                                                   "once")
+                given.add(assign.name)
                 if assign.name not in decls:
                     declared = ", ".join(decls) or "none"
                     diagnostics.error(assign.span, f"'{child.extends.path}' declares no param '{assign.name}' "
@@ -77,7 +86,8 @@ def load(source: SourceFile, overrides: dict[str, Value], sources: SourceMap | N
     for name in overrides:
         if name not in decls:
             declared = ", ".join(decls) or "none"
-            raise UsageError(f"--set {name}: the spec declares no param '{name}' (declared: {declared})")
+            raise UsageError(f"{given_as.format(name=name)}: the spec declares no param '{name}' "
+                             f"(declared: {declared})")
     param_values = _bind_params(decls, values, overrides, diagnostics)
     for span in network.repeated:
         diagnostics.error(span, "this section is given twice in the network")
@@ -90,8 +100,14 @@ def _extends_chain(source: SourceFile, sources: SourceMap, diagnostics: Diagnost
     """The modules from the root ancestor down to `source`."""
     chain: list[ast.Module] = []
     seen = {str(Path(source.path).resolve()): source.path}  # each file of the chain, with the name shown for it
+    extends: ast.Extends | None = None
     while True:
-        module = parse(source, sources)
+        try:
+            module = parse(source, sources)
+        except NotASpec:
+            if extends is None:
+                raise
+            raise diagnostics.fail(extends.span, f"cannot extend '{extends.path}': {NotASpec.REASON}") from None
         if len(module.networks) != 1:
             message = ("no network in this file" if not module.networks
                        else f"one network per file; this file has {len(module.networks)}")
@@ -101,6 +117,8 @@ def _extends_chain(source: SourceFile, sources: SourceMap, diagnostics: Diagnost
         extends = module.networks[0].extends
         if extends is None:
             return chain
+        if not extends.path.strip():
+            raise diagnostics.fail(extends.span, "`extends` needs a spec file or a zoo name, not an empty string")
         parent = _extends_target(source, extends.path)
         if str(parent) in seen:
             names = list(seen.values())
@@ -124,7 +142,7 @@ def _extends_target(source: SourceFile, target: str) -> Path:
         path = (base / target).resolve()
         if path.exists():
             return path
-    except (OSError, ValueError):  # a name too long, or with a NUL: reading it says so
+    except (OSError, ValueError, RuntimeError):  # too long, a NUL, a symlink loop: reading it says so
         return base / target
     found = zoo.find(target)
     return found.resolve() if found else path
@@ -215,6 +233,29 @@ def _bind_params(decls: dict[str, ast.ParamDecl], values: dict[str, ast.Expr | N
     return env
 
 
+def check_override(name: str, value: object, given_as: str) -> Value:
+    """A param value given from Python, checked as `--set` checks its text: an int, float, bool or shape."""
+    where = given_as.format(name=name)
+    if isinstance(value, list):
+        value = tuple(value)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if len(str(abs(value))) > MAX_LITERAL_DIGITS:
+            raise UsageError(f"{where}: {value} has more than {MAX_LITERAL_DIGITS} digits, the limit for a number")
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value) or abs(value) > MAX_MAGNITUDE:
+            raise UsageError(f"{where}: {value} is not a finite number within ±1e30")
+        return value
+    if isinstance(value, tuple) and len(value) > 1 and all(type(d) is int and 0 < d < 10**MAX_LITERAL_DIGITS
+                                                          for d in value):
+        return value
+    shown = "None" if value is None else f"{value!r} ({type(value).__name__})"
+    raise UsageError(f"{where}: {shown[:80]} is not a param value; give an int, a float, True/False or a shape "
+                     "such as (3, 32, 32)")
+
+
 def parse_override(text: str) -> tuple[str, Value]:
     """`n=18` from `--set n=18`: an int, float, true/false or a shape like 3x32x32."""
     name, sep, raw = text.partition("=")
@@ -229,8 +270,8 @@ def parse_override(text: str) -> tuple[str, Value]:
         return name, int(raw)
     if _FLOAT.fullmatch(raw):
         value = float(raw)
-        if not math.isfinite(value):
-            raise UsageError(f"--set {name}: '{raw}' is not a finite number")
+        if not math.isfinite(value) or abs(value) > MAX_MAGNITUDE:
+            raise UsageError(f"--set {name}: '{raw}' is not a finite number within ±1e30")
         return name, value
     if _SHAPE.fullmatch(raw):
         return name, tuple(int(d) for d in raw.split("x"))

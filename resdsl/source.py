@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 from dataclasses import dataclass
 from functools import cached_property
@@ -61,6 +62,10 @@ class SourceMap:
     def get(self, path: str) -> SourceFile | None:
         return self.files.get(path)
 
+    def forget(self, path: str) -> None:
+        """Stop quoting a file (one that turned out not to be a spec: its text is not ours to print)."""
+        self.files.pop(path, None)
+
 
 class UnreadableSpec(Exception):
     """A spec file that cannot be read; the message is one sentence without the path."""
@@ -98,10 +103,26 @@ def read_source_text(path: Path) -> str:
         os.close(fd)
     if len(data) > MAX_SPEC_BYTES:
         raise UnreadableSpec(spec_too_large(f"more than {MAX_SPEC_BYTES:,} bytes"))
+    if b"\0" in data:
+        raise UnreadableSpec("it is a binary file, not spec text (it holds NUL bytes)")
     try:
         return data.decode("utf-8").removeprefix("\ufeff")  # a byte-order mark, as some Windows editors write
     except UnicodeDecodeError as error:
         raise UnreadableSpec(f"it is not UTF-8 text (byte {error.start + 1} cannot be decoded)") from None
+
+
+# Characters a terminal may act on: C0/C1 controls, DEL, and the bidirectional overrides that reorder a line.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """`text` with every control character written as an escape (`\\x1b`), so none reaches the terminal."""
+    return _CONTROL.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def spec_too_large(size: str) -> str:

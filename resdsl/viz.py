@@ -17,10 +17,12 @@ import networkx as nx
 from resdsl.ir.graph import inputs
 from resdsl.ir.ops import Args, Op, Shape
 from resdsl.passes.count import count
+from resdsl.source import printable
 
 Level = Literal["stage", "block", "op"]
 LEVELS: tuple[Level, ...] = ("stage", "block", "op")
 FORMATS = ("svg", "png", "pdf", "dot")
+DOT_TIMEOUT_SECONDS = 120  # a layout that takes longer is not one a person will read
 PNG_DPI = 144  # sharp enough for a README; Graphviz's default of 96 blurs the small labels
 INSTALL_HINT = ("Graphviz's `dot` program is not installed, so only .dot output can be written; "
                 "install Graphviz (`apt-get install graphviz` or `brew install graphviz`)")
@@ -59,13 +61,27 @@ def render(diagram: graphviz.Digraph, fmt: str) -> bytes:
     if fmt == "png":
         diagram = diagram.copy()
         diagram.attr(dpi=str(PNG_DPI))
+    return _run_dot(diagram.source, fmt)
+
+
+def _run_dot(source: str, fmt: str) -> bytes:
+    """Graphviz's `dot` on `source`; its failures (and its chatter on stderr) become one RenderError sentence."""
     try:
-        return diagram.pipe(format=fmt)
-    except graphviz.ExecutableNotFound:
+        done = subprocess.run(["dot", f"-T{fmt}"], input=source.encode(), capture_output=True,
+                              timeout=DOT_TIMEOUT_SECONDS, check=False)
+    except FileNotFoundError:
         raise RenderError(INSTALL_HINT) from None
-    except subprocess.CalledProcessError as error:
-        detail = (error.stderr or b"").decode(errors="replace").strip().splitlines()
-        raise RenderError(f"Graphviz failed to render the diagram: {detail[-1] if detail else error}") from None
+    except subprocess.TimeoutExpired:
+        raise RenderError(f"Graphviz took more than {DOT_TIMEOUT_SECONDS} s to lay out the diagram and was "
+                          "stopped; draw fewer nodes (--level stage or block)") from None
+    if done.returncode < 0:
+        raise RenderError(f"Graphviz's dot was killed by signal {-done.returncode} while drawing the diagram "
+                          "(too large for it?); draw fewer nodes (--level stage or block), or write .dot")
+    if done.returncode or not done.stdout:
+        lines = done.stderr.decode(errors="replace").strip().splitlines()
+        detail = printable(lines[-1][:200]) if lines else f"exit status {done.returncode}"
+        raise RenderError(f"Graphviz could not draw the diagram ({detail}); write .dot to see what it was given")
+    return done.stdout
 
 
 # --- labels ---------------------------------------------------------------------------------

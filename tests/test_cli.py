@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -308,3 +309,48 @@ def test_an_atomic_write_error_names_the_target_not_the_temp_file(tmp_path):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as a full disk fails a write: no file named
     assert (raised.value.errno, raised.value.filename) == (errno.ENOSPC, str(tmp_path / "x.svg"))
     assert list(tmp_path.iterdir()) == [tmp_path / "file"]
+
+
+COMMANDS = ["check", "info", "viz", "zoo", "build", "bench", "train", "eval", "plot"]
+TYPE_PLACEHOLDER = r"<(str|int|float|bool|Path|list\[\w+\])>|\{\w+\}"  # typer's default metavars
+
+
+def _help(*words: str) -> str:
+    result = CliRunner().invoke(app, [*words, "--help"], prog_name="resdsl", env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.mark.parametrize("command", ["", *COMMANDS])
+def test_help_shows_ordinary_metavars_not_type_placeholders(command):
+    text = _help(*[command] if command else [])
+    assert not re.search(TYPE_PLACEHOLDER, text), text
+
+
+@pytest.mark.parametrize("command, usage", [
+    ("info", "resdsl info [OPTIONS] SPEC"), ("check", "resdsl check [OPTIONS] SPECS..."),
+    ("plot", "resdsl plot [OPTIONS] RUNS..."),
+])
+def test_help_usage_names_arguments_in_capitals(command, usage):
+    assert usage in _help(command)
+
+
+@pytest.mark.parametrize("command, option, metavar", [
+    ("build", "--batch", "N"), ("build", "--output", "PATH"), ("train", "--lr", "X"), ("info", "--set", "NAME=VALUE"),
+    ("build", "--input", "CxHxW"),
+])
+def test_help_shows_an_options_metavar(command, option, metavar):
+    assert re.search(rf"{option}\s.*?\s{re.escape(metavar)}\s", _help(command))
+
+
+@pytest.mark.parametrize("command, flag, description", [
+    ("info", "--json", "Print the summary as JSON."), ("build", "--no-fold", "Keep BatchNorm"),
+    ("check", "--help", "Show this message"),
+])
+def test_help_shows_no_value_for_a_flag(command, flag, description):
+    assert re.search(rf"{flag}\s+{description}", _help(command))
+
+
+def test_help_does_not_break_a_sentence_where_the_docstring_wrapped():
+    # viz's docstring wraps after "the failing"; at 200 columns its summary is one line
+    assert "the failing nodes in red" in _help("viz")

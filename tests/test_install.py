@@ -34,8 +34,8 @@ CLI = WITHOUT_OPTIONAL + 'sys.argv[0] = "resdsl"\nfrom resdsl.cli.app import mai
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The wheel of this checkout, unpacked as pip installs a pure-Python wheel."""
+def wheel_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """The wheel of this checkout built by setuptools in `root/dist`, and what the build printed."""
     root = tmp_path_factory.mktemp("wheel")
     source = root / "source"
     for name in ("resdsl", "grammars", "specs", "backends"):
@@ -45,9 +45,21 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     build = "import sys\nfrom setuptools import build_meta\nprint(build_meta.build_wheel(sys.argv[1]))"
     built = subprocess.run([sys.executable, "-c", build, str(root / "dist")], cwd=source, capture_output=True,
                            text=True, check=True)
+    return root, built
+
+
+@pytest.fixture(scope="module")
+def site(wheel_build: tuple[Path, subprocess.CompletedProcess[str]]) -> Path:
+    """The wheel of this checkout, unpacked as pip installs a pure-Python wheel."""
+    root, built = wheel_build
     with zipfile.ZipFile(root / "dist" / built.stdout.split()[-1]) as wheel:
         wheel.extractall(root / "site")
     return root / "site"
+
+
+def test_building_the_package_prints_no_deprecation_warning(wheel_build):
+    # setuptools >= 77 prints a boxed SetuptoolsDeprecationWarning for `license = { text = ... }`
+    assert "DeprecationWarning" not in wheel_build[1].stderr
 
 
 def _python(site: Path, code: str, *args: str) -> subprocess.CompletedProcess:

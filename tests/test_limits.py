@@ -241,10 +241,22 @@ def test_extends_of_a_file_that_is_not_regular_is_refused_unread(not_a_file, tmp
 def test_path_no_file_can_have_is_refused_with_the_reason(name, reason, tmp_path):
     with pytest.raises(resdsl.SpecError, match=reason):
         resdsl.compile(name)
+
+
+def test_path_too_long_in_extends_is_refused_at_the_extends(tmp_path):
     child = tmp_path / "child.res"
-    child.write_text(f'network t extends "{name}" {{ }}\n')
-    with pytest.raises(resdsl.SpecError, match=f"{child}:1:11: error: cannot read .*: {reason}"):
+    child.write_text(f'network t extends "{"x" * 5000}.res" {{ }}\n')
+    with pytest.raises(resdsl.SpecError, match=f"{child}:1:11: error: cannot read .*: File name too long"):
         resdsl.compile(child)
+
+
+def test_spec_file_holding_a_nul_is_refused_as_binary_without_quoting_it(tmp_path):
+    child = tmp_path / "child.res"
+    child.write_text('network t extends "a\0b.res" { }\n')
+    with pytest.raises(resdsl.SpecError) as caught:
+        resdsl.compile(child)
+    assert caught.value.render() == f"{child}:1:1: error: cannot read this spec: it is a binary file, not spec text " \
+                                    "(it holds NUL bytes)"
 
 
 # --- command-line values --------------------------------------------------------------------------------

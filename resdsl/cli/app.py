@@ -9,12 +9,16 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import inspect
 import os
+import typing
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperCommand, TyperGroup
+from typer._click import Context, Parameter
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 import resdsl
 from resdsl.backends import BACKENDS
@@ -56,7 +60,9 @@ class _LazyCommands(Mapping[str, TyperCommand]):
                 raise KeyError(name)
             single = typer.Typer(add_completion=False)
             importlib.import_module(f"resdsl.cli.{name}").register(single)
+            single.registered_commands[0].cls = PlainHelpCommand
             command = typer.main.get_command(single)
+            command.help = unwrapped(command.help)
             command.callback = _requiring(REQUIRED.get(name, ()), command.callback)
             self._loaded[name] = command
         return self._loaded[name]
@@ -66,6 +72,14 @@ class _LazyCommands(Mapping[str, TyperCommand]):
 
     def __len__(self) -> int:
         return len(COMMANDS)
+
+
+def unwrapped(text: str | None) -> str | None:
+    """A docstring's paragraphs each as one line, for the help to wrap at the terminal's width, not mid-sentence."""
+    if text is None:
+        return None
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(" ".join(paragraph.split()) for paragraph in paragraphs)
 
 
 def _requiring(modules: tuple[str, ...], callback: Callable[..., Any]) -> Callable[..., Any]:
@@ -81,8 +95,60 @@ def _requiring(modules: tuple[str, ...], callback: Callable[..., Any]) -> Callab
     return run
 
 
+# Metavars in --help, by the value's type where an option names none: `--batch N`, not `--batch <int>`.
+METAVARS: dict[object, str] = {int: "N", float: "X", Path: "PATH"}
+
+
+class PlainArgument(TyperArgument):
+    """An argument shown by its metavar alone: `SPEC` in the usage line and the arguments panel (no `<str>`)."""
+
+    def display_type_rich(self, ctx: Context) -> str | None:
+        return None
+
+    def _usage_display_name(self) -> str:
+        name = self.display_name_raw if self.required else f"[{self.display_name_raw}]"
+        return f"{name}..." if self.nargs != 1 else name
+
+
+def plain_metavar(param: Parameter) -> None:
+    """Give `param` an ordinary metavar unless it names one: NAME for an argument, nothing for a flag, N for a
+    whole number, X for a number, PATH for a path, `a|b|c` for choices, else the option's name in capitals."""
+    if isinstance(param, TyperArgument):
+        param.__class__ = PlainArgument  # the same object, rendered without its type
+        param.metavar = param.metavar or (param.name or "").upper()
+        return
+    if not isinstance(param, TyperOption) or param.metavar is not None:
+        return
+    if param.is_flag:
+        param.metavar = ""
+        return
+    descriptor = param.type_descriptor
+    annotation = descriptor.annotation
+    element = typing.get_args(annotation)[0] if descriptor.is_list else annotation
+    if descriptor.is_choice:
+        param.metavar = "|".join(str(getattr(choice, "value", choice)) for choice in descriptor.choices or ())
+    else:
+        param.metavar = METAVARS.get(element, (param.name or "value").upper())
+
+
+class PlainHelpCommand(TyperCommand):
+    """A subcommand whose --help shows ordinary metavars (see `plain_metavar`)."""
+
+    def get_params(self, ctx: Context) -> list[Parameter]:
+        params = super().get_params(ctx)
+        for param in params:
+            plain_metavar(param)
+        return params
+
+
 class ResdslGroup(TyperGroup):
     """The top-level command: lazy subcommands, and `report` for whatever error escapes one."""
+
+    def get_params(self, ctx: Context) -> list[Parameter]:
+        params = super().get_params(ctx)
+        for param in params:
+            plain_metavar(param)
+        return params
 
     def __init__(self, **attrs: Any) -> None:
         super().__init__(**attrs)

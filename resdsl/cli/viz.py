@@ -1,4 +1,4 @@
-"""`resdsl viz FILE -o OUT`: draw the network with Graphviz (stage chain, blocks, or every op).
+"""`resdsl viz FILE [-o OUT]`: draw the network with Graphviz (stage chain, blocks, or every op).
 
 A spec that fails its checks is still drawn, failing nodes in red; the diagnostics go to stderr,
 the file is written, and the exit status is 1. A spec that does not parse writes nothing.
@@ -27,8 +27,9 @@ class Level(StrEnum):
 
 def viz(
     spec: SpecArgument,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write: .svg, .png, .pdf or .dot.",
-                                         parser=not_empty("-o", "a file to write"), show_default=False)],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Where to write: .svg, .png, .pdf or .dot "
+                                                "[default: the spec's name with .svg, in the current folder].",
+                                                parser=not_empty("-o", "a file to write"), show_default=False)] = None,
     level: Annotated[Level, typer.Option(help="stage: Table 1 as a chain; block: the paper's Figure 3; "
                                               "op: every IR node.")] = Level.block,
     expand: Annotated[bool, typer.Option("--expand", help="Draw every block instead of one per run "
@@ -39,6 +40,7 @@ def viz(
     nodes in red with their diagnostics, and the command exits 1."""
     from resdsl.viz import FORMATS, RenderError, draw, render
 
+    output = output or Path(f"{Path(spec).stem or 'network'}.svg")
     fmt = output.suffix.lower().lstrip(".")
     if fmt not in FORMATS:
         fail(f"cannot tell the format of '{output}'; name the output .svg, .png, .pdf or .dot", 2)

@@ -79,7 +79,19 @@ def lower_program(program: Program, diagnostics: Diagnostics) -> IRGraph:
         return builder.graph
     builder.graph.graph["output"] = current
     builder.add("output", OPS["output"], {}, [current], Scope("io", "output"), network.span)
+    if not diagnostics.diagnostics:
+        _check_everything_is_read(emitter)
     return builder.graph
+
+
+def _check_everything_is_read(emitter: Emitter) -> None:
+    """A layer whose output nothing reads is a mistake (a branch left dangling), though it would count params."""
+    graph = emitter.builder.graph
+    for node, attrs in graph.nodes.items():
+        if not graph.succ[node] and node != "output":
+            emitter.report(attrs["span"], attrs["origin"], f"nothing reads the output of '{node}': this branch "
+                           "is computed (and counts params and MACs) but never used; use it (e.g. `add` or `concat` "
+                           "it) or remove it")
 
 
 def _shape_error(emitter: Emitter, node: str, span: Span, origin: Span | None, message: str) -> None:

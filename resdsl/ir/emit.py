@@ -351,7 +351,7 @@ class Emitter:
         if layer.label is None:
             return self.builder.fresh_id(site.prefix, base)
         node = site.prefix + layer.label
-        problem = self.builder.path_problem(node)
+        problem = self.builder.path_problem(node, site.scope.stage if site.scope.section == "stage" else None)
         if problem:
             self.report(layer.span, site.origin, problem)
             return None

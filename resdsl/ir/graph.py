@@ -169,8 +169,8 @@ class GraphBuilder:
                 self._counters[node] = count
                 return candidate
 
-    def path_problem(self, node: str) -> str | None:
-        """Why `node` cannot be added as a module path, or None."""
+    def path_problem(self, node: str, stage: str | None = None) -> str | None:
+        """Why `node` cannot be added as a module path, or None; `stage` is the stage being emitted, if any."""
         problem = check_path(node)
         if problem:
             return problem
@@ -188,6 +188,8 @@ class GraphBuilder:
             prefix = prefix.rpartition(".")[0]
             if prefix in self.graph:
                 return f"'{node}' would put a layer inside the layer '{prefix}'"
+            if prefix in self._stages and not (stage == prefix or (stage or "").startswith(f"{prefix}.")):
+                return f"'{node}' would put a layer inside the stage '{prefix}', mixing their modules; rename it"
         return None
 
     def add(self, node: str, op: Op, args: Args | None, sources: list[str], scope: Scope, span: Span,

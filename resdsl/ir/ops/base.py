@@ -246,25 +246,19 @@ def check_width(width: int) -> None:
 
 def window(op: str, shape: Shape, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int],
            dilation: tuple[int, int] = (1, 1), ceil: bool = False) -> tuple[int, int]:
-    """Output H, W of a sliding window (PyTorch's formula, ceil mode included).
+    """Output H, W of a sliding window by PyTorch's rule (`pooling_output_shape`, ceil mode included).
 
-    Refused: a window wider than the padded input (no output), and one far wider than the input itself
-    (more than 4 × its size + 1), most of which would only ever cover padding.
+    Refused as PyTorch refuses it: a window that leaves no output (wider than the padded input, or in ceil
+    mode, one that would start only in the padding).
     """
     sizes = []
     for size, k, s, p, d in zip(shape[1:], kernel, stride, padding, dilation, strict=True):
         reach = d * (k - 1) + 1
-        if reach > size + 2 * p:
+        out = (size + 2 * p - reach + (s - 1 if ceil else 0)) // s + 1
+        if ceil and (out - 1) * s >= size + p:  # the last window would start in the padding
+            out -= 1
+        if out < 1:
             raise ShapeError(f"spatial size reaches zero: {op} {fmt(kernel)} on a {fmt(shape)} input: its window "
                              f"spans {reach:,}, the padded input only {size + 2 * p:,}")
-        if reach > 4 * size + 1:
-            what = f"its kernel of {k} at dilation {d}" if d > 1 else "its kernel"
-            raise ShapeError(f"{op} window far larger than its {fmt(shape)} input: {what} spans {reach:,}, more than "
-                             f"4 × {size} + 1, so most of it only ever covers padding; use a smaller kernel or "
-                             "dilation, or a larger input")
-        span = size + 2 * p - reach
-        out = (math.ceil(span / s) if ceil else span // s) + 1
-        if ceil and (out - 1) * s >= size + p:
-            out -= 1
         sizes.append(out)
     return sizes[0], sizes[1]

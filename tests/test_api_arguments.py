@@ -1,0 +1,68 @@
+"""The Python API checks its arguments as the CLI does: each mistake is a UsageError/ValueError naming the argument."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+import resdsl
+
+CIFAR = "cifar_resnet"  # param n = 3: ResNet-20
+
+
+@pytest.mark.parametrize(("value", "shown"), [(None, "None"), ("3", "'3' (str)"), ([1], "(1,) (tuple)"),
+                                              (object, "<class 'object'> (type)")],
+                         ids=["none", "string", "one_element_list", "a_class"])
+def test_a_param_value_that_is_no_value_is_refused_by_name(value, shown):
+    pattern = rf"^compile\(\.\.\., n=\.\.\.\): {re.escape(shown)} is not a param value"
+    with pytest.raises(resdsl.UsageError, match=pattern):
+        resdsl.compile(CIFAR, n=value)
+
+
+def test_a_param_given_none_never_compiles_to_a_network_without_blocks():
+    with pytest.raises(ValueError, match="None is not a param value"):
+        resdsl.compile(CIFAR, n=None)
+
+
+def test_a_float_param_beyond_the_bound_is_refused():
+    with pytest.raises(resdsl.UsageError, match=r"n=\.\.\.\): 1e\+40 is not a finite number within ±1e30"):
+        resdsl.compile(CIFAR, n=1e40)
+
+
+def test_a_param_the_spec_does_not_declare_is_named_as_python_wrote_it():
+    with pytest.raises(resdsl.UsageError, match=r"^compile\(\.\.\., m=\.\.\.\): the spec declares no param 'm' "
+                                                r"\(declared: n\)$"):
+        resdsl.compile(CIFAR, m=3)
+
+
+def test_an_int_param_compiles_the_papers_depth():
+    assert resdsl.compile(CIFAR, n=5).params == 464_154  # PAPER.md Table 6, ResNet-32
+
+
+def test_non_integer_channels_are_refused_at_the_layer_that_reads_them():
+    spec = "param w = 16\nnetwork t {\n  input 3x8x8\n  stem { conv 3x3, w }\n  head { avgpool; fc: linear 2 }\n}\n"
+    with pytest.raises(resdsl.SpecError, match=r"conv argument 'out': expected an integer, got 16\.5"):
+        resdsl.compile(spec, w=16.5)
+
+
+@pytest.mark.parametrize("shape", ["3x3", (3.5, 32, 32), (True, 32, 32), (3, 32), (0, 32, 32), "x3x3", None],
+                         ids=["two_dims_text", "float", "bool", "two_dims", "zero", "bad_text", "none"])
+def test_with_input_refuses_a_shape_that_is_not_three_positive_integers(shape):
+    with pytest.raises(ValueError, match=r"^with_input: the shape must be three positive integers C, H, W"):
+        resdsl.compile(CIFAR).with_input(shape)
+
+
+def test_with_input_takes_the_shape_as_the_language_writes_it():
+    assert resdsl.compile(CIFAR).with_input("1x28x28").input_shape == (1, 28, 28)
+
+
+@pytest.mark.parametrize(("features", "message"), [
+    ("layer1", r"takes a list of layer or group names such as \['layer1', 'layer2'\], got 'layer1'"),
+    ([1], "every name must be a string such as 'layer1', got 1"),
+    (["layer1", "layer2", "layer1"], "'layer1' is named twice; name each feature once"),
+    ([], "needs at least one name"),
+], ids=["a_string", "an_int", "duplicated", "empty"])
+def test_to_torch_features_must_be_distinct_names(features, message):
+    with pytest.raises(ValueError, match=message):
+        resdsl.compile(CIFAR).to_torch(features=features)
