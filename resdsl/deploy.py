@@ -79,8 +79,10 @@ def load_network(spec: str | Path | Network, params: dict[str, Value] | None = N
             raise UsageError("params are given to a spec, not to a network that is already compiled")
         return spec
     from resdsl.network import _check
+    from resdsl.resolve import check_override
 
-    return _check(load(read_spec(zoo.resolve(str(spec))), params or {}))
+    values = {name: check_override(name, value, "--set {name}") for name, value in (params or {}).items()}
+    return _check(load(read_spec(zoo.resolve(str(spec))), values))
 
 
 def build(
