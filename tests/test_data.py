@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
+import re
 import struct
 import sys
 from pathlib import Path
@@ -192,7 +194,8 @@ def test_data_dir_without_the_dataset_is_refused_though_another_copy_exists(
         tmp_path: Path, cifar10_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RESDSL_DATA", str(cifar10_dir.parent))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match=r"no cifar10 data found in .*/empty: download .* unpack it into it$"):
+    with pytest.raises(DataError, match=r"no cifar10 data found in .*/empty: cifar10 is read from .*; "
+                                        r"download .* unpack it into it$"):
         find_data("cifar10", tmp_path / "empty")
 
 
@@ -457,3 +460,36 @@ def test_loader_resume_serves_the_same_following_batches(consumed: int) -> None:
 def test_loader_refuses_a_batch_larger_than_the_data() -> None:
     with pytest.raises(DataError, match="too few images"):
         Loader(numbered(5), 8)
+
+
+def test_missing_fashion_mnist_names_the_real_debian_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from resdsl.data import locate
+
+    monkeypatch.setitem(locate.SYSTEM_COPIES, "fashion-mnist", tmp_path / "absent")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("RESDSL_DATA", raising=False)
+    with pytest.raises(DataError) as caught:
+        find_data("fashion-mnist", None)
+    assert "`sudo apt-get install dataset-fashion-mnist`" in str(caught.value)
+    assert "package fashion-mnist" not in str(caught.value)
+
+
+@pytest.mark.parametrize(("dataset", "file"), [("cifar10", "data_batch_1"), ("cifar100", "train, test and meta"),
+                                               ("fashion-mnist", "train-images-idx3-ubyte"),
+                                               ("mnist", "t10k-labels-idx1-ubyte"), ("imagenet", "val/<wnid>/*.JPEG"),
+                                               ("imagefolder", "train/<class>/")])
+def test_missing_data_says_which_files_are_expected(dataset: str, file: str, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=re.escape(file)):
+        find_data(dataset, tmp_path)
+
+
+def test_pipe_named_like_an_image_is_skipped_and_never_read(tmp_path: Path) -> None:
+    from resdsl.data.images import list_folder, read_file
+
+    (tmp_path / "cat").mkdir()
+    (tmp_path / "cat" / "a.jpg").write_bytes(b"x")
+    os.mkfifo(tmp_path / "cat" / "b.jpg")
+    paths, _, _ = list_folder(tmp_path)
+    assert paths == [tmp_path / "cat" / "a.jpg"]
+    with pytest.raises(DataError, match=r"b.jpg is not a regular file"):
+        read_file(tmp_path / "cat" / "b.jpg")  # before: read_bytes() waited for a writer forever

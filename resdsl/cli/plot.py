@@ -38,6 +38,9 @@ def plot(
     except OSError as error:
         fail(f"cannot write {output}: {reason(error)}")
     curves = {run: read_curves(run) for run in runs}
+    for run, (train, test) in curves.items():
+        for line in single_points(run, train, test):
+            typer.echo(f"note: {line}", err=True)
     figure = _draw(curves, _names(runs), title)
     with written(output) as file:
         figure.savefig(file, format=suffix)
@@ -75,6 +78,16 @@ def read_curves(run: Path) -> tuple[Curve, Curve]:
     if not train and not test:
         fail(f"{path} has no training or test error to plot yet")
     return train, test
+
+
+def single_points(run: Path, train: Curve, test: Curve) -> list[str]:
+    """Why a curve of `run` is a single point: it was logged or evaluated once."""
+    notes = []
+    for name, curve, flag in (("training", train, "--log-every"), ("test", test, "--eval-every")):
+        if len(curve) == 1:
+            notes.append(f"{run}'s {name} error is a single point (iteration {curve[0][0]:,}): the run recorded it "
+                         f"once; train with a {flag} below its length for a curve")
+    return notes
 
 
 def _draw(curves: dict[Path, tuple[Curve, Curve]], names: dict[Path, str], title: str | None):

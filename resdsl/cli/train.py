@@ -85,6 +85,9 @@ def train(
                                                 show_default=False)] = None,
     decoder: Annotated[str, typer.Option(help="Image folders: auto (torchvision, else PIL), torchvision, pil, "
                                          "or nvjpeg (batched on the GPU).", rich_help_panel=RUN)] = "auto",
+    divergence_check: Annotated[bool, typer.Option("--divergence-check/--no-divergence-check",
+                                                   help="Stop when the loss becomes non-finite or rises far above "
+                                                        "its start after the warm-up.", rich_help_panel=RUN)] = True,
     set_: SetOption = None,
 ) -> None:
     """Train SPEC with the recipe of its train section; writes metrics.jsonl and checkpoints to --out."""
@@ -131,7 +134,7 @@ def train(
                        zero_init_residual=zero_init_residual, checkpoint_every=checkpoint_every,
                        eval_every=eval_every, log_every=log_every, limit_train=limit_train,
                        limit_eval=limit_eval, resume=resume, weights=weights, strict=strict, tensorboard=tensorboard,
-                       workers=workers, decoder=decoder)
+                       workers=workers, decoder=decoder, divergence_check=divergence_check)
     try:
         status = run(network, config)
     except (DataError, RunError, CheckpointError, DeviceError) as error:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import os
+import stat
 import warnings
 from collections.abc import Sequence
 from functools import cache
@@ -83,9 +85,13 @@ def check_named_decoder(decoder: str, device: torch.device) -> None:
 
 
 def read_file(path: Path) -> torch.Tensor:
-    """The bytes of `path` as a 1-D uint8 tensor."""
+    """The bytes of `path` as a 1-D uint8 tensor; DataError if it is not a regular file (a pipe is never waited on)."""
     try:
-        raw = path.read_bytes()
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as file:
+            mode = os.fstat(file.fileno()).st_mode
+            if not stat.S_ISREG(mode):
+                raise DataError(f"{path} is not a regular file, so it is not an image")
+            raw = file.read()
     except OSError as error:
         raise DataError(f"{path} cannot be read ({error.strerror or error})") from None
     return torch.frombuffer(bytearray(raw), dtype=torch.uint8) if raw else torch.empty(0, dtype=torch.uint8)
@@ -179,7 +185,9 @@ def list_folder(root: Path, classes: list[str] | None = None) -> tuple[list[Path
     paths, labels = [], []
     for label, name in enumerate(classes):
         folder = root / name
-        files = sorted(f for f in folder.iterdir() if f.suffix.lower() in EXTENSIONS) if folder.is_dir() else []
+        # pipes, sockets and devices named like images are skipped: reading one could wait forever
+        files = sorted(f for f in folder.iterdir() if f.suffix.lower() in EXTENSIONS and f.is_file()) \
+            if folder.is_dir() else []
         paths += files
         labels += [label] * len(files)
     if not classes or not paths:

@@ -29,15 +29,25 @@ SUBDIRS = {
     "imagenet": ("",),
     "imagefolder": ("",),
 }
+IDX = ("train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte "
+       "(gzipped or not)")
+FILES = {
+    "cifar10": "data_batch_1 to data_batch_5 and test_batch",
+    "cifar100": "train, test and meta",
+    "fashion-mnist": IDX,
+    "mnist": IDX,
+    "imagenet": "train/<wnid>/*.JPEG and val/<wnid>/*.JPEG",
+    "imagefolder": "train/<class>/*.jpg and val/<class>/*.jpg",
+}
 SOURCES = {
     "cifar10": "download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz and unpack it into one of them",
     "cifar100": "download https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz and unpack it into one of them",
-    "fashion-mnist": "install the Debian package fashion-mnist or put the idx files from "
+    "fashion-mnist": "install the Debian package with `sudo apt-get install dataset-fashion-mnist` (it puts them in "
+    "/usr/share/datasets/fashion-mnist) or put the idx files from "
     "https://github.com/zalandoresearch/fashion-mnist into one of them",
-    "mnist": "put the four idx files from https://yann.lecun.com/exdb/mnist/ (gzipped or not) into one of them",
-    "imagenet": "make one of them hold ILSVRC2012's train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (the validation "
-    "images sorted into one folder per class)",
-    "imagefolder": "make one of them hold train/<class>/*.jpg and val/<class>/*.jpg (the ImageNet layout)",
+    "mnist": "put the four idx files from https://yann.lecun.com/exdb/mnist/ into one of them",
+    "imagenet": "unpack ILSVRC2012 into one of them, its validation images sorted into one folder per class",
+    "imagefolder": "put one folder of images per class under train/ and val/ in one of them",
 }
 SYSTEM_COPIES = {"fashion-mnist": Path("/usr/share/datasets/fashion-mnist")}
 
@@ -93,4 +103,12 @@ def find_data(dataset: str, data: str | Path | None) -> Path:
     listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
     source = SOURCES[dataset] if len(names) > 1 else SOURCES[dataset].replace("one of them", "it")
     hint = "" if data is not None else " (or pass --data DIR)"
-    raise DataError(f"no {dataset} data found in {listed}: {source}{hint}")
+    raise DataError(f"no {dataset} data found in {listed}: {dataset} is read from {expected_files(dataset)}; "
+                    f"{source}{hint}")
+
+
+def expected_files(dataset: str) -> str:
+    """Which files hold `dataset`, and the sub-folders they may be in."""
+    folders = [f"{sub}/" for sub in SUBDIRS[dataset] if sub]
+    where = f" (directly or in {' or '.join(folders)})" if folders else ""
+    return FILES[dataset] + where

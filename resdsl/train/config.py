@@ -33,6 +33,7 @@ class RunConfig:
     tensorboard: bool = False
     workers: int | None = None  # image folders: decoding processes per rank (None: the CPUs per rank)
     decoder: str = "auto"  # image folders: auto, torchvision, pil or nvjpeg
+    divergence_check: bool = True  # stop on a non-finite loss or one far above the first
 
     def to_json(self) -> dict:
         """The config as written to config.json."""

@@ -81,7 +81,7 @@ def fit_network(network: Network, data: Dataset, say: Callable[[str], None]) -> 
 def augmentation(recipe: Recipe, data: Dataset, spec_shape: tuple[int, ...], mean: torch.Tensor | None,
                  device: torch.device, std: torch.Tensor | None = None) -> Augment:
     """The recipe's augmentation, dividing by `std` if given (a checkpoint's, see resdsl.weights.Preprocessing); a
-    crop of the spec's input size follows the net to the data's size.
+    crop of the spec's input size, or the default one, follows the data's size.
 
     For image folders the loader's workers crop and mirror (`train_view`); what is left runs on the device.
     """
@@ -102,7 +102,8 @@ def augmentation(recipe: Recipe, data: Dataset, spec_shape: tuple[int, ...], mea
     if options is None:
         return Augment(mean=mean, std=std)
     crop = options.crop or data.shape[-1]
-    if options.scale is None and crop == spec_shape[-1] and data.shape[-1] != spec_shape[-1]:
+    default = "augment" not in recipe.model_fields_set  # the paper's CIFAR augmentation, which no one chose
+    if options.scale is None and (crop == spec_shape[-1] or default) and data.shape[-1] != crop:
         crop = data.shape[-1]
     if options.scale is None and crop > data.shape[-1]:
         side = data.shape[-1]

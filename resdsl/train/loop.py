@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from resdsl import metrics
+from resdsl.data import DataError
 from resdsl.data.images import check_named_decoder
 from resdsl.files import atomic_write, folders_to_make, reason, writable_folder
 from resdsl.network import Network
@@ -29,11 +30,13 @@ from resdsl.train import checkpoint, distributed, tensorboard
 from resdsl.train.config import RunConfig, read_config_json
 from resdsl.train.data import InputWatch, RunData, augmentation, fit_network, mean_image, prepare, train_loader
 from resdsl.train.evaluate import error_rate
-from resdsl.train.progress import Reporter
+from resdsl.train.lock import Locked, RunLock
+from resdsl.train.progress import Reporter, clock
 from resdsl.train.runspec import setting_text, standalone_spec
 from resdsl.weights import WeightsError, load_failure, load_weights, read_tensor_file, read_weights, shape_text
 
 INTERRUPTED = 130  # exit status after Ctrl-C, as a shell reports SIGINT
+DIVERGED = 1.5  # a logged loss this many times the first one, after the warm-up, is divergence
 LENGTH = ("iterations", "epochs")  # the recipe settings a resume may change
 
 
@@ -49,6 +52,7 @@ class State:
     warming: bool = False
     best_val: float | None = None
     elapsed: float = 0.0  # seconds of training before this process took over (resumes)
+    first_loss: float | None = None  # the loss of the first log line: what divergence is measured against
     # sums since the last log line: loss, wrong predictions, images, seconds
     window: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
 
@@ -58,42 +62,72 @@ def train(network: Network, config: RunConfig) -> int:
     last = config.out / "last.pt"
     if config.out.exists() and not config.out.is_dir():
         raise RunError(f"--out {config.out} is a file, not a directory")
-    if config.resume and not last.exists():
-        raise RunError(f"cannot resume: there is no {last} (was the first run given this --out?)")
-    if not config.resume and last.exists():
-        raise RunError(f"{last} exists; pass --resume to continue that run or choose another --out")
     if config.tensorboard and not tensorboard.available():
         raise RunError(tensorboard.MISSING)
+    made = folders_to_make(config.out)
+    found = set(config.out.iterdir()) if not made else set()
     context = distributed.setup(config.device)
+    held: RunLock | None = None
+    run: _Run | None = None
     try:
+        if context.is_main:  # the other ranks of a torchrun train under rank 0's lock
+            held = _lock(config.out, made)
+        if config.resume and not last.exists():
+            raise RunError(f"cannot resume: there is no {last} (was the first run given this --out?)")
+        if not config.resume and last.exists():
+            raise RunError(f"{last} exists; pass --resume to continue that run or choose another --out")
         if context.is_main:
-            _prepare_out(config.out)
-        return _Run(network, config, context).run()
+            _remove_stale_temps(config.out)
+        run = _Run(network, config, context)
+        return run.run()
+    except BaseException:
+        if held is not None and not config.resume and (run is None or run.state.iteration == 0):
+            _remove_written(config.out, made, found)
+        raise
     finally:
+        if held is not None:
+            held.release()
         distributed.teardown(context)
 
 
-def _prepare_out(out: Path) -> None:
-    """Check that the run folder (or the folder it will be made in) can be written; remove killed writes' temps."""
+def _remove_written(out: Path, made: list[Path], found: set[Path]) -> None:
+    """After a fresh run failed before its first step, remove what it wrote: the folders it made for --out,
+    or the files it added to an --out that was there. Once a step has run, nothing is removed."""
+    try:
+        if made:
+            shutil.rmtree(made[-1], ignore_errors=True)
+        elif out.is_dir():
+            for path in set(out.iterdir()) - found:
+                if path.is_file() and not path.is_symlink():
+                    path.unlink(missing_ok=True)
+    except OSError:
+        pass  # the failure being reported matters more than what is left of the folder
+
+
+def _lock(out: Path, made: list[Path]) -> RunLock:
+    """Make the run folder if needed and lock it for this process; RunError if another process holds it."""
     try:
         writable_folder(out)
+        out.mkdir(parents=True, exist_ok=True)
+        return RunLock(out)
+    except Locked as error:
+        raise RunError(str(error)) from None
     except OSError as error:
+        if made:
+            shutil.rmtree(made[-1], ignore_errors=True)
         raise RunError(f"cannot write to the run directory {out}: {reason(error)}") from None
-    if out.is_dir():
-        for stale in checkpoint.remove_stale(out):
-            _warn(f"removed {stale}, left by a checkpoint write that was killed half-way")
+
+
+def _remove_stale_temps(out: Path) -> None:
+    """Remove the temps of checkpoint writes that were killed half-way (no live process owns them: we hold the lock)."""
+    for stale in checkpoint.remove_stale(out):
+        _warn(f"removed {stale}, left by a checkpoint write that was killed half-way")
 
 
 class _Run:
     def __init__(self, network: Network, config: RunConfig, context: distributed.Context) -> None:
         self.config, self.recipe, self.context = config, config.recipe, context
         self.out = config.out
-        # what a fresh run removes if it fails before its first checkpoint: the folders it makes for --out,
-        # or the files it adds to an --out that was there
-        made = folders_to_make(config.out)
-        self.new_folder = made[-1] if made else None
-        self.found = set() if self.new_folder is not None else set(config.out.iterdir())
-        self.checkpointed = False
         self.device = context.device
         check_named_decoder(config.decoder, self.device)
         self.say = _printer(context.is_main)
@@ -140,13 +174,6 @@ class _Run:
         self.mirror: tensorboard.Mirror | None = None
 
     def run(self) -> int:
-        try:
-            return self._run()
-        except BaseException:
-            self._remove_unfinished()
-            raise
-
-    def _run(self) -> int:
         self.started = time.monotonic()
         if self.config.resume:
             self._restore()
@@ -166,6 +193,7 @@ class _Run:
                 self.mirror.close()
 
     def _train(self) -> int:
+        self.first_iteration = self.state.iteration
         with Reporter(self.total, self.state.iteration, enabled=self.context.is_main) as progress, \
                 _interrupts() as stop:
             self.say = progress.log
@@ -208,9 +236,8 @@ class _Run:
         self.scaler.update()
         wrong = (logits.argmax(1) != labels).sum()
         loss_value, wrong_value = float(loss.detach()), int(wrong)
-        if not math.isfinite(loss_value):
-            raise RunError(f"the loss became {loss_value} at iteration {state.iteration + 1} (lr {lr:g}); "
-                           "try a lower --lr or a warm-up")
+        if self.config.divergence_check and not math.isfinite(loss_value):
+            raise RunError(_diverged(f"the loss became {loss_value} at iteration {state.iteration + 1}", lr))
         seconds = time.perf_counter() - start
         window = state.window
         window[0] += loss_value * len(labels)
@@ -231,10 +258,13 @@ class _Run:
         on_log, on_eval = iteration % config.log_every == 0, iteration % config.eval_every == 0
         if on_log or done:
             self._log(observe_only=not on_log)
+        on_checkpoint = iteration % config.checkpoint_every == 0 or done
         if on_eval or done:
-            self._evaluate(observe_only=not on_eval)
-        if iteration % config.checkpoint_every == 0 or done:
+            # the weights are saved first, so that an evaluation that fails loses no training
             self._checkpoint()
+            self._evaluate(observe_only=not on_eval)
+        if on_checkpoint:
+            self._checkpoint()  # again after an evaluation: last.pt then holds what it observed (best, plateau)
 
     def _log(self, observe_only: bool = False) -> None:
         state = self.state
@@ -247,13 +277,38 @@ class _Run:
         if state.warming and not observe_only and self.recipe.warmup.ends(error):
             state.warming = False
             self.say(f"warm-up ends at iteration {state.iteration}: training error {100 * error:.1f}%")
+        if not observe_only:
+            self._check_divergence(loss / seen, lr)
         record = self._record("train", lr=lr, train_loss=round(loss / seen, 6), train_error=round(error, 6),
                               images_per_s=round(seen / max(seconds, 1e-9), 1))
         self._write_metrics(record)
         self.say(f"iter {state.iteration:>7}  epoch {record['epoch']:7.2f}  lr {lr:<8.4g} "
-                 f"loss {record['train_loss']:.4f}  train err {100 * error:6.2f}%  {record['images_per_s']:,.0f} img/s")
+                 f"loss {record['train_loss']:.4f}  train err {100 * error:6.2f}%  {record['images_per_s']:,.0f} img/s"
+                 f"  {self._times()}")
+
+    def _check_divergence(self, loss: float, lr: float) -> None:
+        """RunError if a logged loss after the warm-up is far above the first one (unless --no-divergence-check)."""
+        state = self.state
+        if state.first_loss is None:
+            state.first_loss = loss
+            return
+        warmup = self.recipe.warmup
+        warming = state.warming or (warmup is not None and state.iteration <= (warmup.iterations or 0))
+        if self.config.divergence_check and not warming and loss > DIVERGED * state.first_loss:
+            raise RunError(_diverged(f"the loss rose from {state.first_loss:.4g} to {loss:.4g} by iteration "
+                                     f"{state.iteration:,}", lr))
 
     def _evaluate(self, observe_only: bool = False) -> None:
+        """Evaluate; a failure (an unreadable image, a full disk) says that the run is kept and how to evaluate it."""
+        try:
+            self._evaluate_now(observe_only)
+        except (DataError, RunError, OSError) as error:
+            failure = reason(error) if isinstance(error, OSError) else str(error)
+            raise RunError(f"the evaluation at iteration {self.state.iteration:,} failed: {failure}; the run is "
+                           f"kept, with {self.out / 'last.pt'} at that iteration: once that is fixed, evaluate it "
+                           f"with `resdsl eval {self.out}` or continue it with --resume") from None
+
+    def _evaluate_now(self, observe_only: bool) -> None:
         cut = False
         if self.context.is_main:
             errors = {}
@@ -290,6 +345,7 @@ class _Run:
                 "scaler": self.scaler.state_dict(), "iteration": state.iteration, "epoch": self.loader.epoch,
                 "loader": self.loader.state_dict(), "rng": checkpoint.rng_state(), "warming": state.warming,
                 "best_val": state.best_val, "window": list(state.window), "elapsed": self._elapsed(),
+                "first_loss": state.first_loss,
                 "plateau": self.plateau.state_dict(),
                 "recipe": self.recipe.model_dump(mode="json"), "network": self.network.name,
                 "run": self._run_settings(), **self._eval_needs(),
@@ -322,7 +378,6 @@ class _Run:
                 then = f"no {path.name} was written, so start the run again once that is fixed"
             raise RunError(f"cannot write {path} at iteration {self.state.iteration}: {reason(error)}; {then}") \
                 from None
-        self.checkpointed = True
 
     def _eval_needs(self) -> dict:
         """What evaluating the weights needs besides them: the data, the input shape and the mean image."""
@@ -356,7 +411,7 @@ class _Run:
         checkpoint.set_rng_state(saved["rng"])
         self.state = State(iteration=saved["iteration"], warming=saved.get("warming", False),
                            best_val=saved.get("best_val"), window=list(saved.get("window", [0.0] * 4)),
-                           elapsed=saved.get("elapsed", 0.0))
+                           elapsed=saved.get("elapsed", 0.0), first_loss=saved.get("first_loss"))
         if self.context.is_main:
             with self._writing(self.metrics_path):
                 metrics.keep_until(self.metrics_path, self.state.iteration, _warn)
@@ -425,20 +480,6 @@ class _Run:
             self._write_mean(mean)
             _warn(f"{self.out / 'mean.pt'} was {damage}; wrote it again from {self.out / 'last.pt'}'s mean image")
 
-    def _remove_unfinished(self) -> None:
-        """After a fresh run failed before its first checkpoint, remove what it wrote: there is nothing to resume."""
-        if self.config.resume or self.checkpointed or not self.context.is_main:
-            return
-        try:
-            if self.new_folder is not None:
-                shutil.rmtree(self.new_folder, ignore_errors=True)
-            elif self.out.is_dir():
-                for path in set(self.out.iterdir()) - self.found:
-                    if path.is_file() and not path.is_symlink():
-                        path.unlink(missing_ok=True)
-        except OSError:
-            pass  # the failure being reported matters more than what is left of the folder
-
     def _recipe_as_run(self) -> Recipe:
         """The recipe with the crop that was applied (it follows the network to the data's image size): what
         the checkpoints, config.json and spec.res record, so that `eval` sees the views training saw."""
@@ -452,6 +493,12 @@ class _Run:
     def _record(self, kind: str, **values: float) -> dict:
         return metrics.record(kind, self.state.iteration, self.state.iteration / self.steps_per_epoch,
                               self._elapsed(), **values)
+
+    def _times(self) -> str:
+        """'elapsed 1:02 ETA 3:04': the run's time so far and, at this process's pace, the time left."""
+        done = self.state.iteration - self.first_iteration
+        pace = (time.monotonic() - self.started) / done if done else 0.0
+        return f"elapsed {clock(self._elapsed())}  ETA {clock(pace * (self.total - self.state.iteration))}"
 
     def _elapsed(self) -> float:
         return self.state.elapsed + time.monotonic() - self.started
@@ -526,6 +573,11 @@ def _printer(enabled: bool):
 
 def _warn(line: str) -> None:
     print(f"warning: {line}", file=sys.stderr, flush=True)
+
+
+def _diverged(what: str, lr: float) -> str:
+    return (f"training diverged: {what} (lr {lr:g}); try a lower --lr or a --warmup, or pass "
+            "--no-divergence-check to keep going")
 
 
 def _shown(value: object) -> str:

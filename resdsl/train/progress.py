@@ -48,3 +48,10 @@ class Reporter:
             self.bar.console.print(line, highlight=False, markup=False)
         else:
             print(line, flush=True)
+
+
+def clock(seconds: float) -> str:
+    """`seconds` as a clock reading: 0:07, 12:05, 3:02:09."""
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
