@@ -113,3 +113,32 @@ def test_a_recorded_input_that_is_not_a_shape_is_refused_in_one_sentence(tmp_pat
     torch.save({**saved, "input": value}, checkpoint)
     with pytest.raises(WeightsError, match=f"records an input that is {what}, not CxHxW"):
         resdsl.build(tmp_path / "tiny.res", "onnx", tmp_path / "tiny.onnx", weights=checkpoint)
+
+
+def test_train_records_the_preprocessing_that_build_and_evaluate_read(tiny_workspace: Path, tmp_path: Path):
+    """tiny.res subtracts the per-pixel mean of its training images (all 256 with no split; 1x12x12, computed here
+    by hand)."""
+    import onnxruntime
+
+    from resdsl.weights import Preprocessing, preprocessing, read_weights
+
+    run = resdsl.train(tiny_workspace / "tiny.res", out=tmp_path / "run", data=tiny_workspace / "data",
+                       settings={"iterations": 4, "split": "0"}, checkpoint_every=4, eval_every=100, device="cpu")
+    assert run.out == tmp_path / "run" and not run.interrupted
+    pixels = (tiny_workspace / "data" / "train-images-idx3-ubyte").read_bytes()[16:]
+    mean = torch.frombuffer(bytearray(pixels), dtype=torch.uint8).reshape(256, 1, 12, 12).double().mean(0) / 255
+    recorded = preprocessing(read_weights(run.out / "last.pt"))
+    assert torch.allclose(recorded.mean.double(), mean, atol=1e-6)
+    assert recorded == Preprocessing(mean=recorded.mean, std=None, input=(1, 12, 12), input_format="uint8")
+
+    built = resdsl.build(run.out / "spec.res", "onnx", tmp_path / "tiny.onnx", weights=run.out / "last.pt",
+                         input_format="uint8", batch=2)
+    model = resdsl.compile(run.out / "spec.res").to_torch().eval()
+    model.load_state_dict(torch.load(run.out / "last.pt", weights_only=True)["model"])
+    images = torch.randint(0, 256, (2, 1, 12, 12), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    session = onnxruntime.InferenceSession(str(built.path), providers=["CPUExecutionProvider"])
+    (output,) = session.run(None, {session.get_inputs()[0].name: images.numpy()})
+    with torch.no_grad():
+        expected = model((images.double() / 255 - mean).float())
+    assert np.allclose(output, expected.numpy(), atol=1e-4)
+    assert resdsl.evaluate(run.out, device="cpu").input == (1, 12, 12)
