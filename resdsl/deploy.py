@@ -82,7 +82,7 @@ def load_network(spec: str | Path | Network, params: dict[str, Value] | None = N
     from resdsl.resolve import check_override
 
     values = {name: check_override(name, value, "--set {name}") for name, value in (params or {}).items()}
-    return _check(load(read_spec(zoo.resolve(str(spec))), values))
+    return _check(load(read_spec(spec), values))
 
 
 def build(
@@ -190,7 +190,13 @@ def checked_floats(flag: str, values: Sequence[float] | None) -> list[float] | N
 
 
 def spec_path(spec: str | Path | Network) -> Path | None:
-    return None if isinstance(spec, Network) else Path(zoo.resolve(str(spec)))
+    """The file `spec` is read from (None for a network or spec text)."""
+    return None if isinstance(spec, Network) or is_spec_text(spec) else Path(zoo.resolve(spec))
+
+
+def is_spec_text(spec: str | Path) -> bool:
+    """Whether `spec` is spec source rather than a path or zoo name (as resdsl.resolve.read_spec tells them)."""
+    return isinstance(spec, str) and ("\n" in spec or "{" in spec)
 
 
 def check_output(output: Path, network: Network, suffix: str, inputs: dict[str, str | Path | None]) -> None:

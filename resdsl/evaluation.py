@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from resdsl import zoo
 from resdsl.data.locate import DECODERS, PROTOCOLS, DataError
-from resdsl.deploy import load_network
+from resdsl.deploy import is_spec_text, load_network
 from resdsl.diagnostics import SpecError
 from resdsl.network import Network
 from resdsl.resolve import UsageError
@@ -108,14 +108,14 @@ def check_options(protocol: str, decoder: str, batch: int, limit: int | None) ->
 
 def spec_and_weights(spec: str | Path | Network, weights: str | Path | None) -> tuple[str | Network, Path]:
     """The spec to compile and the weights file: a run folder gives its spec.res and, by default, its last.pt."""
-    if not isinstance(spec, Network):
+    if not isinstance(spec, Network) and not is_spec_text(spec):
         run = Path(spec) if Path(spec).is_dir() else None
         if run is not None:
             if not (run / "spec.res").is_file():
                 raise DataError(f"{run} is a folder but not a training run: it has no spec.res")
             spec = str(run / "spec.res")
             weights = weights or run / "last.pt"
-        elif not Path(spec).exists() and zoo.find(str(spec)) is None and "\n" not in str(spec):
+        elif not Path(spec).exists() and zoo.find(str(spec)) is None:
             raise DataError(f"no such file or folder: {spec}")
     if weights is None:
         raise UsageError("give the weights to evaluate: --weights CKPT (or a run folder instead of a spec)")

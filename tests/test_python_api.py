@@ -37,7 +37,7 @@ def test_the_docs_examples_run_as_written(code: str, tmp_path: Path, monkeypatch
 
 def test_the_doc_has_an_example_of_each_function():
     examples = "\n".join(doc_examples())
-    assert "resdsl.build(" in examples and "resdsl.evaluate(" in examples
+    assert all(f"resdsl.{name}(" in examples for name in ("build", "evaluate", "train"))
 
 
 def randomised(model: torch.nn.Module) -> torch.nn.Module:
