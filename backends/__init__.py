@@ -85,6 +85,8 @@ BACKENDS: dict[str, Backend] = {backend.name: backend for backend in (
     Backend("tensorrt", "resdsl.backends.tensorrt", (".engine", ".engine.json"), extra="tensorrt",
             modules=(("torch_tensorrt", "torch-tensorrt"), ("tensorrt", "TensorRT")),
             verify=(("fp32", Tolerance(1e-2, 0.9999)),)),  # TensorRT computes fp32 convolutions in TF32
+    Backend("openvino", "resdsl.backends.openvino", (".xml", ".bin", ".xml.json"), precisions=("fp32",),
+            extra="openvino", modules=(("openvino", "openvino"),)),
 )}
 
 

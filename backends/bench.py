@@ -6,7 +6,8 @@ import copy
 import logging
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import torch
 
 from resdsl.backends import BACKENDS, BackendUnavailable, BatchProfile, Unsupported, load_backend
 from resdsl.backends.artifact import DTYPES, cast
-from resdsl.backends.fold import fold_batchnorm
+from resdsl.backends.reparam import reparameterize
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
 
@@ -24,6 +25,7 @@ ROUTES = {
     "compile": "torch.compile (BN folded)",
     "export": "torch.export program",
     "onnx": "onnxruntime",
+    "openvino": "OpenVINO",
     "tensorrt": "TensorRT engine",
 }
 
@@ -45,7 +47,7 @@ def runner(route: str, model: torch.nn.Module, example: torch.Tensor, precision:
     """A callable for one route; artifact routes build their artifact in `workdir` first."""
     if route == "eager":
         return cast(copy.deepcopy(model), example, precision)[0].to(device)
-    folded = fold_batchnorm(model)
+    folded = reparameterize(model)
     if route == "folded":
         return cast(folded, example, precision)[0].to(device)
     if route == "compile":
@@ -67,36 +69,69 @@ def runner(route: str, model: torch.nn.Module, example: torch.Tensor, precision:
 
 def measure(run: Runner, example: torch.Tensor, *, runs: int, warmup: int, device: str) -> tuple[float, float, float]:
     """p50 and p90 latency (ms) and throughput (images/s) of `runs` timed calls after `warmup` untimed ones."""
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    times = []
+    sync = _synchronizer(device)
     with torch.inference_mode():
         for _ in range(warmup):
             run(example)
         sync()
-        for _ in range(runs):
-            start = time.perf_counter()
-            run(example)
-            sync()
-            times.append(time.perf_counter() - start)
-    deciles = statistics.quantiles(times, n=10, method="inclusive") if len(times) > 1 else times * 9
-    return statistics.median(times) * 1e3, deciles[8] * 1e3, example.shape[0] * len(times) / sum(times)
+        times = [_timed(run, example, sync) for _ in range(runs)]
+    return _summary(times, example.shape[0])
 
 
 def bench(routes: list[str], model: torch.nn.Module, example: torch.Tensor, *, precision: str, device: str,
           runs: int, warmup: int, workdir: Path) -> list[Timing]:
-    """Time each route in turn; a route that fails to build or run gets its reason instead of figures."""
-    results = []
-    for route in routes:
-        timing = Timing(ROUTES[route], example.shape[0])
-        try:
-            run = runner(route, model, example, precision, device, workdir)
-            x = example.to(device, DTYPES[precision])
-            timing.p50_ms, timing.p90_ms, timing.throughput = measure(run, x, runs=runs, warmup=warmup, device=device)
-        except (BackendUnavailable, Unsupported) as error:
-            timing.error = str(error)
-        except Exception as error:
-            text = str(error).strip()
-            timing.error = f"failed: {text.splitlines()[0] if text else type(error).__name__}"
-        results.append(timing)
-    return results
+    """Build and warm up each route, then time them interleaved: each of `runs` rounds calls every route once, so
+    that a change in the machine's load falls on all routes alike. A route that fails gets its reason instead."""
+    timings = [Timing(ROUTES[route], example.shape[0]) for route in routes]
+    x = example.to(device, DTYPES[precision])
+    sync = _synchronizer(device)
+    runners: dict[int, Runner] = {}
+    for index, route in enumerate(routes):
+        with _failure(timings[index]):
+            run = runner(route, model, example, precision, device, workdir)  # not in inference mode: exports
+            with torch.inference_mode():
+                for _ in range(warmup):
+                    run(x)
+            sync()
+            runners[index] = run
+    with torch.inference_mode():
+        samples: dict[int, list[float]] = {index: [] for index in runners}
+        for _ in range(runs):
+            for index, run in list(runners.items()):
+                with _failure(timings[index]):
+                    samples[index].append(_timed(run, x, sync))
+                if timings[index].error:
+                    del runners[index]
+    for index, times in samples.items():
+        if not timings[index].error:
+            timings[index].p50_ms, timings[index].p90_ms, timings[index].throughput = _summary(times, x.shape[0])
+    return timings
 
+
+def _synchronizer(device: str) -> Callable[[], None]:
+    return torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+
+def _timed(run: Runner, x: torch.Tensor, sync: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    run(x)
+    sync()
+    return time.perf_counter() - start
+
+
+def _summary(times: list[float], batch: int) -> tuple[float, float, float]:
+    """p50 and p90 (ms) and images/s of the call times (seconds)."""
+    deciles = statistics.quantiles(times, n=10, method="inclusive") if len(times) > 1 else times * 9
+    return statistics.median(times) * 1e3, deciles[8] * 1e3, batch * len(times) / sum(times)
+
+
+@contextmanager
+def _failure(timing: Timing) -> Iterator[None]:
+    """Record why a route cannot run (a missing package, an unsupported precision, an error) in its timing."""
+    try:
+        yield
+    except (BackendUnavailable, Unsupported) as error:
+        timing.error = str(error)
+    except Exception as error:
+        text = str(error).strip()
+        timing.error = f"failed: {text.splitlines()[0] if text else type(error).__name__}"

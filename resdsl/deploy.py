@@ -399,10 +399,10 @@ def build_artifact(module: ModuleType, model: torch.nn.Module, network: Network,
     example = contract.example(batch.example, network.input_shape, dtype, torch.Generator().manual_seed(seed))
     with torch.no_grad():
         expected = model(contract.prepare(example))
-    if fold:
-        from resdsl.backends.fold import fold_batchnorm
+    if fold:  # parallel conv/BN/identity branches merged into one conv, then BatchNorm folded
+        from resdsl.backends.reparam import reparameterize
 
-        model = fold_batchnorm(model)
+        model = reparameterize(model)
     deployed = bake(cast(model, example, precision)[0], contract, dtype)
     metadata = {
         "producer": "resdsl", "resdsl_version": __version__, "network": network.name, "backend": backend,

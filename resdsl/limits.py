@@ -43,3 +43,12 @@ def human_bytes(value: int) -> str:
         if value >= scale:
             return f"{value / scale:.1f} {unit}"
     return f"{value} B"
+
+
+def quoted(text: str, limit: int = 40) -> str:
+    """`text` quoted for a message, cut short if long (a value of thousands of digits stays one readable line)."""
+    return repr(shortened(text, limit))
+
+
+def shortened(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}..."

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, overload
 
 from resdsl.diagnostics import Diagnostics, Note, SpecError
 from resdsl.expr import Value
@@ -19,6 +19,7 @@ from resdsl.resolve import Program, check_override, load, read_spec
 
 if TYPE_CHECKING:
     import networkx as nx
+    from torch.fx import GraphModule
 
     from resdsl.backends.pytorch import NetworkModule
 
@@ -90,18 +91,34 @@ class Network:
 
         return module_class(self)
 
+    @overload
     def to_torch(self, *, seed: int | None = None, zero_init_residual: bool = False,
-                 features: list[str] | None = None) -> NetworkModule:
+                 features: list[str] | None = None, deploy: Literal[False] = False) -> NetworkModule: ...
+
+    @overload
+    def to_torch(self, *, seed: int | None = None, zero_init_residual: bool = False,
+                 features: list[str] | None = None, deploy: Literal[True]) -> GraphModule: ...
+
+    def to_torch(self, *, seed: int | None = None, zero_init_residual: bool = False,
+                 features: list[str] | None = None, deploy: bool = False) -> NetworkModule | GraphModule:
         """A new, initialised PyTorch module of this network (see resdsl.backends.pytorch).
 
         `seed=None` draws the weights from torch's global RNG, as torchvision does; `features` names the
         layers or groups (`layer2`, `layer3.5.conv2`) whose outputs the module returns instead, as a dict.
+        `deploy=True` gives the inference module instead (eval mode, an fx.GraphModule): parallel branches
+        merged into one conv and BatchNorm folded (resdsl.backends.reparam), as `build` exports it.
         """
         if features is None:
-            return self.torch_class(seed=seed, zero_init_residual=zero_init_residual)
-        from resdsl.backends.pytorch import feature_class
+            module = self.torch_class(seed=seed, zero_init_residual=zero_init_residual)
+        else:
+            from resdsl.backends.pytorch import feature_class
 
-        return feature_class(self, _feature_names(features))(seed=seed, zero_init_residual=zero_init_residual)
+            module = feature_class(self, _feature_names(features))(seed=seed, zero_init_residual=zero_init_residual)
+        if not deploy:
+            return module
+        from resdsl.backends.reparam import reparameterize
+
+        return reparameterize(module.eval())
 
     def __repr__(self) -> str:
         return f"Network({self.name!r}, params={self.params:,}, macs={self.macs:,})"

@@ -85,3 +85,54 @@ def test_bench_refuses_runs_that_would_not_finish_naming_the_bound(flags, messag
 def test_bench_names_the_input_flag_of_an_input_over_the_limit():
     result = run("bench", CIFAR20, "--input", "3x100000x100000")
     assert result.exit_code == 1 and result.stderr.startswith("error: --input 3x100000x100000: ")
+
+
+def test_bench_routes_are_timed_interleaved_one_call_of_each_per_round(monkeypatch, tmp_path):
+    from resdsl.backends import bench as timing
+
+    calls = []
+    monkeypatch.setattr(timing, "runner", lambda route, *args: lambda x: calls.append(route))
+    results = timing.bench(["eager", "onnx", "openvino"], torch.nn.Identity(), torch.zeros(1, 3, 4, 4),
+                           precision="fp32", device="cpu", runs=3, warmup=2, workdir=tmp_path)
+    assert calls == ["eager"] * 2 + ["onnx"] * 2 + ["openvino"] * 2 + ["eager", "onnx", "openvino"] * 3
+    assert [r.route for r in results] == ["torch eager", "onnxruntime", "OpenVINO"]
+    assert all(r.p50_ms > 0 and not r.error for r in results)
+
+
+def test_bench_of_several_routes_prints_one_table_with_the_ratio_to_eager(restore_threads):
+    result = run("bench", CIFAR20, "--backend", "eager,folded,onnx,openvino", "--threads", 1, "--batch", 2,
+                 "--runs", 3, "--warmup", 1)
+    assert result.exit_code == 0, result.output
+    header, columns, *rows = result.stdout.splitlines()
+    assert header == "cifar20 on cpu, fp32, batch 2, 1 CPU thread"
+    assert columns.split() == ["route", "p50", "ms", "p90", "ms", "img/s", "vs", "eager"]
+    assert [row[:28].strip() for row in rows] == ["torch eager", "torch eager, BN folded", "onnxruntime", "OpenVINO"]
+    assert rows[0].endswith("1.00x") and all(row.endswith("x") for row in rows)
+
+
+def test_bench_openvino_runs_on_the_threads_asked_for(restore_threads, monkeypatch):
+    import openvino
+
+    configs = []
+
+    class RecordingCore(openvino.Core):
+        def compile_model(self, model, device, config):
+            configs.append(config)
+            return super().compile_model(model, device, config)
+
+    monkeypatch.setattr(openvino, "Core", RecordingCore)
+    result = run("bench", CIFAR20, "--backend", "openvino", "--threads", 1, "--runs", 2, "--warmup", 0,
+                 "--no-compare", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["results"][0]["route"] == "OpenVINO"
+    assert configs and all(c["INFERENCE_NUM_THREADS"] == 1 for c in configs)
+
+
+@pytest.mark.parametrize("backends, message", [
+    ("eager,coreml", "--backend takes pytorch, export, onnx, openvino, tensorrt, eager, folded, compiled (several "
+                     "separated by commas), not 'coreml'"),
+    ("eager,onnx,pytorch", "--backend names the same route more than once (eager, pytorch); give each once"),
+])
+def test_bench_refuses_an_unknown_or_repeated_route_in_the_list(backends, message):
+    result = run("bench", CIFAR20, "--backend", backends)
+    assert result.exit_code == 2 and result.stderr == f"error: {message}\n"

@@ -30,7 +30,8 @@ WeightsOption = Annotated[Path | None, typer.Option("--weights", help="A resdsl 
 BatchOption = Annotated[int | None, typer.Option("--batch", help="A fixed batch size (default 1).")]
 DynamicBatchOption = Annotated[str | None, typer.Option(
     "--dynamic-batch", metavar="MIN:OPT:MAX", help="A dynamic batch range and the size to optimise for.")]
-NoFoldOption = Annotated[bool, typer.Option("--no-fold", help="Keep BatchNorm layers unfolded.")]
+NoFoldOption = Annotated[bool, typer.Option(
+    "--no-fold", help="Keep the training graph: no BatchNorm folding, no merging of parallel branches.")]
 InputFormatOption = Annotated[str, typer.Option(
     "--input-format", help="What the artifact takes: float images in 0-1 or uint8 images in 0-255 (NCHW).")]
 RawInputOption = Annotated[bool, typer.Option(

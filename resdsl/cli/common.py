@@ -16,7 +16,7 @@ import typer
 
 from resdsl import zoo
 from resdsl.files import kind, output_problem, overwritten_input
-from resdsl.limits import WORKERS_PER_CPU, max_workers, usable_cpus
+from resdsl.limits import WORKERS_PER_CPU, max_workers, quoted, shortened, usable_cpus
 from resdsl.network import Network, _check
 from resdsl.resolve import load, parse_override, read_spec
 
@@ -124,12 +124,3 @@ def written(output: Path) -> Iterator[BinaryIO]:
             except OSError:
                 break
         fail(f"cannot write {output}: {reason(error)}")
-
-
-def quoted(text: str, limit: int = 40) -> str:
-    """`text` quoted for a message, cut short if long (a value of thousands of digits stays one readable line)."""
-    return repr(shortened(text, limit))
-
-
-def shortened(text: str, limit: int = 40) -> str:
-    return text if len(text) <= limit else f"{text[:limit]}..."

@@ -1,0 +1,68 @@
+"""OpenVINO IR (`.xml` + `.bin`) converted from the torch.export program, checked in OpenVINO's CPU runtime."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from resdsl.backends import BackendUnavailable, BatchProfile, BuildReport, Unsupported, writing
+from resdsl.backends.artifact import output_errors, output_names, write_sidecar
+from resdsl.backends.export import exported_program
+from resdsl.backends.onnx import INPUT
+
+# OpenVINO's CPU plugin may run fp32 models in bf16 on CPUs with AMX or AVX512-BF16; the artifact is fp32 and is
+# checked as such, so every load asks for f32 arithmetic.
+RUNTIME = {"INFERENCE_PRECISION_HINT": "f32"}
+
+
+def require() -> None:
+    """BackendUnavailable, saying how to install it, when openvino does not import here."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        raise BackendUnavailable("the openvino backend needs openvino, which does not import here: "
+                                 "pip install 'resdsl[openvino]'") from None
+
+
+def build(model: torch.nn.Module, example: torch.Tensor, out: Path, *, batch: BatchProfile, expected: Any,
+          metadata: dict[str, Any]) -> BuildReport:
+    """Export, convert with fixed C x H x W (and the batch range), save uncompressed, load back and compare."""
+    import openvino
+
+    if out.suffix != ".xml":  # OpenVINO's serializer takes no other name
+        raise Unsupported(f"an OpenVINO IR file ends in .xml (its weights go beside it in .bin); give -o "
+                          f"{out.with_suffix('.xml').name}, not {out.name}")
+    ir = openvino.convert_model(exported_program(model, example, batch))
+    dimension = openvino.Dimension(batch.min, batch.max) if batch.dynamic else openvino.Dimension(batch.opt)
+    ir.reshape({ir.inputs[0]: openvino.PartialShape([dimension, *(openvino.Dimension(d) for d in example.shape[1:])])})
+    ir.inputs[0].get_tensor().set_names({INPUT})
+    for output, name in zip(ir.outputs, output_names(expected), strict=True):
+        output.get_tensor().set_names({name})
+    with writing():  # compress_to_fp16 defaults to True: it would halve the fp32 weights' precision
+        openvino.save_model(ir, str(out), compress_to_fp16=False)
+    weights = out.with_suffix(".bin").name
+    actual = load(out, "cpu")(example)
+    return BuildReport(files=[out.name, weights, write_sidecar(out, metadata)], batch=batch,
+                       errors=output_errors(actual, expected), checked_with="openvino (CPU)")
+
+
+def load(path: Path, device: str) -> Callable[[torch.Tensor], Any]:
+    """A compiled OpenVINO model as a function of a tensor: one output as a tensor, several as a tuple.
+
+    Runs on the CPU plugin with torch's thread count (`bench --threads`), for fair comparisons.
+    """
+    import openvino
+
+    config = {**RUNTIME, "INFERENCE_NUM_THREADS": torch.get_num_threads()}
+    compiled = openvino.Core().compile_model(str(path), "CPU", config)
+
+    def run(x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        results = compiled(x.detach().cpu().numpy())
+        tensors = tuple(torch.from_numpy(np.asarray(results[output])) for output in compiled.outputs)
+        return tensors[0] if len(tensors) == 1 else tensors
+
+    return run

@@ -1,0 +1,127 @@
+"""`resdsl build --backend openvino`: OpenVINO IR that OpenVINO's own runtime loads and that matches torchvision's
+models carrying the same --weights (the spec's module for cifar20), fixed and dynamic batch, with the input
+contract baked in or left out."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import openvino
+import torch
+import torchvision
+from typer.testing import CliRunner
+
+import resdsl
+from resdsl.cli.app import app
+
+SPECS = Path(__file__).resolve().parent.parent / "specs"
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def run(*args: object):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def randomised(model: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
+    """Non-trivial BatchNorm statistics and affine terms, so that folding errors would show."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                for tensor, low, high in ((module.running_mean, -0.5, 0.5), (module.running_var, 0.5, 2.0),
+                                          (module.weight, 0.5, 1.5), (module.bias, -0.3, 0.3)):
+                    tensor.copy_(torch.rand(tensor.shape, generator=generator) * (high - low) + low)
+    return model.eval()
+
+
+def openvino_outputs(path: Path, x: torch.Tensor) -> torch.Tensor:
+    """The IR run by OpenVINO's CPU plugin directly (not through resdsl), in fp32 arithmetic."""
+    compiled = openvino.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    return torch.from_numpy(np.asarray(compiled(x.numpy())[compiled.outputs[0]]))
+
+
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    assert actual.shape == expected.shape
+    return ((actual - expected).abs().max() / expected.abs().max()).item()
+
+
+def images(n: int, shape: tuple[int, ...]) -> torch.Tensor:
+    return torch.rand(n, *shape, generator=torch.Generator().manual_seed(3))
+
+
+def build(*args: object) -> str:
+    result = run("build", *args)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def torchvision_weights(tmp_path: Path, model: torch.nn.Module) -> tuple[torch.nn.Module, Path]:
+    path = tmp_path / "weights.pt"
+    torch.save(randomised(model).state_dict(), path)
+    return model, path
+
+
+def test_cifar20_ir_with_uint8_input_matches_the_module_fed_normalised_images(tmp_path):
+    network = resdsl.compile(SPECS / "cifar20.res")
+    model = randomised(network.to_torch(seed=5))
+    mean = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(2))
+    weights = tmp_path / "last.pt"
+    torch.save({"model": model.state_dict(), "mean": mean}, weights)
+    out = tmp_path / "c20.xml"
+    build("cifar20", "--backend", "openvino", "-o", out, "--weights", weights, "--input-format", "uint8",
+          "--batch", 3)
+    pixels = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        expected = model(pixels.float() / 255 - mean)
+    assert relative_error(openvino_outputs(out, pixels), expected) <= 1e-4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c20.bin", "c20.xml", "c20.xml.json", "last.pt"]
+
+
+def test_resnet18_ir_at_a_fixed_batch_matches_torchvision_with_the_mean_and_std_baked(tmp_path):
+    reference, weights = torchvision_weights(tmp_path, torchvision.models.resnet18())
+    out = tmp_path / "r18.xml"
+    build(SPECS / "torchvision" / "resnet18.res", "--backend", "openvino", "-o", out, "--weights", weights,
+          "--input", "3x64x64", "--batch", 2, "--mean", ",".join(map(str, IMAGENET_MEAN)),
+          "--std", ",".join(map(str, IMAGENET_STD)))
+    x = images(2, (3, 64, 64))
+    with torch.no_grad():
+        expected = reference((x - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1))
+    assert relative_error(openvino_outputs(out, x), expected) <= 1e-4
+
+
+def test_resnext_ir_with_a_dynamic_batch_matches_torchvision_at_every_batch_in_the_range(tmp_path):
+    reference, weights = torchvision_weights(tmp_path, torchvision.models.resnext50_32x4d())
+    out = tmp_path / "rx50.xml"
+    build(SPECS / "torchvision" / "resnext50_32x4d.res", "--backend", "openvino", "-o", out, "--weights", weights,
+          "--input", "3x64x64", "--dynamic-batch", "1:2:4", "--raw-input")
+    for n in (1, 3, 4):
+        x = images(n, (3, 64, 64))
+        with torch.no_grad():
+            expected = reference(x)
+        assert relative_error(openvino_outputs(out, x), expected) <= 1e-4
+    metadata = json.loads((tmp_path / "rx50.xml.json").read_text())
+    assert metadata["batch"] == {"min": 1, "opt": 2, "max": 4} and metadata["input_format"] == "raw"
+
+
+def test_openvino_build_without_openvino_names_the_extra_in_one_line_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` raises ImportError
+    result = run("build", "cifar20", "--backend", "openvino", "-o", tmp_path / "c.xml")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        "error: the openvino backend needs openvino, which does not import here: pip install 'resdsl[openvino]'"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_openvino_build_refuses_fp16_naming_the_precision_it_builds(tmp_path):
+    result = run("build", "cifar20", "--backend", "openvino", "-o", tmp_path / "c.xml", "--precision", "fp16")
+    assert result.exit_code == 2 and result.stderr == "error: the openvino backend builds fp32, not fp16\n"
+
+
+def test_openvino_build_to_a_name_without_xml_says_which_name_to_give(tmp_path):
+    result = run("build", "cifar20", "--backend", "openvino", "-o", tmp_path / "c.ir")
+    assert result.exit_code == 1 and list(tmp_path.iterdir()) == []
+    assert result.stderr == ("error: an OpenVINO IR file ends in .xml (its weights go beside it in .bin); "
+                             "give -o c.xml, not c.ir\n")
