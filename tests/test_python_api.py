@@ -14,8 +14,7 @@ import pytest
 import torch
 
 import resdsl
-from resdsl.backends import BACKENDS
-from resdsl.backends import fold as fold_module
+from resdsl.backends import BACKENDS, fold, reparam
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "python-api.md"
@@ -70,7 +69,8 @@ def test_build_of_cifar20_to_onnx_gives_the_pytorch_modules_output(tmp_path: Pat
 
 
 @pytest.mark.parametrize(("arguments", "message"), [
-    ({"backend": "onnnx"}, "--backend must be one of pytorch, export, onnx, torchscript, tensorrt, not 'onnnx'"),
+    ({"backend": "onnnx"},
+     "--backend must be one of pytorch, export, onnx, torchscript, tensorrt, openvino, not 'onnnx'"),
     ({"precision": "bf16"}, "the onnx backend builds fp32 or fp16, not bf16"),
     ({"batch": 0}, "--batch must be at least 1, not 0"),
     ({"batch": (8, 4, 16)}, "--dynamic-batch needs 1 <= MIN <= OPT <= MAX with MIN < MAX, not '8:4:16'"),
@@ -86,7 +86,7 @@ def test_build_refuses_a_bad_argument_with_a_usage_error(tmp_path: Path, argumen
 
 def test_a_build_that_fails_verification_raises_build_error_and_leaves_nothing(tmp_path: Path,
                                                                                monkeypatch: pytest.MonkeyPatch):
-    fold_batchnorm = fold_module.fold_batchnorm
+    fold_batchnorm = fold.fold_batchnorm
 
     def wrong_fold(model: torch.nn.Module) -> torch.nn.Module:
         model = fold_batchnorm(model)
@@ -94,7 +94,7 @@ def test_a_build_that_fails_verification_raises_build_error_and_leaves_nothing(t
             next(model.parameters()).mul_(1.01)
         return model
 
-    monkeypatch.setattr(fold_module, "fold_batchnorm", wrong_fold)
+    monkeypatch.setattr(reparam, "fold_batchnorm", wrong_fold)  # what build's re-parameterisation calls
     with pytest.raises(resdsl.BuildError, match="the onnx artifact failed verification: max rel err"):
         resdsl.build("cifar20", backend="onnx", output=tmp_path / "c20.onnx")
     assert list(tmp_path.iterdir()) == []
