@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 import resdsl
 from resdsl.cli import common
-from resdsl.cli.app import app
+from resdsl.cli.app import COMMANDS, app
 
 BAD_SPECS = Path(__file__).resolve().parent / "bad_specs"
 
@@ -311,7 +311,6 @@ def test_an_atomic_write_error_names_the_target_not_the_temp_file(tmp_path):
     assert list(tmp_path.iterdir()) == [tmp_path / "file"]
 
 
-COMMANDS = ["check", "info", "viz", "zoo", "build", "bench", "train", "eval", "plot"]
 TYPE_PLACEHOLDER = r"<(str|int|float|bool|Path|list\[\w+\])>|\{\w+\}"  # typer's default metavars
 
 

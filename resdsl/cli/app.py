@@ -10,6 +10,7 @@ import functools
 import importlib
 import importlib.util
 import inspect
+import logging
 import os
 import typing
 from collections.abc import Callable, Iterator, Mapping
@@ -46,6 +47,14 @@ COMMAND_EXTRAS = {"build": "torch", "bench": "torch", "train": "train", "eval": 
 # What each command cannot start without: checked before it runs, so the missing extra is the first thing said.
 REQUIRED = {"build": ("torch",), "bench": ("torch",), "train": ("torch", "numpy"), "eval": ("torch", "numpy"),
             "plot": ("matplotlib",), "lsp": ("pygls", "lsprotocol")}
+
+# torch.onnx's op registry warns once per torchvision op (nms, roi_align, ...) when torchvision is absent, although
+# no network here uses them: noise to a user of `build`/`bench --backend onnx`, so those records are dropped.
+ONNX_REGISTRY_LOGGER = "torch.onnx._internal.exporter._registration"
+
+
+def _not_torchvision_absent(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("torchvision is not installed. Skipping torchvision::")
 
 
 class _LazyCommands(Mapping[str, TyperCommand]):
@@ -158,6 +167,7 @@ class ResdslGroup(TyperGroup):
         return list(COMMANDS)
 
     def invoke(self, ctx: typer.Context) -> Any:
+        logging.getLogger(ONNX_REGISTRY_LOGGER).addFilter(_not_torchvision_absent)
         words = [*ctx._protected_args, *ctx.args]  # the subcommand's name and arguments, before click takes them
         try:
             return super().invoke(ctx)

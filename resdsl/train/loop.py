@@ -45,6 +45,7 @@ from resdsl.weights import (
 
 INTERRUPTED = 130  # exit status after Ctrl-C, as a shell reports SIGINT
 DIVERGED = 1.5  # a logged loss this many times the first one, after the warm-up, is divergence
+SETTLING = 50  # iterations before that is judged: a new net's loss may spike in its first steps (ResNet-18: x5)
 LENGTH = ("iterations", "epochs")  # the recipe settings a resume may change
 
 
@@ -301,7 +302,8 @@ class _Run:
             state.first_loss = loss
             return
         warmup = self.recipe.warmup
-        warming = state.warming or (warmup is not None and state.iteration <= (warmup.iterations or 0))
+        warming = (state.warming or state.iteration <= SETTLING
+                   or (warmup is not None and state.iteration <= (warmup.iterations or 0)))
         if self.config.divergence_check and not warming and loss > DIVERGED * state.first_loss:
             raise RunError(_diverged(f"the loss rose from {state.first_loss:.4g} to {loss:.4g} by iteration "
                                      f"{state.iteration:,}", lr))
