@@ -33,7 +33,15 @@ from resdsl.train.evaluate import error_rate
 from resdsl.train.lock import Locked, RunLock
 from resdsl.train.progress import Reporter, clock
 from resdsl.train.runspec import setting_text, standalone_spec
-from resdsl.weights import WeightsError, load_failure, load_weights, read_tensor_file, read_weights, shape_text
+from resdsl.weights import (
+    Preprocessing,
+    WeightsError,
+    load_failure,
+    load_weights,
+    read_tensor_file,
+    read_weights,
+    shape_text,
+)
 
 INTERRUPTED = 130  # exit status after Ctrl-C, as a shell reports SIGINT
 DIVERGED = 1.5  # a logged loss this many times the first one, after the warm-up, is divergence
@@ -382,8 +390,10 @@ class _Run:
                 from None
 
     def _eval_needs(self) -> dict:
-        """What evaluating the weights needs besides them: the data, the input shape and the mean image."""
-        return {"dataset": self.recipe.dataset, "input": list(self.network.input_shape), "mean": self.mean}
+        """What evaluating or building the weights needs besides them: the data, and the preprocessing record
+        (mean image, input shape, input format) that eval and build read back with resdsl.weights.preprocessing."""
+        record = Preprocessing(mean=self.mean, input=tuple(self.network.input_shape))
+        return {"dataset": self.recipe.dataset, **record.fields()}
 
     def _run_settings(self) -> dict:
         """The flags besides the recipe that decide what the run sees: a resume must give the same."""
