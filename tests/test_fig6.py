@@ -102,3 +102,27 @@ def test_bad_arguments_are_a_usage_error(tmp_path: Path, arguments: list[str], m
     assert result.stderr.splitlines()[0] == message
     assert result.stderr.splitlines()[1].startswith("usage: benchmarks/fig6.sh --iterations N")
     assert not (tmp_path / "runs").exists()
+
+
+def gpu_check(cwd: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(SCRIPT.parent / "gpu_check.sh"), *arguments], cwd=cwd, capture_output=True,
+                          text=True, timeout=120,
+                          env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "PYTHON": sys.executable})
+
+
+def test_gpu_check_refuses_an_unknown_argument(tmp_path: Path):
+    result = gpu_check(tmp_path, "--fig7")
+    assert result.returncode == 2
+    assert result.stderr == "error: unknown argument '--fig7'\nusage: benchmarks/gpu_check.sh [--fig6]\n"
+
+
+def test_gpu_check_with_fig6_still_needs_a_gpu(tmp_path: Path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the check would run for hours")
+    result = gpu_check(tmp_path, "--fig6")
+    assert result.returncode == 1
+    assert result.stderr == ("error: benchmarks/gpu_check.sh needs an NVIDIA GPU that torch can see, "
+                             "and there is none here\n")
+    assert not (tmp_path / "runs").exists()
