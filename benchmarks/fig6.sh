@@ -10,7 +10,7 @@
 # Each net trains into DIR/<dataset>/<net> (a folder that holds a run already is resumed, so an interrupted
 # benchmark continues and a finished one is only tabulated). Writes the table of final training and test errors
 # (markdown) to stdout and DIR/fig6.md, and the curves (training dashed, test bold) to DIR/fig6.png
-# (DIR/fig6_cifar10.png for CIFAR-10). Progress goes to stderr; each run's own output to DIR/<dataset>/<net>.log.
+# (DIR/fig6_cifar10.png for CIFAR-10). Progress goes to stderr; each run's own output is appended to DIR/<dataset>/<net>.log.
 # Nets: plainL (specs/cifar_plainL.res) and resnetL (specs/cifarL.res), L in 20 32 44 56 110.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -88,7 +88,7 @@ train() {  # DATASET NET: train (or resume) one net; on failure print resdsl's e
   mkdir -p "$OUT/$dataset" || { echo "error: cannot create $OUT/$dataset" >&2; exit 1; }
   local start=$SECONDS
   echo "$dataset $net: training $ITERATIONS iterations into $run ..." >&2
-  if ! resdsl train "${SPECS[$net]}" "${flags[@]}" "${EXTRA[@]}" >"$run.log" 2>&1; then
+  if ! resdsl train "${SPECS[$net]}" "${flags[@]}" "${EXTRA[@]}" >>"$run.log" 2>&1; then
     local reason
     reason=$(grep '^error:' "$run.log" | tail -1)
     echo "${reason:-error: resdsl train $net failed: $(tail -1 "$run.log")} (the whole output: $run.log)" >&2
