@@ -8,8 +8,9 @@ from typing import Annotated
 import typer
 
 from resdsl import ast
-from resdsl.cli.common import SetOption, SpecArgument, human_bytes, load_network
+from resdsl.cli.common import SetOption, SpecArgument, load_network
 from resdsl.ir.ops import fmt
+from resdsl.limits import human_bytes
 from resdsl.network import Network
 
 

@@ -1,145 +1,116 @@
-"""`resdsl train SPEC`: train a network on its spec's recipe, every setting overridable by a flag."""
+"""`resdsl train SPEC`: train a network on its spec's recipe, every setting overridable by a flag.
+
+The work is `resdsl.training.train`; this module turns the flags into its arguments.
+"""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from resdsl.cli.common import (
-    SetOption,
-    SpecArgument,
-    check_device,
-    check_seed,
-    check_workers,
-    fail,
-    load_network,
-    not_empty,
-)
+from resdsl.cli.common import SetOption, SpecArgument, check_device, check_seed, check_workers, fail, not_empty
+from resdsl.resolve import parse_override
 
 RECIPE = "Recipe (overrides the spec's train section)"
 RUN = "Run"
 
 
-def train(
-    spec: SpecArgument,
-    data: Annotated[Path | None, typer.Option(help="Directory holding the dataset's files.",
-                                              parser=not_empty("--data", "the dataset's folder"))] = None,
-    out: Annotated[Path | None, typer.Option(help="Run directory (default runs/<network>).",
-                                             parser=not_empty("--out", "a folder"))] = None,
-    dataset: Annotated[str | None, typer.Option(help="cifar10, cifar100, fashion-mnist, mnist or imagefolder.",
-                                                rich_help_panel=RECIPE)] = None,
-    iterations: Annotated[int | None, typer.Option(help="Train this many iterations.", rich_help_panel=RECIPE)] = None,
-    epochs: Annotated[int | None, typer.Option(help="Train this many epochs.", rich_help_panel=RECIPE)] = None,
-    batch: Annotated[int | None, typer.Option(help="Batch size (over all processes).", rich_help_panel=RECIPE)] = None,
-    lr: Annotated[float | None, typer.Option(help="Base learning rate.", rich_help_panel=RECIPE)] = None,
-    momentum: Annotated[float | None, typer.Option(help="SGD momentum.", rich_help_panel=RECIPE)] = None,
-    weight_decay: Annotated[float | None, typer.Option(help="L2 weight decay.", rich_help_panel=RECIPE)] = None,
-    nesterov: Annotated[bool | None, typer.Option("--nesterov/--no-nesterov", help="Nesterov momentum.",
-                                                  rich_help_panel=RECIPE, show_default=False)] = None,
-    label_smoothing: Annotated[float | None, typer.Option(help="Label smoothing.", rich_help_panel=RECIPE)] = None,
-    schedule: Annotated[str | None, typer.Option(help='"steps(32000: 0.1, 48000: 0.1)", "cosine()" or "constant()".',
-                                                 rich_help_panel=RECIPE)] = None,
-    warmup: Annotated[str | None, typer.Option(help='"lr 0.01, until_train_error 0.8", "iterations 400" or "none".',
-                                               rich_help_panel=RECIPE)] = None,
-    augment: Annotated[str | None, typer.Option(help='"pad 4, crop 32, flip" or "none".',
-                                                rich_help_panel=RECIPE)] = None,
-    split: Annotated[str | None, typer.Option(help='"TRAIN, VAL" image counts, "VAL", or "0" for none.',
-                                              rich_help_panel=RECIPE)] = None,
-    mean_subtract: Annotated[bool | None, typer.Option("--mean-subtract/--no-mean-subtract", show_default=False,
-                                                       help="Per-pixel mean subtraction.",
-                                                       rich_help_panel=RECIPE)] = None,
-    recipe: Annotated[list[str] | None, typer.Option(metavar="LINE", rich_help_panel=RECIPE,
-                                                     help='Any train-section line, e.g. "lr 0.05".')] = None,
-    seed: Annotated[int, typer.Option(help="Seed of initialisation, order and augmentation.", callback=check_seed,
-                                      rich_help_panel=RUN)] = 0,
-    checkpoint_every: Annotated[int, typer.Option(help="Write last.pt every N iterations.",
-                                                  rich_help_panel=RUN)] = 1000,
-    eval_every: Annotated[int, typer.Option(help="Evaluate every N iterations.", rich_help_panel=RUN)] = 1000,
-    log_every: Annotated[int, typer.Option(help="Log a metrics line every N iterations.", rich_help_panel=RUN)] = 50,
-    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last.pt (it may be made longer).",
-                                         rich_help_panel=RUN)] = False,
-    weights: Annotated[Path | None, typer.Option(help="Start from these weights: a resdsl checkpoint or a state_dict "
-                                                      "(torchvision, timm names).", rich_help_panel=RUN,
-                                                 parser=not_empty("--weights", "a weights file"))] = None,
-    strict: Annotated[bool, typer.Option(help="With --weights, refuse a last layer of another size instead of "
-                                              "re-initialising it.", rich_help_panel=RUN)] = False,
-    tensorboard: Annotated[bool, typer.Option(help="Also log the metrics for TensorBoard, into --out.",
-                                              rich_help_panel=RUN)] = False,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N (default: cuda if any).",
-                                               callback=check_device, rich_help_panel=RUN)] = None,
-    amp: Annotated[str | None, typer.Option(help="Autocast to bf16 or fp16.", rich_help_panel=RUN)] = None,
-    compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the model.", rich_help_panel=RUN)] = False,
-    sync_bn: Annotated[bool, typer.Option(help="SyncBatchNorm across processes.", rich_help_panel=RUN)] = False,
-    zero_init_residual: Annotated[bool, typer.Option(help="Zero the last BN of each residual branch.",
-                                                     rich_help_panel=RUN)] = False,
-    limit_train: Annotated[int | None, typer.Option(help="Train on the first N images only.",
-                                                    rich_help_panel=RUN)] = None,
-    limit_eval: Annotated[int | None, typer.Option(help="Evaluate on the first N images only.",
-                                                   rich_help_panel=RUN)] = None,
-    workers: Annotated[int | None, typer.Option(help="Image folders: decoding processes per GPU "
-                                                "(default: the CPUs per GPU; 0 decodes in the training process).",
-                                                callback=check_workers, rich_help_panel=RUN,
-                                                show_default=False)] = None,
-    decoder: Annotated[str, typer.Option(help="Image folders: auto (torchvision, else PIL), torchvision, pil, "
-                                         "or nvjpeg (batched on the GPU).", rich_help_panel=RUN)] = "auto",
-    divergence_check: Annotated[bool, typer.Option("--divergence-check/--no-divergence-check",
-                                                   help="Stop when the loss becomes non-finite or rises far above "
-                                                        "its start after the warm-up.", rich_help_panel=RUN)] = True,
-    set_: SetOption = None,
-) -> None:
+DataOption = Annotated[Path | None, typer.Option(help="Directory holding the dataset's files.",
+                                                 parser=not_empty("--data", "the dataset's folder"))]
+OutOption = Annotated[Path | None, typer.Option(help="Run directory (default runs/<network>).",
+                                                parser=not_empty("--out", "a folder"))]
+DatasetOption = Annotated[str | None, typer.Option(help="cifar10, cifar100, fashion-mnist, mnist or imagefolder.",
+                                                   rich_help_panel=RECIPE)]
+IterationsOption = Annotated[int | None, typer.Option(help="Train this many iterations.", rich_help_panel=RECIPE)]
+EpochsOption = Annotated[int | None, typer.Option(help="Train this many epochs.", rich_help_panel=RECIPE)]
+BatchOption = Annotated[int | None, typer.Option(help="Batch size (over all processes).", rich_help_panel=RECIPE)]
+LrOption = Annotated[float | None, typer.Option(help="Base learning rate.", rich_help_panel=RECIPE)]
+MomentumOption = Annotated[float | None, typer.Option(help="SGD momentum.", rich_help_panel=RECIPE)]
+WeightDecayOption = Annotated[float | None, typer.Option(help="L2 weight decay.", rich_help_panel=RECIPE)]
+NesterovOption = Annotated[bool | None, typer.Option("--nesterov/--no-nesterov", help="Nesterov momentum.",
+                                                     rich_help_panel=RECIPE, show_default=False)]
+LabelSmoothingOption = Annotated[float | None, typer.Option(help="Label smoothing.", rich_help_panel=RECIPE)]
+ScheduleOption = Annotated[str | None, typer.Option(help='"steps(32000: 0.1, 48000: 0.1)", "cosine()" or '
+                                                         '"constant()".', rich_help_panel=RECIPE)]
+WarmupOption = Annotated[str | None, typer.Option(help='"lr 0.01, until_train_error 0.8", "iterations 400" or '
+                                                       '"none".', rich_help_panel=RECIPE)]
+AugmentOption = Annotated[str | None, typer.Option(help='"pad 4, crop 32, flip" or "none".', rich_help_panel=RECIPE)]
+SplitOption = Annotated[str | None, typer.Option(help='"TRAIN, VAL" image counts, "VAL", or "0" for none.',
+                                                 rich_help_panel=RECIPE)]
+MeanSubtractOption = Annotated[bool | None, typer.Option("--mean-subtract/--no-mean-subtract", show_default=False,
+                                                         help="Per-pixel mean subtraction.", rich_help_panel=RECIPE)]
+RecipeOption = Annotated[list[str] | None, typer.Option(metavar="LINE", rich_help_panel=RECIPE,
+                                                        help='Any train-section line, e.g. "lr 0.05".')]
+SeedOption = Annotated[int, typer.Option(help="Seed of initialisation, order and augmentation.", callback=check_seed,
+                                         rich_help_panel=RUN)]
+CheckpointEveryOption = Annotated[int, typer.Option(help="Write last.pt every N iterations.", rich_help_panel=RUN)]
+EvalEveryOption = Annotated[int, typer.Option(help="Evaluate every N iterations.", rich_help_panel=RUN)]
+LogEveryOption = Annotated[int, typer.Option(help="Log a metrics line every N iterations.", rich_help_panel=RUN)]
+ResumeOption = Annotated[bool, typer.Option(help="Continue the run in --out from its last.pt (it may be made "
+                                                 "longer).", rich_help_panel=RUN)]
+WeightsOption = Annotated[Path | None, typer.Option(help="Start from these weights: a resdsl checkpoint or a "
+                                                         "state_dict (torchvision, timm names).", rich_help_panel=RUN,
+                                                    parser=not_empty("--weights", "a weights file"))]
+StrictOption = Annotated[bool, typer.Option(help="With --weights, refuse a last layer of another size instead of "
+                                                 "re-initialising it.", rich_help_panel=RUN)]
+TensorboardOption = Annotated[bool, typer.Option(help="Also log the metrics for TensorBoard, into --out.",
+                                                 rich_help_panel=RUN)]
+DeviceOption = Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N (default: cuda if any).",
+                                                  callback=check_device, rich_help_panel=RUN)]
+AmpOption = Annotated[str | None, typer.Option(help="Autocast to bf16 or fp16.", rich_help_panel=RUN)]
+CompileOption = Annotated[bool, typer.Option("--compile", help="torch.compile the model.", rich_help_panel=RUN)]
+SyncBnOption = Annotated[bool, typer.Option(help="SyncBatchNorm across processes.", rich_help_panel=RUN)]
+ZeroInitOption = Annotated[bool, typer.Option(help="Zero the last BN of each residual branch.", rich_help_panel=RUN)]
+LimitTrainOption = Annotated[int | None, typer.Option(help="Train on the first N images only.", rich_help_panel=RUN)]
+LimitEvalOption = Annotated[int | None, typer.Option(help="Evaluate on the first N images only.",
+                                                     rich_help_panel=RUN)]
+WorkersOption = Annotated[int | None, typer.Option(help="Image folders: decoding processes per GPU (default: the "
+                                                        "CPUs per GPU; 0 decodes in the training process).",
+                                                   callback=check_workers, rich_help_panel=RUN, show_default=False)]
+DecoderOption = Annotated[str, typer.Option(help="Image folders: auto (torchvision, else PIL), torchvision, pil, "
+                                                 "or nvjpeg (batched on the GPU).", rich_help_panel=RUN)]
+DivergenceOption = Annotated[bool, typer.Option("--divergence-check/--no-divergence-check",
+                                                help="Stop when the loss becomes non-finite or rises far above its "
+                                                     "start after the warm-up.", rich_help_panel=RUN)]
+
+
+def train(spec: SpecArgument, data: DataOption = None, out: OutOption = None, dataset: DatasetOption = None,
+          iterations: IterationsOption = None, epochs: EpochsOption = None, batch: BatchOption = None,
+          lr: LrOption = None, momentum: MomentumOption = None, weight_decay: WeightDecayOption = None,
+          nesterov: NesterovOption = None, label_smoothing: LabelSmoothingOption = None,
+          schedule: ScheduleOption = None, warmup: WarmupOption = None, augment: AugmentOption = None,
+          split: SplitOption = None, mean_subtract: MeanSubtractOption = None, recipe: RecipeOption = None,
+          seed: SeedOption = 0, checkpoint_every: CheckpointEveryOption = 1000, eval_every: EvalEveryOption = 1000,
+          log_every: LogEveryOption = 50, resume: ResumeOption = False, weights: WeightsOption = None,
+          strict: StrictOption = False, tensorboard: TensorboardOption = False, device: DeviceOption = None,
+          amp: AmpOption = None, compile_: CompileOption = False, sync_bn: SyncBnOption = False,
+          zero_init_residual: ZeroInitOption = False, limit_train: LimitTrainOption = None,
+          limit_eval: LimitEvalOption = None, workers: WorkersOption = None, decoder: DecoderOption = "auto",
+          divergence_check: DivergenceOption = True, set_: SetOption = None) -> None:
     """Train SPEC with the recipe of its train section; writes metrics.jsonl and checkpoints to --out."""
-    if iterations is not None and epochs is not None:
-        fail("give either --iterations or --epochs, not both", 2)
-    if amp not in (None, "bf16", "fp16"):
-        fail(f"--amp takes bf16 or fp16, not '{amp}'", 2)
-    if weights is not None and resume:
-        fail("--weights starts a new run from weights and --resume continues a run from its last.pt; give one", 2)
-    if strict and weights is None:
-        fail("--strict applies to --weights, which is not given", 2)
-    from resdsl.data.locate import DECODERS
-
-    if decoder not in DECODERS:
-        fail(f"--decoder takes {', '.join(DECODERS)}, not '{decoder}'", 2)
-    for name, value in (("--checkpoint-every", checkpoint_every), ("--eval-every", eval_every),
-                        ("--log-every", log_every), ("--limit-train", limit_train), ("--limit-eval", limit_eval)):
-        if value is not None and value < 1:
-            fail(f"{name} must be at least 1, not {value}", 2)
-    for name, value in (("--lr", lr), ("--momentum", momentum), ("--weight-decay", weight_decay),
-                        ("--label-smoothing", label_smoothing)):
-        if value is not None and not math.isfinite(value):
-            fail(f"{name} must be a finite number, not {value}", 2)
-    flags = {"dataset": None if dataset is None else f'"{dataset}"', "iterations": iterations, "epochs": epochs,
-             "batch": batch, "lr": lr, "momentum": momentum, "weight_decay": weight_decay,
-             "nesterov": None if nesterov is None else str(nesterov).lower(), "label_smoothing": label_smoothing,
-             "schedule": schedule, "warmup": warmup, "augment": augment, "split": split,
-             "mean_subtract": None if mean_subtract is None else str(mean_subtract).lower()}
-    lines = [(f"--{key.replace('_', '-')}", f"{key} {value}") for key, value in flags.items() if value is not None]
-    lines += [("--recipe", line) for line in recipe or []]
-
-    network = load_network(spec, set_)
-    from resdsl.recipe import recipe_of
-
-    run_recipe = recipe_of(network.program, lines)  # a bad setting is a SpecError, reported by the CLI
-
     from resdsl.data import DataError
-    from resdsl.train import RunConfig, RunError, run
+    from resdsl.train import RunError
     from resdsl.train.checkpoint import CheckpointError
     from resdsl.train.distributed import DeviceError
+    from resdsl.training import train as run
 
-    config = RunConfig(recipe=run_recipe, out=out or Path("runs") / network.name, data=data, seed=seed,
-                       device=device, amp=amp, compile=compile_, sync_bn=sync_bn,
-                       zero_init_residual=zero_init_residual, checkpoint_every=checkpoint_every,
-                       eval_every=eval_every, log_every=log_every, limit_train=limit_train,
-                       limit_eval=limit_eval, resume=resume, weights=weights, strict=strict, tensorboard=tensorboard,
-                       workers=workers, decoder=decoder, divergence_check=divergence_check)
+    settings = {"dataset": dataset, "iterations": iterations, "epochs": epochs, "batch": batch, "lr": lr,
+                "momentum": momentum, "weight_decay": weight_decay, "nesterov": nesterov,
+                "label_smoothing": label_smoothing, "schedule": schedule, "warmup": warmup, "augment": augment,
+                "split": split, "mean_subtract": mean_subtract}
     try:
-        status = run(network, config)
+        result = run(spec, out=out, data=data, settings=settings, recipe=recipe or [],
+                     params=dict(parse_override(item) for item in set_ or []), seed=seed,
+                     checkpoint_every=checkpoint_every, eval_every=eval_every, log_every=log_every, resume=resume,
+                     weights=weights, strict=strict, tensorboard=tensorboard, device=device, amp=amp,
+                     compile=compile_, sync_bn=sync_bn, zero_init_residual=zero_init_residual,
+                     limit_train=limit_train, limit_eval=limit_eval, workers=workers, decoder=decoder,
+                     divergence_check=divergence_check)
     except (DataError, RunError, CheckpointError, DeviceError) as error:
         fail(str(error))
-    raise typer.Exit(status)
+    raise typer.Exit(130 if result.interrupted else 0)
 
 
 def register(app: typer.Typer) -> None:

@@ -33,10 +33,19 @@ from resdsl.train.evaluate import error_rate
 from resdsl.train.lock import Locked, RunLock
 from resdsl.train.progress import Reporter, clock
 from resdsl.train.runspec import setting_text, standalone_spec
-from resdsl.weights import WeightsError, load_failure, load_weights, read_tensor_file, read_weights, shape_text
+from resdsl.weights import (
+    Preprocessing,
+    WeightsError,
+    load_failure,
+    load_weights,
+    read_tensor_file,
+    read_weights,
+    shape_text,
+)
 
 INTERRUPTED = 130  # exit status after Ctrl-C, as a shell reports SIGINT
 DIVERGED = 1.5  # a logged loss this many times the first one, after the warm-up, is divergence
+SETTLING = 50  # iterations before that is judged: a new net's loss may spike in its first steps (ResNet-18: x5)
 LENGTH = ("iterations", "epochs")  # the recipe settings a resume may change
 
 
@@ -293,7 +302,8 @@ class _Run:
             state.first_loss = loss
             return
         warmup = self.recipe.warmup
-        warming = state.warming or (warmup is not None and state.iteration <= (warmup.iterations or 0))
+        warming = (state.warming or state.iteration <= SETTLING
+                   or (warmup is not None and state.iteration <= (warmup.iterations or 0)))
         if self.config.divergence_check and not warming and loss > DIVERGED * state.first_loss:
             raise RunError(_diverged(f"the loss rose from {state.first_loss:.4g} to {loss:.4g} by iteration "
                                      f"{state.iteration:,}", lr))
@@ -380,8 +390,10 @@ class _Run:
                 from None
 
     def _eval_needs(self) -> dict:
-        """What evaluating the weights needs besides them: the data, the input shape and the mean image."""
-        return {"dataset": self.recipe.dataset, "input": list(self.network.input_shape), "mean": self.mean}
+        """What evaluating or building the weights needs besides them: the data, and the preprocessing record
+        (mean image, input shape, input format) that eval and build read back with resdsl.weights.preprocessing."""
+        record = Preprocessing(mean=self.mean, input=tuple(self.network.input_shape))
+        return {"dataset": self.recipe.dataset, **record.fields()}
 
     def _run_settings(self) -> dict:
         """The flags besides the recipe that decide what the run sees: a resume must give the same."""
