@@ -21,6 +21,7 @@ import itertools
 import linecache
 import operator
 import re
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cache, partial
@@ -300,9 +301,18 @@ class NetworkModule(GeneratedModule):
                 built[parent].add_module(name, module)
             _initialise(self)
         if zero_init_residual:
-            for path in self._residual_ends:
-                if path in built:
-                    nn.init.zeros_(built[path].weight)
+            zeroed = [path for path in self._residual_ends if path in built]
+            if not zeroed:
+                warnings.warn(f"zero_init_residual: {type(self).__name__} has no residual branch ending in a norm "
+                              "or a bias-free conv (an `add shortcut`), so nothing was zeroed", ZeroInitWarning,
+                              stacklevel=3)
+            for path in zeroed:
+                nn.init.zeros_(built[path].weight)
+
+
+class ZeroInitWarning(UserWarning):
+    """`zero_init_residual=True` found nothing to zero; `warnings.simplefilter("error", ZeroInitWarning)` makes it
+    an error."""
 
 
 class Submodule(NamedTuple):
@@ -442,7 +452,7 @@ class _Lowering:
         scope = self.graph.nodes[group.nodes[0]]["scope"]
         if scope.section == "stage" and group.path == scope.stage:
             return "Stage"
-        if scope.block is not None and group.path == f"{scope.stage}.{scope.block}" and scope.block_type:
+        if scope.block is not None and group.path == f"{scope.stage}.{scope.block_name}" and scope.block_type:
             return _class_name(scope.block_type)
         if scope.branch == "shortcut" and group.path.endswith(".downsample") and scope.shortcut:
             return _class_name(f"shortcut_{scope.shortcut}")

@@ -41,6 +41,58 @@ def test_timm_weights_load_strictly_and_outputs_match(name: str) -> None:
     assert error <= 1e-5
 
 
+# The wider family, written with loops (Res2Net's slices, split attention's radix), block name patterns
+# (RegNet's `s1.b1`), `projects` (Res2Net's pooled last slice) and `if` (RepVGG's identity BN); 64 px keeps them fast.
+WIDER = ["res2net50_48w_2s", "res2next50", "resnest26d", "regnetx_004", "regnety_004", "repvgg_a2"]
+
+
+def _conv_and_linear_macs(model: nn.Module, x: torch.Tensor) -> int:
+    """Multiply-accumulates of every conv and linear layer in one forward pass, counted by hooks."""
+    total = 0
+
+    def conv(module: nn.Conv2d, _, output: torch.Tensor) -> None:
+        nonlocal total
+        kernel = module.kernel_size[0] * module.kernel_size[1]
+        total += output[0].numel() * module.in_channels // module.groups * kernel
+
+    def linear(module: nn.Linear, _, output: torch.Tensor) -> None:
+        nonlocal total
+        total += module.in_features * module.out_features
+
+    hooks = [m.register_forward_hook(conv if isinstance(m, nn.Conv2d) else linear) for m in model.modules()
+             if isinstance(m, nn.Conv2d | nn.Linear)]
+    with torch.no_grad():
+        model(x[:1])
+    for hook in hooks:
+        hook.remove()
+    return total
+
+
+@pytest.mark.parametrize("name", WIDER)
+def test_wider_family_loads_strictly_and_matches_outputs_params_and_macs(name: str) -> None:
+    reference = timm.create_model(name, pretrained=False).eval()
+    _randomise_norms(reference)
+    network = resdsl.compile(f"timm/{name}").with_input((3, 64, 64))
+    model = network.to_torch().eval()
+    model.load_state_dict(reference.state_dict(), strict=True)
+    assert network.params == sum(p.numel() for p in reference.parameters())
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    assert network.macs == _conv_and_linear_macs(reference, x)
+    with torch.no_grad():
+        expected = reference(x)
+        error = (model(x) - expected).abs().max() / expected.abs().max()
+    assert error <= 1e-5
+
+
+@pytest.mark.parametrize("name", ["res2net50_48w_2s", "resnest26d", "regnety_004"])
+def test_zero_init_residual_zeroes_the_norms_timm_zeroes_in_the_wider_family(name: str) -> None:
+    reference = timm.create_model(name, zero_init_last=True)
+    model = resdsl.compile(f"timm/{name}").to_torch(zero_init_residual=True)
+    zeroed = {name for name, m in reference.named_modules() if isinstance(m, nn.BatchNorm2d) and not m.weight.any()}
+    ours = {name for name, m in model.named_modules() if isinstance(m, nn.BatchNorm2d) and not m.weight.any()}
+    assert ours == zeroed and ours
+
+
 def test_zero_init_residual_zeroes_the_norms_timm_zeroes() -> None:
     reference = timm.create_model("seresnet50", zero_init_last=True)
     model = resdsl.compile("timm/seresnet50").to_torch(zero_init_residual=True)
