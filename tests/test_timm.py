@@ -161,3 +161,27 @@ def test_zero_init_residual_zeroes_the_last_conv_of_a_pre_activation_unit_as_tim
     ours = {name for name, p in model.named_parameters() if p.dim() > 1 and not p.any()}
     assert ours == zeroed
     assert "stages.0.blocks.0.conv3.weight" in ours
+
+
+def test_repvgg_a2_deploys_as_one_conv_per_block_equal_to_timms_training_time_model(tmp_path) -> None:
+    """`build` merges RepVGG's 3x3, 1x1 and identity-BN branches: 22 Conv nodes in the ONNX graph (timm's
+    `reparameterize_model` gives the same count), and the artifact equals timm's unmerged model."""
+    import onnx
+    import onnxruntime
+
+    reference = timm.create_model("repvgg_a2", pretrained=False).eval()
+    _randomise_norms(reference)
+    weights = tmp_path / "a2.pt"
+    torch.save(reference.state_dict(), weights)
+    out = tmp_path / "a2.onnx"
+    resdsl.build("timm/repvgg_a2", backend="onnx", output=out, weights=weights, input_format="float",
+                 raw_input=True, input_shape=(3, 64, 64))
+    graph = onnx.load(str(out))
+    assert sum(node.op_type == "Conv" for node in graph.graph.node) == 22
+    assert not any(node.op_type == "BatchNormalization" for node in graph.graph.node)
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    actual = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
+    with torch.no_grad():
+        expected = reference(x)
+    assert (actual - expected).abs().max() / expected.abs().max() <= 1e-5
