@@ -343,7 +343,7 @@ def test_help_shows_an_options_metavar(command, option, metavar):
 
 
 @pytest.mark.parametrize("command, flag, description", [
-    ("info", "--json", "Print the summary as JSON."), ("build", "--no-fold", "Keep BatchNorm"),
+    ("info", "--json", "Print the summary as JSON."), ("build", "--no-fold", "Keep the training graph"),
     ("check", "--help", "Show this message"),
 ])
 def test_help_shows_no_value_for_a_flag(command, flag, description):
