@@ -1,0 +1,1 @@
+from backends.export import *
