@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from lark import Lark, Token
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
@@ -272,6 +272,24 @@ class _Path(str):
     parts: tuple = ()
 
 
+class _Extent(Protocol):
+    """Where a child of a rule starts and ends: a node's Span, or a token."""
+
+    @property
+    def line(self) -> int: ...
+    @property
+    def column(self) -> int: ...
+    @property
+    def end_line(self) -> int: ...
+    @property
+    def end_column(self) -> int: ...
+
+
+def _positioned(token: Token) -> _Extent:
+    # lark types a token's positions optional, for a Token made by hand; its lexer sets them on every one it makes
+    return cast(_Extent, token)
+
+
 class _Body(list):
     """The statements, stages or sections between braces, with where the braces are."""
 
@@ -309,19 +327,17 @@ class _ToAst:
             return Span(self.file, 1, 1, 1, 1)
         return Span(self.file, first.line, first.column, last.end_line, last.end_column)
 
-    def _extent(self, child) -> Span | None:
-        """What a child covers: a token's span, or a node's (with its parentheses)."""
+    def _extent(self, child) -> _Extent | None:
+        """What a child covers: a token, or a node's span (with its parentheses)."""
         if isinstance(child, Token):
-            return self._token_span(child)
+            return _positioned(child)
         if isinstance(child, tuple):  # ("stem", Section(...)) from a network's body
             child = child[1]
         return self.parenthesised.get(id(child)) or getattr(child, "span", None)
 
     def _token_span(self, token: Token) -> Span:
-        line, column, end_line, end_column = token.line, token.column, token.end_line, token.end_column
-        # lark types these optional for a Token made by hand; its lexer sets them on every token it makes
-        assert line is not None and column is not None and end_line is not None and end_column is not None
-        return Span(self.file, line, column, end_line, end_column)
+        extent = _positioned(token)
+        return Span(self.file, extent.line, extent.column, extent.end_line, extent.end_column)
 
     def _digits(self, token: Token, what: str) -> bool:
         """Whether every number in the token is short enough; notes an error if not."""
