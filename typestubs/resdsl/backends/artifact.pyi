@@ -1,1 +1,0 @@
-from backends.artifact import *
