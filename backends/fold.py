@@ -18,12 +18,11 @@ def fold_batchnorm(model: nn.Module) -> fx.GraphModule:
         raise ValueError("BatchNorm folding needs a model in eval mode; call model.eval() first")
     gm = copy.deepcopy(model) if isinstance(model, fx.GraphModule) else fx.symbolic_trace(copy.deepcopy(model))
     for node in list(gm.graph.nodes):
-        conv = node.args[0] if node.op == "call_module" and node.args else None
-        if not _foldable(conv, node, gm):
+        pair = _foldable(node, gm)
+        if pair is None:
             continue
-        # the conv as it is now: an earlier norm may already be folded into it
-        fused = fuse_conv_bn_eval(gm.get_submodule(conv.target), gm.get_submodule(node.target))
-        _set_submodule(gm, conv.target, fused)
+        conv, conv_module, norm = pair
+        _set_submodule(gm, str(conv.target), fuse_conv_bn_eval(conv_module, norm))
         node.replace_all_uses_with(conv)
         gm.graph.erase_node(node)
     gm.delete_all_unused_submodules()
@@ -32,19 +31,20 @@ def fold_batchnorm(model: nn.Module) -> fx.GraphModule:
     return gm
 
 
-def _foldable(conv: object, bn: fx.Node, gm: fx.GraphModule) -> bool:
+def _foldable(bn: fx.Node, gm: fx.GraphModule) -> tuple[fx.Node, nn.Conv2d, nn.BatchNorm2d] | None:
+    """The conv node feeding `bn`, with both modules as they are now (an earlier norm may already be folded into
+    the conv), if `bn` is a BatchNorm that can fold into it; else None."""
+    conv = bn.args[0] if bn.op == "call_module" and bn.args else None
     if not (isinstance(conv, fx.Node) and conv.op == "call_module" and len(conv.users) == 1
             and len(bn.args) == 1 and not bn.kwargs):
-        return False
+        return None
     if sum(node.op == "call_module" and node.target == conv.target for node in bn.graph.nodes) > 1:
-        return False  # one conv module called twice: fusing it would change its other call too
-    norm = gm.get_submodule(str(bn.target))
-    return (
-        type(gm.get_submodule(str(conv.target))) is nn.Conv2d
-        and isinstance(norm, nn.BatchNorm2d)
-        and norm.track_running_stats
-        and norm.running_mean is not None
-    )
+        return None  # one conv module called twice: fusing it would change its other call too
+    conv_module, norm = gm.get_submodule(str(conv.target)), gm.get_submodule(str(bn.target))
+    if (type(conv_module) is nn.Conv2d and isinstance(norm, nn.BatchNorm2d) and norm.track_running_stats
+            and norm.running_mean is not None):
+        return conv, conv_module, norm
+    return None
 
 
 def _set_submodule(root: nn.Module, target: str, module: nn.Module) -> None:

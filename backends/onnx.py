@@ -34,6 +34,7 @@ def export(model: torch.nn.Module, example: torch.Tensor, out: Path, batch: Batc
         warnings.simplefilter("ignore")
         program = torch.onnx.export(model, (example,), dynamo=True, verbose=False, input_names=[INPUT],
                                     output_names=outputs, dynamic_shapes=dynamic)
+    assert program is not None  # None only from the TorchScript exporter (dynamo=False)
     for key, value in metadata.items():
         program.model.metadata_props[key] = value if isinstance(value, str) else json.dumps(value)
     if not external:

@@ -102,6 +102,9 @@ class InputContract:
 class Normalize(nn.Module):
     """The graph's first step: images in the contract's format -> the network's input, computed in fp32."""
 
+    mean: torch.Tensor | None
+    std: torch.Tensor | None
+
     def __init__(self, scale: bool, normalization: Normalization, dtype: torch.dtype) -> None:
         super().__init__()
         self.scale, self.dtype = scale, dtype

@@ -13,9 +13,11 @@ import copy
 import operator
 from collections import Counter
 from dataclasses import dataclass
+from typing import TypeGuard
 
 import torch
 from torch import fx, nn
+from torch.fx.node import Argument
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from resdsl.backends.fold import _set_submodule, fold_batchnorm
@@ -40,7 +42,8 @@ def reparameterize(model: nn.Module) -> fx.GraphModule:
         raise ValueError("re-parameterisation needs a model in eval mode; call model.eval() first")
     gm = copy.deepcopy(model) if isinstance(model, fx.GraphModule) else fx.symbolic_trace(copy.deepcopy(model))
     calls = Counter(node.target for node in gm.graph.nodes if node.op == "call_module")
-    modules = {name: module for name, module in gm.named_modules() if calls[name] == 1}  # a shared one stays whole
+    modules: dict[str, nn.Module] = {name: module for name, module in gm.named_modules()
+                                     if calls[name] == 1}  # a shared one stays whole
     for node in list(gm.graph.nodes):
         if _is_add(node) and not any(_is_add(user) and _summand(node, user) for user in node.users):
             _merge_sum(gm, node, modules)
@@ -50,9 +53,9 @@ def reparameterize(model: nn.Module) -> fx.GraphModule:
     return fold_batchnorm(gm)
 
 
-def _is_add(node: fx.Node) -> bool:
-    return (node.op == "call_function" and node.target in ADDS and not node.kwargs and len(node.args) == 2
-            and all(isinstance(a, fx.Node) for a in node.args))
+def _is_add(node: Argument) -> TypeGuard[fx.Node]:
+    return (isinstance(node, fx.Node) and node.op == "call_function" and node.target in ADDS and not node.kwargs
+            and len(node.args) == 2 and all(isinstance(a, fx.Node) for a in node.args))
 
 
 def _summand(node: fx.Node, add: fx.Node) -> bool:
@@ -83,10 +86,10 @@ def _branch(term: fx.Node, modules: dict[str, nn.Module], owner: fx.Node, own: b
     Only a term that the sum alone reads (`own`, and feeding only `owner`) can be taken apart and removed.
     """
     own = own and _summand(term, owner)
-    module = modules.get(term.target) if term.op == "call_module" and own and len(term.args) == 1 else None
+    module = modules.get(str(term.target)) if term.op == "call_module" and own and len(term.args) == 1 else None
     if _usable_norm(module) and isinstance(term.args[0], fx.Node):
         before = term.args[0]
-        conv = modules.get(before.target) if before.op == "call_module" and len(before.users) == 1 else None
+        conv = modules.get(str(before.target)) if before.op == "call_module" and len(before.users) == 1 else None
         if _usable_conv(conv) and len(before.args) == 1 and isinstance(before.args[0], fx.Node):
             return Branch(term, before.args[0], conv, module, (before,))
         return Branch(term, before, norm=module)
@@ -95,12 +98,12 @@ def _branch(term: fx.Node, modules: dict[str, nn.Module], owner: fx.Node, own: b
     return Branch(term, term)
 
 
-def _usable_norm(module: nn.Module | None) -> bool:
+def _usable_norm(module: nn.Module | None) -> TypeGuard[nn.BatchNorm2d]:
     return (type(module) is nn.BatchNorm2d and module.track_running_stats and module.running_mean is not None
             and module.running_var is not None)
 
 
-def _usable_conv(module: nn.Module | None) -> bool:
+def _usable_conv(module: nn.Module | None) -> TypeGuard[nn.Conv2d]:
     """A zero-padded conv, not dilated, whose odd kernel is centred by its padding (so kernels align when padded)."""
     return (type(module) is nn.Conv2d and module.padding_mode == "zeros" and module.dilation == (1, 1)
             and isinstance(module.padding, tuple)
@@ -135,7 +138,7 @@ def _merge_sum(gm: fx.GraphModule, root: fx.Node, modules: dict[str, nn.Module])
     with graph.inserting_before(root):
         summands = []
         for group in mergeable:
-            name = next((b.inner or (b.term,))[0].target for b in group if b.conv is not None)
+            name = next(str((b.inner or (b.term,))[0].target) for b in group if b.conv is not None)
             _set_submodule(gm, name, _merged_conv(group))
             summands.append(graph.call_module(name, (group[0].source,)))
         total = summands[0]
@@ -149,7 +152,8 @@ def _merge_sum(gm: fx.GraphModule, root: fx.Node, modules: dict[str, nn.Module])
 def _merged_conv(branches: list[Branch]) -> nn.Conv2d:
     """One conv (with bias) computing the sum of `branches`, in the dtype and device of their weights."""
     like = next(b.conv for b in branches if b.conv is not None)
-    size = tuple(max(b.conv.kernel_size[d] for b in branches if b.conv is not None) for d in (0, 1))
+    height, width = (max(b.conv.kernel_size[d] for b in branches if b.conv is not None) for d in (0, 1))
+    size = (height, width)
     weight = torch.zeros(like.out_channels, like.in_channels // like.groups, *size, dtype=torch.float64,
                          device=like.weight.device)
     bias = torch.zeros(like.out_channels, dtype=torch.float64, device=like.weight.device)
@@ -159,7 +163,8 @@ def _merged_conv(branches: list[Branch]) -> nn.Conv2d:
             top, left = (size[0] - kernel.shape[2]) // 2, (size[1] - kernel.shape[3]) // 2
             weight[:, :, top:top + kernel.shape[2], left:left + kernel.shape[3]] += kernel
             bias += shift
-    conv = nn.Conv2d(like.in_channels, like.out_channels, size, stride=like.stride,
+    # torch types _ConvNd.stride as a tuple of any length; a Conv2d's is a pair
+    conv = nn.Conv2d(like.in_channels, like.out_channels, size, stride=like.stride,  # pyright: ignore[reportArgumentType]
                      padding=(size[0] // 2, size[1] // 2), groups=like.groups, bias=True)
     conv.weight = nn.Parameter(weight.to(like.weight.dtype))
     conv.bias = nn.Parameter(bias.to(like.weight.dtype))
@@ -181,7 +186,8 @@ def _kernel_and_bias(branch: Branch, like: nn.Conv2d) -> tuple[torch.Tensor, tor
     if branch.norm is None:
         return kernel, bias
     norm = branch.norm
+    mean, var = norm.running_mean, norm.running_var
+    assert mean is not None and var is not None  # _usable_norm takes only a norm that keeps its statistics
     weight = norm.weight.detach().double() if norm.weight is not None else None
     shift = norm.bias.detach().double() if norm.bias is not None else None
-    return fuse_conv_bn_weights(kernel, bias, norm.running_mean.double(), norm.running_var.double(), norm.eps,
-                                weight, shift)
+    return fuse_conv_bn_weights(kernel, bias, mean.double(), var.double(), norm.eps, weight, shift)

@@ -77,6 +77,7 @@ def remove_abandoned(output: Path) -> list[Path]:
 
 
 def _abandoned(folder: Path) -> bool:
+    assert fcntl is not None  # remove_abandoned looks for nothing without it
     try:
         with open(folder / LOCK, "r+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resdsl import zoo
 from resdsl.diagnostics import Diagnostic, SpecError
 from resdsl.network import Network, compile
 from resdsl.resolve import UsageError
+
+if TYPE_CHECKING:  # the lazy names below, as type checkers and editors should see them
+    from resdsl.deploy import BuildError, BuildResult, build
+    from resdsl.evaluation import EvalResult, evaluate
+    from resdsl.training import TrainResult, train
 
 # What the CLI does, as functions: imported on first use, so `import resdsl` loads no torch (docs/python-api.md).
 _LAZY = {"build": "resdsl.deploy", "BuildError": "resdsl.deploy", "BuildResult": "resdsl.deploy",

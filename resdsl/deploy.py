@@ -219,7 +219,9 @@ def with_input(network: Network, shape: tuple[int, int, int] | None, flag: str =
     try:
         return network.with_input(shape)
     except SpecError as error:  # the argument's size over a limit: say so of it; the spec's own errors stand
-        about_input = [d for d in error.diagnostics if d.span == network.program.network.input.span]
+        spec = network.program.network
+        where = spec.input.span if spec.input else spec.span  # where Network.with_input puts the shape
+        about_input = [d for d in error.diagnostics if d.span == where]
         if about_input and len(about_input) == len(error.diagnostics):
             raise BuildError(f"{flag} {'x'.join(map(str, shape))}: {about_input[0].message}") from None
         raise
@@ -327,7 +329,7 @@ def input_contract(network: Network, normalization: Normalization, input_format:
     misfit = normalization.misfit(network.input_shape)
     if misfit and input_format != "raw":  # raw input only records the statistics for the caller
         stat = normalization.mean if normalization.mean is not None else normalization.std
-        hint = f"--input {'x'.join(map(str, stat.shape))}, " if stat.dim() == 3 else ""
+        hint = f"--input {'x'.join(map(str, stat.shape))}, " if stat is not None and stat.dim() == 3 else ""
         raise BuildError(f"{misfit}; build with {hint}--raw-input, or --mean/--std")
     return InputContract(input_format, normalization)
 

@@ -84,7 +84,7 @@ def evaluate(spec: str | Path | Network, weights: str | Path | None = None, *, p
         check_fully_convolutional(network)
     model = network.to_torch(seed=0)
     load_weights(model, saved, network.name)
-    mean = training_mean(recorded, recipe, weights, config, root, test, folder, workers, decoder)
+    mean = training_mean(recorded, recipe, weights, config, root, test, workers, decoder)
     prepare = augmentation(recipe, test, spec_shape, mean, chosen, std=recorded.std)
     say(f"reading {recipe.dataset} from {root.resolve()}")
     scores = score(model.to(chosen), test, chosen, prepare=prepare.eval, normalize=prepare.normalize,
@@ -131,9 +131,10 @@ def trained_input(recorded: Preprocessing, config: dict[str, Any]) -> tuple[int,
 
 
 def training_mean(recorded: Preprocessing, recipe: Recipe, weights: Path, config: dict[str, Any], root: Path,
-                  test: Dataset, folder: bool, workers: int | None, decoder: str) -> torch.Tensor | None:
+                  test: Dataset, workers: int | None, decoder: str) -> torch.Tensor | None:
     """The mean image training subtracted: the checkpoint's, its run's mean.pt, else computed again."""
     from resdsl.data import load_dataset
+    from resdsl.data.images import ImageFiles
     from resdsl.train.data import mean_image
 
     if recorded.mean is not None or not recipe.mean_subtract:
@@ -141,7 +142,9 @@ def training_mean(recorded: Preprocessing, recipe: Recipe, weights: Path, config
     mean = recorded_mean(weights, config)
     if mean is None:
         train = load_dataset(recipe.dataset, root, train=True)
-        mean = mean_image(recipe, train.sized(test.images.size) if folder else train, workers, decoder)
+        if isinstance(test.images, ImageFiles) and test.images.size is not None:  # an image folder: test's views
+            train = train.sized(test.images.size)
+        mean = mean_image(recipe, train, workers, decoder)
     return mean
 
 

@@ -6,6 +6,7 @@ import math
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from typing import Literal as Kind
 
 from resdsl import ast
@@ -69,7 +70,8 @@ class EvalError(Exception):
         self.message = message
 
 
-_COMPARE: dict[str, Callable[[Value, Value], bool]] = {
+# Operands of any type: a pair that cannot be compared raises TypeError, reported at the comparison.
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
     "==": operator.eq, "!=": operator.ne, "<": operator.lt,
     "<=": operator.le, ">": operator.gt, ">=": operator.ge,
 }
@@ -111,7 +113,8 @@ BUILTINS: dict[str, Builtin] = {
 
 def names_in(expr: ast.Expr) -> list[str]:
     """The names `expr` reads, in the order written (without recursion: expressions may nest deep)."""
-    names, stack = [], [expr]
+    names: list[str] = []
+    stack: list[ast.Expr | ast.Pair] = [expr]
     while stack:
         node = stack.pop()
         match node:

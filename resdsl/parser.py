@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from functools import cache
 from importlib import resources
 from pathlib import Path
+from typing import Any, Protocol, cast
 
 from lark import Lark, Token
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
@@ -56,6 +57,7 @@ class _Parser:
         self.lock = threading.Lock()
 
     def parse(self, source: SourceFile, start: str) -> tuple[object, list[Diagnostic]]:
+        """What the rule `start` builds (an ast.Module, ast.Setting or expression; lark does not type it)."""
         with self.lock:
             self.builder.reset(source.path)
             return self.lark.parse(source.text, start=start), self.builder.errors
@@ -86,12 +88,12 @@ def _cache_dir() -> Path:
 
 def parse(source: SourceFile, sources: SourceMap) -> ast.Module:
     """Parse one file; a syntax error raises SpecError pointing at the bad token."""
-    return _parse(source, sources, "start")
+    return cast(ast.Module, _parse(source, sources, "start"))
 
 
 def parse_setting(source: SourceFile, sources: SourceMap) -> ast.Setting:
     """Parse one `train` setting line on its own (e.g. a command-line override such as `lr 0.05`)."""
-    return _parse(source, sources, "setting")
+    return cast(ast.Setting, _parse(source, sources, "setting"))
 
 
 @cache
@@ -104,10 +106,10 @@ def parse_expression(text: str) -> ast.Expr | None:
         result, errors = _parser().parse(SourceFile(path="<pattern>", text=text), "expr")
     except UnexpectedInput:
         return None
-    return None if errors else result
+    return None if errors else cast(ast.Expr, result)
 
 
-def _parse(source: SourceFile, sources: SourceMap, start: str):
+def _parse(source: SourceFile, sources: SourceMap, start: str) -> object:
     sources.add(source)
     if len(source.text) > MAX_SPEC_BYTES:
         size = spec_too_large(f"{len(source.text):,} characters")
@@ -270,6 +272,24 @@ class _Path(str):
     parts: tuple = ()
 
 
+class _Extent(Protocol):
+    """Where a child of a rule starts and ends: a node's Span, or a token."""
+
+    @property
+    def line(self) -> int: ...
+    @property
+    def column(self) -> int: ...
+    @property
+    def end_line(self) -> int: ...
+    @property
+    def end_column(self) -> int: ...
+
+
+def _positioned(token: Token) -> _Extent:
+    # lark types a token's positions optional, for a Token made by hand; its lexer sets them on every one it makes
+    return cast(_Extent, token)
+
+
 class _Body(list):
     """The statements, stages or sections between braces, with where the braces are."""
 
@@ -307,16 +327,17 @@ class _ToAst:
             return Span(self.file, 1, 1, 1, 1)
         return Span(self.file, first.line, first.column, last.end_line, last.end_column)
 
-    def _extent(self, child) -> Span | Token | None:
+    def _extent(self, child) -> _Extent | None:
         """What a child covers: a token, or a node's span (with its parentheses)."""
         if isinstance(child, Token):
-            return child
+            return _positioned(child)
         if isinstance(child, tuple):  # ("stem", Section(...)) from a network's body
             child = child[1]
         return self.parenthesised.get(id(child)) or getattr(child, "span", None)
 
     def _token_span(self, token: Token) -> Span:
-        return Span(self.file, token.line, token.column, token.end_line, token.end_column)
+        extent = _positioned(token)
+        return Span(self.file, extent.line, extent.column, extent.end_line, extent.end_column)
 
     def _digits(self, token: Token, what: str) -> bool:
         """Whether every number in the token is short enough; notes an error if not."""
@@ -436,14 +457,14 @@ class _ToAst:
                         quoted)
 
     def for_(self, children):
-        iterable, = (c for c in children if isinstance(c, ast.Node))
-        return ast.For(self._span(children), _word(children), iterable, _body(children))
+        iterable, = (c for c in children if isinstance(c, ast.Expr))
+        return ast.For(self._span(children), _word(children), iterable, children[-1])
 
     def if_(self, children):
         condition = children[1]
-        bodies = [c for c in children[2:] if isinstance(c, _Body | ast.If)]
-        otherwise = bodies[1] if len(bodies) > 1 else []
-        return ast.If(self._span(children), condition, bodies[0], [otherwise] if isinstance(otherwise, ast.If)
+        bodies = [c for c in children[3:] if isinstance(c, _Body | ast.If)]  # children[2] is the first body
+        otherwise = bodies[0] if bodies else []
+        return ast.If(self._span(children), condition, children[2], [otherwise] if isinstance(otherwise, ast.If)
                       else otherwise)
 
     def layer_body(self, children):
@@ -455,7 +476,7 @@ class _ToAst:
 
     def block_def(self, children):
         formals = [c for c in children if isinstance(c, ast.Formal)]
-        return ast.BlockDef(self._span(children), _word(children), formals, _body(children), _override(children))
+        return ast.BlockDef(self._span(children), _word(children), formals, children[-1], _override(children))
 
     def block_alias(self, children):
         target = next(c for c in children if isinstance(c, Token) and c.type == "CALL")
@@ -521,7 +542,7 @@ class _ToAst:
 
     def network(self, children):
         extends = next((c for c in children if isinstance(c, ast.Extends)), None)
-        sections: dict[str, ast.Node] = {}
+        sections: dict[str, Any] = {}  # each section by its keyword: input, stem, stages, head, train
         repeated = []
         for key, section in _body(children) or []:
             if key in sections:
@@ -551,6 +572,8 @@ def _word(children: list) -> str:
 
 
 def _body(children: list) -> _Body | None:
+    """The braces' contents where a rule makes them optional (a network's, stages'); a required body is the last
+    child."""
     return next((c for c in children if isinstance(c, _Body)), None)
 
 

@@ -93,6 +93,7 @@ def load(source: SourceFile, overrides: dict[str, Value], sources: SourceMap | N
             raise UsageError(f"{given_as.format(name=name)}: the spec declares no param '{name}' "
                              f"(declared: {declared})")
     param_values = _bind_params(decls, values, overrides, diagnostics)
+    assert network is not None  # the chain holds at least the spec itself
     for span in network.repeated:
         diagnostics.error(span, "this section is given twice in the network")
     diagnostics.raise_if_any()
@@ -215,8 +216,10 @@ def _merge(parent: ast.Network, child: ast.Network, diagnostics: Diagnostics) ->
 def _bind_params(decls: dict[str, ast.ParamDecl], values: dict[str, ast.Expr | None],
                  overrides: dict[str, Value], diagnostics: Diagnostics) -> dict[str, Value]:
     """Each param's value, those it reads first (a child's `extends "p.res" (a = b)` may read its own `b`)."""
-    reads = {name: [] if name in overrides or values[name] is None
-             else [other for other in names_in(values[name]) if other in decls] for name in decls}
+    reads: dict[str, list[str]] = {}
+    for name in decls:
+        value = values[name]
+        reads[name] = [] if name in overrides or value is None else [o for o in names_in(value) if o in decls]
     waiting = {name: len(set(others)) for name, others in reads.items()}
     readers: dict[str, list[str]] = {name: [] for name in decls}
     for name, others in reads.items():
@@ -226,13 +229,14 @@ def _bind_params(decls: dict[str, ast.ParamDecl], values: dict[str, ast.Expr | N
     env: dict[str, Value] = {}
     while ready:
         name = ready.popleft()
+        value = values[name]
         if name in overrides:
             env[name] = overrides[name]
-        elif values[name] is None:
+        elif value is None:
             diagnostics.error(decls[name].span, f"param '{name}' has no value; give one with --set {name}=VALUE")
         else:
             try:
-                env[name] = evaluate(values[name], env)
+                env[name] = evaluate(value, env)
             except EvalError as error:
                 diagnostics.error(error.span, error.message)
         for reader in readers[name]:
@@ -240,9 +244,10 @@ def _bind_params(decls: dict[str, ast.ParamDecl], values: dict[str, ast.Expr | N
             if not waiting[reader]:
                 ready.append(reader)
     for name in decls:
-        if waiting[name]:
-            diagnostics.error(values[name].span, f"param '{name}' depends on itself (through "
-                                                 f"{', '.join(o for o in dict.fromkeys(reads[name]) if waiting[o])})")
+        value = values[name]
+        if waiting[name] and value is not None:  # only a param with a value reads others
+            diagnostics.error(value.span, f"param '{name}' depends on itself (through "
+                                          f"{', '.join(o for o in dict.fromkeys(reads[name]) if waiting[o])})")
     return env
 
 

@@ -82,6 +82,11 @@ def test_the_wheel_holds_the_grammar_prelude_and_every_spec(site):
     assert (site / "resdsl" / "grammars" / "prelude.res").is_file()
 
 
+def test_the_wheel_marks_the_package_typed(site):
+    # PEP 561: without py.typed, type checkers ignore an installed package's annotations
+    assert (site / "resdsl" / "py.typed").is_file()
+
+
 def test_python_api_runs_from_the_wheel_without_optional_packages(site):
     code = WITHOUT_OPTIONAL + (
         "import resdsl\n"
