@@ -457,7 +457,8 @@ class _Lowering:
         # a pass-through (e.g. a 1x1 stride-1 pool) hands on a tensor that is not its own to give
         owns = (first is not None and first.op.fresh and len(self.graph.succ[preds[0]]) == 1
                 and preds[0] not in escaping and not self.lowered[preds[0]].passes_through)
-        view = OpView(ir_node.args, [self.graph.nodes[p].shape for p in preds], ir_node.shape, owns)
+        view = OpView(ir_node.args or {}, [self.graph.known_shape(p) for p in preds], self.graph.known_shape(node),
+                      owns)
         return lowering(view)
 
     def value(self, node: str) -> str:
@@ -722,7 +723,7 @@ def feature_class(network: Network, names: tuple[str, ...]) -> type[NetworkModul
     source = _source(graph)
     targets = {n.target for n in graph.nodes if n.op == "call_module"}
     height = network.input_shape[1]
-    shapes = [network.graph.nodes[node].shape for _, node in outputs]
+    shapes = [network.graph.known_shape(node) for _, node in outputs]
     info = tuple(FeatureInfo(name, shape[0], height // shape[1] if len(shape) == 3 else 0)
                  for (name, _), shape in zip(outputs, shapes, strict=True))
     attributes = {"forward": _compile_forward(source, f"{network.name} features"), "graph": graph,

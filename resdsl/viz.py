@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import textwrap
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -180,6 +181,13 @@ def _block_of(graph: IRGraph, node: str) -> tuple[str, str, int | None]:
 def _exit(graph: IRGraph, unit: _Unit) -> str:
     """The node whose output leaves the unit (its last main-branch node)."""
     return [n for n in unit.nodes if graph.nodes[n].scope.branch == "main"][-1]
+
+
+def _subgraph(diagram: graphviz.Digraph, name: str) -> AbstractContextManager[graphviz.Digraph]:
+    """`diagram.subgraph(name=name)`, the context that adds a cluster (graphviz's return type also allows None)."""
+    context = diagram.subgraph(name=name)
+    assert context is not None  # None only when a graph is passed in
+    return context
 
 
 def _digraph(graph: IRGraph, level: str) -> graphviz.Digraph:
@@ -392,7 +400,7 @@ class _BlockView:
             if len(run.members) > 1:
                 first, last = run.members[0].key[2], run.members[-1].key[2]
                 name = f"cluster_{run.unit.stage}.{first}"
-                with diagram.subgraph(name=name) as cluster:
+                with _subgraph(diagram, name) as cluster:
                     cluster.attr(label=f"×{len(run.members)}", labeljust="r", labelloc="t", style="dashed,rounded",
                                  color="gray40", fontsize="12", tooltip=f"{run.unit.stage} blocks {first}–{last}")
                     self._draw_unit(cluster, run.unit, fill)
@@ -416,7 +424,7 @@ class _BlockView:
             if call is None:
                 self._draw_nodes(diagram, [node for node, _ in members], fill)
                 continue
-            with diagram.subgraph(name=f"cluster_{call}") as frame:
+            with _subgraph(diagram, f"cluster_{call}") as frame:
                 frame.attr(label=self.graph.calls[call], labeljust="l", style="dotted,rounded",
                            color="gray45", fontsize="9")
                 self._draw_framed(frame, members, depth + 1, fill)
@@ -440,8 +448,8 @@ class _BlockView:
                     label = self.fork_text(node)
                 else:
                     label = layer_text(layer.op, layer.args)
-                if error_of(graph, node):
-                    label += "\n" + _wrap(error_of(graph, node))
+                if error := error_of(graph, node):
+                    label += "\n" + _wrap(error)
                 diagram.node(node, label, width="1.7", **({"fillcolor": fill} | _status(graph, node)))
 
     def _draw_add(self, diagram: graphviz.Digraph, add: str, fill: str) -> None:
@@ -468,7 +476,7 @@ class _BlockView:
         graph = self.graph
         lines = [layer_text(graph.nodes[n].op, graph.nodes[n].args) for n in chain
                  if not graph.nodes[n].op.implied]
-        lines += [_wrap(error_of(graph, n)) for n in chain if error_of(graph, n)]
+        lines += [_wrap(error) for n in chain if (error := error_of(graph, n))]
         box = chain[-1]
         weighted = any(graph.nodes[n].op.weighted for n in chain)
         status = next((_status(graph, n) for n in chain if error_of(graph, n)), _status(graph, box))
@@ -533,13 +541,13 @@ def _op_view(graph: IRGraph) -> graphviz.Digraph:
                 _op_nodes(diagram, graph, unit.nodes, "white")
             continue
         fill = fills.get(stage.stage, _PLAIN_FILL)
-        with diagram.subgraph(name=f"cluster_{stage.stage}") as outer:
+        with _subgraph(diagram, f"cluster_{stage.stage}") as outer:
             outer.attr(label=stage.stage, labeljust="l", style="rounded", color="gray50")
             for unit in blocks:
                 if unit.key[2] is None:
                     _op_nodes(outer, graph, unit.nodes, fill)
                     continue
-                with outer.subgraph(name=f"cluster_{unit.stage}.{unit.key[2]}") as inner:
+                with _subgraph(outer, f"cluster_{unit.stage}.{unit.key[2]}") as inner:
                     block_type = graph.nodes[unit.nodes[0]].scope.block_type
                     inner.attr(label=f"{unit.stage}.{unit.key[2]} ({block_type})", style="dashed,rounded",
                                color="gray60")
@@ -564,7 +572,7 @@ def _op_nodes(diagram: graphviz.Digraph, graph: IRGraph, nodes: list[str], fill:
         text = op_text(layer.op, layer.args)
         lines = [node] + ([text] if text != node and not layer.op.internal else [])
         lines.append(shape_text(graph.nodes[node].shape))
-        if error_of(graph, node):
-            lines.append(_wrap(error_of(graph, node)))
+        if error := error_of(graph, node):
+            lines.append(_wrap(error))
         shade = "white" if layer.scope.branch == "shortcut" else fill
         diagram.node(node, "\n".join(lines), **({"fillcolor": shade} | _status(graph, node)))

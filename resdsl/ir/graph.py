@@ -96,6 +96,13 @@ class IRGraph:
     def add_edge(self, source: str, target: str, index: int) -> None:
         self.succ[source][target] = self.pred[target][source] = index
 
+    def known_shape(self, name: str) -> Shape:
+        """The node's shape, which every node of a checked network has (ValueError for one not inferred)."""
+        shape = self.nodes[name].shape
+        if shape is None:
+            raise ValueError(f"the shape of '{name}' is not known: its network failed its checks")
+        return shape
+
     def edges(self) -> Iterator[tuple[str, str, int]]:
         """(source, target, index) for every edge, by source in node order."""
         for source, targets in self.succ.items():

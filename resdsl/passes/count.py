@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from resdsl.ir.graph import IRGraph, inputs
 
@@ -39,7 +40,7 @@ class Counts:
 def count(graph: IRGraph) -> Counts:
     """Store `params` and `macs` in every node's meta and sum them per stage (nodes in the order built, a
     topological one)."""
-    totals: dict[tuple[str, str], dict] = {}
+    totals: dict[tuple[str, str], dict[str, Any]] = {}
     nodes = graph.nodes
     for name, node in nodes.items():
         scope, shape, args, meta = node.scope, node.shape, node.args, node.meta
@@ -64,6 +65,6 @@ def count(graph: IRGraph) -> Counts:
             row["output"] = list(shape)
         if scope.block is not None:
             row["blocks"].add(scope.block)
-    stages = [StageSummary(**(row | {"blocks": len(row["blocks"])})) for row in totals.values()]
+    stages = [StageSummary(**{**row, "blocks": len(row["blocks"])}) for row in totals.values()]
     return Counts(params=sum(r.params for r in stages), macs=sum(r.macs for r in stages),
                   activation_bytes=sum(r.activation_bytes for r in stages), stages=stages)
