@@ -23,6 +23,7 @@ def test_network_graph_is_the_ir_graph_with_typed_nodes():
     assert type(network.graph) is IRGraph
     node = network.graph.nodes["layer1.0.conv1"]
     assert type(node) is Node and type(node.meta) is Meta
+    assert node.args is not None
     assert (node.op.name, node.args["out"], node.shape, node.meta.params) == ("conv", 64, (64, 56, 56), 64 * 64 * 9)
 
 

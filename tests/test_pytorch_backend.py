@@ -56,7 +56,7 @@ def _assert_shapes_match_ir(network: resdsl.Network, model: nn.Module) -> None:
             assert tuple(values[node].shape[1:]) == graph.nodes[node].shape, node
         else:  # only pass-through ops have no value of their own
             assert op in ("identity", "dropout", "avgpool", "maxpool"), node
-            assert graph.nodes[node].shape == graph.nodes[inputs(graph, node)[0]]["shape"], node
+            assert graph.nodes[node].shape == graph.nodes[inputs(graph, node)[0]].shape, node
     assert tuple(values[graph.output].shape[1:]) == network.output_shape
 
 
