@@ -75,3 +75,14 @@ def test_checking_drawing_and_summarising_import_no_networkx_torch_or_numpy():
             "print(sorted(m for m in ('networkx', 'torch', 'numpy') if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
+
+
+def test_the_check_info_and_viz_commands_import_no_networkx(tmp_path: Path):
+    for command in (["check", "resnet152"], ["info", "resnet152"], ["viz", "resnet152", "-o", str(tmp_path / "r.dot")]):
+        code = ("import sys\n"
+                "from resdsl.cli.app import app\n"
+                f"try:\n    app({command!r}, prog_name='resdsl')\n"
+                "except SystemExit as done:\n    assert not done.code, done.code\n"
+                "print('networkx' in sys.modules, file=sys.stderr)")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        assert done.stderr.strip() == "False", command
