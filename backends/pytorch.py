@@ -436,28 +436,29 @@ class _Lowering:
 
     def __init__(self, network: Network, escaping: frozenset[str] = frozenset()) -> None:
         self.network = network
-        self.graph: IRGraph = network.ir  # not `network.graph`: building a module needs no networkx
+        self.graph: IRGraph = network.graph
         self.order = {node: i for i, node in enumerate(self.graph.nodes)}
         self.lowered: dict[str, Lowered] = {}
         for node in self.graph:  # in topological order, so that each node's inputs are lowered before it
-            if self.graph.nodes[node]["op"].name not in ("input", "output"):
+            if not self.graph.nodes[node].op.internal:
                 self.lowered[node] = self._lower(node, escaping)
         self.root = self._tree()
         self.groups: dict[str, Group] = {}
         self._classify(self.root)
 
     def _lower(self, node: str, escaping: frozenset[str]) -> Lowered:
-        attrs = self.graph.nodes[node]
-        lowering = LOWERINGS.get(type(attrs["op"]))
+        ir_node = self.graph.nodes[node]
+        lowering = LOWERINGS.get(type(ir_node.op))
         if lowering is None:
             known = ", ".join(sorted(op.name for op in LOWERINGS))
-            raise Unsupported(f"{node}: the op `{attrs['op']}` has no PyTorch lowering (known ops: {known})")
+            raise Unsupported(f"{node}: the op `{ir_node.op}` has no PyTorch lowering (known ops: {known})")
         preds = inputs(self.graph, node)
         first = self.graph.nodes[preds[0]] if preds else None
         # a pass-through (e.g. a 1x1 stride-1 pool) hands on a tensor that is not its own to give
-        owns = (bool(first) and first["op"].fresh and len(self.graph.succ[preds[0]]) == 1
+        owns = (first is not None and first.op.fresh and len(self.graph.succ[preds[0]]) == 1
                 and preds[0] not in escaping and not self.lowered[preds[0]].passes_through)
-        view = OpView(attrs["args"], [self.graph.nodes[p]["shape"] for p in preds], attrs["shape"], owns)
+        view = OpView(ir_node.args or {}, [self.graph.known_shape(p) for p in preds], self.graph.known_shape(node),
+                      owns)
         return lowering(view)
 
     def value(self, node: str) -> str:
@@ -495,7 +496,7 @@ class _Lowering:
         sources = {p for n in group.nodes for p in self.graph.pred[n] if p not in members}
         exits = [n for n in group.nodes if any(s not in members for s in self.graph.succ[n])]
         if group.path == "":
-            group.source, group.exit, group.kind = "input", self.graph.graph["output"], "forward"
+            group.source, group.exit, group.kind = "input", self.graph.output, "forward"
             group.name = _class_name(self.network.name)
             return
         if len(sources) == 1 and len(exits) == 1 and self.order[next(iter(sources))] < self.order[group.nodes[0]]:
@@ -522,14 +523,14 @@ class _Lowering:
 
     def _name(self, group: Group) -> str:
         """The class name of a group: `Stage`, the block's (`BottleneckV1_5`), `ShortcutB`, or the block called."""
-        scope = self.graph.nodes[group.nodes[0]]["scope"]
+        scope = self.graph.nodes[group.nodes[0]].scope
         if scope.section == "stage" and group.path == scope.stage:
             return "Stage"
         if scope.block is not None and group.path == f"{scope.stage}.{scope.block_name}" and scope.block_type:
             return _class_name(scope.block_type)
         if scope.branch == "shortcut" and group.path.endswith(".downsample") and scope.shortcut:
             return _class_name(f"shortcut_{scope.shortcut}")
-        called = self.graph.graph.get("calls", {}).get(group.path)
+        called = self.graph.calls.get(group.path)
         return _class_name(called) if called else ""
 
     def units(self, group: Group, inline: frozenset[str] = frozenset()) -> list[Group | str]:
@@ -696,7 +697,7 @@ def module_class(network: Network) -> type[NetworkModule]:
     lowering = _Lowering(network)
     source = _source(lowering.forward_graph(lowering.root))
     attributes = {"forward": _compile_forward(source, network.name), "graph": source.graph, "code": source.text,
-                  "_layout": tuple(lowering.layout()), "_residual_ends": tuple(_residual_ends(network.ir)),
+                  "_layout": tuple(lowering.layout()), "_residual_ends": tuple(_residual_ends(network.graph)),
                   "__module__": __name__}
     return type(lowering.root.name, (NetworkModule,), attributes)
 
@@ -722,19 +723,19 @@ def feature_class(network: Network, names: tuple[str, ...]) -> type[NetworkModul
     source = _source(graph)
     targets = {n.target for n in graph.nodes if n.op == "call_module"}
     height = network.input_shape[1]
-    shapes = [network.ir.nodes[node]["shape"] for _, node in outputs]
+    shapes = [network.graph.known_shape(node) for _, node in outputs]
     info = tuple(FeatureInfo(name, shape[0], height // shape[1] if len(shape) == 3 else 0)
                  for (name, _), shape in zip(outputs, shapes, strict=True))
     attributes = {"forward": _compile_forward(source, f"{network.name} features"), "graph": graph,
                   "code": source.text, "_layout": tuple(lowering.layout(targets)),
-                  "_residual_ends": tuple(_residual_ends(network.ir)), "feature_info": info,
+                  "_residual_ends": tuple(_residual_ends(network.graph)), "feature_info": info,
                   "__module__": __name__}
     return type(f"{lowering.root.name}Features", (NetworkModule,), attributes)
 
 
 def _feature_node(lowering: _Lowering, name: str) -> str:
     graph = lowering.graph
-    if name in graph and name not in ("input", "output"):
+    if name in graph and not graph.nodes[name].op.internal:
         return name
     group = lowering.groups.get(name)
     if group is not None and name:
@@ -743,7 +744,7 @@ def _feature_node(lowering: _Lowering, name: str) -> str:
         return group.exit
     from difflib import get_close_matches
 
-    known = [n for n in graph if n not in ("input", "output")] + [p for p in lowering.groups if p]
+    known = [n for n, node in graph.nodes.items() if not node.op.internal] + [p for p in lowering.groups if p]
     close = get_close_matches(name, known, n=1)
     hint = f"; did you mean '{close[0]}'?" if close else ""
     raise UnknownFeature(f"'{name}' is not a layer or group of {network_name(lowering)}{hint}")
@@ -758,7 +759,7 @@ def _residual_ends(graph: IRGraph) -> list[str]:
     zero (an SE gate's product included): a norm, or a bias-free conv (pre-activation units, as timm's)."""
     ends = []
     for node in graph:
-        if not graph.nodes[node].get("residual"):
+        if not graph.nodes[node].residual:
             continue
         stack, seen = [inputs(graph, node)[0]], set()
         while stack:
@@ -766,12 +767,11 @@ def _residual_ends(graph: IRGraph) -> list[str]:
             if current in seen:
                 continue
             seen.add(current)
-            op, args = graph.nodes[current]["op"], graph.nodes[current]["args"]
-            if op.norm or (op.name == "conv" and not args["bias"]):
+            op, args = graph.nodes[current].op, graph.nodes[current].args or {}
+            if op.ends_branch and not args.get("bias"):
                 ends.append(current)
             elif op.keeps_zero:
-                sources = inputs(graph, current)
-                stack += sources if op.name == "mul" else sources[:1]
+                stack += inputs(graph, current)
     return ends
 
 

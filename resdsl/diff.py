@@ -89,9 +89,8 @@ def _layers(a: Network, b: Network) -> list[LayerChange]:
 
 
 def _nodes(network: Network) -> dict[str, Layer]:
-    ir = network.ir
-    return {node: Layer(str(ir.nodes[node]["op"]), dict(ir.nodes[node]["args"]), ir.nodes[node]["shape"],
-                        ir.nodes[node]["params"], ir.nodes[node]["macs"]) for node in ir}
+    return {name: Layer(str(node.op), dict(node.args or {}), node.shape, node.meta.params, node.meta.macs)
+            for name, node in network.graph.nodes.items()}
 
 
 def _value(value: object) -> str:

@@ -27,19 +27,18 @@ if TYPE_CHECKING:
 class Network:
     """A checked network: the graph IR, its counts, and the program it came from."""
 
-    def __init__(self, program: Program, ir: IRGraph, counts: Counts) -> None:
+    def __init__(self, program: Program, graph: IRGraph, counts: Counts) -> None:
         self.program = program
-        self.ir = ir
+        self.graph = graph
         self.counts = counts
 
-    @cached_property
-    def graph(self) -> nx.DiGraph:
-        """The graph IR as a networkx.DiGraph (made on first use: checking a spec needs no networkx)."""
-        return self.ir.to_networkx()
+    def to_networkx(self) -> nx.DiGraph:
+        """The graph IR as a new networkx.DiGraph, for graph algorithms (the only use of networkx)."""
+        return self.graph.to_networkx()
 
     @property
     def name(self) -> str:
-        return self.ir.graph["name"]
+        return self.graph.name
 
     @property
     def params(self) -> int:
@@ -55,11 +54,11 @@ class Network:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        return self.ir.graph["input_shape"]
+        return self.graph.known_shape("input")
 
     @property
     def output_shape(self) -> tuple[int, ...]:
-        return self.ir.nodes[self.ir.graph["output"]]["shape"]
+        return self.graph.known_shape("output")
 
     @property
     def stages(self) -> list[StageSummary]:
@@ -174,15 +173,15 @@ def _feature_names(features: object) -> tuple[str, ...]:
     return tuple(features)
 
 
-def lower_unchecked(source: str | Path, **params: Value) -> tuple[nx.DiGraph, SpecError | None]:
-    """The IR even when checks fail (nodes at fault carry an `error` attribute), for drawing.
+def lower_unchecked(source: str | Path, **params: Value) -> tuple[IRGraph, SpecError | None]:
+    """The IR even when checks fail (nodes at fault carry an `error`), for drawing.
 
     A spec that does not parse or resolve still raises SpecError.
     """
     program = load(read_spec(source), params)
     diagnostics = Diagnostics(program.sources)
     with _without_gc():
-        graph = lower_program(program, diagnostics).to_networkx()
+        graph = lower_program(program, diagnostics)
     return graph, diagnostics.exception() if diagnostics.diagnostics else None
 
 
@@ -200,15 +199,15 @@ def _check(program: Program) -> Network:
 def _check_memory(graph: IRGraph, counts: Counts, program: Program, diagnostics: Diagnostics) -> None:
     """Refuse a network whose fp32 activations (one image) or weights alone pass the limits, before any allocation."""
     network = program.network
-    if counts.activation_bytes > MAX_ACTIVATION_BYTES:
+    if counts.activation_bytes > MAX_ACTIVATION_BYTES and network.input is not None:  # counted from the input
         diagnostics.error(network.input.span, f"one image's activations come to {counts.activation_bytes / 2**30:,.1f} "
                                               f"GiB, over the limit of {MAX_ACTIVATION_BYTES // 2**30} GiB; use a "
                                               "smaller input")
     weights = BYTES_PER_ELEMENT * counts.params
     if weights > MAX_PARAM_BYTES:
-        largest = max(graph.nodes, key=lambda node: graph.nodes[node]["params"])
-        attrs = graph.nodes[largest]
-        note = Note(attrs["origin"] or attrs["span"], f"the largest layer: {largest}, {attrs['params']:,} params")
+        largest = max(graph.nodes, key=lambda name: graph.nodes[name].meta.params)
+        node = graph.nodes[largest]
+        note = Note(node.origin or node.span, f"the largest layer: {largest}, {node.meta.params:,} params")
         diagnostics.error(network.span, f"the weights come to {weights / 2**30:,.1f} GiB ({counts.params:,} params), "
                                         f"over the limit of {MAX_PARAM_BYTES // 2**30} GiB; use fewer or narrower "
                                         "layers", (note,))

@@ -8,13 +8,13 @@ import shutil
 import subprocess
 import textwrap
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Literal
 
 import graphviz
-import networkx as nx
 
-from resdsl.ir.graph import inputs
+from resdsl.ir.graph import IRGraph, inputs
 from resdsl.ir.ops import Args, Op, Shape
 from resdsl.passes.count import count
 from resdsl.source import printable
@@ -27,8 +27,6 @@ PNG_DPI = 144  # sharp enough for a README; Graphviz's default of 96 blurs the s
 INSTALL_HINT = ("Graphviz's `dot` program is not installed, so only .dot output can be written; "
                 "install Graphviz (`apt-get install graphviz` or `brew install graphviz`)")
 
-# How the block view draws the ops that join tensors.
-_JOINS = {"add": "+", "mul": "×", "concat": "‖"}
 _STAGE_FILLS = ("#dbe9f6", "#e2f0d9", "#fce4d6", "#ede1f5", "#fff2cc", "#d9f2f2")
 _PLAIN_FILL = "#f2f2f2"
 _ERROR = {"color": "red", "fontcolor": "red", "penwidth": "2", "fillcolor": "#ffe6e6"}
@@ -39,7 +37,7 @@ class RenderError(Exception):
     """The diagram cannot be rendered in the asked format (e.g. Graphviz is missing)."""
 
 
-def draw(graph: nx.DiGraph, level: Level = "block", expand: bool = False) -> graphviz.Digraph:
+def draw(graph: IRGraph, level: Level = "block", expand: bool = False) -> graphviz.Digraph:
     """The diagram of `graph` at `level`; `expand` draws every block instead of "×N" runs."""
     if level == "stage":
         return _stage_view(graph)
@@ -100,10 +98,6 @@ def op_text(op: Op, args: Args | None) -> str:
     return f"{op.name} (arguments not known)" if args is None else op.text(args)
 
 
-def _pair(value: tuple[int, int]) -> str:
-    return f"{value[0]}×{value[1]}"
-
-
 def _stride(args: Args | None) -> int:
     value = (args or {}).get("stride") or 1
     return max(value) if isinstance(value, tuple) else value
@@ -138,33 +132,25 @@ class _Unit:
         return self.key[1]
 
 
-def _units(graph: nx.DiGraph, by_block: bool) -> list[_Unit]:
+def _units(graph: IRGraph, by_block: bool) -> list[_Unit]:
     """The graph's nodes grouped by stage (and block), in the order they were built."""
     units: dict[tuple[str, str, int | None], _Unit] = {}
-    for node, attrs in graph.nodes(data=True):
-        scope = attrs["scope"]
+    for node, layer in graph.nodes.items():
+        scope = layer.scope
         key = (scope.section, scope.stage, scope.block if by_block else None)
         units.setdefault(key, _Unit(key, [])).nodes.append(node)
     return list(units.values())
 
 
-def _shape(graph: nx.DiGraph, node: str) -> Shape | None:
-    attrs = graph.nodes[node]
-    if attrs["op"].name == "output":
-        sources = inputs(graph, node)
-        return graph.nodes[sources[0]]["shape"] if sources else None
-    return attrs["shape"]
-
-
-def error_of(graph: nx.DiGraph, node: str) -> str | None:
+def error_of(graph: IRGraph, node: str) -> str | None:
     """Why the node failed: its check's message, or a pointer to the diagnostics for a node the front
     end could not build (bad arguments, unknown op or block) on an input of known shape."""
-    attrs = graph.nodes[node]
-    if attrs.get("error"):
-        return attrs["error"]
-    if attrs["args"] is None:
+    layer = graph.nodes[node]
+    if layer.error:
+        return layer.error
+    if layer.args is None:
         sources = inputs(graph, node)
-        if sources and graph.nodes[sources[0]]["shape"] is not None:
+        if sources and graph.nodes[sources[0]].shape is not None:
             return "see the diagnostics"
     return None
 
@@ -175,34 +161,37 @@ def _not_built(node: str) -> str:
     return f"{where} not built" if where else "not built"
 
 
-def _placeholder(attrs: dict) -> bool:
-    return attrs["op"].name == "identity" and attrs["args"] is None
-
-
-def _status(graph: nx.DiGraph, node: str) -> dict[str, str]:
+def _status(graph: IRGraph, node: str) -> dict[str, str]:
     """Red for a node that failed its check, grey for one whose shape could not be inferred."""
     if error_of(graph, node):
         return dict(_ERROR)
-    return dict(_UNCHECKED) if _shape(graph, node) is None else {}
+    return dict(_UNCHECKED) if graph.nodes[node].shape is None else {}
 
 
-def _fills(graph: nx.DiGraph) -> dict[str, str]:
-    stages = graph.graph.get("stages", [])
+def _fills(graph: IRGraph) -> dict[str, str]:
+    stages = graph.stages
     return {name: _STAGE_FILLS[i % len(_STAGE_FILLS)] for i, name in enumerate(stages)}
 
 
-def _block_of(graph: nx.DiGraph, node: str) -> tuple[str, str, int | None]:
-    scope = graph.nodes[node]["scope"]
+def _block_of(graph: IRGraph, node: str) -> tuple[str, str, int | None]:
+    scope = graph.nodes[node].scope
     return scope.section, scope.stage, scope.block
 
 
-def _exit(graph: nx.DiGraph, unit: _Unit) -> str:
+def _exit(graph: IRGraph, unit: _Unit) -> str:
     """The node whose output leaves the unit (its last main-branch node)."""
-    return [n for n in unit.nodes if graph.nodes[n]["scope"].branch == "main"][-1]
+    return [n for n in unit.nodes if graph.nodes[n].scope.branch == "main"][-1]
 
 
-def _digraph(graph: nx.DiGraph, level: str) -> graphviz.Digraph:
-    name = graph.graph.get("name", "network")
+def _subgraph(diagram: graphviz.Digraph, name: str) -> AbstractContextManager[graphviz.Digraph]:
+    """`diagram.subgraph(name=name)`, the context that adds a cluster (graphviz's return type also allows None)."""
+    context = diagram.subgraph(name=name)
+    assert context is not None  # None only when a graph is passed in
+    return context
+
+
+def _digraph(graph: IRGraph, level: str) -> graphviz.Digraph:
+    name = graph.name
     diagram = graphviz.Digraph(name=f"{name}_{level}", comment=f"resdsl viz --level {level}")
     diagram.attr(rankdir="TB", fontname="Helvetica", fontsize="11", labelloc="t", label=name,
                  ranksep="0.22", nodesep="0.35")
@@ -214,7 +203,7 @@ def _digraph(graph: nx.DiGraph, level: str) -> graphviz.Digraph:
 
 # --- stage level --------------------------------------------------------------------------------
 
-def _stage_view(graph: nx.DiGraph) -> graphviz.Digraph:
+def _stage_view(graph: IRGraph) -> graphviz.Digraph:
     diagram = _digraph(graph, "stage")
     rows = {row.name: row for row in count(graph).stages}
     fills = _fills(graph)
@@ -228,8 +217,8 @@ def _stage_view(graph: nx.DiGraph) -> graphviz.Digraph:
         if unit.section == "stage":
             lines += _stage_lines(graph, unit)
         else:
-            lines += _repeats([layer_text(graph.nodes[n]["op"], graph.nodes[n]["args"]) for n in unit.nodes
-                               if not graph.nodes[n]["op"].implied])
+            lines += _repeats([layer_text(graph.nodes[n].op, graph.nodes[n].args) for n in unit.nodes
+                               if not graph.nodes[n].op.implied])
         row = rows.get(unit.stage)
         if row is not None and row.params + row.macs:
             lines.append(f"{_si(row.params, 'params')} · {_si(row.macs, 'MACs')}")
@@ -238,45 +227,45 @@ def _stage_view(graph: nx.DiGraph) -> graphviz.Digraph:
         diagram.node(unit.stage, "\n".join(lines), **({"fillcolor": fill} | attrs))
     for before, after in itertools.pairwise(units):
         source = _exit(graph, before)
-        diagram.edge(before.stage, after.stage, label=f" {shape_text(_shape(graph, source))}")
+        diagram.edge(before.stage, after.stage, label=f" {shape_text(graph.nodes[source].shape)}")
     return diagram
 
 
-def _status_of_unit(graph: nx.DiGraph, unit: _Unit) -> dict[str, str]:
+def _status_of_unit(graph: IRGraph, unit: _Unit) -> dict[str, str]:
     if any(error_of(graph, n) for n in unit.nodes):
         return dict(_ERROR)
     return _status(graph, _exit(graph, unit))
 
 
-def _stage_lines(graph: nx.DiGraph, unit: _Unit) -> list[str]:
+def _stage_lines(graph: IRGraph, unit: _Unit) -> list[str]:
     """Block type and shortcut, then Table 1's "[3×3, 64; 3×3, 64] ×3" from the stage's first block."""
-    scopes = [graph.nodes[n]["scope"] for n in unit.nodes]
+    scopes = [graph.nodes[n].scope for n in unit.nodes]
     blocks = sorted({s.block for s in scopes if s.block is not None})
     first = [n for n, s in zip(unit.nodes, scopes, strict=True) if s.block == (blocks[0] if blocks else None)]
     kinds = f"{scopes[0].block_type or 'layers'}, shortcut {scopes[0].shortcut or 'none'}"
     widths = "; ".join(_block_layers(graph, first))
-    stride = max((_stride(graph.nodes[n]["args"]) for n in first), default=1)
+    stride = max((_stride(graph.nodes[n].args) for n in first), default=1)
     table = f"[{widths}] ×{len(blocks)}" if widths else f"×{len(blocks)}"
     return [kinds, table + (f", /{stride}" if stride > 1 else "")]
 
 
-def _block_layers(graph: nx.DiGraph, nodes: list[str]) -> list[str]:
+def _block_layers(graph: IRGraph, nodes: list[str]) -> list[str]:
     """A block's convs as Table 1 lists them ("3×3, 64"), a block it calls by its name ("se"), as the SE paper's
     Table 1 adds its gate to the bottleneck."""
-    calls = graph.graph.get("calls", {})
+    calls = graph.calls
     items: list[str] = []
     named: set[str] = set()
     for node in nodes:
-        attrs = graph.nodes[node]
-        if attrs["scope"].branch != "main":
+        layer = graph.nodes[node]
+        if layer.scope.branch != "main":
             continue
         chain = _calls_of(node, calls)
         if chain:
             if chain[0] not in named:
                 named.add(chain[0])
                 items.append(calls[chain[0]])
-        elif attrs["op"].name == "conv" and attrs["args"] is not None:
-            items.append(_conv_width(attrs["args"]))
+        elif layer.args is not None and (entry := layer.op.table_entry(layer.args)) is not None:
+            items.append(entry)
     return items
 
 
@@ -284,11 +273,6 @@ def _calls_of(node: str, calls: dict[str, str]) -> list[str]:
     """The block calls `node` was emitted under, outermost first (`layer1.0.se` for `layer1.0.se.fc1`)."""
     parts = node.split(".")
     return [prefix for prefix in (".".join(parts[:i]) for i in range(1, len(parts))) if prefix in calls]
-
-
-def _conv_width(args: Args) -> str:
-    text = f"{_pair(args['kernel'])}, {args['out']}"
-    return text + (f", groups {args['groups']}" if args["groups"] > 1 else "")
 
 
 def _repeats(lines: list[str]) -> list[str]:
@@ -314,16 +298,16 @@ class _Run:
     members: list[_Unit]
 
 
-def _signature(graph: nx.DiGraph, unit: _Unit) -> tuple:
+def _signature(graph: IRGraph, unit: _Unit) -> tuple:
     """What makes two blocks the same: their ops, arguments and shapes, branch by branch."""
     def frozen(args: Args | None) -> tuple | None:
         return None if args is None else tuple(sorted(args.items()))
 
-    return tuple((a["scope"].branch, a["op"], frozen(a["args"]), a["shape"], error_of(graph, n))
+    return tuple((a.scope.branch, a.op, frozen(a.args), a.shape, error_of(graph, n))
                  for n, a in ((n, graph.nodes[n]) for n in unit.nodes))
 
 
-def _runs(graph: nx.DiGraph, units: list[_Unit], expand: bool) -> list[_Run]:
+def _runs(graph: IRGraph, units: list[_Unit], expand: bool) -> list[_Run]:
     runs: list[_Run] = []
     previous = None
     for unit in units:
@@ -339,7 +323,7 @@ def _runs(graph: nx.DiGraph, units: list[_Unit], expand: bool) -> list[_Run]:
 class _BlockView:
     """Figure 3's look: the residual branch's layers in a column, its shortcut beside it."""
 
-    def __init__(self, graph: nx.DiGraph, expand: bool) -> None:
+    def __init__(self, graph: IRGraph, expand: bool) -> None:
         self.graph = graph
         self.runs = _runs(graph, _units(graph, by_block=True), expand)
         self.alias: dict[str, str] = {}  # node of a collapsed block -> same node of the run's first block
@@ -355,10 +339,10 @@ class _BlockView:
     def visible(self, node: str) -> bool:
         """Main-branch layers the paper draws, tensors a block reads twice (a pre-activation, an SE input), and any
         node that failed; BN and ReLU are otherwise implied, and shortcuts are drawn by their add."""
-        attrs = self.graph.nodes[node]
-        if attrs["scope"].branch == "shortcut":
+        layer = self.graph.nodes[node]
+        if layer.scope.branch == "shortcut":
             return False
-        if not attrs["op"].implied or error_of(self.graph, node) is not None:
+        if not layer.op.implied or error_of(self.graph, node) is not None:
             return True
         return self.fork(node)
 
@@ -377,12 +361,12 @@ class _BlockView:
             if len(sources) != 1:
                 break
             source = sources[0]
-            attrs = graph.nodes[source]
-            if (not attrs["op"].implied or len(graph.succ[source]) != 1 or attrs["args"] is None
+            layer = graph.nodes[source]
+            if (not layer.op.implied or len(graph.succ[source]) != 1 or layer.args is None
                     or _block_of(graph, source) != _block_of(graph, node)):
                 break
             chain.insert(0, source)
-        return ", ".join(layer_text(graph.nodes[n]["op"], graph.nodes[n]["args"]) for n in chain)
+        return ", ".join(layer_text(graph.nodes[n].op, graph.nodes[n].args) for n in chain)
 
     def drawn(self, node: str) -> str | None:
         """The drawn node that carries `node`'s output (hidden ops pass their input through)."""
@@ -401,7 +385,7 @@ class _BlockView:
         """The shortcut-branch nodes feeding `add` (in order), and the node the shortcut starts from."""
         chain: list[str] = []
         block = self.unit_of[add]
-        while self.graph.nodes[source]["scope"].branch == "shortcut" and self.unit_of.get(source) == block:
+        while self.graph.nodes[source].scope.branch == "shortcut" and self.unit_of.get(source) == block:
             chain.insert(0, source)
             source = inputs(self.graph, source)[0]
         return chain, source
@@ -416,7 +400,7 @@ class _BlockView:
             if len(run.members) > 1:
                 first, last = run.members[0].key[2], run.members[-1].key[2]
                 name = f"cluster_{run.unit.stage}.{first}"
-                with diagram.subgraph(name=name) as cluster:
+                with _subgraph(diagram, name) as cluster:
                     cluster.attr(label=f"×{len(run.members)}", labeljust="r", labelloc="t", style="dashed,rounded",
                                  color="gray40", fontsize="12", tooltip=f"{run.unit.stage} blocks {first}–{last}")
                     self._draw_unit(cluster, run.unit, fill)
@@ -426,7 +410,7 @@ class _BlockView:
         return diagram
 
     def _draw_unit(self, diagram: graphviz.Digraph, unit: _Unit, fill: str) -> None:
-        calls = self.graph.graph.get("calls", {})
+        calls = self.graph.calls
         self._draw_framed(diagram, [(node, _calls_of(node, calls)) for node in unit.nodes], 0, fill)
 
     def _draw_framed(self, diagram: graphviz.Digraph, nodes: list[tuple[str, list[str]]], depth: int,
@@ -440,33 +424,32 @@ class _BlockView:
             if call is None:
                 self._draw_nodes(diagram, [node for node, _ in members], fill)
                 continue
-            with diagram.subgraph(name=f"cluster_{call}") as frame:
-                frame.attr(label=self.graph.graph["calls"][call], labeljust="l", style="dotted,rounded",
+            with _subgraph(diagram, f"cluster_{call}") as frame:
+                frame.attr(label=self.graph.calls[call], labeljust="l", style="dotted,rounded",
                            color="gray45", fontsize="9")
                 self._draw_framed(frame, members, depth + 1, fill)
 
     def _draw_nodes(self, diagram: graphviz.Digraph, nodes: list[str], fill: str) -> None:
         graph = self.graph
         for node in nodes:
-            attrs = graph.nodes[node]
-            name = attrs["op"].name
-            if attrs.get("residual") and attrs["scope"].branch == "main":
+            layer = graph.nodes[node]
+            if layer.residual and layer.scope.branch == "main":
                 self._draw_add(diagram, node, fill)
-            elif name in _JOINS and self.visible(node):
+            elif layer.op.joins and self.visible(node):
                 circle = {"shape": "circle", "style": "filled", "fillcolor": "white", "width": "0.22",
-                          "height": "0.22", "fixedsize": "true", "fontsize": "10", "tooltip": name}
-                diagram.node(node, _JOINS[name], **(circle | _status(graph, node)))
-            elif name == "input":
-                diagram.node(node, f"input\n{shape_text(attrs['shape'])}", shape="ellipse", style="filled")
+                          "height": "0.22", "fixedsize": "true", "fontsize": "10", "tooltip": layer.op.name}
+                diagram.node(node, layer.op.joins, **(circle | _status(graph, node)))
+            elif layer.op.arity == 0:  # the network's input, the one node that reads no tensor
+                diagram.node(node, f"input\n{shape_text(layer.shape)}", shape="ellipse", style="filled")
             elif self.visible(node):
-                if _placeholder(attrs):
+                if layer.placeholder:
                     label = _not_built(node)
-                elif attrs["op"].implied and not error_of(graph, node):
+                elif layer.op.implied and not error_of(graph, node):
                     label = self.fork_text(node)
                 else:
-                    label = layer_text(attrs["op"], attrs["args"])
-                if error_of(graph, node):
-                    label += "\n" + _wrap(error_of(graph, node))
+                    label = layer_text(layer.op, layer.args)
+                if error := error_of(graph, node):
+                    label += "\n" + _wrap(error)
                 diagram.node(node, label, width="1.7", **({"fillcolor": fill} | _status(graph, node)))
 
     def _draw_add(self, diagram: graphviz.Digraph, add: str, fill: str) -> None:
@@ -486,16 +469,16 @@ class _BlockView:
         diagram.node(add, "+", **(circle | _status(graph, add)))
 
     def _boxed(self, chain: list[str]) -> bool:
-        return any(self.graph.nodes[n]["op"].weighted or error_of(self.graph, n) for n in chain)
+        return any(self.graph.nodes[n].op.weighted or error_of(self.graph, n) for n in chain)
 
     def _draw_box(self, diagram: graphviz.Digraph, chain: list[str], fill: str) -> None:
         """A projection shortcut (options B, C, D) as one labelled box beside the residual branch."""
         graph = self.graph
-        lines = [layer_text(graph.nodes[n]["op"], graph.nodes[n]["args"]) for n in chain
-                 if not graph.nodes[n]["op"].implied]
-        lines += [_wrap(error_of(graph, n)) for n in chain if error_of(graph, n)]
+        lines = [layer_text(graph.nodes[n].op, graph.nodes[n].args) for n in chain
+                 if not graph.nodes[n].op.implied]
+        lines += [_wrap(error) for n in chain if (error := error_of(graph, n))]
         box = chain[-1]
-        weighted = any(graph.nodes[n]["op"].weighted for n in chain)
+        weighted = any(graph.nodes[n].op.weighted for n in chain)
         status = next((_status(graph, n) for n in chain if error_of(graph, n)), _status(graph, box))
         diagram.node(box, "\n".join(lines), style="filled", fontsize="9", tooltip="projection shortcut",
                      **({"fillcolor": fill, "class": "projection" if weighted else "shortcut"} | status))
@@ -504,21 +487,21 @@ class _BlockView:
 
     def _edges(self, diagram: graphviz.Digraph) -> None:
         graph = self.graph
-        labelled = graph.graph.get("input_shape")
+        labelled = graph.input_shape
         for run in self.runs:
             for node in run.unit.nodes:
                 if not self.visible(node):
                     continue
                 sources = inputs(graph, node)
                 for index, source in enumerate(sources):
-                    if graph.nodes[node].get("residual") and index == 1:
+                    if graph.nodes[node].residual and index == 1:
                         self._shortcut_edge(diagram, node, source)
                         continue
                     start = self.drawn(source)
                     if start is None:
                         continue
                     attrs: dict[str, str] = {"weight": "8"}
-                    shape = _shape(graph, source)
+                    shape = graph.nodes[source].shape
                     if self.unit_of.get(start) != self.unit_of[node] and shape != labelled:
                         attrs["label"] = f" {shape_text(shape)}"
                         labelled = shape
@@ -537,18 +520,18 @@ class _BlockView:
             diagram.edge(start, box, weight="1", **{"class": "shortcut"})
             diagram.edge(box, add, weight="1", **{"class": "shortcut"})
         else:
-            tip = ", ".join(layer_text(self.graph.nodes[n]["op"], self.graph.nodes[n]["args"]) for n in chain)
+            tip = ", ".join(layer_text(self.graph.nodes[n].op, self.graph.nodes[n].args) for n in chain)
             diagram.edge(start, add, style="dashed", weight="1", tooltip=tip,
                          **{"class": "shortcut parameter-free"})
 
 
-def _block_view(graph: nx.DiGraph, expand: bool) -> graphviz.Digraph:
+def _block_view(graph: IRGraph, expand: bool) -> graphviz.Digraph:
     return _BlockView(graph, expand).build()
 
 
 # --- op level ---------------------------------------------------------------------------------------
 
-def _op_view(graph: nx.DiGraph) -> graphviz.Digraph:
+def _op_view(graph: IRGraph) -> graphviz.Digraph:
     diagram = _digraph(graph, "op")
     diagram.attr(ranksep="0.15", nodesep="0.25")
     fills = _fills(graph)
@@ -558,24 +541,24 @@ def _op_view(graph: nx.DiGraph) -> graphviz.Digraph:
                 _op_nodes(diagram, graph, unit.nodes, "white")
             continue
         fill = fills.get(stage.stage, _PLAIN_FILL)
-        with diagram.subgraph(name=f"cluster_{stage.stage}") as outer:
+        with _subgraph(diagram, f"cluster_{stage.stage}") as outer:
             outer.attr(label=stage.stage, labeljust="l", style="rounded", color="gray50")
             for unit in blocks:
                 if unit.key[2] is None:
                     _op_nodes(outer, graph, unit.nodes, fill)
                     continue
-                with outer.subgraph(name=f"cluster_{unit.stage}.{unit.key[2]}") as inner:
-                    block_type = graph.nodes[unit.nodes[0]]["scope"].block_type
+                with _subgraph(outer, f"cluster_{unit.stage}.{unit.key[2]}") as inner:
+                    block_type = graph.nodes[unit.nodes[0]].scope.block_type
                     inner.attr(label=f"{unit.stage}.{unit.key[2]} ({block_type})", style="dashed,rounded",
                                color="gray60")
                     _op_nodes(inner, graph, unit.nodes, fill)
-    for source, target, data in graph.edges(data=True):
-        attrs = {"class": "shortcut"} if graph.nodes[target].get("residual") and data["index"] == 1 else {}
+    for source, target, index in graph.edges():
+        attrs = {"class": "shortcut"} if graph.nodes[target].residual and index == 1 else {}
         diagram.edge(source, target, **attrs)
     return diagram
 
 
-def _nested(graph: nx.DiGraph) -> Iterator[tuple[_Unit | None, list[_Unit]]]:
+def _nested(graph: IRGraph) -> Iterator[tuple[_Unit | None, list[_Unit]]]:
     """Blocks grouped by stage; io nodes on their own (no cluster)."""
     blocks = _units(graph, by_block=True)
     for stage in _units(graph, by_block=False):
@@ -583,13 +566,13 @@ def _nested(graph: nx.DiGraph) -> Iterator[tuple[_Unit | None, list[_Unit]]]:
         yield (None if stage.section == "io" else stage), members
 
 
-def _op_nodes(diagram: graphviz.Digraph, graph: nx.DiGraph, nodes: list[str], fill: str) -> None:
+def _op_nodes(diagram: graphviz.Digraph, graph: IRGraph, nodes: list[str], fill: str) -> None:
     for node in nodes:
-        attrs = graph.nodes[node]
-        text = op_text(attrs["op"], attrs["args"])
-        lines = [node] + ([text] if text != node and not attrs["op"].internal else [])
-        lines.append(shape_text(_shape(graph, node)))
-        if error_of(graph, node):
-            lines.append(_wrap(error_of(graph, node)))
-        shade = "white" if attrs["scope"].branch == "shortcut" else fill
+        layer = graph.nodes[node]
+        text = op_text(layer.op, layer.args)
+        lines = [node] + ([text] if text != node and not layer.op.internal else [])
+        lines.append(shape_text(graph.nodes[node].shape))
+        if error := error_of(graph, node):
+            lines.append(_wrap(error))
+        shade = "white" if layer.scope.branch == "shortcut" else fill
         diagram.node(node, "\n".join(lines), **({"fillcolor": shade} | _status(graph, node)))

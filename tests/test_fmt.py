@@ -61,10 +61,9 @@ def test_mangled_layout_comes_back_to_the_canonical_one(path: Path, seed: int) -
 
 def _ir(network: resdsl.Network) -> list[tuple]:
     """Every node's name, op, arguments, shape, scope, counts and inputs: the IR less its source positions."""
-    ir = network.ir
-    return [(node, str(ir.nodes[node]["op"]), ir.nodes[node]["args"], ir.nodes[node]["shape"],
-             ir.nodes[node]["scope"], ir.nodes[node]["params"], ir.nodes[node]["macs"], list(ir.pred[node]))
-            for node in ir]
+    graph = network.graph
+    return [(name, str(node.op), node.args, node.shape, node.scope, node.meta.params, node.meta.macs,
+             list(graph.pred[name])) for name, node in graph.nodes.items()]
 
 
 def test_mangled_then_formatted_specs_compile_to_the_same_networks(tmp_path: Path) -> None:

@@ -106,14 +106,14 @@ def test_extends_merges_stage_options_key_by_key(tmp_path):
     network = resdsl.compile(child)
     # the block stays basic (from the parent), the shortcut becomes C, the stage lines stay
     assert network.params == TINY_PARAMS + PROJECTION_4_TO_4 + PROJECTION_4_TO_8
-    assert network.graph.has_node("layer1.0.conv2")
+    assert "layer1.0.conv2" in network.graph
 
 
 def test_extends_stage_lines_replace_the_parents(tmp_path):
     _write(tmp_path, "parent.res", TINY.format(shortcut="A"))
     child = _write(tmp_path, "child.res", 'network child extends "parent.res" {\n  stages { 1 x 4 }\n}\n')
     network = resdsl.compile(child)
-    assert network.graph.graph["stages"] == ["layer1"]
+    assert network.graph.stages == ["layer1"]
     assert network.params == 108 + 8 + (144 + 8 + 144 + 8) + (4 * 2 + 2)
 
 
@@ -122,7 +122,7 @@ def test_extends_section_replaces_the_parents(tmp_path):
     child = _write(tmp_path, "child.res", 'network child extends "parent.res" {\n  head { avgpool; linear 5 }\n}\n')
     network = resdsl.compile(child)
     assert network.output_shape == (5,)
-    assert not network.graph.has_node("fc")
+    assert "fc" not in network.graph
 
 
 def test_extends_path_is_relative_to_the_child(tmp_path, monkeypatch):
@@ -167,7 +167,7 @@ network t {
 
 def test_alias_binding_the_shortcut_makes_a_plain_block():
     network = resdsl.compile(TINY.format(shortcut="none").replace("block: basic", "block: plain_basic"))
-    assert not any(attrs["op"].name == "add" for _, attrs in network.graph.nodes(data=True))
+    assert not any(node.op.name == "add" for node in network.graph.nodes.values())
     assert network.params == TINY_PARAMS
 
 
@@ -207,7 +207,7 @@ def test_crlf_and_lone_cr_line_endings_parse_as_lines(newline, tmp_path):
     path.write_bytes(text.replace("\n", newline).encode())
     network = resdsl.compile(path)
     assert list(network.graph.nodes) == list(resdsl.compile(text).graph.nodes)
-    assert network.graph.nodes["fc"]["span"].line == 9
+    assert network.graph.nodes["fc"].span.line == 9
 
 
 def test_error_in_a_lone_cr_file_is_at_its_line(tmp_path):
@@ -222,7 +222,7 @@ def test_label_may_start_with_numbered_parts():
     network = resdsl.compile("network t {\n  input 3x8x8\n  stem {\n    0.1: conv 3x3, 4\n    2: relu\n"
                              "    dropout 0.5\n  }\n}\n")
     assert list(network.graph.nodes) == ["input", "0.1", "2", "dropout", "output"]
-    assert network.graph.nodes["dropout"]["args"]["p"] == 0.5
+    assert network.graph.nodes["dropout"].args["p"] == 0.5
 
 
 @pytest.mark.parametrize(("n", "width"), [(3, 32), (1, 16)])
@@ -238,13 +238,13 @@ def test_stages_options_may_touch_the_keyword():
 
 def test_conv_padding_defaults_to_half_the_kernel():
     network = resdsl.compile(SPECS / "resnet50.res")
-    assert network.graph.nodes["conv1"]["args"]["padding"] == (3, 3)
-    assert network.graph.nodes["conv1"]["shape"] == (64, 112, 112)
+    assert network.graph.nodes["conv1"].args["padding"] == (3, 3)
+    assert network.graph.nodes["conv1"].shape == (64, 112, 112)
 
 
 def test_linear_after_a_pooled_map_inserts_flatten():
     graph = _tiny("A").graph
-    assert graph.nodes["flatten"]["op"].name == "flatten"
+    assert graph.nodes["flatten"].op.name == "flatten"
     assert inputs(graph, "fc") == ["flatten"]
 
 
@@ -265,25 +265,25 @@ def test_shortcut_option_params(option, params):
 def test_option_a_subsamples_and_pads_only_where_shape_changes():
     graph = _tiny("A").graph
     assert inputs(graph, "layer1.0.add")[1] == "relu"  # identity: the block's input
-    assert graph.nodes["layer2.0.downsample.subsample"]["shape"] == (4, 4, 4)
-    assert graph.nodes["layer2.0.downsample.pad_channels"]["shape"] == (8, 4, 4)
+    assert graph.nodes["layer2.0.downsample.subsample"].shape == (4, 4, 4)
+    assert graph.nodes["layer2.0.downsample.pad_channels"].shape == (8, 4, 4)
 
 
 def test_option_b_projects_only_where_shape_changes():
     graph = _tiny("B").graph
     assert not any(node.startswith("layer1.0.downsample") for node in graph)
-    assert graph.nodes["layer2.0.downsample.0"]["args"]["stride"] == (2, 2)
+    assert graph.nodes["layer2.0.downsample.0"].args["stride"] == (2, 2)
 
 
 def test_option_d_pools_before_a_stride_1_projection():
     graph = _tiny("D").graph
-    ops = [graph.nodes[f"layer2.0.downsample.{i}"]["op"].name for i in range(3)]
+    ops = [graph.nodes[f"layer2.0.downsample.{i}"].op.name for i in range(3)]
     assert ops == ["avgpool", "conv", "batchnorm"]
-    assert graph.nodes["layer2.0.downsample.1"]["args"]["stride"] == (1, 1)
+    assert graph.nodes["layer2.0.downsample.1"].args["stride"] == (1, 1)
 
 
 def test_plain_option_has_no_add():
-    assert not any(attrs["op"].name == "add" for _, attrs in _tiny("none").graph.nodes(data=True))
+    assert not any(node.op.name == "add" for node in _tiny("none").graph.nodes.values())
 
 
 def test_user_defined_shortcut_option():
@@ -295,7 +295,7 @@ shortcut gated {
 """ + TINY.format(shortcut="gated")
     network = resdsl.compile(text)
     assert network.params == TINY_PARAMS + 4 * 8 + 8
-    assert network.graph.has_node("layer1.0.add")
+    assert "layer1.0.add" in network.graph
 
 
 def test_shortcut_option_missing_a_case_is_an_error_naming_it():
@@ -313,43 +313,44 @@ def test_node_ids_are_torchvision_module_paths():
     graph = resdsl.compile(SPECS / "torchvision" / "resnet50.res").graph
     for node in ("conv1", "bn1", "maxpool", "layer1.0.conv1", "layer2.0.conv2", "layer2.0.bn3",
                  "layer2.0.downsample.0", "layer2.0.downsample.1", "layer4.2.conv3", "avgpool", "fc"):
-        assert graph.has_node(node), node
-    assert not graph.has_node("layer2.1.downsample.0")
+        assert node in graph, node
+    assert "layer2.1.downsample.0" not in graph
 
 
 def test_unnamed_layers_take_the_op_name_with_a_count():
     graph = resdsl.compile(SPECS / "resnet18.res").graph
-    assert graph.nodes["layer1.0.relu"]["op"].name == "relu"
-    assert graph.nodes["layer1.0.relu_1"]["op"].name == "relu"
-    assert not graph.has_node("layer1.0.relu_2")
+    assert graph.nodes["layer1.0.relu"].op.name == "relu"
+    assert graph.nodes["layer1.0.relu_1"].op.name == "relu"
+    assert "layer1.0.relu_2" not in graph
 
 
 def test_scope_of_a_shortcut_node():
-    scope = resdsl.compile(SPECS / "resnet50.res").graph.nodes["layer3.0.downsample.0"]["scope"]
+    scope = resdsl.compile(SPECS / "resnet50.res").graph.nodes["layer3.0.downsample.0"].scope
     assert (scope.section, scope.stage, scope.block, scope.branch) == ("stage", "layer3", 0, "shortcut")
     assert (scope.block_type, scope.shortcut) == ("bottleneck", "B")
 
 
 def test_scope_of_stem_and_head_nodes():
     graph = resdsl.compile(SPECS / "resnet50.res").graph
-    assert graph.nodes["conv1"]["scope"].section == "stem"
-    assert graph.nodes["fc"]["scope"].section == "head"
-    assert graph.nodes["layer4.2.conv3"]["scope"].block == 2
+    assert graph.nodes["conv1"].scope.section == "stem"
+    assert graph.nodes["fc"].scope.section == "head"
+    assert graph.nodes["layer4.2.conv3"].scope.block == 2
 
 
 def test_node_span_points_into_the_spec():
     path = SPECS / "resnet34.res"
     graph = resdsl.compile(path).graph
-    span = graph.nodes["conv1"]["span"]
+    span = graph.nodes["conv1"].span
     line = path.read_text().splitlines()[span.line - 1]
     assert line[span.column - 1:].startswith("conv1: conv 7x7, 64")
 
 
 def test_block_node_span_is_in_the_prelude_and_origin_is_the_stage_line():
     path = SPECS / "resnet34.res"
-    attrs = resdsl.compile(path).graph.nodes["layer3.0.conv1"]
-    assert attrs["span"].path.endswith("prelude.res")
-    assert path.read_text().splitlines()[attrs["origin"].line - 1].strip().startswith("layer3: 6 x 256")
+    node = resdsl.compile(path).graph.nodes["layer3.0.conv1"]
+    assert node.span.path.endswith("prelude.res")
+    assert node.origin is not None
+    assert path.read_text().splitlines()[node.origin.line - 1].strip().startswith("layer3: 6 x 256")
 
 
 def test_add_inputs_are_ordered_residual_then_shortcut():
@@ -361,7 +362,7 @@ def test_add_inputs_are_ordered_residual_then_shortcut():
 
 def test_add_nodes_have_two_inputs_and_others_one():
     graph = resdsl.compile(SPECS / "resnet18.res").graph
-    degrees = {graph.nodes[n]["op"].name: graph.in_degree(n) for n in graph if n != "input"}
+    degrees = {graph.nodes[n].op.name: len(graph.pred[n]) for n in graph if n != "input"}
     assert degrees.pop("add") == 2
     assert set(degrees.values()) == {1}
 
@@ -369,7 +370,7 @@ def test_add_nodes_have_two_inputs_and_others_one():
 def test_graph_is_a_dag_from_input_to_output():
     import networkx as nx
 
-    graph = resdsl.compile(SPECS / "resnet50.res").graph
+    graph = resdsl.compile(SPECS / "resnet50.res").to_networkx()
     assert nx.is_directed_acyclic_graph(graph)
     assert [n for n in graph if graph.in_degree(n) == 0] == ["input"]
     assert graph.out_degree("output") == 0
@@ -423,8 +424,8 @@ def test_check_and_info_do_not_import_torch(command):
 def test_a_block_value_bound_by_keyword_takes_positional_arguments_later_as_partial_does():
     text = 'network t extends "torchvision/resnet50" {\n  stages (attn: se(rd_ratio: 0.25))\n}\n'
     graph = resdsl.compile(text).graph
-    assert graph.nodes["layer1.0.se.fc1"]["args"]["out"] == 64  # channels 256 (positional, at the call) x 0.25
-    assert graph.nodes["layer4.0.se.fc1"]["args"]["out"] == 512
+    assert graph.nodes["layer1.0.se.fc1"].args["out"] == 64  # channels 256 (positional, at the call) x 0.25
+    assert graph.nodes["layer4.0.se.fc1"].args["out"] == 512
 
 
 def test_a_utf8_byte_order_mark_is_read_as_nothing(tmp_path):

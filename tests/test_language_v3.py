@@ -39,7 +39,7 @@ def test_arguments_given_to_a_none_layer_are_an_error():
 def test_a_label_on_a_none_layer_names_the_tensor_it_passes_through():
     network = resdsl.compile(_net(stem="stem { c: conv 3x3, 4; j = none; kept: j; relu; add kept }"))
     assert [node for node in network.graph if node not in ("input", "output")] == ["c", "relu", "add"]
-    assert set(network.graph.predecessors("add")) == {"relu", "c"}
+    assert set(network.graph.pred["add"]) == {"relu", "c"}
 
 
 def test_zero_init_residual_warns_when_the_network_has_no_residual_branch():
@@ -72,8 +72,8 @@ def test_a_stage_named_head_has_its_own_row_apart_from_the_head():
 
 def test_a_dotted_label_names_a_tensor_by_its_string():
     network = resdsl.compile(_net(stem='stem { a.b: conv 3x3, 4; g: sigmoid; from "a.b"; relu; add g; add "a.b" }'))
-    assert set(network.graph.predecessors("relu")) == {"a.b"}
-    assert set(network.graph.predecessors("add_1")) == {"add", "a.b"}
+    assert set(network.graph.pred["relu"]) == {"a.b"}
+    assert set(network.graph.pred["add_1"]) == {"add", "a.b"}
 
 
 def test_a_string_naming_no_label_is_an_error_with_the_nearest():
@@ -83,7 +83,7 @@ def test_a_string_naming_no_label_is_an_error_with_the_nearest():
 
 def test_identity_is_a_layer_that_passes_its_input():
     network = resdsl.compile(_net(stem="stem { conv 3x3, 4; keep: identity; relu }"))
-    assert network.graph.nodes["keep"]["shape"] == (4, 8, 8) and network.params == 108
+    assert network.graph.nodes["keep"].shape == (4, 8, 8) and network.params == 108
 
 
 # --- loops, booleans, conditions ----------------------------------------------------------------
@@ -277,7 +277,7 @@ def test_split_attention_is_timms_split_attn_at_any_radix(radix: int):
 
 def test_se_takes_rd_channels():
     network = resdsl.compile(_net(stem="stem { conv 3x3, 16; se: se 16, rd_channels: 5 }"))
-    assert network.graph.nodes["se.fc1"]["shape"] == (5, 1, 1)
+    assert network.graph.nodes["se.fc1"].shape == (5, 1, 1)
 
 
 @pytest.mark.parametrize("depths", [(2, 2, 2, 2), (1, 2, 3, 1)])

@@ -53,7 +53,7 @@ def _network() -> resdsl.Network:
 
 def test_the_all_ops_spec_uses_every_op() -> None:
     graph = _network().graph
-    assert {graph.nodes[n]["op"].name for n in graph} == set(OPS)
+    assert {graph.nodes[n].op.name for n in graph} == set(OPS)
 
 
 @pytest.mark.parametrize("name", sorted(n for n, op in OPS.items() if not op.internal))
@@ -64,7 +64,7 @@ def test_op_has_a_pytorch_lowering(name: str) -> None:
 def test_every_node_has_a_diagram_label_and_spec_text() -> None:
     graph = _network().graph
     for node in graph:
-        op, args = graph.nodes[node]["op"], graph.nodes[node]["args"]
+        op, args = graph.nodes[node].op, graph.nodes[node].args
         assert op.label(args) and op.text(args).startswith(op.name), node
 
 
@@ -75,7 +75,7 @@ def test_module_of_every_op_has_the_ir_counts_and_shapes() -> None:
     values = record_values(model, torch.randn(2, 3, 16, 16))
     for node in network.graph:
         if node in values:
-            assert tuple(values[node].shape[1:]) == network.graph.nodes[node]["shape"], node
+            assert tuple(values[node].shape[1:]) == network.graph.nodes[node].shape, node
 
 
 def test_every_op_exports_to_onnx_with_the_same_outputs(tmp_path) -> None:

@@ -15,7 +15,7 @@ import resdsl
 from resdsl import limits
 from resdsl.diagnostics import SpecError
 from resdsl.expr import BUILTINS
-from resdsl.ir.ops import OPS
+from resdsl.ir.ops import OPS, reference_table
 
 LANGUAGE = Path(__file__).resolve().parent.parent / "docs" / "language.md"
 _FENCE = re.compile(r"^```res\n(.*?)^```", re.MULTILINE | re.DOTALL)
@@ -52,6 +52,16 @@ def _examples(marker: str) -> list[str]:
 
 
 # --- the ops table ---------------------------------------------------------------------------------
+
+_GENERATED = re.compile(r"^<!-- ops table: .*? -->\n(.*?)^<!-- end of ops table -->$", re.MULTILINE | re.DOTALL)
+
+
+def test_the_ops_table_is_the_one_the_op_classes_make():
+    """Edit an op's `doc` and paste `python -c "from resdsl.ir.ops import reference_table as t; print(t())"`."""
+    tables = _GENERATED.findall(_section("Ops"))
+    assert len(tables) == 1, "docs/language.md's Ops section has no table between its `ops table` markers"
+    assert tables[0] == reference_table()
+
 
 def _ops_table() -> dict[str, list[str]]:
     return {_first_code(row[0]): row for row in _rows(_section("Ops")) if _first_code(row[0])}

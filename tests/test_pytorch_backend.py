@@ -49,15 +49,15 @@ def _assert_shapes_match_ir(network: resdsl.Network, model: nn.Module) -> None:
         values = record_values(model, torch.randn(2, *network.input_shape))
     graph = network.graph
     for node in graph:
-        op = graph.nodes[node]["op"].name
+        op = graph.nodes[node].op.name
         if op in ("input", "output"):
             continue
         if node in values:
-            assert tuple(values[node].shape[1:]) == graph.nodes[node]["shape"], node
+            assert tuple(values[node].shape[1:]) == graph.nodes[node].shape, node
         else:  # only pass-through ops have no value of their own
             assert op in ("identity", "dropout", "avgpool", "maxpool"), node
-            assert graph.nodes[node]["shape"] == graph.nodes[inputs(graph, node)[0]]["shape"], node
-    assert tuple(values[graph.graph["output"]].shape[1:]) == network.output_shape
+            assert graph.nodes[node].shape == graph.nodes[inputs(graph, node)[0]].shape, node
+    assert tuple(values[graph.output].shape[1:]) == network.output_shape
 
 
 # --- parity with torchvision -------------------------------------------------------------
@@ -281,10 +281,10 @@ def test_dropout_zero_and_identity_add_no_module() -> None:
 def test_op_without_lowering_is_a_clear_error() -> None:
     class Swish(ops.Op):
         name = "swish"
-        doc = "an op no backend lowers"
+        doc = ops.OpDoc("an op no backend lowers")
 
     network = resdsl.compile(SPECS / "cifar20.res")
-    network.ir.nodes["layer1.0.relu"]["op"] = Swish()  # the IR the backend reads (it needs no networkx)
+    network.graph.nodes["layer1.0.relu"].op = Swish()
     with pytest.raises(backends.Unsupported, match=r"layer1\.0\.relu: the op `swish` has no PyTorch lowering"):
         network.to_torch()
 

@@ -354,6 +354,15 @@ def test_an_op_that_cannot_be_built_is_red_where_it_is_written():
     assert stroke(nodes["fc"]) != "black"
 
 
+@pytest.mark.parametrize(("layer", "op"), [("conv 3x3", "conv"), ("identity 3", "identity")])
+def test_a_layer_with_bad_arguments_is_drawn_as_its_op_in_red(layer, op):
+    """Not as "not built", which is for what could not be made at all (an unknown op, block or stage)."""
+    spec = (f"network z {{\n  input 3x32x32\n  stem {{ conv 3x3, 8; keep: {layer} }}\n"
+            "  head { avgpool; fc: linear 10 }\n}\n")
+    nodes = groups(svg(spec, "block"), "node")
+    assert [text(n) for n in nodes.values() if stroke(n) == "red"] == [f"{op} see the diagnostics"]
+
+
 @pytest.mark.parametrize("level", ["stage", "block", "op"])
 def test_a_stage_of_an_unknown_block_is_drawn_red(level):
     spec = ("network u {\n  input 3x32x32\n  stem { conv 3x3, 16 }\n  stages (block: bottlenek, shortcut: B) {\n"

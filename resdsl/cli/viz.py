@@ -8,15 +8,17 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import networkx as nx
 import typer
 
 from resdsl import zoo
 from resdsl.cli.common import SetOption, SpecArgument, fail, not_an_input, not_empty, output_file, written
 from resdsl.diagnostics import SpecError
 from resdsl.resolve import parse_override
+
+if TYPE_CHECKING:
+    from resdsl.ir.graph import IRGraph
 
 
 class Level(StrEnum):
@@ -60,7 +62,7 @@ def viz(
     typer.echo(f"wrote {output}")
 
 
-def _lower(spec: str, sets: list[str] | None) -> tuple[nx.DiGraph, SpecError | None]:
+def _lower(spec: str, sets: list[str] | None) -> tuple[IRGraph, SpecError | None]:
     """The IR even when checks fail (a spec that does not parse raises SpecError, a bad --set UsageError)."""
     from resdsl.network import lower_unchecked
 

@@ -61,7 +61,7 @@ def lower_program(program: Program, diagnostics: Diagnostics) -> IRGraph:
         diagnostics.error(network.input.span, f"input size {max(dims):,} is over the limit of {MAX_WIDTH:,} for "
                                                   "channels or a side; use a smaller input")
         return builder.graph
-    builder.graph.graph["input_shape"] = dims
+    builder.graph.input_shape = dims
     if network.stages and network.stages.items:
         builder.reserve_stages(_stage_names(network.stages.items))
     current = builder.add("input", OPS["input"], {"shape": dims}, [], Scope("io", "input"), network.input.span)
@@ -77,7 +77,7 @@ def lower_program(program: Program, diagnostics: Diagnostics) -> IRGraph:
     except TooLarge as error:
         diagnostics.error(error.span, str(error))
         return builder.graph
-    builder.graph.graph["output"] = current
+    builder.graph.output = current
     builder.add("output", OPS["output"], {}, [current], Scope("io", "output"), network.span)
     if not diagnostics.diagnostics:
         _check_everything_is_read(emitter)
@@ -88,8 +88,8 @@ def _check_everything_is_read(emitter: Emitter) -> None:
     """A layer whose output nothing reads is a mistake (a branch left dangling), though it would count params."""
     graph = emitter.builder.graph
     for node, attrs in graph.nodes.items():
-        if not graph.succ[node] and node != "output":
-            emitter.report(attrs["span"], attrs["origin"], f"nothing reads the output of '{node}': this branch "
+        if not graph.succ[node] and not attrs.op.internal:
+            emitter.report(attrs.span, attrs.origin, f"nothing reads the output of '{node}': this branch "
                            "is computed (and counts params and MACs) but never used; use it (e.g. `add` or `concat` "
                            "it) or remove it")
 
@@ -97,7 +97,7 @@ def _check_everything_is_read(emitter: Emitter) -> None:
 def _shape_error(emitter: Emitter, node: str, span: Span, origin: Span | None, message: str) -> None:
     # An unlabelled node (`linear`, `slice_channels_2`) is named by its message ("linear expects ..."); a
     # labelled one (`layer2.0.conv1`) is named in front of it.
-    op = emitter.builder.graph.nodes[node]["op"].name
+    op = emitter.builder.graph.nodes[node].op.name
     said = message.startswith(f"{op} ") and re.fullmatch(rf"{op}(_\d+)?", node.rpartition(".")[2])
     emitter.report(span, origin, message if said else f"{node}: {message}")
 
@@ -139,7 +139,7 @@ def _stages(emitter: Emitter, stages: ast.Stages, current: str) -> str:
             diagnostics.error(stage.span, problem)
             continue
         names.add(name)
-        emitter.builder.graph.graph["stages"].append(name)
+        emitter.builder.graph.stages.append(name)
         _no_repeats(diagnostics, stage.options, "stage option")
         options = {o.name: o for o in stages.options} | {o.name: o for o in stage.options}
         current = _stage(emitter, name, stage, depth, width, options, current)

@@ -280,7 +280,7 @@ class Emitter:
             self.report(layer.op_span, site.origin, f"{op.name} reads the same tensor twice (a tensor it names is "
                                                     "the current one, or is named twice)")
             return self.builder.placeholder(site.prefix, current, site.scope, layer.span)
-        shape = self.builder.graph.nodes[current]["shape"]
+        shape = self.builder.graph.nodes[current].shape
         if isinstance(op, Linear) and shape is not None and len(shape) == 3 and shape[1:] == (1, 1):
             flatten = self.builder.fresh_id(site.prefix, "flatten")
             current = sources[0] = self.builder.add(flatten, OPS["flatten"], {}, [current], site.scope, layer.span,
@@ -313,7 +313,7 @@ class Emitter:
         if label is None:
             return self.builder.placeholder(site.prefix, current, site.scope, layer.span)
         child = Site(label + ".", site.scope, site.origin or layer.span)
-        self.builder.graph.graph.setdefault("calls", {})[label] = name
+        self.builder.graph.calls[label] = name
         return self.block_body(instance, tuple(arguments), child, current, layer.op_span)
 
     def block_body(self, instance: Instance, arguments: tuple[Argument, ...], site: Site, current: str,
@@ -327,7 +327,7 @@ class Emitter:
             for where, message in error.problems:
                 self.report(where, site.origin, message)
             return self.builder.placeholder(site.prefix, current, site.scope, span)
-        shape = self.builder.graph.nodes[current]["shape"]
+        shape = self.builder.graph.nodes[current].shape
         if shape is None:
             return self.builder.placeholder(site.prefix, current, site.scope, span)
         local: dict[str, Value] = {**values, "input": Tensor(current), "in_channels": shape[0]}
@@ -357,7 +357,7 @@ class Emitter:
             return False
         trial = Emitter(self.program, GraphBuilder("trial", lambda *error: None), Diagnostics(self.program.sources))
         trial.probe, trial.calls = [], list(self.calls)
-        shape = self.builder.graph.nodes[current]["shape"]
+        shape = self.builder.graph.nodes[current].shape
         start = trial.builder.add("input", OPS["input"], {"shape": shape}, [], site.scope, span)
         try:
             trial.block_body(instance, arguments, site, start, span, stage=True, shortcut=shortcut)
@@ -389,7 +389,7 @@ class Emitter:
         frame.added = True
         if self.probe is not None:
             nodes = self.builder.graph.nodes
-            self.probe.append((nodes[frame.input]["shape"], nodes[current]["shape"], frame.stride))
+            self.probe.append((nodes[frame.input].shape, nodes[current].shape, frame.stride))
             return current
         if current == frame.input:
             self.report(statement.span, site.origin, "the residual branch is empty: `add shortcut` comes before "
@@ -421,8 +421,8 @@ class Emitter:
         if not definition.cases:
             return current  # `shortcut none`: the plain net
         nodes = self.builder.graph.nodes
-        in_shape, out_shape = nodes[frame.input]["shape"], nodes[current]["shape"]
-        if in_shape is None or out_shape is None or nodes[reads]["shape"] is None:
+        in_shape, out_shape = nodes[frame.input].shape, nodes[current].shape
+        if in_shape is None or out_shape is None or nodes[reads].shape is None:
             return self.builder.placeholder(site.prefix, current, site.scope, statement.span)
         kept = in_shape == out_shape and frame.stride == 1
         case = definition.case("same" if kept else "changed")
@@ -444,7 +444,7 @@ class Emitter:
         branch_end = frame.input
         taken = f"{site.prefix}{SHORTCUT_GROUP}"
         if layers and taken in nodes:
-            self.report(nodes[taken]["span"], site.origin, f"'{SHORTCUT_GROUP}' names the shortcut's layers in a "
+            self.report(nodes[taken].span, site.origin, f"'{SHORTCUT_GROUP}' names the shortcut's layers in a "
                                                            f"block (`{SHORTCUT_GROUP}.0`, as in torchvision), and "
                                                            f"shortcut option {definition.name} has layers here; "
                                                            "rename this layer")
@@ -457,16 +457,16 @@ class Emitter:
             return self.builder.placeholder(site.prefix, current, site.scope, statement.span)
         self.builder.add(node, OPS["add"], {}, [current, branch_end], site.scope, statement.span, site.origin,
                          quiet=True)
-        nodes[node]["residual"] = True
-        if nodes[node]["shape"] is None and nodes[branch_end]["shape"] is not None:
-            branch = nodes[branch_end]["shape"]
+        nodes[node].residual = True
+        if nodes[node].shape is None and nodes[branch_end].shape is not None:
+            branch = nodes[branch_end].shape
             if branch_end == frame.input:
                 message = (f"identity shortcut across a shape change: the block's input is {_fmt(in_shape)} "
                            f"but its residual branch gives {_fmt(out_shape)}")
             else:
                 message = (f"shortcut {definition.name} gives {_fmt(branch)} but the residual branch gives "
                            f"{_fmt(out_shape)}")
-            nodes[node]["error"] = message
+            nodes[node].error = message
             self.report(statement.span, site.origin, f"{node}: {message}", definition.span)
         return node
 

@@ -1,26 +1,18 @@
 """The graph IR: a directed graph of primitive ops, and the builder that adds nodes to it.
 
-`Network.graph` is a `networkx.DiGraph`; it is built from the `IRGraph` the compiler fills, which offers
-the few DiGraph members compiling needs, so that checking a spec does not pay networkx's import (~0.2 s).
+`IRGraph` is the one graph type: the compiler fills it, the passes, diagrams and backends read it, and
+`to_networkx` exports it for graph algorithms (networkx is imported only there).
 
-Node ids are dotted module paths (`layer2.0.conv1`). Node attributes:
-  op       the op (an instance from resdsl.ir.ops.OPS; `str(op)` is its name)
-  args     its bound arguments (None if they could not be bound)
-  shape    the inferred output shape, batch excluded (None if unknown)
-  params   weights, as PyTorch counts them; macs: multiply-accumulates (conv, linear) — set by `count`
-  scope    where it came from: Scope(section, stage, block, branch, block_type, shortcut, block_name)
-  span     where it is written; origin: the stage line that instantiated it (None outside stages)
-  error    the message of a failed check (only on nodes that failed)
-  residual True on the `add` of `add shortcut` (only there)
-Edges carry `index`, the position of the source among the target's inputs (for `add`, 0 is the
-residual branch and 1 the shortcut). Graph attributes: name, input_shape, output (the node
-feeding `output`), stages (names in order).
+Node ids are dotted module paths (`layer2.0.conv1`); each maps to a `Node` (its op, arguments, shape, where it
+came from) in `IRGraph.nodes`. `pred[node]` and `succ[node]` map the node's inputs and readers to the edge's
+index, the position of the source among the target's inputs (for `add`, 0 is the residual branch and 1 the
+shortcut).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Literal
 
 from resdsl.ir.names import check_path
@@ -60,22 +52,62 @@ class Site:
         return Site(f"{self.prefix}{label}.", scope or self.scope, self.origin)
 
 
+@dataclass(slots=True)
+class Meta:
+    """Facts a pass adds to a node: its cost, set by resdsl.passes.count."""
+
+    params: int = 0  # weights, as PyTorch counts them
+    macs: int = 0  # multiply-accumulates (conv, linear)
+
+
+@dataclass(slots=True)
+class Node:
+    """One op of the IR, as built."""
+
+    op: Op  # an instance from resdsl.ir.ops.OPS; `str(op)` is its name
+    args: Args | None  # its bound arguments (None if they could not be bound)
+    scope: Scope
+    span: Span  # where it is written
+    origin: Span | None = None  # the stage line or block call that instantiated it (None when written in place)
+    shape: Shape | None = None  # the inferred output shape, batch excluded (None if unknown)
+    error: str | None = None  # the message of its failed check
+    residual: bool = False  # the `add` of `add shortcut`
+    placeholder: bool = False  # stands for a layer, block or stage that could not be built
+    meta: Meta = field(default_factory=Meta)
+
+
+@dataclass(slots=True)
 class IRGraph:
-    """The IR as the compiler builds it: nodes in the order added (a topological order), attribute dicts,
-    and the `graph`, `nodes`, `pred`, `succ`, `add_node`, `add_edge` members of a networkx DiGraph."""
+    """The IR: nodes in the order added (a topological order), the edges between them, and the network's facts."""
 
-    def __init__(self, **attrs: object) -> None:
-        self.graph: dict[str, object] = dict(attrs)
-        self.nodes: dict[str, dict] = {}
-        self.pred: dict[str, dict[str, dict]] = {}
-        self.succ: dict[str, dict[str, dict]] = {}
+    name: str
+    input_shape: Shape | None = None
+    output: str | None = None  # the node feeding `output`
+    stages: list[str] = field(default_factory=list)  # the stages' names, in order
+    calls: dict[str, str] = field(default_factory=dict)  # the label of a block called from a body -> the block
+    nodes: dict[str, Node] = field(default_factory=dict)
+    pred: dict[str, dict[str, int]] = field(default_factory=dict)  # node -> {input: index}
+    succ: dict[str, dict[str, int]] = field(default_factory=dict)  # node -> {reader: index}
 
-    def add_node(self, node: str, **attrs: object) -> None:
-        self.nodes[node] = attrs
-        self.pred[node], self.succ[node] = {}, {}
+    def add_node(self, name: str, node: Node) -> None:
+        self.nodes[name] = node
+        self.pred[name], self.succ[name] = {}, {}
 
-    def add_edge(self, source: str, target: str, **attrs: object) -> None:
-        self.succ[source][target] = self.pred[target][source] = attrs
+    def add_edge(self, source: str, target: str, index: int) -> None:
+        self.succ[source][target] = self.pred[target][source] = index
+
+    def known_shape(self, name: str) -> Shape:
+        """The node's shape, which every node of a checked network has (ValueError for one not inferred)."""
+        shape = self.nodes[name].shape
+        if shape is None:
+            raise ValueError(f"the shape of '{name}' is not known: its network failed its checks")
+        return shape
+
+    def edges(self) -> Iterator[tuple[str, str, int]]:
+        """(source, target, index) for every edge, by source in node order."""
+        for source, targets in self.succ.items():
+            for target, index in targets.items():
+                yield source, target, index
 
     def __contains__(self, node: object) -> bool:
         return node in self.nodes
@@ -87,43 +119,32 @@ class IRGraph:
         return len(self.nodes)
 
     def to_networkx(self) -> nx.DiGraph:
-        """The same graph as a networkx.DiGraph (nodes in the same order)."""
+        """The same graph as a networkx.DiGraph: nodes in the same order with their fields (and `meta`'s) as
+        attributes, edges with their `index`, the network's facts as graph attributes."""
         import networkx as nx
 
-        graph = nx.DiGraph(**self.graph)
-        graph.add_nodes_from(self.nodes.items())
-        graph.add_edges_from((source, target, attrs) for target, sources in self.pred.items()
-                             for source, attrs in sources.items())
+        graph = nx.DiGraph(name=self.name, input_shape=self.input_shape, output=self.output,
+                           stages=list(self.stages), calls=dict(self.calls))
+        graph.add_nodes_from((name, _attributes(node)) for name, node in self.nodes.items())
+        graph.add_edges_from((source, target, {"index": index}) for source, target, index in self.edges())
         return graph
 
 
-def inputs(graph: IRGraph | nx.DiGraph, node: str) -> list[str]:
+def _attributes(node: Node) -> dict[str, object]:
+    attributes = {f.name: getattr(node, f.name) for f in fields(node) if f.name != "meta"}
+    return attributes | {f.name: getattr(node.meta, f.name) for f in fields(node.meta)}
+
+
+def inputs(graph: IRGraph, node: str) -> list[str]:
     """The node's inputs, in argument order."""
     preds = graph.pred[node]
     if len(preds) < 2:
         return list(preds)
-    return sorted(preds, key=lambda p: preds[p]["index"])
+    return sorted(preds, key=preds.__getitem__)
 
 
-def shape_of(graph: IRGraph | nx.DiGraph, node: str) -> Shape | None:
-    return graph.nodes[node]["shape"]
-
-
-def infer_node(graph: IRGraph | nx.DiGraph, node: str, sources: list[str] | None = None) -> Shape | None:
-    """Infer and store one node's shape by its op's rule; None when an input or the arguments are unknown.
-
-    `sources` are the node's inputs in order, if the caller knows them. Raises ShapeError (the shape is
-    stored as None first) when the op cannot take its inputs.
-    """
-    attrs = graph.nodes[node]
-    shapes = [graph.nodes[p]["shape"] for p in (inputs(graph, node) if sources is None else sources)]
-    attrs["shape"] = None
-    if attrs["args"] is not None and None not in shapes:
-        attrs["shape"] = attrs["op"].infer(attrs["args"], shapes)
-    return attrs["shape"]
-
-
-COMPILER_NODES = ("input", "output")  # the ids of the nodes the compiler adds, which no label may take
+# the ids of the nodes the compiler adds, named after their ops, which no label may take
+COMPILER_NODES = tuple(name for name, op in OPS.items() if op.internal)
 
 
 class TooLarge(Exception):
@@ -138,7 +159,7 @@ class GraphBuilder:
     """Adds nodes to the IR: unique ids, paths that can become module attributes, limits, shapes on the way."""
 
     def __init__(self, name: str, on_error: Callable[[str, Span, Span | None, str], None]) -> None:
-        self.graph = IRGraph(name=name, stages=[])
+        self.graph = IRGraph(name)
         self.on_error = on_error  # (node, span, origin, message)
         self._containers: set[str] = set()
         self._stages: set[str] = set()  # the stages' names and the groups they are in (`stages` of `stages.0`)
@@ -205,9 +226,9 @@ class GraphBuilder:
             self.weighted += 1
             if self.weighted > MAX_WEIGHTED_LAYERS:
                 raise TooLarge(too_many_weighted(), origin or span)
-        self.graph.add_node(node, op=op, args=args, shape=None, scope=scope, span=span, origin=origin)
+        self.graph.add_node(node, Node(op, args, scope, span, origin))
         for index, source in enumerate(sources):
-            self.graph.add_edge(source, node, index=index)
+            self.graph.add_edge(source, node, index)
         group = node
         while "." in group:  # each group once: a group's groups are known once it is
             group = group.rpartition(".")[0]
@@ -217,20 +238,29 @@ class GraphBuilder:
         self.infer(node, quiet, sources)
         return node
 
-    def infer(self, node: str, quiet: bool = False, sources: list[str] | None = None) -> Shape | None:
-        """Infer and store one node's shape; a failed check is reported unless `quiet`."""
+    def infer(self, name: str, quiet: bool = False, sources: list[str] | None = None) -> Shape | None:
+        """Infer and store one node's shape by its op's rule; None when an input or the arguments are unknown,
+        or the op cannot take its inputs (a failed check, reported unless `quiet`). `sources` are the node's
+        inputs in order, if the caller knows them."""
+        graph = self.graph
+        node = graph.nodes[name]
+        shapes = [graph.nodes[p].shape for p in (inputs(graph, name) if sources is None else sources)]
+        known = [shape for shape in shapes if shape is not None]
+        if node.args is None or len(known) < len(shapes):
+            return None
         try:
-            return infer_node(self.graph, node, sources)
+            node.shape = node.op.infer(node.args, known)
         except ShapeError as error:
             if not quiet:
-                attrs = self.graph.nodes[node]
-                attrs["error"] = str(error)
-                self.on_error(node, attrs["span"], attrs["origin"], str(error))
-            return None
+                node.error = str(error)
+                self.on_error(name, node.span, node.origin, str(error))
+        return node.shape
 
     def placeholder(self, prefix: str, current: str, scope: Scope, span: Span) -> str:
         """A node of unknown shape standing for what could not be built, so later checks skip what depends on it."""
-        return self.add(self.fresh_id(prefix, "unknown"), OPS["identity"], None, [current], scope, span)
+        node = self.add(self.fresh_id(prefix, "unknown"), OPS["identity"], None, [current], scope, span)
+        self.graph.nodes[node].placeholder = True
+        return node
 
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from resdsl import ast, zoo
 from resdsl.diagnostics import Diagnostic, SpecError
-from resdsl.ir.ops import OPS, Op
+from resdsl.ir.ops import OPS, Op, Output
 from resdsl.network import Network, _check
 from resdsl.parser import parse
 from resdsl.resolve import Program, load, prelude_source
@@ -82,36 +82,37 @@ def hover(analysis: Analysis, line: int, column: int) -> str | None:
 def _layers_at(analysis: Analysis, line: int, column: int) -> str | None:
     if analysis.network is None:
         return None
-    ir = analysis.network.ir
-    nodes = [node for node in ir if str(ir.nodes[node]["op"]) != "output"]  # the output's span is the whole network
-    written = [node for node in nodes if contains(ir.nodes[node]["span"], analysis.path, line, column)
-               and ir.nodes[node]["origin"] is None]
+    graph = analysis.network.graph
+    nodes = [name for name, node in graph.nodes.items()
+             if not isinstance(node.op, Output)]  # the output's span is the whole network
+    written = [name for name in nodes if contains(graph.nodes[name].span, analysis.path, line, column)
+               and graph.nodes[name].origin is None]
     if written:  # a layer written here, in the network's own sections
-        return "\n".join(_layer_line(analysis.network, node) for node in written)
-    called = [node for node in nodes if (origin := ir.nodes[node]["origin"]) is not None
+        return "\n".join(_layer_line(analysis.network, name) for name in written)
+    called = [name for name in nodes if (origin := graph.nodes[name].origin) is not None
               and contains(origin, analysis.path, line, column)]
     if called:  # a stage line or a block call: its instances' totals
         return _totals(analysis.network, called)
-    inside = [node for node in nodes if contains(ir.nodes[node]["span"], analysis.path, line, column)]
+    inside = [name for name in nodes if contains(graph.nodes[name].span, analysis.path, line, column)]
     if inside:  # a layer of a block defined in this file: each instance
-        shown = [_layer_line(analysis.network, node) for node in inside[:8]]
+        shown = [_layer_line(analysis.network, name) for name in inside[:8]]
         more = f"\n\n… and {len(inside) - 8} more instances" if len(inside) > 8 else ""
         return "\n".join(shown) + more
     return None
 
 
-def _layer_line(network: Network, node: str) -> str:
-    attrs = network.ir.nodes[node]
-    return (f"`{node}`: {attrs['op']} → {_shape(attrs['shape'])}, "
-            f"{attrs['params']:,} params, {attrs['macs']:,} MACs  ")
+def _layer_line(network: Network, name: str) -> str:
+    node = network.graph.nodes[name]
+    return (f"`{name}`: {node.op} → {_shape(node.shape)}, "
+            f"{node.meta.params:,} params, {node.meta.macs:,} MACs  ")
 
 
-def _totals(network: Network, nodes: list[str]) -> str:
-    ir = network.ir
-    params = sum(ir.nodes[node]["params"] for node in nodes)
-    macs = sum(ir.nodes[node]["macs"] for node in nodes)
-    blocks = len({(ir.nodes[node]["scope"].stage, ir.nodes[node]["scope"].block) for node in nodes})
-    return (f"{blocks} block{'s' if blocks != 1 else ''} → {_shape(ir.nodes[nodes[-1]]['shape'])}, "
+def _totals(network: Network, names: list[str]) -> str:
+    nodes = [network.graph.nodes[name] for name in names]
+    params = sum(node.meta.params for node in nodes)
+    macs = sum(node.meta.macs for node in nodes)
+    blocks = len({(node.scope.stage, node.scope.block) for node in nodes})
+    return (f"{blocks} block{'s' if blocks != 1 else ''} → {_shape(nodes[-1].shape)}, "
             f"{params:,} params, {macs:,} MACs")
 
 
@@ -128,7 +129,7 @@ def _name_doc(analysis: Analysis, line: int, column: int) -> str | None:
     if definition is not None and not isinstance(definition, ast.ParamDecl):
         return f"```resdsl\n{signature(definition)}\n```\n{doc_comment(definition.span)}".rstrip()
     if name in OPS:
-        return f"```resdsl\n{op_signature(OPS[name])}\n```\n{OPS[name].doc}"
+        return f"```resdsl\n{op_signature(OPS[name])}\n```\n{OPS[name].doc.summary}"
     return None
 
 
@@ -226,7 +227,7 @@ def completions(analysis: Analysis, line: int, column: int) -> list[tuple[str, s
         module = "norm" if kind == "norm" else "activation"
         return [("none", "keyword"), *((name, "op") for name, op in OPS.items()
                                        if type(op).__module__.endswith(f".{module}"))]
-    return [*((name, "op") for name in OPS if name not in ("input", "output")), *((name, "block") for name in blocks),
+    return [*((name, "op") for name, op in OPS.items() if not op.internal), *((name, "block") for name in blocks),
             *((name, "param") for name in params), *((word, "keyword") for word in KEYWORDS)]
 
 

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 from resdsl.ir.graph import IRGraph, inputs
-
-if TYPE_CHECKING:
-    import networkx as nx
 
 BYTES_PER_ELEMENT = 4  # fp32
 
@@ -40,19 +37,20 @@ class Counts:
     stages: list[StageSummary]
 
 
-def count(graph: IRGraph | nx.DiGraph) -> Counts:
-    """Store `params` and `macs` on every node and sum them per stage (nodes in the order built, a topological one)."""
-    totals: dict[tuple[str, str], dict] = {}
+def count(graph: IRGraph) -> Counts:
+    """Store `params` and `macs` in every node's meta and sum them per stage (nodes in the order built, a
+    topological one)."""
+    totals: dict[tuple[str, str], dict[str, Any]] = {}
     nodes = graph.nodes
-    for node in graph:
-        attrs = nodes[node]
-        scope = attrs["scope"]
-        shape = attrs["shape"]
-        shapes = [nodes[p]["shape"] for p in inputs(graph, node)]
-        op = attrs["op"]
-        known = shape is not None and attrs["args"] is not None and None not in shapes
-        attrs["params"] = op.params(attrs["args"], shapes, shape) if known else 0
-        attrs["macs"] = op.macs(attrs["args"], shapes, shape) if known else 0
+    for name, node in nodes.items():
+        scope, shape, args, meta = node.scope, node.shape, node.args, node.meta
+        shapes = [nodes[p].shape for p in inputs(graph, name)]
+        known = [s for s in shapes if s is not None]
+        if shape is not None and args is not None and len(known) == len(shapes):
+            meta.params = node.op.params(args, known, shape)
+            meta.macs = node.op.macs(args, known, shape)
+        else:
+            meta.params = meta.macs = 0
         if scope.section == "io":
             continue
         row = totals.get((scope.section, scope.stage))  # a stage named `head` is not the head
@@ -60,13 +58,13 @@ def count(graph: IRGraph | nx.DiGraph) -> Counts:
             row = totals[scope.section, scope.stage] = {"name": scope.stage, "blocks": set(), "block": scope.block_type,
                                          "shortcut": scope.shortcut, "output": [], "params": 0, "macs": 0,
                                          "activation_bytes": 0}
-        row["params"] += attrs["params"]
-        row["macs"] += attrs["macs"]
+        row["params"] += meta.params
+        row["macs"] += meta.macs
         row["activation_bytes"] += BYTES_PER_ELEMENT * math.prod(shape) if shape else 0
         if scope.branch == "main" and shape is not None:
             row["output"] = list(shape)
         if scope.block is not None:
             row["blocks"].add(scope.block)
-    stages = [StageSummary(**(row | {"blocks": len(row["blocks"])})) for row in totals.values()]
+    stages = [StageSummary(**{**row, "blocks": len(row["blocks"])}) for row in totals.values()]
     return Counts(params=sum(r.params for r in stages), macs=sum(r.macs for r in stages),
                   activation_bytes=sum(r.activation_bytes for r in stages), stages=stages)

@@ -1,11 +1,12 @@
 """The primitive ops of the IR, one class each (signature, shape rule, cost, label, traits), registered by name.
 
 Adding an op is one class in a module here plus its line in `OPS`; each backend registers a lowering
-for the class (tests/test_ops.py checks that every op is lowered, drawn and documented).
+for the class (tests/test_ops.py checks that every op is lowered, drawn and documented). The language
+reference's table of ops is `reference_table()`, made from the classes' `doc`.
 """
 
 from resdsl.ir.ops.activation import GELU, HardSigmoid, HardSwish, ReLU, Sigmoid, SiLU, Softmax
-from resdsl.ir.ops.base import REQUIRED, Args, Bound, Op, Param, Shape, ShapeError, coerce, fmt
+from resdsl.ir.ops.base import REQUIRED, TRAITS, Args, Bound, Op, OpDoc, Param, Shape, ShapeError, coerce, fmt
 from resdsl.ir.ops.conv import ChannelConv, Conv
 from resdsl.ir.ops.io import Input, Output
 from resdsl.ir.ops.linear import Linear
@@ -22,10 +23,20 @@ OPS: dict[str, Op] = {op.name: op for op in (
     Add(), Mul(), Concat(), SliceChannels(), Subsample(), PadChannels(), Flatten(), Identity(), Dropout(),
 )}
 
+
+def reference_table() -> str:
+    """The table of ops in docs/language.md (between its `ops table` markers): one row per op a spec can write."""
+    rows = ["| op | arguments (defaults) | shape rule | what it is for |", "|---|---|---|---|"]
+    rows += [f"| `{name}` | {op.doc.arguments} | {op.doc.shape} | {op.doc.purpose} |"
+             for name, op in OPS.items() if not op.internal]
+    return "\n".join(rows) + "\n"
+
+
 __all__ = [
     "GELU",
     "OPS",
     "REQUIRED",
+    "TRAITS",
     "Add",
     "Args",
     "AvgPool",
@@ -45,6 +56,7 @@ __all__ = [
     "MaxPool",
     "Mul",
     "Op",
+    "OpDoc",
     "Output",
     "PadChannels",
     "Param",
@@ -58,4 +70,5 @@ __all__ = [
     "Subsample",
     "coerce",
     "fmt",
+    "reference_table",
 ]

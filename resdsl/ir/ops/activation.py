@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from resdsl.ir.ops.base import Args, Op, Param, Shape, ShapeError, fmt
+from resdsl.ir.ops.base import Args, Op, OpDoc, Param, Shape, ShapeError, fmt
 
 
 class ReLU(Op):
     name = "relu"
-    doc = "max(x, 0)"
+    doc = OpDoc(
+        "max(x, 0)",
+        purpose="the activation of every ResNet",
+    )
     implied = keeps_zero = True
     fresh = False  # often applied in place
 
@@ -17,38 +20,59 @@ class ReLU(Op):
 
 class SiLU(Op):
     name = "silu"
-    doc = "x · sigmoid(x) (swish)"
+    doc = OpDoc(
+        "x · sigmoid(x) (swish)",
+        purpose="`x · sigmoid(x)` (swish), as an `act`",
+    )
     keeps_zero = True
 
 
 class GELU(Op):
     name = "gelu"
-    doc = "x · Φ(x), exact (erf) form"
+    doc = OpDoc(
+        "x · Φ(x), exact (erf) form",
+        purpose="`x · Φ(x)`, the exact (erf) form, as an `act`",
+    )
     keeps_zero = True
 
 
 class HardSwish(Op):
     name = "hard_swish"
-    doc = "x · relu6(x + 3) / 6"
+    doc = OpDoc(
+        "x · relu6(x + 3) / 6",
+        purpose="`x · relu6(x + 3) / 6`, as an `act`",
+    )
     keeps_zero = True
 
 
 class Sigmoid(Op):
     name = "sigmoid"
-    doc = "1 / (1 + e^-x): the gate of SE and ECA"
+    doc = OpDoc(
+        "1 / (1 + e^-x): the gate of SE and ECA",
+        purpose="the gate of SE and ECA",
+    )
 
 
 class HardSigmoid(Op):
     name = "hard_sigmoid"
-    doc = "relu6(x + 3) / 6"
+    doc = OpDoc(
+        "relu6(x + 3) / 6",
+        purpose="`relu6(x + 3) / 6`, a cheaper gate (MobileNetV3's)",
+    )
 
 
 class Softmax(Op):
     """Softmax over the channels, or across `branches` equal groups of them (the attention over SK's paths)."""
 
     name = "softmax"
-    doc = ("softmax over the channels; with `branches N`, across N equal groups of channels, channel by channel "
-           "(SK's attention over its paths)")
+    doc = OpDoc(
+        "softmax over the channels; with `branches N`, across N equal groups of channels, channel by channel "
+        "(SK's attention over its paths)",
+        arguments="`branches` (none)",
+        shape="kept; with `branches N`, channels divisible by N",
+        purpose="softmax over the channels, or with `branches N` across N equal groups of channels, channel by "
+                "channel: SK's attention over its paths",
+    )
     signature = (Param("branches", "size", None),)
 
     def label(self, args: Args) -> str:

@@ -17,6 +17,7 @@ Shape = tuple[int, ...]
 Args = dict[str, Any]
 
 REQUIRED = object()
+TRAITS = ("weighted", "implied", "fresh", "keeps_zero", "ends_branch", "internal", "joins")  # see `Op`
 
 
 class ShapeError(Exception):
@@ -42,20 +43,36 @@ class Bound:
     errors: list[tuple[Span, str]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class OpDoc:
+    """What an op is, in words: `summary` for the editor's hover, the rest for the language reference's table of
+    ops (docs/language.md, made by `resdsl.ir.ops.reference_table`). Cells are markdown."""
+
+    summary: str
+    arguments: str = "—"  # the arguments and their defaults
+    shape: str = "kept"  # the shape rule
+    purpose: str = ""  # what it is for (every op a spec can write has one)
+
+
 class Op:
-    """Base of the primitive ops: one instance of each subclass is registered in `resdsl.ir.ops.OPS`."""
+    """Base of the primitive ops: one instance of each subclass is registered in `resdsl.ir.ops.OPS`.
+
+    Traits (the class attributes listed in `TRAITS`) say what the passes, diagrams and backends need to know of
+    an op, so that none of them compares op names; a subclass sets those that differ from the defaults here.
+    """
 
     name: ClassVar[str]
-    doc: ClassVar[str]  # one line for the language reference's table of ops
+    doc: ClassVar[OpDoc]
     signature: ClassVar[tuple[Param, ...]] = ()
     arity: ClassVar[int | None] = 1  # tensor inputs; None: two or more
     # traits
     weighted: ClassVar[bool] = False  # has learnable parameters
     implied: ClassVar[bool] = False  # left out of block diagrams, as the paper's figures leave out BN and ReLU
     fresh: ClassVar[bool] = True  # returns a new tensor, which a sole consumer may overwrite in place
-    keeps_zero: ClassVar[bool] = False  # an all-zero input gives zero (parameter-free ops)
-    norm: ClassVar[bool] = False  # a normalisation with an affine weight: the zero-init target of a residual branch
-    internal: ClassVar[bool] = False  # added by the compiler; a spec cannot write it
+    keeps_zero: ClassVar[bool] = False  # parameter free, and zero when an input is all zero (any one, for mul)
+    ends_branch: ClassVar[bool] = False  # zero when its weight is (and it has no bias): zero_init_residual's target
+    internal: ClassVar[bool] = False  # added by the compiler (the network's input and output); a spec cannot write it
+    joins: ClassVar[str | None] = None  # combines tensors: block diagrams draw it as a circle with this sign
 
     def __str__(self) -> str:
         return self.name
@@ -144,6 +161,10 @@ class Op:
     def label(self, args: Args) -> str:
         """The op in the paper's words, for diagrams: "3×3 conv, 64, /2"."""
         return self.text(args)
+
+    def table_entry(self, args: Args) -> str | None:
+        """The op as the paper's Table 1 lists a block's layers ("3×3, 64"), or None for ops it leaves out."""
+        return None
 
     def text(self, args: Args) -> str:
         """The op with its arguments as written in a spec, defaults left out: "conv 3x3, 64, stride 2"."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from resdsl.ir.ops.base import (
     Args,
     Op,
+    OpDoc,
     Param,
     Shape,
     ShapeError,
@@ -19,8 +20,13 @@ from resdsl.ir.ops.base import (
 
 class Conv(Op):
     name = "conv"
-    doc = "2-D convolution; `groups` must divide the input and output channels"
-    weighted = True
+    doc = OpDoc(
+        "2-D convolution; `groups` must divide the input and output channels",
+        arguments="`kernel, out, stride 1, padding (k-1)//2·dilation, groups 1, dilation 1, bias false`",
+        shape="`out × ⌊(H + 2p − d(k−1) − 1)/s⌋+1 × …`; `groups` divides the input and output channels",
+        purpose="the convolutions of every block, projections (`conv 1x1`), SE's fully connected layers on 1×1 maps",
+    )
+    weighted = ends_branch = True
     signature = (
         Param("kernel", "pair", positional=True),
         Param("out", "size", positional=True),
@@ -70,12 +76,21 @@ class Conv(Op):
             text += f", dilation {pair_text(args['dilation'])}"
         return text + stride_text(args["stride"])
 
+    def table_entry(self, args: Args) -> str:
+        text = f"{pair_text(args['kernel'])}, {args['out']}"
+        return text + (f", groups {args['groups']}" if args["groups"] > 1 else "")
+
 
 class ChannelConv(Op):
     """ECA's gate (Wang et al. 2020): one 1-D conv of `kernel` taps sliding along the channels of a Cx1x1 map."""
 
     name = "channel_conv"
-    doc = "1-D convolution across the channels of a Cx1x1 map (ECA), `kernel` taps, no bias"
+    doc = OpDoc(
+        "1-D convolution across the channels of a Cx1x1 map (ECA), `kernel` taps, no bias",
+        arguments="`kernel` (odd)",
+        shape="kept; needs a `Cx1x1` map",
+        purpose="ECA's 1-D conv across the pooled channels, no bias",
+    )
     weighted = True
     signature = (Param("kernel", "size", positional=True),)
 

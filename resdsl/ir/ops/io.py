@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from resdsl.ir.ops.base import Args, Op, Param, Shape
+from resdsl.ir.ops.base import Args, Op, OpDoc, Param, Shape
 
 
 class Input(Op):
     name = "input"
-    doc = "the network's input (from the `input CxHxW` line)"
+    doc = OpDoc(
+        "the network's input (from the `input CxHxW` line)",
+    )
     arity = 0
     internal = True
     fresh = False  # the caller's tensor: never written in place
@@ -19,6 +21,8 @@ class Input(Op):
 
 class Output(Op):
     name = "output"
-    doc = "the network's output (the last layer's)"
+    doc = OpDoc(
+        "the network's output (the last layer's)",
+    )
     internal = implied = True
     fresh = False

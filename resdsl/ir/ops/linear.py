@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from resdsl.ir.ops.base import Args, Op, Param, Shape, ShapeError, check_width, fmt
+from resdsl.ir.ops.base import Args, Op, OpDoc, Param, Shape, ShapeError, check_width, fmt
 
 
 class Linear(Op):
     name = "linear"
-    doc = "fully connected; needs flat features (after a Cx1x1 map a `flatten` is inserted); `in` is checked if given"
+    doc = OpDoc(
+        "fully connected; needs flat features (after a Cx1x1 map a `flatten` is inserted); `in` is checked if given",
+        arguments="`out, in (checked if given), bias true`",
+        shape="`F` → `out`; needs flat features, a `flatten` is inserted after a `Cx1x1` map",
+        purpose="the classifier",
+    )
     weighted = True
     signature = (
         Param("out", "size", positional=True),

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from resdsl.ir.ops.base import Args, Op, Param, Shape, ShapeError, feature_map
+from resdsl.ir.ops.base import Args, Op, OpDoc, Param, Shape, ShapeError, feature_map
 
 
 class BatchNorm(Op):
     name = "batchnorm"
-    doc = "batch normalisation; 2 params per channel (the running statistics are buffers)"
+    doc = OpDoc(
+        "batch normalisation; 2 params per channel (the running statistics are buffers)",
+        arguments="`eps 1e-5, momentum 0.1`",
+        purpose="the norm of every ResNet; 2 params per channel, running stats are buffers",
+    )
     signature = (Param("eps", "positive", 1e-5), Param("momentum", "unit", 0.1))
-    weighted = implied = norm = True
+    weighted = implied = ends_branch = True
 
     def params(self, args: Args, inputs: list[Shape], shape: Shape) -> int:
         return 2 * shape[0]
@@ -20,9 +24,14 @@ class BatchNorm(Op):
 
 class GroupNorm(Op):
     name = "groupnorm"
-    doc = "group normalisation (Wu & He 2018) over `groups` groups of channels; 2 params per channel"
+    doc = OpDoc(
+        "group normalisation (Wu & He 2018) over `groups` groups of channels; 2 params per channel",
+        arguments="`groups, eps 1e-5`",
+        shape="kept; `groups` divides the channels",
+        purpose="ResNet-50-GN (`norm: groupnorm(32)`); 2 params per channel",
+    )
     signature = (Param("groups", "size", positional=True), Param("eps", "positive", 1e-5))
-    weighted = implied = norm = True
+    weighted = implied = ends_branch = True
 
     def infer(self, args: Args, inputs: list[Shape]) -> Shape:
         shape = feature_map("groupnorm", inputs)

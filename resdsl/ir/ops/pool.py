@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from resdsl.ir.ops.base import Args, Op, Param, Shape, feature_map, fmt, pair_text, stride_text, window
+from resdsl.ir.ops.base import Args, Op, OpDoc, Param, Shape, feature_map, fmt, pair_text, stride_text, window
 
 
 class _Pool(Op):
@@ -40,7 +40,12 @@ class _Pool(Op):
 class MaxPool(_Pool):
     name = "maxpool"
     kind = "max"
-    doc = "max pooling; stride defaults to the kernel, padding to (k-1)//2, at most half the kernel; no kernel: global"
+    doc = OpDoc(
+        "max pooling; stride defaults to the kernel, padding to (k-1)//2, at most half the kernel; no kernel: global",
+        arguments="`kernel, stride = kernel, padding (k-1)//2, ceil false`",
+        shape="windowed like conv; padding at most half the kernel; no kernel: global, `Cx1x1`",
+        purpose="the stem's 3×3/2 pool; a global max pool",
+    )
     signature = (
         Param("kernel", "pair", None, positional=True),
         Param("stride", "pair", None),
@@ -53,7 +58,12 @@ class AvgPool(_Pool):
     name = "avgpool"
     kind = "avg"
     keeps_zero = True
-    doc = "average pooling, as maxpool; without a kernel, global average pooling to Cx1x1"
+    doc = OpDoc(
+        "average pooling, as maxpool; without a kernel, global average pooling to Cx1x1",
+        arguments="`kernel, stride = kernel, padding (k-1)//2, ceil false, count_include_pad true`",
+        shape="as maxpool; no kernel: global average, `Cx1x1`",
+        purpose="the head's global pool, SE's squeeze, option D's pooling",
+    )
     signature = (
         Param("kernel", "pair", None, positional=True),
         Param("stride", "pair", None),

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import math
 
-from resdsl.ir.ops.base import Args, Op, Param, Shape, ShapeError, check_width, feature_map, fmt
+from resdsl.ir.ops.base import Args, Op, OpDoc, Param, Shape, ShapeError, check_width, feature_map, fmt
 
 
 class Add(Op):
     name = "add"
-    doc = "the sum of the current tensor and another of the same shape (`add x`; `add shortcut` in blocks)"
+    doc = OpDoc(
+        "the sum of the current tensor and another of the same shape (`add x`; `add shortcut` in blocks)",
+        arguments="a tensor: `add x`",
+        shape="kept; both shapes equal",
+        purpose="joining paths (SK); `add shortcut` in blocks",
+    )
     arity = 2
+    joins = "+"
 
     def infer(self, args: Args, inputs: list[Shape]) -> Shape:
         if inputs[0] != inputs[1]:
@@ -22,8 +28,14 @@ class Mul(Op):
     """Elementwise product; a Cx1x1 gate broadcasts over a CxHxW map (SE, ECA, SK)."""
 
     name = "mul"
-    doc = "the product of the current tensor and another (`mul x`); a Cx1x1 gate broadcasts over a CxHxW map"
+    doc = OpDoc(
+        "the product of the current tensor and another (`mul x`); a Cx1x1 gate broadcasts over a CxHxW map",
+        arguments="a tensor: `mul x`",
+        shape="equal shapes, or a `Cx1x1` gate of the other's channels broadcast over `H×W`",
+        purpose="applying SE/ECA gates and SK's path weights",
+    )
     arity = 2
+    joins = "×"
     keeps_zero = True
 
     def infer(self, args: Args, inputs: list[Shape]) -> Shape:
@@ -38,8 +50,14 @@ class Mul(Op):
 
 class Concat(Op):
     name = "concat"
-    doc = "the current tensor and others joined along the channels (`concat a, b`)"
+    doc = OpDoc(
+        "the current tensor and others joined along the channels (`concat a, b`)",
+        arguments="tensors: `concat a, b, …`",
+        shape="channels summed; `H×W` equal",
+        purpose="joining branches along the channels",
+    )
     arity = None
+    joins = "‖"
 
     def infer(self, args: Args, inputs: list[Shape]) -> Shape:
         first = inputs[0]
@@ -54,7 +72,12 @@ class Concat(Op):
 
 class SliceChannels(Op):
     name = "slice_channels"
-    doc = "channels `start` up to `stop` (Python's `x[:, start:stop]`): splits a tensor into branches"
+    doc = OpDoc(
+        "channels `start` up to `stop` (Python's `x[:, start:stop]`): splits a tensor into branches",
+        arguments="`start, stop`",
+        shape="`(stop − start) × H × W`; `stop` ≤ C",
+        purpose="`x[:, start:stop]`: splitting a tensor into branches",
+    )
     signature = (Param("start", "count", positional=True), Param("stop", "size", positional=True))
     keeps_zero = True
     fresh = False  # a view of its input
@@ -78,7 +101,12 @@ class Subsample(Op):
     """`x[:, :, ::s, ::s]`: the spatial half of option A."""
 
     name = "subsample"
-    doc = "`x[:, :, ::s, ::s]` (option A)"
+    doc = OpDoc(
+        "`x[:, :, ::s, ::s]` (option A)",
+        arguments="`stride`",
+        shape="`C × ⌈H/s⌉ × ⌈W/s⌉`",
+        purpose="`x[:, :, ::s, ::s]`, option A",
+    )
     signature = (Param("stride", "size", positional=True),)
     keeps_zero = True
     fresh = False  # a view of its input
@@ -96,7 +124,12 @@ class PadChannels(Op):
     """Zero channels appended after the input's: the channel half of option A."""
 
     name = "pad_channels"
-    doc = "appends `out - C` zero channels after the input's (option A); cannot shrink"
+    doc = OpDoc(
+        "appends `out - C` zero channels after the input's (option A); cannot shrink",
+        arguments="`out`",
+        shape="`out × H × W`; cannot shrink",
+        purpose="zero channels appended after the input's, option A",
+    )
     signature = (Param("out", "size", positional=True),)
     keeps_zero = True
 
@@ -113,7 +146,11 @@ class PadChannels(Op):
 
 class Flatten(Op):
     name = "flatten"
-    doc = "`CxHxW` to `C*H*W`; inserted before a `linear` that follows a Cx1x1 map"
+    doc = OpDoc(
+        "`CxHxW` to `C*H*W`; inserted before a `linear` that follows a Cx1x1 map",
+        shape="`C·H·W`",
+        purpose="before a `linear` (inserted automatically after a `Cx1x1` map)",
+    )
     implied = keeps_zero = True
     fresh = False  # a view of its input
 
@@ -123,14 +160,23 @@ class Flatten(Op):
 
 class Identity(Op):
     name = "identity"
-    doc = "the input itself (a shortcut case that adds the block's input)"
+    doc = OpDoc(
+        "the input itself (a shortcut case that adds the block's input)",
+        purpose="the input itself: a layer that names a tensor as it is (`keep: identity`), or a whole shortcut "
+                "case that adds the block's input",
+    )
     implied = keeps_zero = True
     fresh = False
 
 
 class Dropout(Op):
     name = "dropout"
-    doc = "dropout with probability `p` (0 <= p < 1) while training"
+    doc = OpDoc(
+        "dropout with probability `p` (0 <= p < 1) while training",
+        arguments="`p 0.5`",
+        shape="kept; `0 ≤ p < 1`",
+        purpose="dropout while training (Wide ResNet's units)",
+    )
     signature = (Param("p", "fraction", 0.5, positional=True),)
     implied = keeps_zero = True
     fresh = False  # dropout 0 passes its input through
