@@ -16,7 +16,15 @@ from resdsl.diagnostics import Diagnostics, Note
 from resdsl.expr import Argument, Callee, EvalError, Value, describe, evaluate, interpolate, literal
 from resdsl.ir.emit import Emitter, Size, too_many_instances, too_much_instantiated, uses_shortcut
 from resdsl.ir.graph import COMPILER_NODES, IRGraph, Scope, Site, TooLarge, too_many_layers, too_many_weighted
-from resdsl.ir.instantiate import BindError, Instance, block_instance, duplicate_formals, shortcut_instance, unknown
+from resdsl.ir.instantiate import (
+    BindError,
+    BlockInstance,
+    ShortcutInstance,
+    block_instance,
+    duplicate_formals,
+    shortcut_instance,
+    unknown,
+)
 from resdsl.ir.names import check_path
 from resdsl.ir.ops import fmt
 from resdsl.limits import (
@@ -202,7 +210,7 @@ class _Lowering:
             names.append(block)
         return names
 
-    def block(self, option: ast.Kwarg) -> Instance | None:
+    def block(self, option: ast.Kwarg) -> BlockInstance | None:
         """The block a `block:` option names (`basic`, or `bottleneck(groups: 32)`)."""
         value, blocks = option.value, self.program.blocks
         name = value.id if isinstance(value, ast.Name) else value.func if isinstance(value, ast.Call) else None
@@ -220,7 +228,8 @@ class _Lowering:
             self.report(error)
             return None
 
-    def shortcut(self, option: ast.Kwarg | None, block: Instance | None) -> Instance | Literal[False] | None:
+    def shortcut(self, option: ast.Kwarg | None,
+                 block: BlockInstance | None) -> ShortcutInstance | Literal[False] | None:
         """The stage's shortcut option, or the one its block alias binds (`plain_basic`); False when it cannot be
         found or the two differ."""
         bound = block.shortcut if block is not None else None
@@ -237,8 +246,8 @@ class _Lowering:
             return False
         return given
 
-    def stage_arguments(self, block: Instance, shortcut: Instance | None,
-                        options: dict[str, ast.Kwarg]) -> tuple[list[Argument], Instance | None] | None:
+    def stage_arguments(self, block: BlockInstance, shortcut: ShortcutInstance | None,
+                        options: dict[str, ast.Kwarg]) -> tuple[list[Argument], ShortcutInstance | None] | None:
         """The stage options other than block, shortcut and stride, bound to the block's parameter of that name,
         and to the shortcut option's too where it has one (`norm`)."""
         diagnostics = self.diagnostics
@@ -328,7 +337,7 @@ def _refuse_oversized(now: Size, stage: ast.Stage, blocks: int, per_block: Size)
             raise TooLarge(message(total), stage.span)
 
 
-def _described(option: Instance) -> str:
+def _described(option: ShortcutInstance) -> str:
     """A shortcut option as written: `B` or `B(norm: groupnorm(32))`."""
     return literal(Callee("shortcut", option.name, option.arguments))
 

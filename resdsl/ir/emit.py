@@ -11,6 +11,7 @@ import re
 from collections import ChainMap
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import cast
 
 from resdsl import ast
 from resdsl.diagnostics import Diagnostics, Note
@@ -28,7 +29,7 @@ from resdsl.expr import (
     misplaced,
 )
 from resdsl.ir.graph import GraphBuilder, IRGraph, Scope, Site, TooLarge
-from resdsl.ir.instantiate import BindError, Instance, bind_formals, block_instance, unknown
+from resdsl.ir.instantiate import BindError, BlockInstance, ShortcutInstance, bind_formals, block_instance, unknown
 from resdsl.ir.ops import OPS, Linear, Op, Shape
 from resdsl.limits import MAX_CALL_DEPTH, MAX_INSTANCES, MAX_INSTANTIATED, MAX_WIDTH
 from resdsl.resolve import Program, prelude_source
@@ -45,7 +46,7 @@ class BlockFrame:
 
     input: str
     stride: int
-    shortcut: Instance | None
+    shortcut: ShortcutInstance | None
     added: bool = False
     projects: bool | None = None  # the value `projects` was given, if the block reads it
 
@@ -109,8 +110,8 @@ class Emitter:
         """Emit the stem's or the head's statements from `current`; returns the tensor they end with."""
         return self._run(statements, Site("", scope), current, {"input": Tensor(current)})
 
-    def stage_block(self, instance: Instance, arguments: tuple[Argument, ...], site: Site, current: str,
-                    span: Span, shortcut: Instance | None) -> str:
+    def stage_block(self, instance: BlockInstance, arguments: tuple[Argument, ...], site: Site, current: str,
+                    span: Span, shortcut: ShortcutInstance | None) -> str:
         """Emit one block of a stage from `current`; its `add shortcut` takes the stage's `shortcut` option."""
         return self._block_body(instance, arguments, site, current, span, stage=True, shortcut=shortcut)
 
@@ -193,20 +194,22 @@ class Emitter:
 
     def _range_of(self, expr: ast.Expr, scope: ChainMap, origin: Span | None) -> range | None:
         """The integers a loop runs over: `range(stop)` or `range(start, stop)`."""
-        if not (isinstance(expr, ast.Call) and expr.func == "range" and 1 <= len(expr.args) <= 2
-                and not any(isinstance(a, ast.Pair) for a in expr.args)):
+        args = [a for a in expr.args if not isinstance(a, ast.Pair)] if isinstance(expr, ast.Call) else []
+        if not (isinstance(expr, ast.Call) and expr.func == "range" and 1 <= len(args) == len(expr.args) <= 2):
             self._report(expr.span, origin, "a loop runs over `range(n)` or `range(start, stop)`")
             return None
-        bounds = [self._evaluate(a, scope, origin) for a in expr.args]
-        if None in bounds:
+        values = [value for value in (self._evaluate(a, scope, origin) for a in args) if value is not None]
+        if len(values) < len(args):
             return None
-        for arg, bound in zip(expr.args, bounds, strict=True):
+        bounds: list[int] = []
+        for arg, bound in zip(args, values, strict=True):
             if isinstance(bound, bool) or not isinstance(bound, int):
                 self._report(arg.span, origin, f"range() takes integers, not {describe(bound)}")
                 return None
             if abs(bound) > MAX_WIDTH:
                 self._report(arg.span, origin, f"range({bound:,}) is beyond the limit of {MAX_WIDTH:,} steps")
                 return None
+            bounds.append(bound)
         return range(*bounds)
 
     def _labelled(self, pattern: str, scope: ChainMap, span: Span, origin: Span | None) -> Tensor | None:
@@ -232,7 +235,7 @@ class Emitter:
             label = self._label_of(layer, scope, site)
             if label is None:
                 return self._builder.placeholder(site.prefix, current, site.scope, layer.span)
-            layer = layer.but(label=label, label_parts=())
+            layer = replace(layer, label=label, label_parts=())
         callee = self._callee(layer, scope, site)
         if isinstance(callee, NoLayer):
             if layer.args:
@@ -298,7 +301,7 @@ class Emitter:
     def _arguments(self, layer: ast.Layer, scope: ChainMap, site: Site, op: Op | None) -> list[Argument] | None:
         """The layer's arguments, evaluated; a bare name of a boolean argument (`bias`) means true."""
         flags = {p.name for p in op.signature if p.kind == "bool"} if op else set()
-        arguments = []
+        arguments: list[Argument] = []
         ok = True
         for arg in layer.args:
             if isinstance(arg, ast.Kwarg):
@@ -309,7 +312,8 @@ class Emitter:
                 value, name, span = self._evaluate(arg, scope, site.origin), None, arg.span
                 if isinstance(value, str) and op is not None and op.arity != 1:  # `add "paths.0.bn"`
                     value = self._labelled(value, scope, span, site.origin)
-            ok = ok and value is not None
+            if value is None:  # reported; the argument still takes its place for the order check below
+                ok, value = False, NONE
             arguments.append(Argument(name, value, span))
         stray = misplaced(arguments)
         if stray is not None:
@@ -370,11 +374,11 @@ class Emitter:
         if label is None:
             return self._builder.placeholder(site.prefix, current, site.scope, layer.span)
         child = Site(label + ".", site.scope, site.origin or layer.span)
-        self._builder.graph.graph.setdefault("calls", {})[label] = name
+        cast(dict[str, str], self._builder.graph.graph.setdefault("calls", {}))[label] = name
         return self._block_body(instance, tuple(arguments), child, current, layer.op_span)
 
-    def _block_body(self, instance: Instance, arguments: tuple[Argument, ...], site: Site, current: str,
-                   span: Span, stage: bool = False, shortcut: Instance | None = None) -> str:
+    def _block_body(self, instance: BlockInstance, arguments: tuple[Argument, ...], site: Site, current: str,
+                   span: Span, stage: bool = False, shortcut: ShortcutInstance | None = None) -> str:
         """Bind a block's arguments and emit its body from `current`; a stage's block may `add shortcut`."""
         definition = instance.definition
         self._instantiate(definition, len(instance.arguments) + len(arguments), site.origin or span)
@@ -406,8 +410,8 @@ class Emitter:
             known = self._projects_read[id(definition)] = reads_name(definition, PROJECTS)
         return known
 
-    def _projects(self, instance: Instance, arguments: tuple[Argument, ...], site: Site, current: str, span: Span,
-                 shortcut: Instance | None) -> bool:
+    def _projects(self, instance: BlockInstance, arguments: tuple[Argument, ...], site: Site, current: str, span: Span,
+                 shortcut: ShortcutInstance | None) -> bool:
         """Whether the shortcut of this stage block has layers: a trial run of the block on a scratch graph finds
         the shapes `add shortcut` sees, which pick the shortcut's case."""
         if shortcut is None or not shortcut.definition.cases:
@@ -483,6 +487,7 @@ class Emitter:
             return self._builder.placeholder(site.prefix, current, site.scope, statement.span)
         kept = in_shape == out_shape and frame.stride == 1
         case = definition.case("same" if kept else "changed")
+        assert case is not None  # both cases are there: checked by _complete_cases
         if frame.projects is not None and frame.projects != _has_layers(case):
             self._report(statement.span, site.origin, f"this block's shape depends on `{PROJECTS}`: it was told its "
                                                      f"shortcut {'projects' if frame.projects else 'does not project'}"
