@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import ChainMap
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import cast
 
@@ -40,7 +40,7 @@ PROJECTS = "projects"  # bound in a stage's block: whether its shortcut has laye
 
 
 @dataclass
-class BlockFrame:
+class _BlockFrame:
     """What `add shortcut` needs of the stage block it is in: the block's input, its stride and shortcut option,
     and whether the block has added its shortcut already."""
 
@@ -132,27 +132,27 @@ class Emitter:
     # --- statement lists -------------------------------------------------------------------
 
     def _run(self, statements: list[ast.Statement], site: Site, current: str, local: dict[str, Value],
-            frame: BlockFrame | None = None) -> str:
+            frame: _BlockFrame | None = None) -> str:
         """Emit `statements` reading `current`; returns the tensor they end with."""
         scope = ChainMap(local, self.names)
         for statement in statements:
             if isinstance(statement, ast.Let):
                 value = self._evaluate(statement.value, scope, site.origin)
                 if value is None:
-                    return self._builder.placeholder(site.prefix, current, site.scope, statement.span)
+                    return self.placeholder(site, current, statement.span)
                 local[statement.name] = value
             elif isinstance(statement, ast.From):
                 if statement.quoted:
                     value = self._labelled(statement.name, scope, statement.name_span, site.origin)
                     if value is None:
-                        return self._builder.placeholder(site.prefix, current, site.scope, statement.span)
+                        return self.placeholder(site, current, statement.span)
                 else:
                     value = scope.get(statement.name)
                 if not isinstance(value, Tensor):
                     got = "not defined" if value is None else describe(value)
                     self._report(statement.name_span, site.origin, f"`from` needs a tensor — a layer's label or "
                                                                   f"`input` — but '{statement.name}' is {got}")
-                    return self._builder.placeholder(site.prefix, current, site.scope, statement.span)
+                    return self.placeholder(site, current, statement.span)
                 current = value.node
             elif isinstance(statement, ast.For):
                 current = self._loop(statement, scope, site, current, local, frame)
@@ -163,7 +163,7 @@ class Emitter:
                         self._report(statement.condition.span, site.origin, "the condition of `if` must be true or "
                                                                            f"false (a comparison), not "
                                                                            f"{describe(condition)}")
-                    return self._builder.placeholder(site.prefix, current, site.scope, statement.span)
+                    return self.placeholder(site, current, statement.span)
                 current = self._run(statement.then if condition else statement.otherwise, site, current, local, frame)
             elif _is_shortcut_add(statement):
                 current = self._residual(statement, scope, site, current, frame)
@@ -172,14 +172,14 @@ class Emitter:
         return current
 
     def _loop(self, statement: ast.For, scope: ChainMap, site: Site, current: str, local: dict[str, Value],
-             frame: BlockFrame | None) -> str:
+             frame: _BlockFrame | None) -> str:
         """`for i in range(n) { ... }`: the body once for each `i`, each pass counted as an instantiation."""
         steps = self._range_of(statement.iterable, scope, site.origin)
         if steps is None:
-            return self._builder.placeholder(site.prefix, current, site.scope, statement.span)
+            return self.placeholder(site, current, statement.span)
         size = self._sizes.get(id(statement))
         if size is None:
-            size = self._sizes[id(statement)] = sum(syntax_size(s) for s in statement.body) + 1
+            size = self._sizes[id(statement)] = sum(_syntax_size(s) for s in statement.body) + 1
         for value in steps:
             self._instantiated += size
             if self._instantiated > MAX_INSTANTIATED:
@@ -234,7 +234,7 @@ class Emitter:
         if layer.label_parts:
             label = self._label_of(layer, scope, site)
             if label is None:
-                return self._builder.placeholder(site.prefix, current, site.scope, layer.span)
+                return self.placeholder(site, current, layer.span)
             layer = replace(layer, label=label, label_parts=())
         callee = self._callee(layer, scope, site)
         if isinstance(callee, NoLayer):
@@ -242,15 +242,15 @@ class Emitter:
                 self._report(layer.args[0].span, site.origin, f"'{layer.op}' is none here, which adds no layer and "
                                                              "takes no arguments; leave them out, or put the layer "
                                                              f"under `if {layer.op} != none {{ … }}`")
-                return self._builder.placeholder(site.prefix, current, site.scope, layer.span)
+                return self.placeholder(site, current, layer.span)
             self._name_tensor(layer, current, scope, site)  # a label on `none` names the tensor passed through
             return current
         if callee is None:
-            return self._builder.placeholder(site.prefix, current, site.scope, layer.span)
+            return self.placeholder(site, current, layer.span)
         op = OPS[callee.name] if callee.kind == "op" else None
         arguments = self._arguments(layer, scope, site, op)
         if arguments is None:
-            return self._builder.placeholder(site.prefix, current, site.scope, layer.span)
+            return self.placeholder(site, current, layer.span)
         if op is not None:
             node = self._op_layer(layer, op, list(callee.arguments) + arguments, site, current, callee.span)
         else:
@@ -336,11 +336,11 @@ class Emitter:
             named = f", but this names {len(sources) - 1}" if len(sources) > 1 else ""
             self._report(layer.op_span, site.origin, f"{op.name} takes {wanted} besides the current one, named "
                                                     f"as in `{op.name} x`{extra}{named}")
-            return self._builder.placeholder(site.prefix, current, site.scope, layer.span)
+            return self.placeholder(site, current, layer.span)
         if len(set(sources)) != len(sources):
             self._report(layer.op_span, site.origin, f"{op.name} reads the same tensor twice (a tensor it names is "
                                                     "the current one, or is named twice)")
-            return self._builder.placeholder(site.prefix, current, site.scope, layer.span)
+            return self.placeholder(site, current, layer.span)
         shape = self._builder.graph.nodes[current]["shape"]
         if isinstance(op, Linear) and shape is not None and len(shape) == 3 and shape[1:] == (1, 1):
             flatten = self._builder.fresh_id(site.prefix, "flatten")
@@ -348,7 +348,7 @@ class Emitter:
                                                     site.origin)
         node = self._node_id(layer, site, op.name)
         if node is None:
-            return self._builder.placeholder(site.prefix, current, site.scope, layer.span)
+            return self.placeholder(site, current, layer.span)
         args = None if bound.errors else bound.args
         return self._builder.add(node, op, args, sources, site.scope, layer.span, site.origin)
 
@@ -358,21 +358,21 @@ class Emitter:
         try:
             instance = block_instance(callee, self._program, self.names, layer.op_span)
         except BindError as error:
-            return self._failed(error, layer, site, current)
+            return self._unbound(error, site, current, layer.span)
         name = instance.definition.name
         if uses_shortcut(instance.definition):
             self._report(layer.op_span, site.origin, f"'{layer.op}' is a block that adds a shortcut, so stages use it "
                                                     f"(`block: {layer.op}`); only blocks without one are layers")
-            return self._builder.placeholder(site.prefix, current, site.scope, layer.span)
+            return self.placeholder(site, current, layer.span)
         if name in self._calls or len(self._calls) >= MAX_CALL_DEPTH:
             reason = (f"block '{name}' calls itself" if name in self._calls
                       else f"blocks call each other more than {MAX_CALL_DEPTH} deep, the limit; write some of "
                            "these blocks' layers out in the block that calls them")
             self._report(layer.op_span, site.origin, reason)
-            return self._builder.placeholder(site.prefix, current, site.scope, layer.span)
+            return self.placeholder(site, current, layer.span)
         label = self._node_id(layer, site, name)
         if label is None:
-            return self._builder.placeholder(site.prefix, current, site.scope, layer.span)
+            return self.placeholder(site, current, layer.span)
         child = Site(label + ".", site.scope, site.origin or layer.span)
         cast(dict[str, str], self._builder.graph.graph.setdefault("calls", {}))[label] = name
         return self._block_body(instance, tuple(arguments), child, current, layer.op_span)
@@ -385,15 +385,13 @@ class Emitter:
         try:
             values = bind_formals(definition, instance.arguments + arguments, self.names, span)
         except BindError as error:
-            for where, message in error.problems:
-                self._report(where, site.origin, message)
-            return self._builder.placeholder(site.prefix, current, site.scope, span)
+            return self._unbound(error, site, current, span)
         shape = self._builder.graph.nodes[current]["shape"]
         if shape is None:
-            return self._builder.placeholder(site.prefix, current, site.scope, span)
+            return self.placeholder(site, current, span)
         local: dict[str, Value] = {**values, "input": Tensor(current), "in_channels": shape[0]}
         stride = values.get("stride", 1)
-        frame = BlockFrame(current, stride if isinstance(stride, int) else 1, shortcut) if stage else None
+        frame = _BlockFrame(current, stride if isinstance(stride, int) else 1, shortcut) if stage else None
         if frame is not None and PROJECTS not in values and self._reads_projects(definition):
             projects = False if self._probe is not None else self._projects(instance, arguments, site, current, span,
                                                                            shortcut)
@@ -407,7 +405,7 @@ class Emitter:
     def _reads_projects(self, definition: ast.BlockDef) -> bool:
         known = self._projects_read.get(id(definition))
         if known is None:
-            known = self._projects_read[id(definition)] = reads_name(definition, PROJECTS)
+            known = self._projects_read[id(definition)] = _reads_name(definition, PROJECTS)
         return known
 
     def _projects(self, instance: BlockInstance, arguments: tuple[Argument, ...], site: Site, current: str, span: Span,
@@ -433,7 +431,7 @@ class Emitter:
     # --- the residual add ------------------------------------------------------------------
 
     def _residual(self, statement: ast.Layer, scope: ChainMap, site: Site, current: str,
-                 frame: BlockFrame | None) -> str:
+                 frame: _BlockFrame | None) -> str:
         """`add shortcut` or `add shortcut(t)`: the stage's shortcut option picks its case from the shapes.
 
         Its layers read `t` (the block's input by default); an identity case always adds the block's input,
@@ -446,7 +444,7 @@ class Emitter:
         if frame.added:
             self._report(statement.span, site.origin, "a block adds its shortcut once; this is a second "
                                                      "`add shortcut` (`add x` adds another tensor)")
-            return self._builder.placeholder(site.prefix, current, site.scope, statement.span)
+            return self.placeholder(site, current, statement.span)
         frame.added = True
         if self._probe is not None:
             nodes = self._builder.graph.nodes
@@ -455,7 +453,7 @@ class Emitter:
         if current == frame.input:
             self._report(statement.span, site.origin, "the residual branch is empty: `add shortcut` comes before "
                                                      "any layer of the block, so it would add the input to itself")
-            return self._builder.placeholder(site.prefix, current, site.scope, statement.span)
+            return self.placeholder(site, current, statement.span)
         if frame.shortcut is None:
             return current  # no option chosen: reported at the stage line
         reads = frame.input
@@ -463,28 +461,28 @@ class Emitter:
         if isinstance(argument, ast.Call):
             if len(argument.args) != 1 or isinstance(argument.args[0], ast.Pair):
                 self._report(argument.span, site.origin, "shortcut(...) takes one tensor: the one its layers read")
-                return self._builder.placeholder(site.prefix, current, site.scope, statement.span)
+                return self.placeholder(site, current, statement.span)
             value = self._evaluate(argument.args[0], scope, site.origin)
             if isinstance(value, str):  # `add shortcut("pre.act")`
                 value = self._labelled(value, scope, argument.args[0].span, site.origin)
                 if value is None:
-                    return self._builder.placeholder(site.prefix, current, site.scope, statement.span)
+                    return self.placeholder(site, current, statement.span)
             if not isinstance(value, Tensor):
                 if value is not None:
                     self._report(argument.args[0].span, site.origin,
                                 f"shortcut(...) reads a tensor — a layer's label or `input` — not {describe(value)}")
-                return self._builder.placeholder(site.prefix, current, site.scope, statement.span)
+                return self.placeholder(site, current, statement.span)
             reads = value.node
         option = frame.shortcut
         definition = option.definition
         if not self._complete_cases(definition):
-            return self._builder.placeholder(site.prefix, current, site.scope, statement.span)
+            return self.placeholder(site, current, statement.span)
         if not definition.cases:
             return current  # `shortcut none`: the plain net
         nodes = self._builder.graph.nodes
         in_shape, out_shape = nodes[frame.input]["shape"], nodes[current]["shape"]
         if in_shape is None or out_shape is None or nodes[reads]["shape"] is None:
-            return self._builder.placeholder(site.prefix, current, site.scope, statement.span)
+            return self.placeholder(site, current, statement.span)
         kept = in_shape == out_shape and frame.stride == 1
         case = definition.case("same" if kept else "changed")
         assert case is not None  # both cases are there: checked by _complete_cases
@@ -492,14 +490,12 @@ class Emitter:
             self._report(statement.span, site.origin, f"this block's shape depends on `{PROJECTS}`: it was told its "
                                                      f"shortcut {'projects' if frame.projects else 'does not project'}"
                                                      ", but with that its branch gives another shape")
-            return self._builder.placeholder(site.prefix, current, site.scope, statement.span)
+            return self.placeholder(site, current, statement.span)
         self._instantiate(definition, len(option.arguments), site.origin or statement.span)
         try:
             values = bind_formals(definition, option.arguments, self.names, statement.span)
         except BindError as error:
-            for where, message in error.problems:
-                self._report(where, site.origin, message, definition.span)
-            return self._builder.placeholder(site.prefix, current, site.scope, statement.span)
+            return self._unbound(error, site, current, statement.span, definition.span)
         values |= {"in_channels": in_shape[0], "out_channels": out_shape[0], "stride": frame.stride}
         layers = [s for s in case.body if not (isinstance(s, ast.Layer) and s.op == "identity")]
         shortcut_scope = replace(site.scope, branch="shortcut")
@@ -510,13 +506,13 @@ class Emitter:
                                                            f"block (`{SHORTCUT_GROUP}.0`, as in torchvision), and "
                                                            f"shortcut option {definition.name} has layers here; "
                                                            "rename this layer")
-            return self._builder.placeholder(site.prefix, current, site.scope, statement.span)
+            return self.placeholder(site, current, statement.span)
         if layers:
             group = Site(f"{site.prefix}{SHORTCUT_GROUP}.", shortcut_scope, site.origin)
             branch_end = self._run(layers, group, reads, {**values, "input": Tensor(reads)})
         node = self._node_id(statement, site, "add")
         if node is None:
-            return self._builder.placeholder(site.prefix, current, site.scope, statement.span)
+            return self.placeholder(site, current, statement.span)
         self._builder.add(node, OPS["add"], {}, [current, branch_end], site.scope, statement.span, site.origin,
                          quiet=True)
         nodes[node]["residual"] = True
@@ -562,7 +558,7 @@ class Emitter:
         whatever it holds (formals, lets, `none` layers) — the limits on layers alone would not bound it."""
         size = self._sizes.get(id(definition))
         if size is None:
-            size = self._sizes[id(definition)] = syntax_size(definition)
+            size = self._sizes[id(definition)] = _syntax_size(definition)
         self._instances += 1
         self._instantiated += size + arguments
         if self._instances > MAX_INSTANCES:
@@ -599,10 +595,11 @@ class Emitter:
             return
         local[label] = Tensor(node)
 
-    def _failed(self, error: BindError, layer: ast.Layer, site: Site, current: str) -> str:
-        for span, message in error.problems:
-            self._report(span, site.origin, message)
-        return self._builder.placeholder(site.prefix, current, site.scope, layer.span)
+    def _unbound(self, error: BindError, site: Site, current: str, span: Span, definition: Span | None = None) -> str:
+        """Report arguments that do not fit a definition; a placeholder stands for what it would have added."""
+        for where, message in error.problems:
+            self._report(where, site.origin, message, definition)
+        return self.placeholder(site, current, span)
 
     def _evaluate(self, expr: ast.Expr, scope: Mapping[str, Value], origin: Span | None) -> Value | None:
         try:
@@ -649,19 +646,9 @@ def _is_shortcut_add(layer: ast.Layer) -> bool:
     return isinstance(arg, ast.Name) and arg.id == "shortcut"
 
 
-def syntax_size(root: ast.Node) -> int:
-    """The number of syntax nodes in `root`, counted without recursion (an expression may be deeply nested)."""
-    size, stack = 0, [root]
-    while stack:
-        node = stack.pop()
-        size += 1
-        for name in node.__slots__:
-            value = getattr(node, name)
-            if isinstance(value, ast.Node):
-                stack.append(value)
-            elif isinstance(value, list | tuple):
-                stack.extend(item for item in value if isinstance(item, ast.Node))
-    return size
+def _syntax_size(root: ast.Node) -> int:
+    """The number of syntax nodes in `root`."""
+    return sum(1 for _ in _walk(root))
 
 
 def too_many_instances(count: int | None = None) -> str:
@@ -691,20 +678,23 @@ def uses_shortcut(definition: ast.BlockDef) -> bool:
     return False
 
 
-def reads_name(root: ast.Node, name: str) -> bool:
-    """Whether `name` is read anywhere under `root` (without recursion)."""
-    stack: list[ast.Node] = [root]
+def _reads_name(root: ast.Node, name: str) -> bool:
+    """Whether `name` is read anywhere under `root`."""
+    return any(isinstance(node, ast.Name) and node.id == name for node in _walk(root))
+
+
+def _walk(root: ast.Node) -> Iterator[ast.Node]:
+    """The syntax nodes under `root`, without recursion (an expression may be deeply nested)."""
+    stack = [root]
     while stack:
         node = stack.pop()
-        if isinstance(node, ast.Name) and node.id == name:
-            return True
+        yield node
         for slot in node.__slots__:
             value = getattr(node, slot)
             if isinstance(value, ast.Node):
                 stack.append(value)
             elif isinstance(value, list | tuple):
                 stack.extend(item for item in value if isinstance(item, ast.Node))
-    return False
 
 
 def _has_layers(case: ast.Case | None) -> bool:
