@@ -132,7 +132,7 @@ class Emitter:
     # --- statement lists -------------------------------------------------------------------
 
     def _run(self, statements: list[ast.Statement], site: Site, current: str, local: dict[str, Value],
-            frame: _BlockFrame | None = None) -> str:
+             frame: _BlockFrame | None = None) -> str:
         """Emit `statements` reading `current`; returns the tensor they end with."""
         scope = ChainMap(local, self.names)
         for statement in statements:
@@ -151,7 +151,7 @@ class Emitter:
                 if not isinstance(value, Tensor):
                     got = "not defined" if value is None else describe(value)
                     self._report(statement.name_span, site.origin, f"`from` needs a tensor — a layer's label or "
-                                                                  f"`input` — but '{statement.name}' is {got}")
+                                                                   f"`input` — but '{statement.name}' is {got}")
                     return self.placeholder(site, current, statement.span)
                 current = value.node
             elif isinstance(statement, ast.For):
@@ -161,8 +161,8 @@ class Emitter:
                 if not isinstance(condition, bool):
                     if condition is not None:
                         self._report(statement.condition.span, site.origin, "the condition of `if` must be true or "
-                                                                           f"false (a comparison), not "
-                                                                           f"{describe(condition)}")
+                                                                            f"false (a comparison), not "
+                                                                            f"{describe(condition)}")
                     return self.placeholder(site, current, statement.span)
                 current = self._run(statement.then if condition else statement.otherwise, site, current, local, frame)
             elif _is_shortcut_add(statement):
@@ -172,7 +172,7 @@ class Emitter:
         return current
 
     def _loop(self, statement: ast.For, scope: ChainMap, site: Site, current: str, local: dict[str, Value],
-             frame: _BlockFrame | None) -> str:
+              frame: _BlockFrame | None) -> str:
         """`for i in range(n) { ... }`: the body once for each `i`, each pass counted as an instantiation."""
         steps = self._range_of(statement.iterable, scope, site.origin)
         if steps is None:
@@ -240,8 +240,8 @@ class Emitter:
         if isinstance(callee, NoLayer):
             if layer.args:
                 self._report(layer.args[0].span, site.origin, f"'{layer.op}' is none here, which adds no layer and "
-                                                             "takes no arguments; leave them out, or put the layer "
-                                                             f"under `if {layer.op} != none {{ … }}`")
+                                                              "takes no arguments; leave them out, or put the layer "
+                                                              f"under `if {layer.op} != none {{ … }}`")
                 return self.placeholder(site, current, layer.span)
             self._name_tensor(layer, current, scope, site)  # a label on `none` names the tensor passed through
             return current
@@ -270,7 +270,7 @@ class Emitter:
                 return None
             if isinstance(value, bool) or not isinstance(value, int | str):
                 self._report(part.span, site.origin, f"a part of a label is an integer or a name, not "
-                                                    f"{describe(value)}")
+                                                     f"{describe(value)}")
                 return None
             text += str(value)
         return text
@@ -318,12 +318,12 @@ class Emitter:
         stray = misplaced(arguments)
         if stray is not None:
             self._report(stray.span, site.origin, f"a positional argument cannot follow a keyword argument of "
-                                                 f"{layer.op}")
+                                                  f"{layer.op}")
             return None
         return arguments if ok else None
 
     def _op_layer(self, layer: ast.Layer, op: Op, arguments: list[Argument], site: Site, current: str,
-                 written: Span | None = None) -> str:
+                  written: Span | None = None) -> str:
         """Add an op's node; `written` is where an op value's arguments were bound (`norm: groupnorm(32)`), where
         an error about the arguments as a whole points."""
         bound = op.bind(arguments, written or layer.op_span)
@@ -335,17 +335,17 @@ class Emitter:
             extra = " (or `add shortcut` in a block a stage uses)" if op.name == "add" else ""
             named = f", but this names {len(sources) - 1}" if len(sources) > 1 else ""
             self._report(layer.op_span, site.origin, f"{op.name} takes {wanted} besides the current one, named "
-                                                    f"as in `{op.name} x`{extra}{named}")
+                                                     f"as in `{op.name} x`{extra}{named}")
             return self.placeholder(site, current, layer.span)
         if len(set(sources)) != len(sources):
             self._report(layer.op_span, site.origin, f"{op.name} reads the same tensor twice (a tensor it names is "
-                                                    "the current one, or is named twice)")
+                                                     "the current one, or is named twice)")
             return self.placeholder(site, current, layer.span)
         shape = self._builder.graph.nodes[current]["shape"]
         if isinstance(op, Linear) and shape is not None and len(shape) == 3 and shape[1:] == (1, 1):
             flatten = self._builder.fresh_id(site.prefix, "flatten")
             current = sources[0] = self._builder.add(flatten, OPS["flatten"], {}, [current], site.scope, layer.span,
-                                                    site.origin)
+                                                     site.origin)
         node = self._node_id(layer, site, op.name)
         if node is None:
             return self.placeholder(site, current, layer.span)
@@ -353,7 +353,7 @@ class Emitter:
         return self._builder.add(node, op, args, sources, site.scope, layer.span, site.origin)
 
     def _call_block(self, layer: ast.Layer, callee: Callee, arguments: list[Argument], site: Site,
-                   current: str) -> str:
+                    current: str) -> str:
         """Inline a block called from a body (`se: attn 256`): its layers go under the call's label."""
         try:
             instance = block_instance(callee, self._program, self.names, layer.op_span)
@@ -362,7 +362,7 @@ class Emitter:
         name = instance.definition.name
         if uses_shortcut(instance.definition):
             self._report(layer.op_span, site.origin, f"'{layer.op}' is a block that adds a shortcut, so stages use it "
-                                                    f"(`block: {layer.op}`); only blocks without one are layers")
+                                                     f"(`block: {layer.op}`); only blocks without one are layers")
             return self.placeholder(site, current, layer.span)
         if name in self._calls or len(self._calls) >= MAX_CALL_DEPTH:
             reason = (f"block '{name}' calls itself" if name in self._calls
@@ -378,7 +378,7 @@ class Emitter:
         return self._block_body(instance, tuple(arguments), child, current, layer.op_span)
 
     def _block_body(self, instance: BlockInstance, arguments: tuple[Argument, ...], site: Site, current: str,
-                   span: Span, stage: bool = False, shortcut: ShortcutInstance | None = None) -> str:
+                    span: Span, stage: bool = False, shortcut: ShortcutInstance | None = None) -> str:
         """Bind a block's arguments and emit its body from `current`; a stage's block may `add shortcut`."""
         definition = instance.definition
         self._instantiate(definition, len(instance.arguments) + len(arguments), site.origin or span)
@@ -394,7 +394,7 @@ class Emitter:
         frame = _BlockFrame(current, stride if isinstance(stride, int) else 1, shortcut) if stage else None
         if frame is not None and PROJECTS not in values and self._reads_projects(definition):
             projects = False if self._probe is not None else self._projects(instance, arguments, site, current, span,
-                                                                           shortcut)
+                                                                            shortcut)
             local[PROJECTS] = frame.projects = projects
         self._calls.append(definition.name)
         try:
@@ -409,7 +409,7 @@ class Emitter:
         return known
 
     def _projects(self, instance: BlockInstance, arguments: tuple[Argument, ...], site: Site, current: str, span: Span,
-                 shortcut: ShortcutInstance | None) -> bool:
+                  shortcut: ShortcutInstance | None) -> bool:
         """Whether the shortcut of this stage block has layers: a trial run of the block on a scratch graph finds
         the shapes `add shortcut` sees, which pick the shortcut's case."""
         if shortcut is None or not shortcut.definition.cases:
@@ -431,7 +431,7 @@ class Emitter:
     # --- the residual add ------------------------------------------------------------------
 
     def _residual(self, statement: ast.Layer, scope: ChainMap, site: Site, current: str,
-                 frame: _BlockFrame | None) -> str:
+                  frame: _BlockFrame | None) -> str:
         """`add shortcut` or `add shortcut(t)`: the stage's shortcut option picks its case from the shapes.
 
         Its layers read `t` (the block's input by default); an identity case always adds the block's input,
@@ -439,11 +439,11 @@ class Emitter:
         """
         if frame is None:
             self._report(statement.span, site.origin, "`add shortcut` belongs in a block that a stage uses, "
-                                                     "not in the stem, the head or a block called from another")
+                                                      "not in the stem, the head or a block called from another")
             return current
         if frame.added:
             self._report(statement.span, site.origin, "a block adds its shortcut once; this is a second "
-                                                     "`add shortcut` (`add x` adds another tensor)")
+                                                      "`add shortcut` (`add x` adds another tensor)")
             return self.placeholder(site, current, statement.span)
         frame.added = True
         if self._probe is not None:
@@ -452,7 +452,7 @@ class Emitter:
             return current
         if current == frame.input:
             self._report(statement.span, site.origin, "the residual branch is empty: `add shortcut` comes before "
-                                                     "any layer of the block, so it would add the input to itself")
+                                                      "any layer of the block, so it would add the input to itself")
             return self.placeholder(site, current, statement.span)
         if frame.shortcut is None:
             return current  # no option chosen: reported at the stage line
@@ -470,7 +470,7 @@ class Emitter:
             if not isinstance(value, Tensor):
                 if value is not None:
                     self._report(argument.args[0].span, site.origin,
-                                f"shortcut(...) reads a tensor — a layer's label or `input` — not {describe(value)}")
+                                 f"shortcut(...) reads a tensor — a layer's label or `input` — not {describe(value)}")
                 return self.placeholder(site, current, statement.span)
             reads = value.node
         option = frame.shortcut
@@ -488,8 +488,8 @@ class Emitter:
         assert case is not None  # both cases are there: checked by _complete_cases
         if frame.projects is not None and frame.projects != _has_layers(case):
             self._report(statement.span, site.origin, f"this block's shape depends on `{PROJECTS}`: it was told its "
-                                                     f"shortcut {'projects' if frame.projects else 'does not project'}"
-                                                     ", but with that its branch gives another shape")
+                                                      f"shortcut {'projects' if frame.projects else 'does not project'}"
+                                                      ", but with that its branch gives another shape")
             return self.placeholder(site, current, statement.span)
         self._instantiate(definition, len(option.arguments), site.origin or statement.span)
         try:
@@ -503,9 +503,9 @@ class Emitter:
         taken = f"{site.prefix}{SHORTCUT_GROUP}"
         if layers and taken in nodes:
             self._report(nodes[taken]["span"], site.origin, f"'{SHORTCUT_GROUP}' names the shortcut's layers in a "
-                                                           f"block (`{SHORTCUT_GROUP}.0`, as in torchvision), and "
-                                                           f"shortcut option {definition.name} has layers here; "
-                                                           "rename this layer")
+                                                            f"block (`{SHORTCUT_GROUP}.0`, as in torchvision), and "
+                                                            f"shortcut option {definition.name} has layers here; "
+                                                            "rename this layer")
             return self.placeholder(site, current, statement.span)
         if layers:
             group = Site(f"{site.prefix}{SHORTCUT_GROUP}.", shortcut_scope, site.origin)
@@ -514,7 +514,7 @@ class Emitter:
         if node is None:
             return self.placeholder(site, current, statement.span)
         self._builder.add(node, OPS["add"], {}, [current, branch_end], site.scope, statement.span, site.origin,
-                         quiet=True)
+                          quiet=True)
         nodes[node]["residual"] = True
         if nodes[node]["shape"] is None and nodes[branch_end]["shape"] is not None:
             branch = nodes[branch_end]["shape"]
@@ -540,15 +540,15 @@ class Emitter:
             for kind in missing:
                 what = "keeps its shape" if kind == "same" else "changes channels or stride"
                 self._diagnostics.error(definition.span, f"shortcut option '{definition.name}' has no `{kind}` case: "
-                                                        f"say what the shortcut is when the block {what} (`{kind} "
-                                                        "{ identity }`, or layers)")
+                                                         f"say what the shortcut is when the block {what} (`{kind} "
+                                                         "{ identity }`, or layers)")
             for kind in repeated:
                 self._diagnostics.error(definition.span, f"shortcut option '{definition.name}' gives its `{kind}` "
-                                                        "case twice")
+                                                         "case twice")
             for layer in stray:
                 self._diagnostics.error(layer.span, "`identity` is a whole case (`same { identity }` adds the "
-                                                   "block's input); a case with layers reads `t` already, so "
-                                                   "leave it out")
+                                                    "block's input); a case with layers reads `t` already, so "
+                                                    "leave it out")
         return not missing and not repeated and not stray
 
     # --- helpers ---------------------------------------------------------------------------
@@ -591,7 +591,7 @@ class Emitter:
             return
         if (label in local and not isinstance(local[label], Tensor)) or label in self._program.param_values:
             self._report(layer.span, site.origin, f"label '{label}' is also the name of a value here (a parameter "
-                                                 "or a local); rename one of them")
+                                                  "or a local); rename one of them")
             return
         local[label] = Tensor(node)
 
