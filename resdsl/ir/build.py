@@ -1,8 +1,9 @@
-"""Lowering a resolved program to the graph IR: the stem, stages expanded into blocks, the head.
+"""Lowering a resolved program to the graph IR (after resolve, before the passes): the network's lines.
 
-Three steps per stage: instantiate (the block and shortcut option named by the stage's options,
-through aliases), bind (width, stride and the other options to their parameters), emit (the
-block bodies, by resdsl.ir.emit). Shapes are inferred as nodes are added, because a shortcut
+This module checks the input line and the stage lines and options, and has resdsl.ir.emit's `Emitter`
+add the nodes. Three steps per stage: instantiate (the block and shortcut option named by the stage's
+options, through aliases, by resdsl.ir.instantiate), bind (width, stride and the other options to their
+parameters), emit (the block bodies). Shapes are inferred as nodes are added, because a shortcut
 option picks its `same` or `changed` case from the shapes the residual branch produces.
 """
 

@@ -1,6 +1,8 @@
-"""Emitting statements into the graph: ops, ops and blocks given as values, block calls, `from`, `add shortcut`.
+"""Lowering, the emitting step: a block's or section's statements become graph nodes, shapes inferred as they go.
 
-A statement list runs from a current tensor: each layer reads it (multi-input ops also read the
+resdsl.ir.build decides what to emit (the stem, each stage's blocks, the head) and drives the `Emitter`
+here through its public surface; the Emitter alone holds the graph being built and the counts the limits
+read. A statement list runs from a current tensor: each layer reads it (multi-input ops also read the
 tensors they name) and its output becomes the current tensor. A layer's label names its output, so
 that later layers can read it (`mul input`, `add shortcut(pre)`, `from x`).
 """

@@ -1,5 +1,6 @@
-"""Blocks and shortcut options resolved into typed instances, and arguments bound to their parameters.
+"""Lowering, the instantiate and bind steps: blocks and shortcut options as typed instances, arguments bound.
 
+Pure functions of the program, used by resdsl.ir.build and resdsl.ir.emit; they hold no state.
 `block plain_basic = basic(shortcut: none)` and a value such as `se(rd_ratio: 0.25)` both end as an
 `Instance` of a definition with the arguments given so far; `bind_formals` then gives every formal
 its value, positional arguments first, as a call would.
