@@ -72,8 +72,8 @@ class _Lowering:
             diagnostics.error(network.input.span, f"input size {max(dims):,} is over the limit of {MAX_WIDTH:,} "
                                                   "for channels or a side; use a smaller input")
             return emitter.graph
-        current = emitter.start(dims, network.input.span, _stage_names(network.stages.items or [])
-                                if network.stages else [])
+        stages = (network.stages.items or []) if network.stages else []
+        current = emitter.start(dims, network.input.span, _stage_names(stages))
         try:
             if network.stem:
                 current = emitter.body(network.stem.layers, Scope("stem", "stem"), current)

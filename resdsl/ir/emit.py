@@ -458,23 +458,9 @@ class Emitter:
             return self.placeholder(site, current, statement.span)
         if frame.shortcut is None:
             return current  # no option chosen: reported at the stage line
-        reads = frame.input
-        argument = statement.positional[0]
-        if isinstance(argument, ast.Call):
-            if len(argument.args) != 1 or isinstance(argument.args[0], ast.Pair):
-                self._report(argument.span, site.origin, "shortcut(...) takes one tensor: the one its layers read")
-                return self.placeholder(site, current, statement.span)
-            value = self._evaluate(argument.args[0], scope, site.origin)
-            if isinstance(value, str):  # `add shortcut("pre.act")`
-                value = self._labelled(value, scope, argument.args[0].span, site.origin)
-                if value is None:
-                    return self.placeholder(site, current, statement.span)
-            if not isinstance(value, Tensor):
-                if value is not None:
-                    self._report(argument.args[0].span, site.origin,
-                                 f"shortcut(...) reads a tensor — a layer's label or `input` — not {describe(value)}")
-                return self.placeholder(site, current, statement.span)
-            reads = value.node
+        reads = self._shortcut_reads(statement.positional[0], scope, site, frame)
+        if reads is None:
+            return self.placeholder(site, current, statement.span)
         option = frame.shortcut
         definition = option.definition
         if not self._complete_cases(definition):
@@ -529,6 +515,23 @@ class Emitter:
             nodes[node]["error"] = message
             self._report(statement.span, site.origin, f"{node}: {message}", definition.span)
         return node
+
+    def _shortcut_reads(self, argument: ast.Expr, scope: ChainMap, site: Site, frame: _BlockFrame) -> str | None:
+        """The tensor the shortcut's layers read: the block's input, or `t` of `add shortcut(t)`; None if reported."""
+        if not isinstance(argument, ast.Call):
+            return frame.input
+        if len(argument.args) != 1 or isinstance(argument.args[0], ast.Pair):
+            self._report(argument.span, site.origin, "shortcut(...) takes one tensor: the one its layers read")
+            return None
+        value = self._evaluate(argument.args[0], scope, site.origin)
+        if isinstance(value, str):  # `add shortcut("pre.act")`
+            value = self._labelled(value, scope, argument.args[0].span, site.origin)
+        if not isinstance(value, Tensor):
+            if value is not None:
+                self._report(argument.args[0].span, site.origin,
+                             f"shortcut(...) reads a tensor — a layer's label or `input` — not {describe(value)}")
+            return None
+        return value.node
 
     def _complete_cases(self, definition: ast.ShortcutDef) -> bool:
         """A shortcut option has both cases, or none at all (no shortcut); reported once per option."""
