@@ -32,7 +32,7 @@ from resdsl.expr import (
 )
 from resdsl.ir.graph import GraphBuilder, IRGraph, Scope, Site, TooLarge
 from resdsl.ir.instantiate import BindError, BlockInstance, ShortcutInstance, bind_formals, block_instance, unknown
-from resdsl.ir.ops import OPS, Linear, Op, Shape
+from resdsl.ir.ops import OPS, Linear, Op, Shape, fmt
 from resdsl.limits import MAX_CALL_DEPTH, MAX_INSTANCES, MAX_INSTANTIATED, MAX_WIDTH
 from resdsl.resolve import Program, prelude_source
 from resdsl.source import Span
@@ -99,6 +99,7 @@ class Emitter:
 
     @property
     def graph(self) -> IRGraph:
+        """The IR built so far."""
         return self._builder.graph
 
     def start(self, shape: Shape, span: Span, stages: list[str]) -> str:
@@ -122,6 +123,7 @@ class Emitter:
         return self._builder.placeholder(site.prefix, current, site.scope, span)
 
     def size(self) -> Size:
+        """How large the network is so far (a stage refuses early what its blocks would bring over a limit)."""
         return Size(len(self._builder.graph), self._builder.weighted, self._instances, self._instantiated)
 
     def finish(self, current: str, span: Span) -> None:
@@ -507,11 +509,11 @@ class Emitter:
         if nodes[node]["shape"] is None and nodes[branch_end]["shape"] is not None:
             branch = nodes[branch_end]["shape"]
             if branch_end == frame.input:
-                message = (f"identity shortcut across a shape change: the block's input is {_fmt(in_shape)} "
-                           f"but its residual branch gives {_fmt(out_shape)}")
+                message = (f"identity shortcut across a shape change: the block's input is {fmt(in_shape)} "
+                           f"but its residual branch gives {fmt(out_shape)}")
             else:
-                message = (f"shortcut {definition.name} gives {_fmt(branch)} but the residual branch gives "
-                           f"{_fmt(out_shape)}")
+                message = (f"shortcut {definition.name} gives {fmt(branch)} but the residual branch gives "
+                           f"{fmt(out_shape)}")
             nodes[node]["error"] = message
             self._report(statement.span, site.origin, f"{node}: {message}", definition.span)
         return node
@@ -704,7 +706,3 @@ def _walk(root: ast.Node) -> Iterator[ast.Node]:
 
 def _has_layers(case: ast.Case | None) -> bool:
     return case is not None and any(not (isinstance(s, ast.Layer) and s.op == "identity") for s in case.body)
-
-
-def _fmt(shape: tuple[int, ...]) -> str:
-    return "x".join(str(d) for d in shape)
