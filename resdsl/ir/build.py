@@ -181,8 +181,7 @@ class _Lowering:
             before = emitter.size()
             current = emitter.stage_block(block, tuple(given + arguments), site, current, stage.span, shortcut)
             if index == 1:  # the blocks after the first are alike: refuse now what the rest would bring over a limit
-                after = emitter.size()
-                _refuse_oversized(after, stage, depth - 2, after - before)
+                _refuse_oversized(stage, depth - 2, before, emitter.size())
         return current
 
     def block_names(self, stage: str, option: ast.Kwarg | None, depth: int) -> list[str] | None:
@@ -331,9 +330,11 @@ def _stage_names(items: list[ast.Stage]) -> list[str]:
     return [stage.label or f"layer{number}" for number, stage in enumerate(items, start=1)]
 
 
-def _refuse_oversized(now: Size, stage: ast.Stage, blocks: int, per_block: Size) -> None:
+def _refuse_oversized(stage: ast.Stage, blocks: int, before: Size, after: Size) -> None:
+    """Refuse what `blocks` more blocks, each as large as the one from `before` to `after`, bring over a limit."""
     for unit, limit, message in _LIMITS:
-        total = getattr(now, unit) + blocks * getattr(per_block, unit)
+        now = getattr(after, unit)
+        total = now + blocks * (now - getattr(before, unit))
         if total > limit:
             raise TooLarge(message(total), stage.span)
 

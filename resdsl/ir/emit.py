@@ -62,10 +62,6 @@ class Size:
     instances: int
     instantiated: int
 
-    def __sub__(self, other: Size) -> Size:
-        return Size(self.nodes - other.nodes, self.weighted - other.weighted, self.instances - other.instances,
-                    self.instantiated - other.instantiated)
-
 
 class Emitter:
     """Emits the statement lists of one program into its graph, reporting errors where the user can fix them.
