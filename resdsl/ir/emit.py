@@ -171,7 +171,7 @@ class Emitter:
                 current = self._layer(statement, scope, site, current)
         return current
 
-    def _loop(self, statement: ast.For, scope: ChainMap, site: Site, current: str, local: dict[str, Value],
+    def _loop(self, statement: ast.For, scope: ChainMap[str, Value], site: Site, current: str, local: dict[str, Value],
               frame: _BlockFrame | None) -> str:
         """`for i in range(n) { ... }`: the body once for each `i`, each pass counted as an instantiation."""
         steps = self._range_of(statement.iterable, scope, site.origin)
@@ -192,7 +192,7 @@ class Emitter:
                 self._loops -= 1
         return current
 
-    def _range_of(self, expr: ast.Expr, scope: ChainMap, origin: Span | None) -> range | None:
+    def _range_of(self, expr: ast.Expr, scope: ChainMap[str, Value], origin: Span | None) -> range | None:
         """The integers a loop runs over: `range(stop)` or `range(start, stop)`."""
         args = [a for a in expr.args if not isinstance(a, ast.Pair)] if isinstance(expr, ast.Call) else []
         if not (isinstance(expr, ast.Call) and expr.func == "range" and 1 <= len(args) == len(expr.args) <= 2):
@@ -212,7 +212,7 @@ class Emitter:
             bounds.append(bound)
         return range(*bounds)
 
-    def _labelled(self, pattern: str, scope: ChainMap, span: Span, origin: Span | None) -> Tensor | None:
+    def _labelled(self, pattern: str, scope: ChainMap[str, Value], span: Span, origin: Span | None) -> Tensor | None:
         """The tensor of a label written as a string (`"paths.0.bn"`, `"sp.{i - 1}"`), reported if there is none."""
         try:
             label = interpolate(pattern, scope, span)
@@ -230,7 +230,7 @@ class Emitter:
         self._report(span, origin, f"no layer labelled '{label}' comes before this in the body{hint}")
         return None
 
-    def _layer(self, layer: ast.Layer, scope: ChainMap, site: Site, current: str) -> str:
+    def _layer(self, layer: ast.Layer, scope: ChainMap[str, Value], site: Site, current: str) -> str:
         if layer.label_parts:
             label = self._label_of(layer, scope, site)
             if label is None:
@@ -258,7 +258,7 @@ class Emitter:
         self._name_tensor(layer, node, scope, site)
         return node
 
-    def _label_of(self, layer: ast.Layer, scope: ChainMap, site: Site) -> str | None:
+    def _label_of(self, layer: ast.Layer, scope: ChainMap[str, Value], site: Site) -> str | None:
         """A label with computed parts (`convs.{i}`): each part an integer or a name."""
         text = ""
         for part in layer.label_parts:
@@ -275,7 +275,7 @@ class Emitter:
             text += str(value)
         return text
 
-    def _callee(self, layer: ast.Layer, scope: ChainMap, site: Site) -> Callee | NoLayer | None:
+    def _callee(self, layer: ast.Layer, scope: ChainMap[str, Value], site: Site) -> Callee | NoLayer | None:
         """What a layer's op name means here: an op or block given as a value (`norm`, `attn`), `none`, or the
         op or block of that name (a parameter holding a number does not hide the op `dropout`)."""
         name = layer.op
@@ -298,7 +298,8 @@ class Emitter:
         self._report(layer.op_span, site.origin, message)
         return None
 
-    def _arguments(self, layer: ast.Layer, scope: ChainMap, site: Site, op: Op | None) -> list[Argument] | None:
+    def _arguments(self, layer: ast.Layer, scope: ChainMap[str, Value], site: Site,
+                   op: Op | None) -> list[Argument] | None:
         """The layer's arguments, evaluated; a bare name of a boolean argument (`bias`) means true."""
         flags = {p.name for p in op.signature if p.kind == "bool"} if op else set()
         arguments: list[Argument] = []
@@ -430,7 +431,7 @@ class Emitter:
 
     # --- the residual add ------------------------------------------------------------------
 
-    def _residual(self, statement: ast.Layer, scope: ChainMap, site: Site, current: str,
+    def _residual(self, statement: ast.Layer, scope: ChainMap[str, Value], site: Site, current: str,
                   frame: _BlockFrame | None) -> str:
         """`add shortcut` or `add shortcut(t)`: the stage's shortcut option picks its case from the shapes.
 
@@ -514,7 +515,8 @@ class Emitter:
             self._report(statement.span, site.origin, f"{node}: {message}", definition.span)
         return node
 
-    def _shortcut_reads(self, argument: ast.Expr, scope: ChainMap, site: Site, frame: _BlockFrame) -> str | None:
+    def _shortcut_reads(self, argument: ast.Expr, scope: ChainMap[str, Value], site: Site,
+                        frame: _BlockFrame) -> str | None:
         """The tensor the shortcut's layers read: the block's input, or `t` of `add shortcut(t)`; None if reported."""
         if not isinstance(argument, ast.Call):
             return frame.input
@@ -582,7 +584,7 @@ class Emitter:
             return None
         return node
 
-    def _name_tensor(self, layer: ast.Layer, node: str, scope: ChainMap, site: Site) -> None:
+    def _name_tensor(self, layer: ast.Layer, node: str, scope: ChainMap[str, Value], site: Site) -> None:
         """A label names the layer's output for later layers of the same body: a plain one (`pre:`) as a name, a
         dotted one (`paths.0.bn:`) as a string (`from "paths.0.bn"`)."""
         label = layer.label

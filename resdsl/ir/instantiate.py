@@ -9,7 +9,7 @@ its value, positional arguments first, as a call would.
 from __future__ import annotations
 
 from collections import ChainMap
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -148,7 +148,7 @@ def duplicate_formals(definition: ast.BlockDef | ast.ShortcutDef) -> list[tuple[
     return problems
 
 
-def unknown(kind: str, name: str, known) -> str:
+def unknown(kind: str, name: str, known: Collection[str]) -> str:
     from difflib import get_close_matches
 
     close = get_close_matches(name, list(known), n=1)
