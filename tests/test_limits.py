@@ -144,6 +144,24 @@ def test_first_spec_over_each_limit_is_refused_fast(kind, tmp_path):
     assert run.rss < MAX_RSS
 
 
+_THREE_CALLS = "block inner(c) {\n  x = c\n}\nblock three(width) {\n  a: inner 1\n  b: inner 2\n  c: inner 3\n}\n"
+
+STAGE_TOTALS = {
+    # the input and the stem's conv, then 7 layers a basic block: conv, bn, relu, conv, bn, add, relu
+    "layers": (_network(stages=_stages("    60000 x 4\n")), f"brings the network to {2 + 60_000 * 7:,} layers"),
+    # a block is one use of itself and three of `inner`
+    "uses": (_network(stages="  stages (block: three) {\n    90000 x 4\n  }\n", before=_THREE_CALLS),
+             f"brings the uses of blocks and shortcut options to {90_000 * 4:,}"),
+}
+
+
+@pytest.mark.parametrize("unit", STAGE_TOTALS)
+def test_stage_over_a_limit_is_refused_with_the_total_its_blocks_would_bring(unit):
+    text, message = STAGE_TOTALS[unit]
+    with pytest.raises(resdsl.SpecError, match=message):
+        resdsl.compile(text)
+
+
 def test_label_of_a_hundred_thousand_parts_is_refused_in_linear_time(tmp_path):
     path = tmp_path / "label.res"
     path.write_text(_network("  conv 1x1, 4\n  " + "a." * 100_000 + "a: relu\n"))

@@ -1,5 +1,6 @@
-"""Blocks and shortcut options resolved into typed instances, and arguments bound to their parameters.
+"""Lowering, the instantiate and bind steps: blocks and shortcut options as typed instances, arguments bound.
 
+Pure functions of the program, used by resdsl.ir.build and resdsl.ir.emit; they hold no state.
 `block plain_basic = basic(shortcut: none)` and a value such as `se(rd_ratio: 0.25)` both end as an
 `Instance` of a definition with the arguments given so far; `bind_formals` then gives every formal
 its value, positional arguments first, as a call would.
@@ -8,8 +9,9 @@ its value, positional arguments first, as a call would.
 from __future__ import annotations
 
 from collections import ChainMap
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from resdsl import ast
 from resdsl.expr import Argument, Callee, EvalError, Value, evaluate, evaluate_arguments
@@ -25,21 +27,28 @@ class BindError(Exception):
         self.problems = problems
 
 
+Definition = TypeVar("Definition", ast.BlockDef, ast.ShortcutDef)
+
+
 @dataclass(frozen=True)
-class Instance:
+class Instance(Generic[Definition]):
     """A block or shortcut option after following aliases: its definition, the name it was used by, and
     the arguments bound so far (by aliases, then by values)."""
 
-    definition: ast.BlockDef | ast.ShortcutDef
+    definition: Definition
     name: str
     arguments: tuple[Argument, ...] = ()
-    shortcut: Instance | None = None  # a shortcut option bound by a block alias (`plain_basic`)
+    shortcut: ShortcutInstance | None = None  # a shortcut option bound by a block alias (`plain_basic`)
 
-    def with_arguments(self, arguments: tuple[Argument, ...]) -> Instance:
+    def with_arguments(self, arguments: tuple[Argument, ...]) -> Instance[Definition]:
         return Instance(self.definition, self.name, self.arguments + arguments, self.shortcut)
 
 
-def block_instance(callee: Callee, program: Program, env: Mapping[str, Value], span: Span) -> Instance:
+BlockInstance = Instance[ast.BlockDef]
+ShortcutInstance = Instance[ast.ShortcutDef]
+
+
+def block_instance(callee: Callee, program: Program, env: Mapping[str, Value], span: Span) -> BlockInstance:
     """The block a `Callee` names, through its aliases, with every argument bound so far."""
     name, alias_arguments, shortcut = callee.name, [], None
     seen: set[str] = set()
@@ -62,7 +71,7 @@ def block_instance(callee: Callee, program: Program, env: Mapping[str, Value], s
         name = definition.target
 
 
-def shortcut_instance(expr: ast.Expr, program: Program, env: Mapping[str, Value]) -> Instance:
+def shortcut_instance(expr: ast.Expr, program: Program, env: Mapping[str, Value]) -> ShortcutInstance:
     """The shortcut option `shortcut: B` or `shortcut: B(norm: none)` names."""
     if isinstance(expr, ast.Name):
         name, arguments = expr.id, ()
@@ -82,7 +91,7 @@ def shortcut_instance(expr: ast.Expr, program: Program, env: Mapping[str, Value]
 
 
 def bind_formals(definition: ast.BlockDef | ast.ShortcutDef, arguments: tuple[Argument, ...] | list[Argument],
-                 env: Mapping[str, Value], site: Span) -> dict[str, Value]:
+                 env: ChainMap[str, Value], site: Span) -> dict[str, Value]:
     """Every formal's value: positional arguments in order, then keywords by name, then defaults."""
     kind = "block" if isinstance(definition, ast.BlockDef) else "shortcut option"
     formals = {f.name: f for f in definition.formals}
@@ -112,7 +121,7 @@ def bind_formals(definition: ast.BlockDef | ast.ShortcutDef, arguments: tuple[Ar
             continue
         given[name] = argument.value
     values: dict[str, Value] = {}
-    scope = ChainMap(values, env)
+    scope = env.new_child(values)
     for formal in definition.formals:
         if formal.name in given:
             values[formal.name] = given[formal.name]
@@ -139,7 +148,7 @@ def duplicate_formals(definition: ast.BlockDef | ast.ShortcutDef) -> list[tuple[
     return problems
 
 
-def unknown(kind: str, name: str, known) -> str:
+def unknown(kind: str, name: str, known: Collection[str]) -> str:
     from difflib import get_close_matches
 
     close = get_close_matches(name, list(known), n=1)
