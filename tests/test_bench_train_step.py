@@ -22,6 +22,7 @@ def _script() -> ModuleType:
     spec = importlib.util.spec_from_file_location("train_step", SCRIPT)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up while the script runs
     spec.loader.exec_module(module)
     return module
 
