@@ -15,8 +15,10 @@ from resdsl.backends.export import exported_program
 from resdsl.backends.onnx import INPUT
 
 # OpenVINO's CPU plugin may run fp32 models in bf16 on CPUs with AMX or AVX512-BF16; the artifact is fp32 and is
-# checked as such, so every load asks for f32 arithmetic.
-RUNTIME = {"INFERENCE_PRECISION_HINT": "f32"}
+# checked as such, so every load asks for f32 arithmetic. Its threads are not pinned to cores: on a CPU shared with
+# other work a pinned thread waits for its core while others sit idle (docs/benchmarks.md: cifar56 at batch 1, one
+# thread, load average 16: 92 -> 57 ms).
+RUNTIME = {"INFERENCE_PRECISION_HINT": "f32", "ENABLE_CPU_PINNING": "NO"}
 
 
 def require() -> None:

@@ -99,13 +99,60 @@ def lowers(op: type[Op]) -> Callable[[Lowering], Lowering]:
 
 
 def _module(module_class: type[nn.Module], *args: Any, **kwargs: Any) -> Lowered:
-    return Lowered(module=partial(_uninitialised, module_class, *args, **kwargs))
+    return Lowered(module=_uninitialised_factory(module_class, args, tuple(sorted(kwargs.items()))))
+
+
+@cache
+def _uninitialised_factory(module_class: type[nn.Module], args: tuple[Any, ...],
+                           kwargs: tuple[tuple[str, Any], ...]) -> ModuleFactory:
+    """One factory per module configuration, shared by every network, so that its prototype is built once."""
+    return Copies(partial(_uninitialised, module_class, *args, **dict(kwargs)))
 
 
 def _uninitialised(module_class: type[nn.Module], *args: Any, **kwargs: Any) -> nn.Module:
     """`module_class(*args, **kwargs)` without PyTorch's default initialisation, which `_initialise` makes."""
     module = _deferring(module_class)(*args, **kwargs)
     module.__class__ = module_class  # the subclass only served `__init__`
+    return module
+
+
+class Copies:
+    """A module factory that builds its module once on the meta device and then hands out copies of it.
+
+    A copy has the module's class and attributes, its own containers (parameters, buffers, hooks, children) and
+    its own uninitialised tensors on the default device: what `make()` returns, at a fraction of the cost, since
+    Python's work per module (`nn.Module.__init__`, `__setattr__` per attribute) is most of building a deep net of
+    small layers. The tensors are left for `_initialise`, as `make` leaves them.
+    """
+
+    def __init__(self, make: ModuleFactory) -> None:
+        self.make = make
+        self.prototypes: dict[torch.dtype, nn.Module] = {}  # by default dtype, which `make` builds with
+
+    def __call__(self) -> nn.Module:
+        dtype = torch.get_default_dtype()
+        prototype = self.prototypes.get(dtype)
+        if prototype is None:
+            with torch.device("meta"):  # shapes and dtypes only: no memory, nothing drawn
+                prototype = self.prototypes[dtype] = self.make()
+        return _copy_module(prototype)
+
+
+def _copy_module(prototype: nn.Module) -> nn.Module:
+    """A module of the prototype's class and attributes, with its own containers and uninitialised tensors."""
+    module = object.__new__(type(prototype))
+    state = vars(module)
+    for name, value in vars(prototype).items():
+        if name == "_parameters":
+            value = {key: None if p is None else nn.Parameter(torch.empty(p.shape, dtype=p.dtype), p.requires_grad)
+                     for key, p in value.items()}
+        elif name == "_buffers":
+            value = {key: None if b is None else torch.empty(b.shape, dtype=b.dtype) for key, b in value.items()}
+        elif isinstance(value, (dict, list, set)):
+            value = value.copy()
+        elif isinstance(value, torch.Tensor):
+            raise TypeError(f"{type(prototype).__name__} holds a tensor outside its parameters and buffers")
+        state[name] = value
     return module
 
 
@@ -139,7 +186,7 @@ def _emit_channel_conv(graph: fx.Graph, target: str, inputs: list[fx.Node], name
 @lowers(ops.ChannelConv)
 def _channel_conv(node: OpView) -> Lowered:
     k = node.args["kernel"]
-    return Lowered(module=partial(_uninitialised, nn.Conv1d, 1, 1, k, padding=(k - 1) // 2, bias=False),
+    return Lowered(module=_uninitialised_factory(nn.Conv1d, (1, 1, k), (("bias", False), ("padding", (k - 1) // 2))),
                    emit=_emit_channel_conv)
 
 
@@ -608,7 +655,7 @@ class _Lowering:
                 group = self.groups[path]
                 if path not in built and kept(path) and (group.kind != "holder" or path in holding):
                     built.add(path)
-                    layout.append(_submodule(path, self.group_class(group)))
+                    layout.append(_submodule(path, _copies(self.group_class(group))))
             if lowered.module is not None and kept(node):
                 layout.append(_submodule(node, lowered.module))
         return layout
@@ -620,6 +667,12 @@ class _Lowering:
             return _forward_class(group.name or "Group", _source(self.forward_graph(group)))
         digits = all(name.isdigit() for name in group.children)
         return nn.ModuleList if digits else nn.Module
+
+
+@cache
+def _copies(group_class: ModuleFactory) -> Copies:
+    """The copying factory of a group's class (classes are shared by every network that makes the same group)."""
+    return Copies(group_class)
 
 
 def _prefixes(node: str) -> list[str]:

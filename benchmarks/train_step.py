@@ -15,6 +15,8 @@ and checking the spec and generating the class (`resdsl.compile(spec).to_torch()
     python benchmarks/train_step.py --no-compile    # eager modules
     python benchmarks/train_step.py --models resnet50 --batch 256 --amp bf16 --channels-last --measures "train step"
     python benchmarks/train_step.py --construction  # to_torch() vs torchvision / timm / hand-written, one thread
+    python benchmarks/train_step.py --quick --models cifar56 --measures "train step" --eager-reference \
+        --channels-last --threads 1                 # compiled resdsl (NHWC) vs the plain eager hand-written step
 """
 
 from __future__ import annotations
@@ -157,17 +159,27 @@ def _interleaved(ours: Callable[[], object], reference: Callable[[], object], re
                   (ratios[0], ratios[2]))
 
 
-def _train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, amp: torch.dtype | None) -> Callable[[], None]:
+def _train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, amp: torch.dtype | None,
+                compile_optimizer: bool = False) -> Callable[[], torch.Tensor]:
+    """One SGD step (momentum 0.9, weight decay 1e-4) on the batch; returns the loss.
+
+    `compile_optimizer`: the parameter update is compiled too (inductor fuses SGD's per-parameter updates).
+    """
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     scaler = torch.amp.GradScaler(x.device.type, enabled=amp == torch.float16)
+    update = torch.compile(optimizer.step) if compile_optimizer else optimizer.step
 
-    def step() -> None:
+    def step() -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(x.device.type, dtype=amp, enabled=amp is not None):
             loss = F.cross_entropy(model(x), y)
         scaler.scale(loss).backward()
-        scaler.step(optimizer)
+        if scaler.is_enabled():
+            scaler.step(optimizer)
+        else:
+            update()
         scaler.update()
+        return loss.detach()
 
     return step
 
@@ -194,22 +206,23 @@ def run(pair: Pair, args: argparse.Namespace, device: torch.device) -> list[tupl
     x = torch.randn(pair.batch, 3, pair.size, pair.size, generator=generator).to(device)
     y = torch.randint(pair.classes, (pair.batch,), generator=generator).to(device)
     amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp)
-    if args.channels_last:
-        x = x.to(memory_format=torch.channels_last)
-    models = []
-    for build in (network.to_torch, pair.reference):
+    compiled = [args.compile, args.compile and not args.eager_reference]
+    models, inputs = [], []
+    for build, is_compiled in zip((network.to_torch, pair.reference), compiled, strict=True):
         model = build().to(device)
-        if args.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        models.append(model)
-    runners = [torch.compile(m) if args.compile else m for m in models]
-    makers = (("train step", lambda m: _train_step(m, x, y, amp)), ("inference", lambda m: _inference(m, x, amp)))
+        # --eager-reference: the reference is the plain eager step, whatever the compiled side is given
+        nhwc = args.channels_last and (is_compiled or not args.eager_reference)
+        models.append(model.to(memory_format=torch.channels_last) if nhwc else model)
+        inputs.append(x.to(memory_format=torch.channels_last) if nhwc else x)
+    runners = [torch.compile(m) if c else m for m, c in zip(models, compiled, strict=True)]
+    makers = (("train step", lambda m, c, x: _train_step(m, x, y, amp, c and args.compile_optimizer)),
+              ("inference", lambda m, c, x: _inference(m, x, amp)))
     for mode, make in makers:
         if mode not in args.measures:
             continue
         for model in models:
             model.train(mode == "train step")
-        steps = [make(r) for r in runners]
+        steps = [make(r, c, x) for r, c, x in zip(runners, compiled, inputs, strict=True)]
         start = time.perf_counter()
         for step in steps:  # compiles, warms up
             for _ in range(args.warmup):
@@ -217,6 +230,26 @@ def run(pair: Pair, args: argparse.Namespace, device: torch.device) -> list[tupl
         print(f"  {pair.name} {mode}: warm-up (compile) {time.perf_counter() - start:.1f} s", flush=True)
         rows.append((mode, _interleaved(*steps, args.repeats, device)))
     return rows
+
+
+def _set_inductor(parser: argparse.ArgumentParser, setting: str) -> None:
+    """Apply one `--inductor NAME=VALUE` (VALUE a Python literal) to torch._inductor.config."""
+    import ast
+
+    import torch._inductor.config as config
+
+    name, _, text = setting.partition("=")
+    *path, leaf = name.split(".")
+    owner = config
+    for part in path:
+        owner = getattr(owner, part, None)
+    if owner is None or not hasattr(owner, leaf):
+        parser.error(f"--inductor {setting}: torch._inductor.config has no {name}")
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        parser.error(f"--inductor {setting}: {text!r} is not a Python literal (True, 1, 'x')")
+    setattr(owner, leaf, value)
 
 
 def main() -> None:
@@ -232,6 +265,12 @@ def main() -> None:
                         help="comma-separated: resnet50, cifar56, resnet152d, cifar110")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--channels-last", action="store_true", help="NHWC memory format")
+    parser.add_argument("--eager-reference", action="store_true",
+                        help="compile resdsl's module only: the ratio is compiled resdsl / eager reference")
+    parser.add_argument("--compile-optimizer", action="store_true",
+                        help="compile the SGD update as well as the model (compiled runs)")
+    parser.add_argument("--inductor", action="append", default=[], metavar="NAME=VALUE",
+                        help="set torch._inductor.config.NAME (e.g. cpp_wrapper=True, freezing=True); repeatable")
     parser.add_argument("--amp", choices=("bf16", "fp16"), help="autocast (fp16 with a GradScaler)")
     parser.add_argument("--batch", type=int, help="batch size (default: the pair's)")
     parser.add_argument("--size", type=int, help="image side (default: the pair's)")
@@ -241,6 +280,8 @@ def main() -> None:
         args = parser.parse_args([*sys.argv[1:], *CONSTRUCTION])
     if args.threads:
         torch.set_num_threads(args.threads)
+    for setting in args.inductor:
+        _set_inductor(parser, setting)
     args.measures = args.measures.split(",")
     if set(args.measures) - set(MEASURES):
         parser.error(f"unknown measure(s): {', '.join(sorted(set(args.measures) - set(MEASURES)))}")
@@ -254,7 +295,9 @@ def main() -> None:
     torch.manual_seed(0)
     print(f"{platform.machine()}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}, "
           f"torch {torch.__version__}, device {device}, "
-          f"{'compiled' if args.compile else 'eager'}, {args.amp or 'fp32'}"
+          f"{'compiled' if args.compile else 'eager'}{' (reference eager)' if args.eager_reference else ''}"
+          f"{', optimizer compiled' if args.compile_optimizer else ''}"
+          f"{''.join(f', inductor {s}' for s in args.inductor)}, {args.amp or 'fp32'}"
           f"{', channels_last' if args.channels_last else ''}, median of {args.repeats}", flush=True)
     table = []
     for pair in pairs(args.quick):
@@ -266,6 +309,7 @@ def main() -> None:
     for name, shape, reference, measure, t in table:
         print(f"| {name} | {shape} | {reference} | {measure} | {t.ours * 1e3:.1f} | {t.reference * 1e3:.1f} "
               f"| {t.ratio:.3f} | {t.ratio_iqr[0]:.3f}-{t.ratio_iqr[1]:.3f} |")
+    print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

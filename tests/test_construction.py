@@ -74,3 +74,45 @@ def test_building_a_module_does_not_import_networkx(features: list[str] | None) 
     code = (f"import sys, resdsl; resdsl.compile({str(SPECS / 'cifar20.res')!r}).to_torch(features={features!r}); "
             "sys.exit('networkx' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def _attributes(module: nn.Module) -> dict[str, object]:
+    """A module's attributes, its tensors as (shape, dtype, requires_grad) and its containers as their contents."""
+    seen: dict[str, object] = {}
+    for name, value in vars(module).items():
+        if name in ("_parameters", "_buffers"):
+            value = {k: t if t is None else (t.shape, t.dtype, t.requires_grad, type(t)) for k, t in value.items()}
+        seen[name] = value
+    return seen
+
+
+def test_each_layer_has_the_attributes_of_torch_s_own_constructor() -> None:
+    model = resdsl.compile(MIXED).to_torch(seed=0)
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.GroupNorm, nn.BatchNorm2d, nn.Linear))]
+    by_hand = _mixed_by_hand()
+    assert [type(m) for m in layers] == [type(m) for m in by_hand]
+    for built, reference in zip(layers, by_hand, strict=True):
+        assert _attributes(built) == _attributes(reference)
+
+
+def test_layers_of_one_configuration_share_no_state() -> None:
+    model = resdsl.compile(SPECS / "cifar20.res").to_torch(seed=0)
+    first, second = model.layer1[0].conv1, model.layer1[1].conv1
+    first.register_forward_hook(lambda *_: None)
+    first.weight.data.zero_()
+    assert not second._forward_hooks and second.weight.abs().sum() > 0
+    assert first.weight.data_ptr() != second.weight.data_ptr()
+    assert first._parameters is not second._parameters and first._buffers is not second._buffers
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_parameters_take_the_default_dtype_at_build_time(dtype: torch.dtype) -> None:
+    network = resdsl.compile(MIXED)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        model = network.to_torch(seed=0)
+    finally:
+        torch.set_default_dtype(previous)
+    assert {p.dtype for p in model.parameters()} == {dtype}
+    assert {b.dtype for b in model.buffers()} == {dtype, torch.int64}  # num_batches_tracked is a long
