@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cache, partial
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, cast
 
 import numpy as np
 import torch
@@ -309,7 +309,7 @@ class _Generated:
     """Pickling and copying shared by the generated classes: a pickle needs torch, not resdsl."""
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Any:
-        clone = type(self).__new__(type(self))
+        clone: Any = type(self).__new__(type(self))  # a module: nn.Module gives __setstate__
         memo[id(self)] = clone
         clone.__setstate__(copy.deepcopy(self.__dict__, memo))
         return clone
@@ -330,7 +330,8 @@ class GeneratedSequential(_Generated, nn.Sequential):
     """A named nn.Sequential (a stage, a shortcut); pickled as a plain nn.Sequential."""
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return copyreg._reconstructor, (nn.Sequential, object, None), self.__dict__
+        # copyreg._reconstructor is what object.__reduce_ex__ itself returns; typeshed does not list it
+        return copyreg._reconstructor, (nn.Sequential, object, None), self.__dict__  # pyright: ignore[reportAttributeAccessIssue]
 
 
 @dataclass(frozen=True)
@@ -371,7 +372,7 @@ class NetworkModule(GeneratedModule):
                               "or a bias-free conv (an `add shortcut`), so nothing was zeroed", ZeroInitWarning,
                               stacklevel=3)
             for path in zeroed:
-                nn.init.zeros_(built[path].weight)
+                nn.init.zeros_(cast(torch.Tensor, built[path].weight))
 
 
 class ZeroInitWarning(UserWarning):
@@ -417,10 +418,10 @@ def _initialise(root: nn.Module, built: list[nn.Module]) -> None:
                 skipped = _skip(skipped)
                 bound = 1 / math.sqrt(module.weight[0].numel())  # 1 / sqrt(fan_in), nn.Conv2d's default
                 nn.init.uniform_(module.bias, -bound, bound)
-        elif hasattr(module, "reset_parameters"):
+        elif callable(reset := getattr(module, "reset_parameters", None)):
             if not isinstance(module, _DRAWLESS):
                 skipped = _skip(skipped)
-            module.reset_parameters()
+            reset()
     _skip(skipped)
     for module in root.modules():
         if isinstance(module, nn.Conv2d):
@@ -508,8 +509,12 @@ class _Lowering:
                       owns)
         return lowering(view)
 
-    def value(self, node: str) -> str:
-        """The node whose tensor `node` outputs: itself, or for a pass-through op, its input's value."""
+    def value(self, node: str | None) -> str:
+        """The node whose tensor `node` outputs: itself, or for a pass-through op, its input's value.
+
+        `node` is a group's source or exit, which every group called as a unit has.
+        """
+        assert node is not None, "a group called as a unit has one source and one exit"
         while node in self.lowered and self.lowered[node].passes_through:
             node = inputs(self.graph, node)[0]
         return node
@@ -527,6 +532,7 @@ class _Lowering:
                 child = group.children.get(part)
                 if child is None:
                     child = group.children[part] = Group(".".join(parts[:depth]))
+                assert isinstance(child, Group), "a node's path never runs through another node (check_path)"
                 group.nodes.append(node)
                 group = child
             group.nodes.append(node)
@@ -596,7 +602,7 @@ class _Lowering:
 
     # --- code -----------------------------------------------------------------------------
 
-    def forward_graph(self, group: Group, outputs: list[str] | None = None,
+    def forward_graph(self, group: Group, outputs: list[tuple[str, str]] | None = None,
                       inline: frozenset[str] = frozenset()) -> fx.Graph:
         """The fx graph of a group's forward: its units called in order, relative to the group.
 
@@ -610,10 +616,11 @@ class _Lowering:
             if isinstance(unit, Group):
                 if needed is not None and unit.exit not in needed:
                     continue
-                target = unit.path.removeprefix(prefix)
-                values[unit.exit] = code.create_node("call_module", target, (values[self.value(unit.source)],),
-                                                     name=_fx_name(target))
-                values[unit.exit].meta["ir"] = target
+                target, exit_ = unit.path.removeprefix(prefix), unit.exit
+                assert exit_ is not None, "a group called as a unit has one exit"
+                values[exit_] = code.create_node("call_module", target, (values[self.value(unit.source)],),
+                                                 name=_fx_name(target))
+                values[exit_].meta["ir"] = target
                 continue
             if needed is not None and unit not in needed:
                 continue
@@ -627,6 +634,7 @@ class _Lowering:
             elif lowered.module is not None:
                 values[unit] = code.create_node("call_module", target, tuple(args), name=name)
             else:
+                assert lowered.function is not None, "a lowering is a module, a function or nodes to emit"
                 values[unit] = code.create_node("call_function", lowered.function, (*args, *lowered.args),
                                                 dict(lowered.kwargs), name=name)
             values[unit].meta["ir"] = target  # the IR node, relative to the group: for tools that walk the tree
