@@ -18,19 +18,17 @@ iterations), and `warmup iterations 400` (linear ramp from lr/400 up to lr).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from difflib import get_close_matches
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from resdsl import ast
 from resdsl.diagnostics import Diagnostics
-from resdsl.expr import EvalError, Value, describe, evaluate
+from resdsl.expr import EvalError, Value, describe, evaluate, literal
 from resdsl.source import SourceFile, Span
-
-#: Names a spec may give its dataset, mapped to resdsl.data's names.
-DATASET_ALIASES = {"fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist"}
 
 
 class _Frozen(BaseModel):
@@ -153,10 +151,6 @@ class Plateau:
         self.best, self.since, self.drops = state["best"], int(state["since"]), int(state["drops"])
 
 
-_KEYS = ("dataset", "split", "batch", "lr", "momentum", "weight_decay", "nesterov", "schedule",
-         "iterations", "epochs", "warmup", "label_smoothing", "augment", "mean_subtract")
-
-
 def recipe_of(program, overrides: Sequence[str | tuple[str, str]] = ()) -> Recipe:
     """The validated recipe of `program`'s train section, with `overrides` (setting lines) on top.
 
@@ -216,13 +210,13 @@ _BAD = object()
 def _setting(setting: ast.Setting, env: dict[str, Value], reporter: Diagnostics) -> object:
     """The field value of one setting line, or _BAD after reporting why."""
     key = setting.key
-    if key not in _KEYS:
-        close = get_close_matches(key, _KEYS, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else f" (known: {', '.join(_KEYS)})"
+    if key not in SETTINGS:
+        close = get_close_matches(key, SETTINGS, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else f" (known: {', '.join(SETTINGS)})"
         reporter.error(setting.span, f"unknown train setting '{key}'{hint}")
         return _BAD
     try:
-        return _PARSERS[key](setting, env)
+        return SETTINGS[key].parse(setting, env)
     except EvalError as error:
         reporter.error(error.span, error.message)
         return _BAD
@@ -267,7 +261,7 @@ def _dataset(setting: ast.Setting, env: dict[str, Value]) -> str:
     name = _word(expr)
     if name is None:
         raise EvalError(expr.span, f"expected a dataset name, got {describe(_value(expr, env))}")
-    name = DATASET_ALIASES.get(name, name)
+    name = next((record.name for record in DATASETS.values() if name in record.aliases), name)
     if name not in DATASETS:
         known = [n.replace("-", "_") for n in DATASETS]
         close = get_close_matches(name.replace("-", "_"), known, n=1)
@@ -430,22 +424,104 @@ def _flag_value(expr: ast.Expr, env: dict[str, Value]) -> bool:
     return value
 
 
-_PARSERS = {
-    "dataset": _dataset,
-    "split": _split,
-    "batch": _int("a batch size"),
-    "lr": _lr,
-    "momentum": _float(0.0, 1.0),
-    "weight_decay": _float(0.0),
-    "nesterov": _flag,
-    "schedule": _schedule,
-    "iterations": _int("a number of iterations"),
-    "epochs": _int("a number of epochs"),
-    "warmup": _warmup,
-    "label_smoothing": _float(0.0, 1.0),
-    "augment": _augment,
-    "mean_subtract": _flag,
-}
+def _write_number(value: float) -> str:
+    return repr(float(value))
+
+
+def _write_optional(write: Callable[[Any], str]) -> Callable[[Any], str | None]:
+    return lambda value: None if value is None else write(value)
+
+
+def _write_split(split: tuple[int | None, int] | None) -> str:
+    if split is None:
+        return "0"
+    train, val = split
+    return f"{val}" if train is None else f"{train}, {val}"
+
+
+def _write_schedule(schedule: Schedule) -> str:
+    if schedule.kind == "steps":
+        return "steps(" + ", ".join(f"{at}: {_write_number(factor)}" for at, factor in schedule.milestones) + ")"
+    if schedule.kind == "plateau":
+        return (f"plateau(factor: {_write_number(schedule.factor)}, patience: {schedule.patience}, "
+                f"threshold: {_write_number(schedule.threshold)})")
+    return f"{schedule.kind}()"
+
+
+def _write_warmup(warmup: Warmup | None) -> str:
+    if warmup is None:
+        return "none"
+    parts = [f"lr {_write_number(warmup.lr)}"] if warmup.lr is not None else []
+    if warmup.iterations is not None:
+        parts.append(f"iterations {warmup.iterations}")
+    if warmup.until_train_error is not None:
+        parts.append(f"until_train_error {_write_number(warmup.until_train_error)}")
+    return ", ".join(parts)
+
+
+def _write_augment(augment: Augmentation | None) -> str:
+    if augment is None:
+        return "none"
+    parts = [f"pad {augment.pad}"] if augment.pad else []
+    if augment.crop is not None:
+        parts.append(f"crop {augment.crop}")
+    if augment.flip:
+        parts.append("flip")
+    if augment.scale is not None:
+        parts.append(f"scale range({augment.scale[0]}, {augment.scale[1]})")
+    if augment.lighting:
+        parts.append(f"lighting {_write_number(augment.lighting)}")
+    return ", ".join(parts)
+
+
+def _dataset_names() -> str:
+    from resdsl.data import DATASETS
+
+    names = list(DATASETS)
+    return f"{', '.join(names[:-1])} or {names[-1]}."
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One train-section setting: the `Recipe` field `key`, how a line is read (and checked), how the field is
+    written back as a line, and its `--KEY` flag of `resdsl train`.
+
+    `flag` is the flag's type; a `str` flag whose text is the line itself (a schedule) has `flag_is_line`, any
+    other flag value becomes a line through `write`.
+    """
+
+    key: str
+    parse: Callable[[ast.Setting, dict[str, Value]], object]
+    write: Callable[[Any], str | None]  # None: the line is left out
+    help: str
+    flag: type[int] | type[float] | type[str] | type[bool]
+    flag_is_line: bool = False
+
+    def line(self, flag_value: object) -> str:
+        """The train-section line that the flag's value stands for."""
+        return f"{self.key} {flag_value if self.flag_is_line else self.write(flag_value)}"
+
+
+#: Every train setting, in the order spec.res writes them. Each is a `Recipe` field of the same name.
+SETTINGS: dict[str, Setting] = {setting.key: setting for setting in (
+    Setting("dataset", _dataset, literal, _dataset_names(), str),
+    Setting("split", _split, _write_split, '"TRAIN, VAL" image counts, "VAL", or "0" for none.', str,
+            flag_is_line=True),
+    Setting("batch", _int("a batch size"), str, "Batch size (over all processes).", int),
+    Setting("lr", _lr, _write_number, "Base learning rate.", float),
+    Setting("momentum", _float(0.0, 1.0), _write_number, "SGD momentum.", float),
+    Setting("weight_decay", _float(0.0), _write_number, "L2 weight decay.", float),
+    Setting("nesterov", _flag, literal, "Nesterov momentum.", bool),
+    Setting("schedule", _schedule, _write_schedule, '"steps(32000: 0.1, 48000: 0.1)", "cosine()" or "constant()".',
+            str, flag_is_line=True),
+    Setting("iterations", _int("a number of iterations"), _write_optional(str), "Train this many iterations.", int),
+    Setting("epochs", _int("a number of epochs"), _write_optional(str), "Train this many epochs.", int),
+    Setting("warmup", _warmup, _write_warmup, '"lr 0.01, until_train_error 0.8", "iterations 400" or "none".', str,
+            flag_is_line=True),
+    Setting("label_smoothing", _float(0.0, 1.0), _write_number, "Label smoothing.", float),
+    Setting("augment", _augment, _write_augment, '"pad 4, crop 32, flip" or "none".', str, flag_is_line=True),
+    Setting("mean_subtract", _flag, literal, "Per-pixel mean subtraction.", bool),
+)}
 
 
 def _check_recipe(recipe: Recipe, spans: dict[str, Span], reporter: Diagnostics) -> None:

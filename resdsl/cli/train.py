@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -23,34 +25,34 @@ RECIPE = "Recipe (overrides the spec's train section)"
 RUN = "Run"
 
 
+def recipe_options(command: Callable[..., None]) -> Callable[..., None]:
+    """`command` as typer sees it: its `**settings` replaced by one `--KEY` option per recipe setting (declared by
+    resdsl.recipe.SETTINGS), placed before its `recipe` parameter."""
+    from resdsl.recipe import SETTINGS
+
+    options = [inspect.Parameter(key, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+                                 annotation=Annotated[setting.flag | None, _option(key, setting.help, setting.flag)])
+               for key, setting in SETTINGS.items()]
+    params = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.kind != p.VAR_KEYWORD]
+    at = next(i for i, p in enumerate(params) if p.name == "recipe")
+    command.__signature__ = inspect.Signature(params[:at] + options + params[at:])  # type: ignore[attr-defined]
+    return command
+
+
+def _option(key: str, help: str, flag: type) -> typer.models.OptionInfo:
+    if flag is bool:
+        name = key.replace("_", "-")
+        return typer.Option(f"--{name}/--no-{name}", help=help, rich_help_panel=RECIPE, show_default=False)
+    return typer.Option(help=help, rich_help_panel=RECIPE)
+
+
+@recipe_options
 def train(
     spec: SpecArgument,
     data: Annotated[Path | None, typer.Option(help="Directory holding the dataset's files.",
                                               parser=not_empty("--data", "the dataset's folder"))] = None,
     out: Annotated[Path | None, typer.Option(help="Run directory (default runs/<network>).",
                                              parser=not_empty("--out", "a folder"))] = None,
-    dataset: Annotated[str | None, typer.Option(help="cifar10, cifar100, fashion-mnist, mnist or imagefolder.",
-                                                rich_help_panel=RECIPE)] = None,
-    iterations: Annotated[int | None, typer.Option(help="Train this many iterations.", rich_help_panel=RECIPE)] = None,
-    epochs: Annotated[int | None, typer.Option(help="Train this many epochs.", rich_help_panel=RECIPE)] = None,
-    batch: Annotated[int | None, typer.Option(help="Batch size (over all processes).", rich_help_panel=RECIPE)] = None,
-    lr: Annotated[float | None, typer.Option(help="Base learning rate.", rich_help_panel=RECIPE)] = None,
-    momentum: Annotated[float | None, typer.Option(help="SGD momentum.", rich_help_panel=RECIPE)] = None,
-    weight_decay: Annotated[float | None, typer.Option(help="L2 weight decay.", rich_help_panel=RECIPE)] = None,
-    nesterov: Annotated[bool | None, typer.Option("--nesterov/--no-nesterov", help="Nesterov momentum.",
-                                                  rich_help_panel=RECIPE, show_default=False)] = None,
-    label_smoothing: Annotated[float | None, typer.Option(help="Label smoothing.", rich_help_panel=RECIPE)] = None,
-    schedule: Annotated[str | None, typer.Option(help='"steps(32000: 0.1, 48000: 0.1)", "cosine()" or "constant()".',
-                                                 rich_help_panel=RECIPE)] = None,
-    warmup: Annotated[str | None, typer.Option(help='"lr 0.01, until_train_error 0.8", "iterations 400" or "none".',
-                                               rich_help_panel=RECIPE)] = None,
-    augment: Annotated[str | None, typer.Option(help='"pad 4, crop 32, flip" or "none".',
-                                                rich_help_panel=RECIPE)] = None,
-    split: Annotated[str | None, typer.Option(help='"TRAIN, VAL" image counts, "VAL", or "0" for none.',
-                                              rich_help_panel=RECIPE)] = None,
-    mean_subtract: Annotated[bool | None, typer.Option("--mean-subtract/--no-mean-subtract", show_default=False,
-                                                       help="Per-pixel mean subtraction.",
-                                                       rich_help_panel=RECIPE)] = None,
     recipe: Annotated[list[str] | None, typer.Option(metavar="LINE", rich_help_panel=RECIPE,
                                                      help='Any train-section line, e.g. "lr 0.05".')] = None,
     seed: Annotated[int, typer.Option(help="Seed of initialisation, order and augmentation.", callback=check_seed,
@@ -89,9 +91,10 @@ def train(
                                                    help="Stop when the loss becomes non-finite or rises far above "
                                                         "its start after the warm-up.", rich_help_panel=RUN)] = True,
     set_: SetOption = None,
+    **settings: object,  # one --KEY per recipe setting, declared by `recipe_options`
 ) -> None:
     """Train SPEC with the recipe of its train section; writes metrics.jsonl and checkpoints to --out."""
-    if iterations is not None and epochs is not None:
+    if settings["iterations"] is not None and settings["epochs"] is not None:
         fail("give either --iterations or --epochs, not both", 2)
     if amp not in (None, "bf16", "fp16"):
         fail(f"--amp takes bf16 or fp16, not '{amp}'", 2)
@@ -107,16 +110,13 @@ def train(
                         ("--log-every", log_every), ("--limit-train", limit_train), ("--limit-eval", limit_eval)):
         if value is not None and value < 1:
             fail(f"{name} must be at least 1, not {value}", 2)
-    for name, value in (("--lr", lr), ("--momentum", momentum), ("--weight-decay", weight_decay),
-                        ("--label-smoothing", label_smoothing)):
-        if value is not None and not math.isfinite(value):
-            fail(f"{name} must be a finite number, not {value}", 2)
-    flags = {"dataset": None if dataset is None else f'"{dataset}"', "iterations": iterations, "epochs": epochs,
-             "batch": batch, "lr": lr, "momentum": momentum, "weight_decay": weight_decay,
-             "nesterov": None if nesterov is None else str(nesterov).lower(), "label_smoothing": label_smoothing,
-             "schedule": schedule, "warmup": warmup, "augment": augment, "split": split,
-             "mean_subtract": None if mean_subtract is None else str(mean_subtract).lower()}
-    lines = [(f"--{key.replace('_', '-')}", f"{key} {value}") for key, value in flags.items() if value is not None]
+    from resdsl.recipe import SETTINGS
+
+    for key, value in settings.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            fail(f"--{key.replace('_', '-')} must be a finite number, not {value}", 2)
+    lines = [(f"--{key.replace('_', '-')}", SETTINGS[key].line(value)) for key, value in settings.items()
+             if value is not None]
     lines += [("--recipe", line) for line in recipe or []]
 
     network = load_network(spec, set_)
