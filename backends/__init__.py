@@ -1,8 +1,9 @@
 """Deployment backends of `resdsl build` and `resdsl bench`, registered by name and imported on use.
 
 A backend is one module with `build(model, example, out, *, batch, expected, metadata) -> BuildReport`
-and `load(path, device) -> callable`; adding one is a new file here plus one line in `BACKENDS`. The model it
-gets is final (cast to the precision, input normalisation prepended); it may return a tensor, a tuple or a dict.
+and `load(path, device) -> callable`; adding one is a new file here plus its `Backend` record in `BACKENDS`.
+The model it gets is final (cast to the precision, input normalisation prepended); it may return a tensor, a tuple
+or a dict.
 This package must not import torch at import time (`resdsl check` loads no torch).
 """
 
@@ -18,27 +19,6 @@ from resdsl.files import reason
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 INPUT_FORMATS = ("float", "uint8")  # what an artifact takes: see resdsl.backends.preprocess
-
-
-@dataclass(frozen=True)
-class Backend:
-    """Where a backend lives, its file suffix, whether it folds BN (inference artifacts), and its precisions."""
-
-    module: str
-    suffix: str
-    fold: bool
-    precisions: tuple[str, ...] = ("fp32", "fp16", "bf16")
-
-
-BACKENDS: dict[str, Backend] = {
-    "pytorch": Backend("resdsl.backends.export", ".pt2", False),
-    "export": Backend("resdsl.backends.export", ".pt2", True),
-    # ONNX Conv takes no bfloat16 at the exporter's default opset (20)
-    "onnx": Backend("resdsl.backends.onnx", ".onnx", True, ("fp32", "fp16")),
-    "torchscript": Backend("resdsl.backends.torchscript", ".ts", True),
-    "tensorrt": Backend("resdsl.backends.tensorrt", ".engine", True),
-    "openvino": Backend("resdsl.backends.openvino", ".xml", True, ("fp32",)),
-}
 
 
 @dataclass(frozen=True)
@@ -64,13 +44,54 @@ TOLERANCES: dict[str, Tolerance] = {
     "fp16": Tolerance(2e-2, 0.999),
     "bf16": Tolerance(1e-1, 0.99),
 }
-BACKEND_TOLERANCES: dict[tuple[str, str], Tolerance] = {
-    ("tensorrt", "fp32"): Tolerance(1e-2, 0.9999),  # TensorRT computes fp32 convolutions in TF32
-}
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One deployment backend, registered once: everything the CLI, the library, the install messages and the tests
+    know about it.
+
+    `module` builds and loads it; `suffixes` are the files it writes beside each other (the main artifact first);
+    `fold` says BN is folded (inference artifacts); `extra` is the pip extra that installs `modules`, the packages it
+    imports beyond torch (import name, package name); `verify` holds the tolerances that differ from TOLERANCES.
+    """
+
+    name: str
+    module: str
+    suffixes: tuple[str, ...]
+    fold: bool = True
+    precisions: tuple[str, ...] = ("fp32", "fp16", "bf16")
+    extra: str = "torch"
+    modules: tuple[tuple[str, str], ...] = ()
+    verify: tuple[tuple[str, Tolerance], ...] = ()
+
+    @property
+    def suffix(self) -> str:
+        """The main artifact's suffix: `.onnx`."""
+        return self.suffixes[0]
+
+    def tolerance(self, precision: str) -> Tolerance:
+        """How close to PyTorch's this backend's output must be at `precision` to pass the build's verification."""
+        return dict(self.verify).get(precision, TOLERANCES[precision])
+
+
+BACKENDS: dict[str, Backend] = {backend.name: backend for backend in (
+    Backend("pytorch", "resdsl.backends.export", (".pt2", ".pt2.json"), fold=False),
+    Backend("export", "resdsl.backends.export", (".pt2", ".pt2.json")),
+    # ONNX Conv takes no bfloat16 at the exporter's default opset (20); weights over 2 GB go to .onnx.data
+    Backend("onnx", "resdsl.backends.onnx", (".onnx", ".onnx.data"), precisions=("fp32", "fp16"), extra="onnx",
+            modules=(("onnx", "onnx"), ("onnxscript", "onnxscript"), ("onnxruntime", "onnxruntime"))),
+    Backend("torchscript", "resdsl.backends.torchscript", (".ts", ".ts.json")),
+    Backend("tensorrt", "resdsl.backends.tensorrt", (".engine", ".engine.json"), extra="tensorrt",
+            modules=(("torch_tensorrt", "torch-tensorrt"), ("tensorrt", "TensorRT")),
+            verify=(("fp32", Tolerance(1e-2, 0.9999)),)),  # TensorRT computes fp32 convolutions in TF32
+    Backend("openvino", "resdsl.backends.openvino", (".xml", ".bin", ".xml.json"), precisions=("fp32",),
+            extra="openvino", modules=(("openvino", "openvino"),)),
+)}
 
 
 def tolerance(backend: str, precision: str) -> Tolerance:
-    return BACKEND_TOLERANCES.get((backend, precision), TOLERANCES[precision])
+    return BACKENDS[backend].tolerance(precision)
 
 
 class BackendUnavailable(Exception):

@@ -19,20 +19,22 @@ import copy
 import copyreg
 import itertools
 import linecache
+import math
 import operator
 import re
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cache, partial
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
-import networkx as nx
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
 from resdsl.ir import ops
-from resdsl.ir.graph import inputs
+from resdsl.ir.graph import IRGraph, inputs
 from resdsl.ir.ops import Args, Op, Shape
 
 from . import Unsupported
@@ -56,7 +58,7 @@ class OpView:
     owns_input: bool = False  # the first input is a fresh tensor read by this op alone
 
 
-ModuleFactory = Callable[[], nn.Module]
+ModuleFactory = Callable[[], nn.Module]  # a lowered op's: builds the module, its initialisation left to _initialise
 
 
 Emit = Callable[[fx.Graph, str, list[fx.Node], str], fx.Node]  # (graph, module path, inputs, name) -> output
@@ -96,8 +98,23 @@ def lowers(op: type[Op]) -> Callable[[Lowering], Lowering]:
     return register
 
 
-def _module(factory: Callable[..., nn.Module], *args: Any, **kwargs: Any) -> Lowered:
-    return Lowered(module=partial(factory, *args, **kwargs))
+def _module(module_class: type[nn.Module], *args: Any, **kwargs: Any) -> Lowered:
+    return Lowered(module=partial(_uninitialised, module_class, *args, **kwargs))
+
+
+def _uninitialised(module_class: type[nn.Module], *args: Any, **kwargs: Any) -> nn.Module:
+    """`module_class(*args, **kwargs)` without PyTorch's default initialisation, which `_initialise` makes."""
+    module = _deferring(module_class)(*args, **kwargs)
+    module.__class__ = module_class  # the subclass only served `__init__`
+    return module
+
+
+@cache
+def _deferring(module_class: type[nn.Module]) -> type[nn.Module]:
+    """A subclass whose `reset_parameters` (called by `__init__`) does nothing."""
+    if not hasattr(module_class, "reset_parameters"):
+        return module_class
+    return type(module_class.__name__, (module_class,), {"reset_parameters": lambda self: None})
 
 
 def _call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Lowered:
@@ -122,7 +139,8 @@ def _emit_channel_conv(graph: fx.Graph, target: str, inputs: list[fx.Node], name
 @lowers(ops.ChannelConv)
 def _channel_conv(node: OpView) -> Lowered:
     k = node.args["kernel"]
-    return Lowered(module=partial(nn.Conv1d, 1, 1, k, padding=(k - 1) // 2, bias=False), emit=_emit_channel_conv)
+    return Lowered(module=partial(_uninitialised, nn.Conv1d, 1, 1, k, padding=(k - 1) // 2, bias=False),
+                   emit=_emit_channel_conv)
 
 
 @lowers(ops.BatchNorm)
@@ -293,16 +311,25 @@ class NetworkModule(GeneratedModule):
 
     def __init__(self, *, seed: int | None = None, zero_init_residual: bool = False) -> None:
         super().__init__()
+        built: dict[str, nn.Module] = {"": self}
+        for path, parent, name, make in self._layout:  # no draws yet: the lowered modules defer their init
+            built[path] = module = make()
+            built[parent].add_module(name, module)
         with _seeded(seed):
-            built: dict[str, nn.Module] = {"": self}
-            for path, parent, name, make in self._layout:
-                built[path] = module = make()
-                built[parent].add_module(name, module)
-            _initialise(self)
+            _initialise(self, list(built.values()))
         if zero_init_residual:
-            for path in self._residual_ends:
-                if path in built:
-                    nn.init.zeros_(built[path].weight)
+            zeroed = [path for path in self._residual_ends if path in built]
+            if not zeroed:
+                warnings.warn(f"zero_init_residual: {type(self).__name__} has no residual branch ending in a norm "
+                              "or a bias-free conv (an `add shortcut`), so nothing was zeroed", ZeroInitWarning,
+                              stacklevel=3)
+            for path in zeroed:
+                nn.init.zeros_(built[path].weight)
+
+
+class ZeroInitWarning(UserWarning):
+    """`zero_init_residual=True` found nothing to zero; `warnings.simplefilter("error", ZeroInitWarning)` makes it
+    an error."""
 
 
 class Submodule(NamedTuple):
@@ -325,11 +352,67 @@ def _seeded(seed: int | None) -> Iterator[None]:
         yield
 
 
-def _initialise(root: nn.Module) -> None:
-    """torchvision's initialisation: He normal (fan_out) convs; norms (1 and 0) and linears keep PyTorch's."""
+_DRAWLESS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm)  # their default initialisation draws nothing (1 and 0)
+
+
+def _initialise(root: nn.Module, built: list[nn.Module]) -> None:
+    """torchvision's initialisation, each weight drawn once: PyTorch's defaults (`reset_parameters`) in
+    construction order (`built`), then He normal (fan_out) for every conv.
+
+    torchvision also draws each conv's default weight, then overwrites it. Here those draws are not made: the
+    generator is moved past them instead, so every later draw, and so every weight, is torchvision's.
+    """
+    skipped = 0  # draws owed to the CPU generator, skipped at once before the next draw
+    for module in built:
+        if isinstance(module, nn.Conv2d) and module.weight.device.type == "cpu":
+            skipped += module.weight.numel()  # PyTorch's default draws the weight, then the bias
+            if module.bias is not None:
+                skipped = _skip(skipped)
+                bound = 1 / math.sqrt(module.weight[0].numel())  # 1 / sqrt(fan_in), nn.Conv2d's default
+                nn.init.uniform_(module.bias, -bound, bound)
+        elif hasattr(module, "reset_parameters"):
+            if not isinstance(module, _DRAWLESS):
+                skipped = _skip(skipped)
+            module.reset_parameters()
+    _skip(skipped)
     for module in root.modules():
         if isinstance(module, nn.Conv2d):
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+
+def _skip(count: int) -> int:
+    """Move the CPU generator past `count` draws; none are owed after."""
+    if count:
+        skip_draws(torch.default_generator, count)
+    return 0
+
+
+def skip_draws(generator: torch.Generator, count: int) -> None:
+    """Move a CPU generator past `count` 32-bit draws, as a float tensor's `uniform_` of `count` values would.
+
+    torch's CPU generator is MT19937, as numpy's is, which steps faster than torch draws: the state goes over
+    and back. In torch's state bytes (CPUGeneratorImplState) `left` is an int32 at 8, `next` a uint64 at 16, the
+    624 words uint64s from 24; torch twists when `left` counts down to 0, numpy when `pos` reaches 624, so
+    pos = 625 - left.
+    """
+    state = generator.get_state()
+    raw = state.numpy()
+    words, left, next_ = raw[24:24 + 8 * 624].view(np.uint64), raw[8:12].view(np.int32), raw[16:24].view(np.uint64)
+    engine = _mt19937()
+    engine.state = {"bit_generator": "MT19937", "state": {"key": words.tolist(), "pos": 625 - int(left[0])}}
+    engine.random_raw(count, output=False)
+    after = engine.state["state"]
+    words[:], left[0], next_[0] = after["key"], 625 - after["pos"], after["pos"]
+    generator.set_state(state)
+
+
+@cache
+def _mt19937() -> np.random.MT19937:
+    """One numpy engine, its state set on each use (seeding a new one costs more than the skip)."""
+    return np.random.MT19937(0)
+
+
+_DRAWLESS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm)  # their default initialisation draws nothing (1 and 0)
 
 
 # --- from the IR to the tree -------------------------------------------------------------------
@@ -353,7 +436,7 @@ class _Lowering:
 
     def __init__(self, network: Network, escaping: frozenset[str] = frozenset()) -> None:
         self.network = network
-        self.graph: nx.DiGraph = network.graph
+        self.graph: IRGraph = network.ir  # not `network.graph`: building a module needs no networkx
         self.order = {node: i for i, node in enumerate(self.graph.nodes)}
         self.lowered: dict[str, Lowered] = {}
         for node in self.graph:  # in topological order, so that each node's inputs are lowered before it
@@ -372,7 +455,7 @@ class _Lowering:
         preds = inputs(self.graph, node)
         first = self.graph.nodes[preds[0]] if preds else None
         # a pass-through (e.g. a 1x1 stride-1 pool) hands on a tensor that is not its own to give
-        owns = (bool(first) and first["op"].fresh and self.graph.out_degree(preds[0]) == 1
+        owns = (bool(first) and first["op"].fresh and len(self.graph.succ[preds[0]]) == 1
                 and preds[0] not in escaping and not self.lowered[preds[0]].passes_through)
         view = OpView(attrs["args"], [self.graph.nodes[p]["shape"] for p in preds], attrs["shape"], owns)
         return lowering(view)
@@ -442,7 +525,7 @@ class _Lowering:
         scope = self.graph.nodes[group.nodes[0]]["scope"]
         if scope.section == "stage" and group.path == scope.stage:
             return "Stage"
-        if scope.block is not None and group.path == f"{scope.stage}.{scope.block}" and scope.block_type:
+        if scope.block is not None and group.path == f"{scope.stage}.{scope.block_name}" and scope.block_type:
             return _class_name(scope.block_type)
         if scope.branch == "shortcut" and group.path.endswith(".downsample") and scope.shortcut:
             return _class_name(f"shortcut_{scope.shortcut}")
@@ -549,11 +632,15 @@ def _submodule(path: str, make: ModuleFactory) -> Submodule:
     return Submodule(path, parent, name, make)
 
 
-def _needed(graph: nx.DiGraph, outputs: list[tuple[str, str]]) -> set[str]:
+def _needed(graph: IRGraph, outputs: list[tuple[str, str]]) -> set[str]:
+    """The outputs' nodes and every node they depend on."""
     needed: set[str] = set()
-    for _, node in outputs:
+    stack = [node for _, node in outputs]
+    while stack:
+        node = stack.pop()
         if node not in needed:
-            needed |= nx.ancestors(graph, node) | {node}
+            needed.add(node)
+            stack.extend(graph.pred[node])
     return needed
 
 
@@ -609,7 +696,7 @@ def module_class(network: Network) -> type[NetworkModule]:
     lowering = _Lowering(network)
     source = _source(lowering.forward_graph(lowering.root))
     attributes = {"forward": _compile_forward(source, network.name), "graph": source.graph, "code": source.text,
-                  "_layout": tuple(lowering.layout()), "_residual_ends": tuple(_residual_ends(network.graph)),
+                  "_layout": tuple(lowering.layout()), "_residual_ends": tuple(_residual_ends(network.ir)),
                   "__module__": __name__}
     return type(lowering.root.name, (NetworkModule,), attributes)
 
@@ -635,13 +722,12 @@ def feature_class(network: Network, names: tuple[str, ...]) -> type[NetworkModul
     source = _source(graph)
     targets = {n.target for n in graph.nodes if n.op == "call_module"}
     height = network.input_shape[1]
-    info = tuple(FeatureInfo(name, network.graph.nodes[node]["shape"][0],
-                             height // network.graph.nodes[node]["shape"][1]
-                             if len(network.graph.nodes[node]["shape"]) == 3 else 0)
-                 for name, node in outputs)
+    shapes = [network.ir.nodes[node]["shape"] for _, node in outputs]
+    info = tuple(FeatureInfo(name, shape[0], height // shape[1] if len(shape) == 3 else 0)
+                 for (name, _), shape in zip(outputs, shapes, strict=True))
     attributes = {"forward": _compile_forward(source, f"{network.name} features"), "graph": graph,
                   "code": source.text, "_layout": tuple(lowering.layout(targets)),
-                  "_residual_ends": tuple(_residual_ends(network.graph)), "feature_info": info,
+                  "_residual_ends": tuple(_residual_ends(network.ir)), "feature_info": info,
                   "__module__": __name__}
     return type(f"{lowering.root.name}Features", (NetworkModule,), attributes)
 
@@ -667,7 +753,7 @@ def network_name(lowering: _Lowering) -> str:
     return lowering.network.name
 
 
-def _residual_ends(graph: nx.DiGraph) -> list[str]:
+def _residual_ends(graph: IRGraph) -> list[str]:
     """The layers that end the residual branch (input 0) of each `add shortcut`, through ops that keep zeros
     zero (an SE gate's product included): a norm, or a bias-free conv (pre-activation units, as timm's)."""
     ends = []

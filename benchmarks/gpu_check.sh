@@ -5,10 +5,25 @@
 #  2. images/s of the input pipeline on a synthetic JPEG folder it writes, decoded on the CPU (in the workers)
 #     and on the GPU (nvjpeg), against torchvision's ImageFolder + DataLoader (benchmarks/input_pipeline.py);
 #  3. `resdsl bench --backend tensorrt` fp16 latency against eager fp16, where torch-tensorrt imports.
-# Run from anywhere: benchmarks/gpu_check.sh   (PYTHON=... picks the interpreter; default: python)
+# With --fig6, then also (opt-in: hours, not minutes):
+#  4. the paper's Figure 6 with its full schedule, benchmarks/fig6.sh --iterations 64000 on the GPU: plain-20/56,
+#     ResNet-20/56/110 on Fashion-MNIST (and on CIFAR-10 when CIFAR10_DIR names its files), into runs/fig6_gpu.
+#     Five runs of 64k iterations at batch 128, each evaluated 6 times on the full test set: expect several hours
+#     (not yet measured); an interrupted part 4 continues where its runs' checkpoints are when run again.
+# Run from anywhere: benchmarks/gpu_check.sh [--fig6]   (PYTHON=... picks the interpreter; default: python)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
+
+FIG6=false
+for argument in "$@"; do
+  case $argument in
+    --fig6) FIG6=true ;;
+    *) echo "error: unknown argument '$argument'" >&2
+       echo "usage: benchmarks/gpu_check.sh [--fig6]" >&2
+       exit 2 ;;
+  esac
+done
 
 "$PYTHON" -c "
 import sys
@@ -74,6 +89,16 @@ if "$PYTHON" -c "import torch_tensorrt" 2>/dev/null; then
     --device cuda --no-compare | tail -n +2 || echo "(eager fp16 failed or timed out after 60 s)"
 else
   echo "skipped: torch-tensorrt does not import here (pip install 'resdsl[tensorrt]')"
+fi
+
+if $FIG6; then
+  echo
+  echo "## Figure 6 with the paper's schedule: 64k iterations, lr steps at 32k and 48k (benchmarks/fig6.sh)"
+  echo
+  FIG6_START=$SECONDS
+  PYTHON=$PYTHON benchmarks/fig6.sh --iterations 64000 --out runs/fig6_gpu -- --device cuda \
+    || echo "(fig6.sh failed: its runs so far are in runs/fig6_gpu, and running it again continues them)"
+  echo "Figure 6 took $((SECONDS - FIG6_START)) s"
 fi
 
 echo

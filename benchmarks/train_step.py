@@ -14,16 +14,20 @@ and checking the spec and generating the class (`resdsl.compile(spec).to_torch()
     python benchmarks/train_step.py --quick         # small batch and resolution, a few minutes on 2 CPU cores
     python benchmarks/train_step.py --no-compile    # eager modules
     python benchmarks/train_step.py --models resnet50 --batch 256 --amp bf16 --channels-last --measures "train step"
+    python benchmarks/train_step.py --construction  # to_torch() vs torchvision / timm / hand-written, one thread
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -58,7 +62,7 @@ class BasicBlockA(nn.Module):
 
 
 class ResNet56(nn.Module):
-    """The paper's CIFAR-10 ResNet-56 (n = 9, widths 16/32/64, option A), written by hand."""
+    """The paper's CIFAR-10 ResNet-56 (n = 9, widths 16/32/64, option A; n = 18 is ResNet-110), written by hand."""
 
     def __init__(self, n: int = 9, classes: int = 10) -> None:
         super().__init__()
@@ -100,7 +104,24 @@ def pairs(quick: bool) -> list[Pair]:
         Pair("resnet50", SPECS / "torchvision/resnet50.res", torchvision.models.resnet50, "torchvision",
              4 if quick else 64, 112 if quick else 224, 1000),
         Pair("cifar56", SPECS / "cifar56.res", ResNet56, "hand-written", 32 if quick else 128, 32, 10),
+        Pair("resnet152d", SPECS / "timm/resnet101d.res", _timm("resnet152d"), "timm", 4 if quick else 64,
+             112 if quick else 224, 1000),
+        Pair("cifar110", SPECS / "cifar110.res", partial(ResNet56, 18), "hand-written", 32 if quick else 128, 32, 10),
     ]
+
+
+def _timm(name: str) -> Callable[[], nn.Module]:
+    def create() -> nn.Module:
+        import timm
+
+        return timm.create_model(name)
+
+    return create
+
+
+SPEC_PARAMS = {"resnet152d": {"depth2": 8, "depth3": 36}}  # resnet101d's spec with ResNet-152's depths
+CONSTRUCTION = ["--models", "resnet50,resnet152d,cifar110", "--measures", "construction,spec to module",
+                "--threads", "1"]
 
 
 def _sync(device: torch.device) -> None:
@@ -161,13 +182,14 @@ def _inference(model: nn.Module, x: torch.Tensor, amp: torch.dtype | None) -> Ca
 
 def run(pair: Pair, args: argparse.Namespace, device: torch.device) -> list[tuple[str, Timing]]:
     """Each measure's timing for one pair."""
-    network = resdsl.compile(pair.spec)
+    params = SPEC_PARAMS.get(pair.name, {})
+    network = resdsl.compile(pair.spec, **params)
     rows = []
     if "construction" in args.measures:
         rows.append(("construction", _interleaved(network.to_torch, pair.reference, args.repeats, device)))
     if "spec to module" in args.measures:
-        rows.append(("spec to module", _interleaved(lambda: resdsl.compile(pair.spec).to_torch(), pair.reference,
-                                                    args.repeats, device)))
+        rows.append(("spec to module", _interleaved(lambda: resdsl.compile(pair.spec, **params).to_torch(),
+                                                    pair.reference, args.repeats, device)))
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(pair.batch, 3, pair.size, pair.size, generator=generator).to(device)
     y = torch.randint(pair.classes, (pair.batch,), generator=generator).to(device)
@@ -200,10 +222,14 @@ def run(pair: Pair, args: argparse.Namespace, device: torch.device) -> list[tupl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small batch and resolution (CPU)")
+    parser.add_argument("--construction", action="store_true",
+                        help=f"shorthand for {' '.join(CONSTRUCTION)}")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--no-compile", dest="compile", action="store_false", help="time the eager modules")
     parser.add_argument("--repeats", type=int, default=10, help="timed rounds per measure (medians reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs before timing")
-    parser.add_argument("--models", default="resnet50,cifar56", help="comma-separated: resnet50, cifar56")
+    parser.add_argument("--models", default="resnet50,cifar56",
+                        help="comma-separated: resnet50, cifar56, resnet152d, cifar110")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--channels-last", action="store_true", help="NHWC memory format")
     parser.add_argument("--amp", choices=("bf16", "fp16"), help="autocast (fp16 with a GradScaler)")
@@ -211,6 +237,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, help="image side (default: the pair's)")
     parser.add_argument("--measures", default=",".join(MEASURES), help=f"comma-separated: {', '.join(MEASURES)}")
     args = parser.parse_args()
+    if args.construction:
+        args = parser.parse_args([*sys.argv[1:], *CONSTRUCTION])
+    if args.threads:
+        torch.set_num_threads(args.threads)
     args.measures = args.measures.split(",")
     if set(args.measures) - set(MEASURES):
         parser.error(f"unknown measure(s): {', '.join(sorted(set(args.measures) - set(MEASURES)))}")
@@ -222,7 +252,8 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown model(s): {', '.join(sorted(unknown))}")
     torch.manual_seed(0)
-    print(f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, device {device}, "
+    print(f"{platform.machine()}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}, "
+          f"torch {torch.__version__}, device {device}, "
           f"{'compiled' if args.compile else 'eager'}, {args.amp or 'fp32'}"
           f"{', channels_last' if args.channels_last else ''}, median of {args.repeats}", flush=True)
     table = []

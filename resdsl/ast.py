@@ -51,6 +51,20 @@ class Compare(Node):
 
 
 @dataclass(frozen=True, slots=True)
+class Logic(Node):
+    """`a and b`, `a or b`: both sides true or false; the right one is evaluated only when it decides."""
+
+    op: str
+    left: Expr
+    right: Expr
+
+
+@dataclass(frozen=True, slots=True)
+class Not(Node):
+    operand: Expr
+
+
+@dataclass(frozen=True, slots=True)
 class Conditional(Node):
     then: Expr
     condition: Expr
@@ -71,7 +85,7 @@ class Call(Node):
     args: list[Expr | Pair]
 
 
-Expr = Literal | Name | Binary | Neg | Compare | Conditional | Call
+Expr = Literal | Name | Binary | Neg | Compare | Logic | Not | Conditional | Call
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +110,7 @@ class Layer(Node):
     op: str
     op_span: Span
     args: list[Expr | Kwarg]
+    label_parts: tuple[str | Expr, ...] = ()  # a label computed in a loop (`convs.{i}:`): text and expressions
 
     @property
     def positional(self) -> list[Expr]:
@@ -116,13 +131,33 @@ class Let(Node):
 
 @dataclass(frozen=True, slots=True)
 class From(Node):
-    """`from pre`: the next layer reads the tensor named `pre` instead of the current one."""
+    """`from pre`: the next layer reads the tensor named `pre` instead of the current one; `from "paths.0.bn"`
+    names a tensor by a dotted label (`quoted` is true)."""
 
     name: str
     name_span: Span
+    quoted: bool = False
 
 
-Statement = Layer | Let | From
+@dataclass(frozen=True, slots=True)
+class For(Node):
+    """`for i in range(n) { ... }`: the body once for each value of `i`."""
+
+    name: str
+    iterable: Expr
+    body: list[Statement]
+
+
+@dataclass(frozen=True, slots=True)
+class If(Node):
+    """`if cond { ... } else { ... }`: the statements of one branch, chosen by a true-or-false value."""
+
+    condition: Expr
+    then: list[Statement]
+    otherwise: list[Statement]
+
+
+Statement = Layer | Let | From | For | If
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,9 +225,17 @@ class Stage(Node):
 
 
 @dataclass(frozen=True, slots=True)
+class Drop(Node):
+    """`-groups` among a child spec's stage options: the parent's option of that name is not inherited."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
 class Stages(Node):
     options: list[Kwarg]
     items: list[Stage] | None
+    drops: list[Drop] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

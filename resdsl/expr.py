@@ -98,6 +98,7 @@ BUILTINS: dict[str, Builtin] = {
     "max": Builtin(2, 64, max, "the largest of two or more numbers"),
     "floor": Builtin(1, 1, math.floor, "rounds down to an integer"),
     "ceil": Builtin(1, 1, math.ceil, "rounds up to an integer"),
+    "round": Builtin(1, 1, round, "rounds to the nearest integer, halves to even (as Python's round)"),
     "log2": Builtin(1, 1, math.log2, "the base-2 logarithm of a positive number",
                     lambda values: None if values[0] > 0 else f"needs a positive number, got {describe(values[0])}"),
     "make_divisible": Builtin(2, 4, make_divisible,
@@ -116,9 +117,10 @@ def names_in(expr: ast.Expr) -> list[str]:
         match node:
             case ast.Name(id=name):
                 names.append(name)
-            case ast.Binary(left=left, right=right) | ast.Compare(left=left, right=right):
+            case ast.Binary(left=left, right=right) | ast.Compare(left=left, right=right) | ast.Logic(
+                    left=left, right=right):
                 stack += [right, left]
-            case ast.Neg(operand=operand):
+            case ast.Neg(operand=operand) | ast.Not(operand=operand):
                 stack.append(operand)
             case ast.Conditional(then=then, condition=condition, otherwise=otherwise):
                 stack += [otherwise, condition, then]
@@ -164,6 +166,13 @@ def _evaluate(expr: ast.Expr, env: Mapping[str, Value], depth: int) -> Value:
                 return _COMPARE[op](a, b)
             except TypeError:
                 raise EvalError(expr.span, f"cannot compare {describe(a)} with {describe(b)}") from None
+        case ast.Logic(op=op, left=left, right=right):
+            first = _boolean(left, env, depth + 1, op)
+            if first == (op == "or"):  # `true or x`, `false and x`: decided without x
+                return first
+            return _boolean(right, env, depth + 1, op)
+        case ast.Not(operand=operand):
+            return not _boolean(operand, env, depth + 1, "not")
         case ast.Conditional():
             node = expr
             while isinstance(node, ast.Conditional):  # `a if c else b if d else e`, any length
@@ -188,6 +197,13 @@ def _evaluate(expr: ast.Expr, env: Mapping[str, Value], depth: int) -> Value:
                 raise EvalError(stray.span, "a positional argument cannot follow a keyword argument")
             return callee.bind(arguments, expr.span)
     raise EvalError(expr.span, "cannot evaluate this expression")
+
+
+def _boolean(expr: ast.Expr, env: Mapping[str, Value], depth: int, op: str) -> bool:
+    value = _evaluate(expr, env, depth)
+    if not isinstance(value, bool):
+        raise EvalError(expr.span, f"`{op}` takes true or false (a comparison), not {describe(value)}")
+    return value
 
 
 def _plain(arg: ast.Expr | ast.Pair, func: str, env: Mapping[str, Value], depth: int) -> int | float:
@@ -273,9 +289,33 @@ def _bounded(expr: ast.Node, value: int | float) -> int | float:
 def _unknown_name(name: str, env: Mapping[str, Value]) -> str:
     from difflib import get_close_matches
 
-    close = get_close_matches(name, [k for k in env if not isinstance(env[k], Callee)], n=1)
+    close = get_close_matches(name, [k for k in env if k.isidentifier() and not isinstance(env[k], Callee)], n=1)
     hint = f"; did you mean '{close[0]}'?" if close else ""
     return f"unknown name '{name}'{hint}"
+
+
+def interpolate(text: str, env: Mapping[str, Value], span: Span) -> str:
+    """A name pattern with its `{expr}` parts evaluated: `"b{i + 1}"` is `"b2"` where `i` is 1."""
+    from resdsl.parser import parse_expression
+
+    pieces, rest = [], text
+    while "{" in rest or "}" in rest:
+        before, brace, after = rest.partition("{")
+        inner, closing, rest = after.partition("}")
+        if "}" in before or not brace or not closing or "{" in inner:
+            raise EvalError(span, f"unbalanced braces in the name pattern {text!r}: write `{{expr}}` for each "
+                                  "computed part")
+        expr = parse_expression(inner)
+        if expr is None:
+            raise EvalError(span, f"`{{{inner}}}` in {text!r} is not an expression")
+        try:
+            value = _evaluate(expr, env, 0)
+        except EvalError as error:
+            raise EvalError(span, f"in `{{{inner}}}`: {error.message}") from None
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise EvalError(span, f"`{{{inner}}}` in a name must be an integer or a name, not {describe(value)}")
+        pieces += [before, str(value)]
+    return "".join(pieces) + rest
 
 
 def literal(value: Value) -> str:

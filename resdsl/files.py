@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -58,6 +59,36 @@ def folders_to_make(folder: Path) -> list[Path]:
 def reason(error: OSError) -> str:
     """The system's reason for `error` without the path it names: `No space left on device`."""
     return error.strerror or str(error)
+
+
+def output_problem(path: Path, flag: str) -> str | None:
+    """Why a file may not be written at `path` (`flag` names it): a folder, a pipe, a device; None if it may."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        return f"{flag} {path}: {error.strerror}"
+    return None if stat.S_ISREG(mode) else f"{flag} {path} is {kind(mode)}; give the name of a file to write"
+
+
+def overwritten_input(output: Path, flag: str, inputs: dict[str, str | Path | None]) -> str | None:
+    """Why writing `output` would destroy one of the `inputs` (named by what they are: "the spec"), or None."""
+    for what, path in inputs.items():
+        try:
+            same = path is not None and os.path.samefile(output, path)
+        except (OSError, ValueError):  # either is missing (or not a path at all, e.g. spec text)
+            same = False
+        if same:
+            return f"{flag} {output} is {what} this command reads; give another file to write"
+    return None
+
+
+def kind(mode: int) -> str:
+    """What a file of this `st_mode` is, for a message: `a named pipe`."""
+    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), "a special file")
 
 
 def remove_stale_temps(folder: Path, name: str) -> list[Path]:

@@ -191,8 +191,10 @@ def _spaced(previous: Item, item: Item) -> bool:
     """Whether one space separates two tokens on one line."""
     if item.type in _NO_SPACE_BEFORE or previous.type in _NO_SPACE_AFTER:
         return False
-    if previous.type == "MINUS" and previous.rule == "neg":
+    if previous.type == "MINUS" and previous.rule in ("neg", "drop"):
         return False
+    if any(token.rule == "path" and token.type in ("LBRACE", "RBRACE") for token in (previous, item)):
+        return False  # a computed part of a label: `convs.{i}`, `b{i + 1}`
     return not (item.type == "LPAR" and item.rule in ("block_def", "shortcut_def"))
 
 

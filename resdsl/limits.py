@@ -35,3 +35,20 @@ def usable_cpus() -> int:
 def max_workers() -> int:
     """The most `--workers` this process may be given."""
     return WORKERS_PER_CPU * usable_cpus()
+
+
+def human_bytes(value: int) -> str:
+    """A byte count as people read it: `137.3 MiB`."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if value >= scale:
+            return f"{value / scale:.1f} {unit}"
+    return f"{value} B"
+
+
+def quoted(text: str, limit: int = 40) -> str:
+    """`text` quoted for a message, cut short if long (a value of thousands of digits stays one readable line)."""
+    return repr(shortened(text, limit))
+
+
+def shortened(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}..."

@@ -13,7 +13,7 @@ from resdsl.diagnostics import Diagnostics, Note, SpecError
 from resdsl.expr import Value
 from resdsl.ir.build import lower_program
 from resdsl.ir.graph import IRGraph
-from resdsl.limits import MAX_ACTIVATION_BYTES, MAX_PARAM_BYTES, MAX_WIDTH
+from resdsl.limits import MAX_ACTIVATION_BYTES, MAX_LITERAL_DIGITS, MAX_PARAM_BYTES
 from resdsl.passes.count import BYTES_PER_ELEMENT, Counts, StageSummary, count
 from resdsl.resolve import Program, check_override, load, read_spec
 
@@ -144,13 +144,15 @@ def compile(source: str | Path, **params: Value) -> Network:
 
 
 def _input_shape(shape: object) -> tuple[int, int, int]:
-    """`shape` for `with_input`: three positive integers, as a tuple or `"CxHxW"`; else ValueError naming it."""
+    """`shape` for `with_input`: three positive integers, as a tuple or `"CxHxW"`; else ValueError naming it. A size
+    over the front end's limit is the spec check's to refuse (a SpecError at the input line, which `build --input`
+    and `bench --input` report as the flag's)."""
     dims: object = shape
     if isinstance(shape, str):
         parts = shape.split("x")
         dims = tuple(int(p) for p in parts) if all(p.isdigit() for p in parts) else None
     if (isinstance(dims, tuple | list) and len(dims) == 3
-            and all(type(d) is int and 0 < d <= MAX_WIDTH for d in dims)):
+            and all(type(d) is int and 0 < d < 10**MAX_LITERAL_DIGITS for d in dims)):
         return (dims[0], dims[1], dims[2])
     raise ValueError(f"with_input: the shape must be three positive integers C, H, W (e.g. (3, 224, 224) or "
                      f"'3x224x224'), got {shape!r:.80}")

@@ -41,7 +41,8 @@ class _JoinParenthesised:
 
 # Every token is kept, so that the AST builder can give each node its span itself: lark's
 # `propagate_positions` would do it at more than twice the cost of the parse.
-_OPTIONS = {"parser": "lalr", "keep_all_tokens": True, "maybe_placeholders": True, "start": ["start", "setting"]}
+_OPTIONS = {"parser": "lalr", "keep_all_tokens": True, "maybe_placeholders": True,
+            "start": ["start", "setting", "expr"]}
 
 
 class _Parser:
@@ -91,6 +92,19 @@ def parse(source: SourceFile, sources: SourceMap) -> ast.Module:
 def parse_setting(source: SourceFile, sources: SourceMap) -> ast.Setting:
     """Parse one `train` setting line on its own (e.g. a command-line override such as `lr 0.05`)."""
     return _parse(source, sources, "setting")
+
+
+@cache
+def parse_expression(text: str) -> ast.Expr | None:
+    """One expression on its own (the `{i + 1}` of a name pattern such as `"b{i + 1}"`), or None if it is not one.
+
+    Its spans point into the text itself; the caller reports errors at the string that holds it.
+    """
+    try:
+        result, errors = _parser().parse(SourceFile(path="<pattern>", text=text), "expr")
+    except UnexpectedInput:
+        return None
+    return None if errors else result
 
 
 def _parse(source: SourceFile, sources: SourceMap, start: str):
@@ -165,13 +179,40 @@ def _syntax_diagnostic(error: UnexpectedInput, source: SourceFile, whole_file: b
         found = error.token
         shown = "end of line" if found.type == "_NEWLINE" else repr(str(found))
         expected = sorted({_TOKEN_WORDS.get(t, repr(t.lower())) for t in error.expected})
-        message = f"unexpected {shown}; expected {_join(expected)}"
+        message = _hint(found, error.expected, source.line(line), column) or \
+            f"unexpected {shown}; expected {_join(expected)}"
         if "RBRACE" in error.expected and str(found) in _SECTION_WORDS and _first_on_its_line(source, line, column):
             notes = _unclosed_brace(source, before=(line, column))
     else:
         message = "syntax error"
     end = column + max(1, len(str(getattr(error, "token", "") or " ").strip() or " "))
     return Diagnostic(Span(source.path, line, column, line, end), message, notes)
+
+
+# The language's keywords (grammars/resdsl.lark): where a name is expected they are read as keywords.
+KEYWORDS = frozenset({"param", "block", "shortcut", "network", "extends", "input", "stem", "stages", "head", "train",
+                      "same", "changed", "if", "else", "true", "false", "override", "from", "for", "in", "and",
+                      "or", "not"})
+_EXPRESSION_STARTS = frozenset({"INT", "FLOAT", "SHAPE", "NAME", "CALL"})
+
+
+def _hint(found: Token, expected: set[str], text: str, column: int) -> str | None:
+    """A message for a natural mistake, from the unexpected token and the text of its line around it."""
+    before, after = text[: column - 1], text[column - 1 + len(str(found)):].lstrip()
+    word = re.search(r"([A-Za-z_][A-Za-z0-9_]*)[ \t]*$", before)
+    if str(found) in KEYWORDS and "NAME" in expected and after[:1] in ("=", ":"):
+        return f"'{found}' is a keyword, so it cannot be used as a name here; rename it (e.g. '{found}_')"
+    if word and word[1] in KEYWORDS and str(found) in ("=", ":", "("):
+        return f"'{word[1]}' is a keyword, so it cannot be used as a name here; rename it (e.g. '{word[1]}_')"
+    if found.type == "CALL" and "NAME" in expected and re.search(r"(^|[;{:])[ \t]*$", before):
+        name = str(found)[:-1]
+        return (f"a layer's arguments follow its name without parentheses: `{name} …`, not `{name}(…)` "
+                f"(parentheses bind arguments in a value, as in `norm: {name}(…)`)")
+    if found.type in _EXPRESSION_STARTS and "RPAR" in expected | {"RPAR"} and word and re.search(
+            r"[(,][ \t]*[A-Za-z_][A-Za-z0-9_]*[ \t]*:?[ \t]*[A-Za-z_][A-Za-z0-9_]*[ \t]+$", before):
+        return (f"a value with arguments is written as a call: `{word[1]}({found})`, not `{word[1]} {found}` "
+                "(a stage option or argument holds one value)")
+    return None
 
 
 # Words that start a section or a definition: met where a '}' could go, the block before lacks one.
@@ -223,9 +264,10 @@ def _join(words: list[str]) -> str:
 
 
 class _Path(str):
-    """A label's dotted path, with where it is written."""
+    """A label's dotted path, with where it is written; `parts` are its text and expressions when it has `{i}`."""
 
     span: Span
+    parts: tuple = ()
 
 
 class _Body(list):
@@ -332,6 +374,17 @@ class _ToAst:
         left, op, right = children
         return ast.Compare(self._span(children), str(op), left, right)
 
+    def or_(self, children):
+        left, right = _nodes(children)
+        return ast.Logic(self._span(children), "or", left, right)
+
+    def and_(self, children):
+        left, right = _nodes(children)
+        return ast.Logic(self._span(children), "and", left, right)
+
+    def not_(self, children):
+        return ast.Not(self._span(children), children[1])
+
     def conditional(self, children):
         then, condition, otherwise = _nodes(children)
         return ast.Conditional(self._span(children), then, condition, otherwise)
@@ -347,7 +400,21 @@ class _ToAst:
         return ast.Kwarg(self._span(children), _word(children), _nodes(children)[-1])
 
     def path(self, children):
-        return _spanned(_Path, "".join(map(str, children)), self._span(children))
+        parts: list[str | ast.Node] = []
+        for child in children:
+            if child is None:  # the optional name before `{`
+                continue
+            if isinstance(child, ast.Node):
+                parts.append(child)
+            elif str(child) not in "{}":
+                if parts and isinstance(parts[-1], str):
+                    parts[-1] += str(child)
+                else:
+                    parts.append(str(child))
+        text = "".join(part if isinstance(part, str) else "{…}" for part in parts)
+        path = _spanned(_Path, text, self._span(children))
+        path.parts = tuple(parts) if any(isinstance(part, ast.Node) for part in parts) else ()
+        return path
 
     def label(self, children):
         return children[0]
@@ -356,14 +423,28 @@ class _ToAst:
     def layer(self, children):
         label = children[0]
         op = next(c for c in children if isinstance(c, Token) and c.type == "NAME")
-        return ast.Layer(self._span(children), label, str(op), self._token_span(op), _nodes(children))
+        parts = label.parts if label is not None else ()
+        return ast.Layer(self._span(children), label, str(op), self._token_span(op), _nodes(children), parts)
 
     def let(self, children):
         return ast.Let(self._span(children), _word(children), _nodes(children)[0])
 
     def from_(self, children):
         name = children[1]
-        return ast.From(self._span(children), str(name), self._token_span(name))
+        quoted = name.type == "STRING"
+        return ast.From(self._span(children), str(name)[1:-1] if quoted else str(name), self._token_span(name),
+                        quoted)
+
+    def for_(self, children):
+        iterable, = (c for c in children if isinstance(c, ast.Node))
+        return ast.For(self._span(children), _word(children), iterable, _body(children))
+
+    def if_(self, children):
+        condition = children[1]
+        bodies = [c for c in children[2:] if isinstance(c, _Body | ast.If)]
+        otherwise = bodies[1] if len(bodies) > 1 else []
+        return ast.If(self._span(children), condition, bodies[0], [otherwise] if isinstance(otherwise, ast.If)
+                      else otherwise)
 
     def layer_body(self, children):
         return _spanned(_Body, _nodes(children), self._span(children))
@@ -419,9 +500,13 @@ class _ToAst:
     def stage_body(self, children):
         return _spanned(_Body, _nodes(children), self._span(children))
 
+    def drop(self, children):
+        return ast.Drop(self._span(children), _word(children))
+
     def stages(self, children):
         options = [c for c in children if isinstance(c, ast.Kwarg)]
-        return "stages", ast.Stages(self._span(children), options, _body(children))
+        drops = [c for c in children if isinstance(c, ast.Drop)]
+        return "stages", ast.Stages(self._span(children), options, _body(children), drops)
 
     def setting(self, children):
         args = _nodes(children)

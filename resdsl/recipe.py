@@ -498,8 +498,10 @@ class Setting:
     flag_is_line: bool = False
 
     def line(self, flag_value: object) -> str:
-        """The train-section line that the flag's value stands for."""
-        return f"{self.key} {flag_value if self.flag_is_line else self.write(flag_value)}"
+        """The train-section line that the flag's value stands for (text given for a number or a flag, as
+        `resdsl.train(settings={"lr": "0.05"})` may, is the line's text)."""
+        as_text = self.flag_is_line or (isinstance(flag_value, str) and self.flag is not str)
+        return f"{self.key} {flag_value if as_text else self.write(flag_value)}"
 
 
 #: Every train setting, in the order spec.res writes them. Each is a `Recipe` field of the same name.

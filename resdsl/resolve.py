@@ -81,7 +81,11 @@ def load(source: SourceFile, overrides: dict[str, Value], sources: SourceMap | N
                     diagnostics.error(assign.span, f"'{child.extends.path}' declares no param '{assign.name}' "
                                                    f"(declared: {declared})")
                 values[assign.name] = assign.value
-        network = child if network is None else _merge(network, child)
+        if network is None:
+            for drop in child.stages.drops if child.stages else []:
+                diagnostics.error(drop.span, f"`-{drop.name}` drops an inherited stage option, but this network "
+                                             "extends no other")
+        network = child if network is None else _merge(network, child, diagnostics)
 
     for name in overrides:
         if name not in decls:
@@ -131,7 +135,9 @@ def _extends_chain(source: SourceFile, sources: SourceMap, diagnostics: Diagnost
         try:
             text = read_source_text(parent)
         except UnreadableSpec as error:
-            raise diagnostics.fail(extends.span, f"cannot read '{extends.path}': {error}") from None
+            close = zoo.nearest(extends.path) if error.missing else None
+            hint = f"; did you mean the zoo's '{close}'?" if close else ""
+            raise diagnostics.fail(extends.span, f"cannot read '{extends.path}': {error}{hint}") from None
         source = SourceFile(path=_display_path(parent), text=text)
 
 
@@ -184,15 +190,22 @@ def _keyword(kind: str) -> str:
     return kind.split()[0]
 
 
-def _merge(parent: ast.Network, child: ast.Network) -> ast.Network:
-    """The child's sections replace the parent's; its stage options merge key by key."""
+def _merge(parent: ast.Network, child: ast.Network, diagnostics: Diagnostics) -> ast.Network:
+    """The child's sections replace the parent's; its stage options merge key by key (`-key` drops one)."""
     stages = parent.stages
     if child.stages is not None:
+        inherited = {o.name: o for o in stages.options} if stages is not None else {}
+        for drop in child.stages.drops:
+            if drop.name not in inherited:
+                given = ", ".join(inherited) or "none"
+                diagnostics.error(drop.span, f"`-{drop.name}`: the parent gives no stage option '{drop.name}' "
+                                             f"(it gives {given})")
+            inherited.pop(drop.name, None)
         if stages is None:
-            stages = child.stages
+            stages = replace(child.stages, drops=[])
         else:
-            options = {o.name: o for o in stages.options} | {o.name: o for o in child.stages.options}
-            stages = replace(child.stages, options=list(options.values()),
+            options = inherited | {o.name: o for o in child.stages.options}
+            stages = replace(child.stages, options=list(options.values()), drops=[],
                              items=child.stages.items if child.stages.items is not None else stages.items)
     return replace(child, input=child.input or parent.input, stem=child.stem or parent.stem, stages=stages,
                    head=child.head or parent.head, train=child.train or parent.train,
@@ -296,5 +309,7 @@ def read_spec(path_or_text: str | Path) -> SourceFile:
         return SourceFile(path=str(path), text=read_source_text(path))
     except UnreadableSpec as error:
         if error.missing:
-            raise SpecError([Diagnostic(None, f"no such file: {path}")]) from None
+            close = zoo.nearest(str(path_or_text)) if isinstance(path_or_text, str) else None
+            hint = f"; did you mean the zoo's '{close}'?" if close else ""
+            raise SpecError([Diagnostic(None, f"no such file: {path}{hint}")]) from None
         raise SpecError([Diagnostic(Span(str(path), 1, 1, 1, 1), f"cannot read this spec: {error}")]) from None

@@ -32,6 +32,10 @@ class WeightsError(Exception):
         self.head_only = head_only
 
 
+class StatisticError(WeightsError):
+    """A recorded mean or std that cannot be applied (NaN, zero, not a tensor...)."""
+
+
 @dataclass(frozen=True)
 class Weights:
     """A state_dict read from `path` (prefixes stripped) and the other entries of its checkpoint, if any."""
@@ -41,23 +45,50 @@ class Weights:
     checkpoint: dict[str, Any] = field(default_factory=dict)
 
 
+INPUT_FORMATS = ("uint8",)  # the images resdsl trains on: uint8 0-255, divided by 255
+
+
 @dataclass(frozen=True)
 class Preprocessing:
-    """The input normalisation a checkpoint's weights were trained with, the one record of it that `eval`, `build`
-    and `train` read: `(images / 255 - mean) / std`, each C or CxHxW in 0-1 units (None: not applied)."""
+    """The input pipeline a checkpoint's weights were trained with, the one record of it that `train` writes and
+    `eval` and `build` read: `input_format` images (uint8, 0-255) cropped to `input` (CxHxW; None: the spec's), then
+    `(images / 255 - mean) / std`, each C or CxHxW in 0-1 units (None: not applied)."""
 
     mean: torch.Tensor | None = None
     std: torch.Tensor | None = None
+    input: tuple[int, int, int] | None = None
+    input_format: str = "uint8"
+
+    def fields(self) -> dict[str, Any]:
+        """The record as a checkpoint keeps it."""
+        return {"mean": self.mean, "std": self.std, "input": None if self.input is None else list(self.input),
+                "input_format": self.input_format}
 
 
-def preprocessing(weights: Weights) -> Preprocessing:
-    """The mean and std `weights`' checkpoint records, checked in float32 as they will be applied; WeightsError
-    naming the field that is not a usable statistic."""
-    recorded = {key: weights.checkpoint.get(key) for key in ("mean", "std")}
+def preprocessing(weights: Weights, *, statistics: bool = True) -> Preprocessing:
+    """What `weights`' checkpoint records of its preprocessing, the mean and std checked in float32 as they will be
+    applied (not read without `statistics`: the caller gives its own); WeightsError naming the field that is not
+    usable."""
+    recorded = {key: weights.checkpoint.get(key) for key in ("mean", "std") if statistics}
     for key, value in recorded.items():
         if value is not None and (problem := statistic_problem(value, key)) is not None:
-            raise WeightsError(f"{weights.path} records a {key} that is {problem}")
-    return Preprocessing(**recorded)
+            raise StatisticError(f"{weights.path} records a {key} that is {problem}")
+    shape = weights.checkpoint.get("input")
+    if shape is not None and not (isinstance(shape, list | tuple) and len(shape) == 3
+                                  and all(type(d) is int and d > 0 for d in shape)):
+        raise WeightsError(f"{weights.path} records an input that is {_shown(shape)}, not CxHxW (three positive "
+                           "whole numbers)")
+    input_format = weights.checkpoint.get("input_format", "uint8")
+    if input_format not in INPUT_FORMATS:
+        raise WeightsError(f"{weights.path} records an input_format {_shown(input_format)}, and resdsl trains on "
+                           "uint8 images only (0-255, divided by 255)")
+    return Preprocessing(**recorded, input=None if shape is None else tuple(shape), input_format=input_format)
+
+
+def _shown(value: object) -> str:
+    """A recorded value for a message: short, one line."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:40]}..."
 
 
 def statistic_problem(value: object, name: str) -> str | None:

@@ -49,6 +49,14 @@ def find(name: str) -> Path | None:
     return _index().get(name.removesuffix(SUFFIX))
 
 
+def nearest(name: str) -> str | None:
+    """The zoo name closest to a mistyped one (`resnet5` -> `resnet50`), or None."""
+    from difflib import get_close_matches
+
+    close = get_close_matches(name.removesuffix(SUFFIX), names(), n=1, cutoff=0.8)
+    return close[0] if close else None
+
+
 def resolve(spec: str | Path) -> str | Path:
     """What to read for a spec argument: a path that exists (or any Path) as given, else the zoo's file of
     that name, else `spec` unchanged (to be reported as missing)."""

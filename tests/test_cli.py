@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 import resdsl
 from resdsl.cli import common
-from resdsl.cli.app import app
+from resdsl.cli.app import COMMANDS, app
 
 BAD_SPECS = Path(__file__).resolve().parent / "bad_specs"
 
@@ -311,7 +311,6 @@ def test_an_atomic_write_error_names_the_target_not_the_temp_file(tmp_path):
     assert list(tmp_path.iterdir()) == [tmp_path / "file"]
 
 
-COMMANDS = ["check", "info", "viz", "zoo", "build", "bench", "train", "eval", "plot"]
 TYPE_PLACEHOLDER = r"<(str|int|float|bool|Path|list\[\w+\])>|\{\w+\}"  # typer's default metavars
 
 
@@ -344,7 +343,7 @@ def test_help_shows_an_options_metavar(command, option, metavar):
 
 
 @pytest.mark.parametrize("command, flag, description", [
-    ("info", "--json", "Print the summary as JSON."), ("build", "--no-fold", "Keep BatchNorm"),
+    ("info", "--json", "Print the summary as JSON."), ("build", "--no-fold", "Keep the training graph"),
     ("check", "--help", "Show this message"),
 ])
 def test_help_shows_no_value_for_a_flag(command, flag, description):

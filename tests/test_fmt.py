@@ -32,8 +32,10 @@ def _mangled(text: str, seed: int) -> str:
             lines.extend([" " * rng.randint(0, 4)] * rng.randint(0, 2))  # blank lines the layout removes
         code, hash_, comment = line.partition("#")
         code = re.sub(r"\s*,\s*", lambda _: " " * rng.randint(0, 2) + "," + " " * rng.randint(0, 3), code)
-        code = re.sub(r"\s*=\s*(?!=)", lambda _: " " * rng.randint(0, 3) + "=" + " " * rng.randint(0, 3), code)
-        code = re.sub(r"\s*\{\s*", lambda _: " " * rng.randint(1, 3) + "{" + " " * rng.randint(1, 3), code)
+        code = re.sub(r"(?<![=!<>])\s*=\s*(?!=)", lambda _: " " * rng.randint(0, 3) + "=" + " " * rng.randint(0, 3),
+                      code)  # `=` alone, not in `==`
+        code = '"'.join(re.sub(r"\s*\{\s*", lambda _: " " * rng.randint(1, 3) + "{" + " " * rng.randint(1, 3), part)
+                        if index % 2 == 0 else part for index, part in enumerate(code.split('"')))  # not in strings
         code = re.sub(r"\s*:\s+", lambda _: " " * rng.randint(0, 2) + ":" + " " * rng.randint(1, 3), code)
         code = " " * rng.randint(0, 9) + code.strip() + " " * rng.randint(0, 2) if code.strip() else code
         lines.append(code + hash_ + comment if hash_ else code.rstrip() if not code.strip() else code)

@@ -12,29 +12,12 @@ import numpy as np
 import openvino
 import torch
 import torchvision
-from typer.testing import CliRunner
+from test_deploy import randomised, run  # the CLI runner and BatchNorm randomiser the deploy tests use
 
 import resdsl
-from resdsl.cli.app import app
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-def run(*args: object):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def randomised(model: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
-    """Non-trivial BatchNorm statistics and affine terms, so that folding errors would show."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                for tensor, low, high in ((module.running_mean, -0.5, 0.5), (module.running_var, 0.5, 2.0),
-                                          (module.weight, 0.5, 1.5), (module.bias, -0.3, 0.3)):
-                    tensor.copy_(torch.rand(tensor.shape, generator=generator) * (high - low) + low)
-    return model.eval()
 
 
 def openvino_outputs(path: Path, x: torch.Tensor) -> torch.Tensor:

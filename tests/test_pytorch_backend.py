@@ -284,7 +284,7 @@ def test_op_without_lowering_is_a_clear_error() -> None:
         doc = "an op no backend lowers"
 
     network = resdsl.compile(SPECS / "cifar20.res")
-    network.graph.nodes["layer1.0.relu"]["op"] = Swish()
+    network.ir.nodes["layer1.0.relu"]["op"] = Swish()  # the IR the backend reads (it needs no networkx)
     with pytest.raises(backends.Unsupported, match=r"layer1\.0\.relu: the op `swish` has no PyTorch lowering"):
         network.to_torch()
 

@@ -202,6 +202,12 @@ def test_loss_rising_during_the_warm_up_is_not_divergence() -> None:
     _Run._check_divergence(_run_at(300, 2.3, check=False), 9.0, 0.1)
 
 
+def test_a_spike_in_the_first_steps_is_not_divergence() -> None:
+    from resdsl.train.loop import _Run
+
+    _Run._check_divergence(_run_at(2, 2.5), 13.9, 0.1)  # ResNet-18 on a JPEG folder, iteration 2: x5.6
+
+
 def test_a_falling_loss_is_not_divergence() -> None:
     from resdsl.train.loop import _Run
 

@@ -19,7 +19,7 @@ HERE = ROOT / "tests" / "textmate"
 GRAMMAR = ROOT / "grammars" / "resdsl.tmLanguage.json"
 SHIPPED = [*sorted((ROOT / "specs").rglob("*.res")), ROOT / "grammars" / "prelude.res"]
 KEYWORDS = {"network", "extends", "param", "block", "shortcut", "override", "input", "stem", "stages", "head",
-            "train", "same", "changed", "from"}
+            "train", "same", "changed", "from", "for", "in"}
 
 pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed (TextMate engine)")
 
@@ -60,6 +60,8 @@ def _expected(item: Item) -> str | None:
         return "variable.other.param"
     if kind in ("STAGES_CALL", "OVERRIDE") or (value in KEYWORDS and kind != "NAME"):
         return "storage.modifier.override" if kind == "OVERRIDE" else "keyword.other"
+    if value in ("and", "or", "not") and kind != "NAME":
+        return "keyword.operator.logical"
     if value in ("if", "else"):
         return "keyword.control.conditional"
     if value in ("true", "false"):

@@ -12,11 +12,11 @@ from typer.testing import CliRunner
 
 import resdsl
 from resdsl.backends import export as export_backend
-from resdsl.backends import fold
+from resdsl.backends import reparam
 from resdsl.cli.app import app
 
 CIFAR20 = str(Path(__file__).resolve().parent.parent / "specs" / "cifar20.res")
-FOLD = fold.fold_batchnorm
+REWRITE = reparam.reparameterize  # what build runs: branches merged, then BatchNorm folded
 
 
 def run(*args: object):
@@ -32,7 +32,7 @@ def off_by_one_percent(model: torch.nn.Module) -> torch.nn.Module:
 
 @pytest.fixture
 def wrong_fold(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fold, "fold_batchnorm", lambda model: off_by_one_percent(FOLD(model)))
+    monkeypatch.setattr(reparam, "reparameterize", lambda model: off_by_one_percent(REWRITE(model)))
 
 
 def test_a_wrong_fold_fails_the_build_and_leaves_nothing(wrong_fold, tmp_path: Path):

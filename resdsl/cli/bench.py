@@ -1,125 +1,70 @@
-"""`resdsl bench FILE --backend B`: latency and throughput of a deployment route, beside the PyTorch ones."""
+"""`resdsl bench FILE --backend B`: latency and throughput of a deployment route, beside the PyTorch ones.
+
+The work is `resdsl.benchmark.bench`; this module turns the flags into its arguments and its result into a table.
+"""
 
 from __future__ import annotations
 
 import json
-import tempfile
 from dataclasses import asdict
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from resdsl.backends import BACKENDS
-from resdsl.cli.build import (
-    InputOption,
-    PrecisionOption,
-    check_choice,
-    check_memory,
-    check_precision,
-    prepare_model,
-    with_input,
-)
-from resdsl.cli.common import SetOption, SpecArgument, fail, load_network, quoted, shortened
-from resdsl.limits import usable_cpus
+from resdsl.benchmark import NAMED, BenchError, BenchResult
+from resdsl.cli.build import InputOption, PrecisionOption, input_shape
+from resdsl.cli.common import SetOption, SpecArgument, fail
+from resdsl.deploy import BuildError
+from resdsl.resolve import parse_override
 
-# What --backend names: the build backends, and the PyTorch routes by name; the route each one times.
-PRIMARY = {"pytorch": "eager", "export": "export", "onnx": "onnx", "openvino": "openvino", "tensorrt": "tensorrt"}
-NAMED = {**PRIMARY, "eager": "eager", "folded": "folded", "compiled": "compile"}
-COMPARED = ("eager", "folded", "compile", "onnx")
-MAX_RUNS = 100_000  # timed runs: p50 and p90 are steady long before; more only takes hours
-MAX_WARMUP = 10_000
+BackendOption = Annotated[str, typer.Option(
+    "--backend", metavar="ROUTE[,ROUTE..]",
+    help=f"One of {', '.join(NAMED)}, or several separated by commas: timed interleaved in one table.")]
+BatchOption = Annotated[int, typer.Option("--batch", help="Batch size.")]
+RunsOption = Annotated[int, typer.Option("--runs", help="Timed runs.")]
+WarmupOption = Annotated[int, typer.Option("--warmup", help="Untimed runs first.")]
+DeviceOption = Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: cuda if present).")]
+CompareOption = Annotated[bool, typer.Option("--compare/--no-compare", help="Also time eager, BN-folded, "
+                                             "torch.compile and onnxruntime (when --backend names one route).")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the results as JSON.")]
+ThreadsOption = Annotated[int | None, typer.Option(
+    "--threads", help="CPU threads for torch and onnxruntime (default: torch's default).")]
 
 
-def bench(
-    spec: SpecArgument,
-    backend: Annotated[str, typer.Option(
-        "--backend", metavar="ROUTE[,ROUTE..]",
-        help=f"One of {', '.join(NAMED)}, or several separated by commas: timed interleaved in one table.")
-    ] = "pytorch",
-    batch: Annotated[int, typer.Option("--batch", help="Batch size.")] = 1,
-    precision: PrecisionOption = "fp32",
-    runs: Annotated[int, typer.Option("--runs", help="Timed runs.")] = 50,
-    warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs first.")] = 10,
-    device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: cuda if present).")] = None,
-    compare: Annotated[bool, typer.Option("--compare/--no-compare",
-                                          help="Also time eager, BN-folded, torch.compile and onnxruntime (when "
-                                               "--backend names one route).")] = True,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
-    threads: Annotated[int | None, typer.Option(
-        "--threads", help="CPU threads for torch and onnxruntime (default: torch's default).")] = None,
-    input_: InputOption = None,
-    set_: SetOption = None,
-) -> None:
+def bench(spec: SpecArgument, backend: BackendOption = "pytorch", batch: BatchOption = 1,
+          precision: PrecisionOption = "fp32", runs: RunsOption = 50, warmup: WarmupOption = 10,
+          device: DeviceOption = None, compare: CompareOption = True, as_json: JsonOption = False,
+          threads: ThreadsOption = None, input_: InputOption = None, set_: SetOption = None) -> None:
     """Time warm-up-excluded runs, routes interleaved, and print latency p50/p90 and throughput per route."""
-    named = route_names(backend)
-    check_precision(precision)
-    for name in named:
-        if name in BACKENDS and precision not in BACKENDS[name].precisions:
-            fail(f"the {name} backend builds {' or '.join(BACKENDS[name].precisions)}, not {precision}", 2)
-    if batch < 1:
-        fail(f"--batch must be at least 1, not {batch}", 2)
-    for flag, value, least, most in (("--runs", runs, 2, MAX_RUNS), ("--warmup", warmup, 0, MAX_WARMUP)):
-        if not least <= value <= most:
-            fail(f"{flag} must be from {least} to {most:,}, not {shortened(str(value))}", 2)
-    cpus = usable_cpus()
-    if threads is not None and not 1 <= threads <= cpus:
-        fail(f"--threads must be between 1 and the {cpus} CPUs usable here, not {threads}", 2)
-    network = with_input(load_network(spec, set_), input_)
-    check_memory(network, batch)
-    import torch
+    from resdsl.benchmark import bench as time_routes
 
-    if threads is not None:
-        torch.set_num_threads(threads)  # onnxruntime sessions take torch's count (resdsl.backends.onnx.load)
-
-    from resdsl.backends.bench import bench as time_routes
-
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    check_choice("--device", device, ("cpu", "cuda"))
-    if device == "cuda" and not torch.cuda.is_available():
-        fail("--device cuda needs an NVIDIA GPU with its driver, and torch sees none here")
-    routes = [NAMED[name] for name in named]
-    if compare and len(routes) == 1:
-        routes += [r for r in COMPARED if r != routes[0]]
-    model = prepare_model(network, None, 0)
-    example = torch.randn(batch, *network.input_shape, generator=torch.Generator().manual_seed(0))
-    with tempfile.TemporaryDirectory(prefix="resdsl-bench-") as workdir:
-        results = time_routes(routes, model, example, precision=precision, device=device, runs=runs,
-                              warmup=warmup, workdir=Path(workdir))
-    if len(results) == 1 and results[0].error:
-        fail(results[0].error)
+    try:
+        result = time_routes(spec, backend, batch=batch, precision=precision, runs=runs, warmup=warmup,
+                             device=device, compare=compare, threads=threads, input_shape=input_shape(input_),
+                             params=dict(parse_override(item) for item in set_ or []))
+    except (BenchError, BuildError) as error:
+        fail(str(error))
     if as_json:
-        typer.echo(json.dumps({"network": network.name, "input": list(network.input_shape), "device": device,
-                               "precision": precision, "threads": torch.get_num_threads(), "runs": runs,
-                               "warmup": warmup,
-                               "results": [asdict(r) for r in results]}, indent=2))
+        fields = {key: value for key, value in asdict(result).items() if key != "timings"}
+        typer.echo(json.dumps({**fields, "input": list(result.input),
+                               "results": [asdict(t) for t in result.timings]}, indent=2))
     else:
-        typer.echo(table(network.name, device, precision, torch.get_num_threads(), results))
+        typer.echo(table(result))
 
 
-def route_names(text: str) -> list[str]:
-    """`--backend onnx` or `--backend eager,compiled,onnx`: known names, each once (exit 2 otherwise)."""
-    names = [name.strip() for name in text.split(",")]
-    unknown = [name for name in names if name not in NAMED]
-    if unknown:
-        fail(f"--backend takes {', '.join(NAMED)} (several separated by commas), not {quoted(unknown[0])}", 2)
-    routes = [NAMED[name] for name in names]
-    if repeated := sorted({name for name, route in zip(names, routes, strict=True) if routes.count(route) > 1}):
-        fail(f"--backend names the same route more than once ({', '.join(repeated)}); give each once", 2)
-    return names
-
-
-def table(name: str, device: str, precision: str, threads: int, results: list) -> str:
+def table(result: BenchResult) -> str:
     """Rows of route, p50, p90, throughput and speed-up over torch eager (the first row is the one asked for)."""
-    eager = next((r.p50_ms for r in results if r.route == "torch eager" and not r.error), None)
-    header = f"{name} on {device}, {precision}, batch {results[0].batch}, {threads} CPU thread{'s' * (threads > 1)}"
+    timings, threads = result.timings, result.threads
+    eager = next((t.p50_ms for t in timings if t.route == "torch eager" and not t.error), None)
+    header = (f"{result.network} on {result.device}, {result.precision}, batch {timings[0].batch}, {threads} CPU "
+              f"thread{'s' * (threads > 1)}")
     lines = [header, f"{'route':<28}{'p50 ms':>10}{'p90 ms':>10}{'img/s':>10}{'vs eager':>10}"]
-    for r in results:
-        if r.error:
-            lines.append(f"{r.route:<28}{r.error}")
+    for t in timings:
+        if t.error:
+            lines.append(f"{t.route:<28}{t.error}")
             continue
-        ratio = f"{eager / r.p50_ms:.2f}x" if eager else ""
-        lines.append(f"{r.route:<28}{r.p50_ms:>10.2f}{r.p90_ms:>10.2f}{r.throughput:>10.1f}{ratio:>10}")
+        ratio = f"{eager / t.p50_ms:.2f}x" if eager else ""
+        lines.append(f"{t.route:<28}{t.p50_ms:>10.2f}{t.p90_ms:>10.2f}{t.throughput:>10.1f}{ratio:>10}")
     return "\n".join(lines)
 
 

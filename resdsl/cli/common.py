@@ -5,7 +5,6 @@ Errors reach the user through `resdsl.cli.app.report`: raise SpecError, UsageErr
 
 from __future__ import annotations
 
-import os
 import re
 import stat
 from collections.abc import Callable, Iterator
@@ -16,7 +15,8 @@ from typing import Annotated, BinaryIO, NoReturn
 import typer
 
 from resdsl import zoo
-from resdsl.limits import WORKERS_PER_CPU, max_workers, usable_cpus
+from resdsl.files import kind, output_problem, overwritten_input
+from resdsl.limits import WORKERS_PER_CPU, max_workers, quoted, shortened, usable_cpus
 from resdsl.network import Network, _check
 from resdsl.resolve import load, parse_override, read_spec
 
@@ -96,26 +96,15 @@ def regular_file(path: Path, flag: str) -> Path:
 
 def output_file(path: Path, flag: str) -> Path:
     """`path` if a file may be written there (absent, or a regular file); else exit 1, before any work."""
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        return path
-    except OSError as error:
-        fail(f"{flag} {path}: {error.strerror}")
-    if not stat.S_ISREG(mode):
-        fail(f"{flag} {path} is {kind(mode)}; give the name of a file to write")
+    if (problem := output_problem(path, flag)) is not None:
+        fail(problem)
     return path
 
 
 def not_an_input(output: Path, flag: str, inputs: dict[str, str | Path | None]) -> None:
     """Exit 1 if `output` is one of the `inputs` (by what they are: "the spec"), which writing it would destroy."""
-    for what, path in inputs.items():
-        try:
-            same = path is not None and os.path.samefile(output, path)
-        except (OSError, ValueError):  # either is missing (or not a path at all, e.g. spec text)
-            same = False
-        if same:
-            fail(f"{flag} {output} is {what} this command reads; give another file to write")
+    if (problem := overwritten_input(output, flag, inputs)) is not None:
+        fail(problem)
 
 
 @contextmanager
@@ -135,27 +124,3 @@ def written(output: Path) -> Iterator[BinaryIO]:
             except OSError:
                 break
         fail(f"cannot write {output}: {reason(error)}")
-
-
-def quoted(text: str, limit: int = 40) -> str:
-    """`text` quoted for a message, cut short if long (a value of thousands of digits stays one readable line)."""
-    return repr(shortened(text, limit))
-
-
-def shortened(text: str, limit: int = 40) -> str:
-    return text if len(text) <= limit else f"{text[:limit]}..."
-
-
-def kind(mode: int) -> str:
-    """What a file of this `st_mode` is, for a message: `a named pipe`."""
-    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"),
-             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
-    return next((name for test, name in kinds if test(mode)), "a special file")
-
-
-def human_bytes(value: int) -> str:
-    """A byte count as people read it: `137.3 MiB`."""
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if value >= scale:
-            return f"{value / scale:.1f} {unit}"
-    return f"{value} B"

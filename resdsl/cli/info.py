@@ -7,8 +7,10 @@ from typing import Annotated
 
 import typer
 
-from resdsl.cli.common import SetOption, SpecArgument, human_bytes, load_network
+from resdsl import ast
+from resdsl.cli.common import SetOption, SpecArgument, load_network
 from resdsl.ir.ops import fmt
+from resdsl.limits import human_bytes
 from resdsl.network import Network
 
 
@@ -40,6 +42,7 @@ def summary(network: Network) -> dict:
         "activation_bytes": network.activation_bytes,
         "stages": [
             {"name": s.name, "blocks": s.blocks, "block": s.block, "shortcut": s.shortcut,
+             **block_options(network).get(s.name, {}),
              "output": s.output, "params": s.params, "macs": s.macs, "activation_bytes": s.activation_bytes}
             for s in network.stages
         ],
@@ -47,17 +50,68 @@ def summary(network: Network) -> dict:
     }
 
 
+BLOCK_OPTIONS = ("attn", "norm")  # the blocks' arguments shown per stage when the spec sets them off their default
+
+
+def block_options(network: Network) -> dict[str, dict[str, str]]:
+    """Per stage, the `attn` and `norm` its blocks are given as the spec writes them (`se`, `groupnorm(32)`), where
+    that differs from the block's own default (`attn = none`, `norm = batchnorm` in the prelude)."""
+    stages = network.program.network.stages
+    if stages is None or stages.items is None:
+        return {}
+    summaries = [s.name for s in network.stages if s.name not in ("stem", "head")]
+    found: dict[str, dict[str, str]] = {}
+    for name, stage in zip(summaries, stages.items, strict=False):
+        options = {kwarg.name: kwarg.value for kwarg in [*stages.options, *stage.options]}  # the stage's own win
+        block = options.get("block")
+        block_name = block.id if isinstance(block, ast.Name) else block.func if isinstance(block, ast.Call) else None
+        for option in BLOCK_OPTIONS:
+            if option in options and _written(options[option]) != _default(network, block_name, option):
+                found.setdefault(name, {})[option] = _written(options[option])
+    return found
+
+
+def _default(network: Network, block: str | None, option: str) -> str | None:
+    """The default a block (through its aliases) gives `option`, as written."""
+    while block is not None and (definition := network.program.blocks.get(block)) is not None:
+        if isinstance(definition, ast.BlockAlias):
+            bound = {kwarg.name: kwarg.value for kwarg in definition.bindings}
+            if option in bound:
+                return _written(bound[option])
+            block = definition.target
+            continue
+        formal = next((f for f in definition.formals if f.name == option), None)
+        return _written(formal.default) if formal is not None and formal.default is not None else None
+    return None
+
+
+def _written(expr: ast.Expr | ast.Pair) -> str:
+    """An option's value as a spec writes it: `se`, `groupnorm(32)`, `se(rd_ratio: 0.25)`."""
+    if isinstance(expr, ast.Name):
+        return expr.id
+    if isinstance(expr, ast.Literal):
+        return str(expr.value).lower() if isinstance(expr.value, bool) else str(expr.value)
+    if isinstance(expr, ast.Pair):
+        return f"{_written(expr.key)}: {_written(expr.value)}"
+    if isinstance(expr, ast.Call):
+        return f"{expr.func}({', '.join(_written(arg) for arg in expr.args)})"
+    return "(an expression)"
+
+
 def table(network: Network) -> str:
-    header = ("stage", "output", "blocks", "block", "shortcut", "params", "MACs", "activations")
+    options = block_options(network)
+    shown = [option for option in BLOCK_OPTIONS if any(option in given for given in options.values())]
+    header = ("stage", "output", "blocks", "block", *shown, "shortcut", "params", "MACs", "activations")
     rows = [header]
     for s in network.stages:
+        given = [options.get(s.name, {}).get(option, "") for option in shown]
         rows.append((s.name, fmt(tuple(s.output)), str(s.blocks) if s.blocks else "",
-                     s.block or "", s.shortcut or "", f"{s.params:,}", _si(s.macs),
+                     s.block or "", *given, s.shortcut or "", f"{s.params:,}", _si(s.macs),
                      human_bytes(s.activation_bytes)))
-    rows.append(("total", fmt(network.output_shape), "", "", "", f"{network.params:,}", _si(network.macs),
-                 human_bytes(network.activation_bytes)))
+    rows.append(("total", fmt(network.output_shape), "", "", *[""] * len(shown), "", f"{network.params:,}",
+                 _si(network.macs), human_bytes(network.activation_bytes)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    right = {2, 5, 6, 7}
+    right = {2, *(index + len(shown) for index in (5, 6, 7))}
 
     def line(row: tuple[str, ...]) -> str:
         cells = enumerate(zip(row, widths, strict=True))

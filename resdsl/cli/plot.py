@@ -38,12 +38,12 @@ def plot(
     except OSError as error:
         fail(f"cannot write {output}: {reason(error)}")
     curves = {run: read_curves(run) for run in runs}
-    for run, (train, test) in curves.items():
-        for line in single_points(run, train, test):
-            typer.echo(f"note: {line}", err=True)
     figure = _draw(curves, _names(runs), title)
     with written(output) as file:
         figure.savefig(file, format=suffix)
+    for run, (train, test) in curves.items():  # said once the figure is written: a failed write says only why
+        for line in single_points(run, train, test):
+            typer.echo(f"note: {line}", err=True)
     typer.echo(f"wrote {output}")
 
 

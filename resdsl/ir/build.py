@@ -13,8 +13,8 @@ from collections import ChainMap
 from dataclasses import dataclass
 
 from resdsl import ast
-from resdsl.diagnostics import Diagnostics
-from resdsl.expr import Argument, Callee, EvalError, Tensor, Value, describe, evaluate, literal
+from resdsl.diagnostics import Diagnostics, Note
+from resdsl.expr import Argument, Callee, EvalError, Tensor, Value, describe, evaluate, interpolate, literal
 from resdsl.ir.emit import Emitter, too_many_instances, too_much_instantiated, uses_shortcut
 from resdsl.ir.graph import (
     COMPILER_NODES,
@@ -41,7 +41,7 @@ from resdsl.limits import (
 from resdsl.resolve import Program
 from resdsl.source import Span
 
-_STAGE_KEYS = ("block", "shortcut", "stride")
+_STAGE_KEYS = ("block", "shortcut", "stride", "blocks")
 
 
 def lower_program(program: Program, diagnostics: Diagnostics) -> IRGraph:
@@ -195,17 +195,48 @@ def _stage(emitter: Emitter, name: str, stage: ast.Stage, depth: int | None, wid
     if stride != 1 and "stride" not in formals:
         diagnostics.error(options["stride"].span, f"block '{block.name}' takes no stride")
     shortcut_name = shortcut.name if shortcut else None
-    for index in range(depth):
+    names = _block_names(emitter, name, options.get("blocks"), depth)
+    if names is None:
+        return failed()
+    for index, block_name in enumerate(names):
         given = [Argument("width", width, stage.span)]
         if "stride" in formals and "stride" in options:
             given.append(Argument("stride", stride if index == 0 else 1, options["stride"].span))
-        site = Site(f"{name}.{index}.", Scope("stage", name, index, "main", block.name, shortcut_name), stage.span)
+        site = Site(f"{name}.{block_name}.", Scope("stage", name, index, "main", block.name, shortcut_name,
+                                                   block_name), stage.span)
         before = _Size.of(emitter)
         current = emitter.block_body(block, tuple(given + arguments), site, current, stage.span, stage=True,
                                      shortcut=shortcut)
         if index == 1:  # the blocks after the first are alike: refuse now what the rest would bring over a limit
             _refuse_oversized(emitter, stage, depth - 2, _Size.of(emitter) - before)
     return current
+
+
+def _block_names(emitter: Emitter, stage: str, option: ast.Kwarg | None, depth: int) -> list[str] | None:
+    """The names of a stage's blocks: `0`, `1`, ... or the stage's `blocks` pattern (`"b{i + 1}"`) for each `i`."""
+    if option is None:
+        return [str(index) for index in range(depth)]
+    pattern = _value(emitter, option.value)
+    if pattern is None:
+        return None
+    if not isinstance(pattern, str) or "{" not in pattern:
+        emitter.diagnostics.error(option.value.span, "blocks takes a name pattern with the block's index `i`, as "
+                                                     f'in `blocks "b{{i + 1}}"`, not {describe(pattern)}')
+        return None
+    names: list[str] = []
+    for index in range(depth):
+        try:
+            block = interpolate(pattern, ChainMap({"i": index}, emitter.globals), option.value.span)
+        except EvalError as error:
+            emitter.diagnostics.error(error.span, error.message)
+            return None
+        problem = check_path(f"{stage}.{block}", "block") or (
+            f"blocks pattern {pattern!r} gives the name '{block}' twice" if block in names else None)
+        if problem:
+            emitter.diagnostics.error(option.value.span, problem)
+            return None
+        names.append(block)
+    return names
 
 
 @dataclass(frozen=True)
@@ -303,7 +334,17 @@ def _stage_arguments(emitter: Emitter, block: Instance, shortcut: Instance | Non
             message = (f"neither block '{block.name}' nor shortcut option '{shortcut.name}' has a parameter '{key}' "
                        f"(they take {takes})" if shortcut_formals else
                        f"block '{block.name}' has no parameter '{key}' (it takes {takes})")
-            diagnostics.error(option.span, message)
+            chosen = options["block"]
+            if option.span.path != chosen.span.path:  # the child replaced the block; the option is inherited
+                diagnostics.error(chosen.span, f"{message}; the stage option '{key}' is inherited: drop it with "
+                                               f"`-{key}` in `stages (…)`", (Note(option.span, "inherited from here"),))
+            else:
+                diagnostics.error(option.span, message)
+            ok = False
+            continue
+        if key == "attn" and isinstance(option.value, ast.Name) and option.value.id not in emitter.globals:
+            known = ", ".join(sorted(_attentions(emitter.program)))
+            diagnostics.error(option.value.span, f"unknown attention '{option.value.id}' (known: {known}, or none)")
             ok = False
             continue
         value = _value(emitter, option.value)
@@ -320,6 +361,16 @@ def _stage_arguments(emitter: Emitter, block: Instance, shortcut: Instance | Non
     if not ok:
         return None
     return arguments, shortcut.with_arguments(tuple(shortcut_arguments)) if shortcut else None
+
+
+def _attentions(program: Program) -> list[str]:
+    """The blocks that can be an `attn`: called as layers (no shortcut), taking the branch's `channels` first."""
+    found = []
+    for name, definition in program.blocks.items():
+        if isinstance(definition, ast.BlockDef) and definition.formals and definition.formals[0].name == "channels" \
+                and not uses_shortcut(definition):
+            found.append(name)
+    return found
 
 
 def _no_repeats(diagnostics: Diagnostics, items: list[ast.Kwarg], what: str) -> None:

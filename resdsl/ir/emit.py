@@ -9,19 +9,32 @@ from __future__ import annotations
 
 from collections import ChainMap
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from resdsl import ast
 from resdsl.diagnostics import Diagnostics, Note
-from resdsl.expr import NONE, Argument, Callee, EvalError, NoLayer, Tensor, Value, describe, evaluate, misplaced
-from resdsl.ir.graph import GraphBuilder, Scope, Site, TooLarge
+from resdsl.expr import (
+    NONE,
+    Argument,
+    Callee,
+    EvalError,
+    NoLayer,
+    Tensor,
+    Value,
+    describe,
+    evaluate,
+    interpolate,
+    misplaced,
+)
+from resdsl.ir.graph import GraphBuilder, Site, TooLarge
 from resdsl.ir.instantiate import BindError, Instance, bind_formals, block_instance, unknown
 from resdsl.ir.ops import OPS, Linear, Op
-from resdsl.limits import MAX_CALL_DEPTH, MAX_INSTANCES, MAX_INSTANTIATED
+from resdsl.limits import MAX_CALL_DEPTH, MAX_INSTANCES, MAX_INSTANTIATED, MAX_WIDTH
 from resdsl.resolve import Program, prelude_source
 from resdsl.source import Span
 
 SHORTCUT_GROUP = "downsample"  # the shortcut's layers are under `<block>.downsample.`, as in torchvision and timm
+PROJECTS = "projects"  # bound in a stage's block: whether its shortcut has layers (timm's `downsample is not None`)
 
 
 @dataclass
@@ -33,6 +46,7 @@ class BlockFrame:
     stride: int
     shortcut: Instance | None
     added: bool = False
+    projects: bool | None = None  # the value `projects` was given, if the block reads it
 
 
 class Emitter:
@@ -52,6 +66,10 @@ class Emitter:
         self.instances = 0  # uses of blocks and shortcut options so far (MAX_INSTANCES)
         self.instantiated = 0  # syntax nodes of definitions instantiated so far (MAX_INSTANTIATED)
         self._sizes: dict[int, int] = {}
+        self._reads_projects: dict[int, bool] = {}
+        self.loops = 0  # loops the statements being emitted are in
+        # a trial run that only finds the shapes at `add shortcut` (to tell a block whether its shortcut projects)
+        self.probe: list[tuple[tuple[int, ...] | None, tuple[int, ...] | None, int]] | None = None
 
     # --- statement lists -------------------------------------------------------------------
 
@@ -66,22 +84,106 @@ class Emitter:
                     return self.builder.placeholder(site.prefix, current, site.scope, statement.span)
                 local[statement.name] = value
             elif isinstance(statement, ast.From):
-                value = scope.get(statement.name)
+                if statement.quoted:
+                    value = self.labelled(statement.name, scope, statement.name_span, site.origin)
+                    if value is None:
+                        return self.builder.placeholder(site.prefix, current, site.scope, statement.span)
+                else:
+                    value = scope.get(statement.name)
                 if not isinstance(value, Tensor):
                     got = "not defined" if value is None else describe(value)
                     self.report(statement.name_span, site.origin, f"`from` needs a tensor — a layer's label or "
                                                                   f"`input` — but '{statement.name}' is {got}")
                     return self.builder.placeholder(site.prefix, current, site.scope, statement.span)
                 current = value.node
+            elif isinstance(statement, ast.For):
+                current = self.loop(statement, scope, site, current, local, frame)
+            elif isinstance(statement, ast.If):
+                condition = self.evaluate(statement.condition, scope, site.origin)
+                if not isinstance(condition, bool):
+                    if condition is not None:
+                        self.report(statement.condition.span, site.origin, "the condition of `if` must be true or "
+                                                                           f"false (a comparison), not "
+                                                                           f"{describe(condition)}")
+                    return self.builder.placeholder(site.prefix, current, site.scope, statement.span)
+                current = self.run(statement.then if condition else statement.otherwise, site, current, local, frame)
             elif _is_shortcut_add(statement):
                 current = self.residual(statement, scope, site, current, frame)
             else:
                 current = self.layer(statement, scope, site, current)
         return current
 
+    def loop(self, statement: ast.For, scope: ChainMap, site: Site, current: str, local: dict[str, Value],
+             frame: BlockFrame | None) -> str:
+        """`for i in range(n) { ... }`: the body once for each `i`, each pass counted as an instantiation."""
+        steps = self.range_of(statement.iterable, scope, site.origin)
+        if steps is None:
+            return self.builder.placeholder(site.prefix, current, site.scope, statement.span)
+        size = self._sizes.get(id(statement))
+        if size is None:
+            size = self._sizes[id(statement)] = sum(syntax_size(s) for s in statement.body) + 1
+        for value in steps:
+            self.instantiated += size
+            if self.instantiated > MAX_INSTANTIATED:
+                raise TooLarge(too_much_instantiated(), site.origin or statement.span)
+            local[statement.name] = value
+            self.loops += 1
+            try:
+                current = self.run(statement.body, site, current, local, frame)
+            finally:
+                self.loops -= 1
+        return current
+
+    def range_of(self, expr: ast.Expr, scope: ChainMap, origin: Span | None) -> range | None:
+        """The integers a loop runs over: `range(stop)` or `range(start, stop)`."""
+        if not (isinstance(expr, ast.Call) and expr.func == "range" and 1 <= len(expr.args) <= 2
+                and not any(isinstance(a, ast.Pair) for a in expr.args)):
+            self.report(expr.span, origin, "a loop runs over `range(n)` or `range(start, stop)`")
+            return None
+        bounds = [self.evaluate(a, scope, origin) for a in expr.args]
+        if None in bounds:
+            return None
+        for arg, bound in zip(expr.args, bounds, strict=True):
+            if isinstance(bound, bool) or not isinstance(bound, int):
+                self.report(arg.span, origin, f"range() takes integers, not {describe(bound)}")
+                return None
+            if abs(bound) > MAX_WIDTH:
+                self.report(arg.span, origin, f"range({bound:,}) is beyond the limit of {MAX_WIDTH:,} steps")
+                return None
+        return range(*bounds)
+
+    def labelled(self, pattern: str, scope: ChainMap, span: Span, origin: Span | None) -> Tensor | None:
+        """The tensor of a label written as a string (`"paths.0.bn"`, `"sp.{i - 1}"`), reported if there is none."""
+        try:
+            label = interpolate(pattern, scope, span)
+        except EvalError as error:
+            self.report(error.span, origin, error.message)
+            return None
+        value = scope.get(label)
+        if isinstance(value, Tensor):
+            return value
+        from difflib import get_close_matches
+
+        known = [name for name, v in scope.items() if isinstance(v, Tensor)]
+        close = get_close_matches(label, known, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        self.report(span, origin, f"no layer labelled '{label}' comes before this in the body{hint}")
+        return None
+
     def layer(self, layer: ast.Layer, scope: ChainMap, site: Site, current: str) -> str:
+        if layer.label_parts:
+            label = self.label_of(layer, scope, site)
+            if label is None:
+                return self.builder.placeholder(site.prefix, current, site.scope, layer.span)
+            layer = layer.but(label=label, label_parts=())
         callee = self.callee(layer, scope, site)
         if isinstance(callee, NoLayer):
+            if layer.args:
+                self.report(layer.args[0].span, site.origin, f"'{layer.op}' is none here, which adds no layer and "
+                                                             "takes no arguments; leave them out, or put the layer "
+                                                             f"under `if {layer.op} != none {{ … }}`")
+                return self.builder.placeholder(site.prefix, current, site.scope, layer.span)
+            self.name_tensor(layer, current, scope, site)  # a label on `none` names the tensor passed through
             return current
         if callee is None:
             return self.builder.placeholder(site.prefix, current, site.scope, layer.span)
@@ -95,6 +197,23 @@ class Emitter:
             node = self.call_block(layer, callee, arguments, site, current)
         self.name_tensor(layer, node, scope, site)
         return node
+
+    def label_of(self, layer: ast.Layer, scope: ChainMap, site: Site) -> str | None:
+        """A label with computed parts (`convs.{i}`): each part an integer or a name."""
+        text = ""
+        for part in layer.label_parts:
+            if isinstance(part, str):
+                text += part
+                continue
+            value = self.evaluate(part, scope, site.origin)
+            if value is None:
+                return None
+            if isinstance(value, bool) or not isinstance(value, int | str):
+                self.report(part.span, site.origin, f"a part of a label is an integer or a name, not "
+                                                    f"{describe(value)}")
+                return None
+            text += str(value)
+        return text
 
     def callee(self, layer: ast.Layer, scope: ChainMap, site: Site) -> Callee | NoLayer | None:
         """What a layer's op name means here: an op or block given as a value (`norm`, `attn`), `none`, or the
@@ -131,6 +250,8 @@ class Emitter:
                 value, name, span = True, arg.id, arg.span
             else:
                 value, name, span = self.evaluate(arg, scope, site.origin), None, arg.span
+                if isinstance(value, str) and op is not None and op.arity != 1:  # `add "paths.0.bn"`
+                    value = self.labelled(value, scope, span, site.origin)
             ok = ok and value is not None
             arguments.append(Argument(name, value, span))
         stray = misplaced(arguments)
@@ -212,11 +333,41 @@ class Emitter:
         local: dict[str, Value] = {**values, "input": Tensor(current), "in_channels": shape[0]}
         stride = values.get("stride", 1)
         frame = BlockFrame(current, stride if isinstance(stride, int) else 1, shortcut) if stage else None
+        if frame is not None and PROJECTS not in values and self.reads_projects(definition):
+            projects = False if self.probe is not None else self.projects(instance, arguments, site, current, span,
+                                                                           shortcut)
+            local[PROJECTS] = frame.projects = projects
         self.calls.append(definition.name)
         try:
             return self.run(definition.body, site, current, local, frame)
         finally:
             self.calls.pop()
+
+    def reads_projects(self, definition: ast.BlockDef) -> bool:
+        known = self._reads_projects.get(id(definition))
+        if known is None:
+            known = self._reads_projects[id(definition)] = reads_name(definition, PROJECTS)
+        return known
+
+    def projects(self, instance: Instance, arguments: tuple[Argument, ...], site: Site, current: str, span: Span,
+                 shortcut: Instance | None) -> bool:
+        """Whether the shortcut of this stage block has layers: a trial run of the block on a scratch graph finds
+        the shapes `add shortcut` sees, which pick the shortcut's case."""
+        if shortcut is None or not shortcut.definition.cases:
+            return False
+        trial = Emitter(self.program, GraphBuilder("trial", lambda *error: None), Diagnostics(self.program.sources))
+        trial.probe, trial.calls = [], list(self.calls)
+        shape = self.builder.graph.nodes[current]["shape"]
+        start = trial.builder.add("input", OPS["input"], {"shape": shape}, [], site.scope, span)
+        try:
+            trial.block_body(instance, arguments, site, start, span, stage=True, shortcut=shortcut)
+        except TooLarge:
+            return False
+        if not trial.probe:
+            return False
+        in_shape, out_shape, stride = trial.probe[0]
+        kept = in_shape == out_shape and stride == 1
+        return _has_layers(shortcut.definition.case("same" if kept else "changed"))
 
     # --- the residual add ------------------------------------------------------------------
 
@@ -236,6 +387,10 @@ class Emitter:
                                                      "`add shortcut` (`add x` adds another tensor)")
             return self.builder.placeholder(site.prefix, current, site.scope, statement.span)
         frame.added = True
+        if self.probe is not None:
+            nodes = self.builder.graph.nodes
+            self.probe.append((nodes[frame.input]["shape"], nodes[current]["shape"], frame.stride))
+            return current
         if current == frame.input:
             self.report(statement.span, site.origin, "the residual branch is empty: `add shortcut` comes before "
                                                      "any layer of the block, so it would add the input to itself")
@@ -249,6 +404,10 @@ class Emitter:
                 self.report(argument.span, site.origin, "shortcut(...) takes one tensor: the one its layers read")
                 return self.builder.placeholder(site.prefix, current, site.scope, statement.span)
             value = self.evaluate(argument.args[0], scope, site.origin)
+            if isinstance(value, str):  # `add shortcut("pre.act")`
+                value = self.labelled(value, scope, argument.args[0].span, site.origin)
+                if value is None:
+                    return self.builder.placeholder(site.prefix, current, site.scope, statement.span)
             if not isinstance(value, Tensor):
                 if value is not None:
                     self.report(argument.args[0].span, site.origin,
@@ -267,6 +426,11 @@ class Emitter:
             return self.builder.placeholder(site.prefix, current, site.scope, statement.span)
         kept = in_shape == out_shape and frame.stride == 1
         case = definition.case("same" if kept else "changed")
+        if frame.projects is not None and frame.projects != _has_layers(case):
+            self.report(statement.span, site.origin, f"this block's shape depends on `{PROJECTS}`: it was told its "
+                                                     f"shortcut {'projects' if frame.projects else 'does not project'}"
+                                                     ", but with that its branch gives another shape")
+            return self.builder.placeholder(site.prefix, current, site.scope, statement.span)
         self.instantiate(definition, len(option.arguments), site.origin or statement.span)
         try:
             values = bind_formals(definition, option.arguments, self.globals, statement.span)
@@ -276,9 +440,7 @@ class Emitter:
             return self.builder.placeholder(site.prefix, current, site.scope, statement.span)
         values |= {"in_channels": in_shape[0], "out_channels": out_shape[0], "stride": frame.stride}
         layers = [s for s in case.body if not (isinstance(s, ast.Layer) and s.op == "identity")]
-        scope_ = site.scope
-        shortcut_scope = Scope(scope_.section, scope_.stage, scope_.block, "shortcut", scope_.block_type,
-                               scope_.shortcut)
+        shortcut_scope = replace(site.scope, branch="shortcut")
         branch_end = frame.input
         taken = f"{site.prefix}{SHORTCUT_GROUP}"
         if layers and taken in nodes:
@@ -353,16 +515,22 @@ class Emitter:
         node = site.prefix + layer.label
         problem = self.builder.path_problem(node, site.scope.stage if site.scope.section == "stage" else None)
         if problem:
+            if self.loops and node in self.builder.graph:
+                problem += " (in a loop, give the label a part computed from the index: `convs.{i}:`)"
             self.report(layer.span, site.origin, problem)
             return None
         return node
 
     def name_tensor(self, layer: ast.Layer, node: str, scope: ChainMap, site: Site) -> None:
-        """A plain label (`pre:`) names the layer's output for later layers of the same body."""
+        """A label names the layer's output for later layers of the same body: a plain one (`pre:`) as a name, a
+        dotted one (`paths.0.bn:`) as a string (`from "paths.0.bn"`)."""
         label = layer.label
-        if label is None or not label.isidentifier():
-            return
         local = scope.maps[0]
+        if label is None:
+            return
+        if not label.isidentifier():
+            local[label] = Tensor(node)
+            return
         if (label in local and not isinstance(local[label], Tensor)) or label in self.program.param_values:
             self.report(layer.span, site.origin, f"label '{label}' is also the name of a value here (a parameter "
                                                  "or a local); rename one of them")
@@ -413,7 +581,7 @@ def syntax_size(root: ast.Node) -> int:
             value = getattr(node, name)
             if isinstance(value, ast.Node):
                 stack.append(value)
-            elif isinstance(value, list):
+            elif isinstance(value, list | tuple):
                 stack.extend(item for item in value if isinstance(item, ast.Node))
     return size
 
@@ -432,7 +600,37 @@ def too_much_instantiated(count: int | None = None) -> str:
 
 
 def uses_shortcut(definition: ast.BlockDef) -> bool:
-    return any(isinstance(s, ast.Layer) and _is_shortcut_add(s) for s in definition.body)
+    """Whether the block adds a shortcut anywhere in its body (in a loop or an `if` too)."""
+    stack: list[ast.Statement] = list(definition.body)
+    while stack:
+        statement = stack.pop()
+        if isinstance(statement, ast.Layer) and _is_shortcut_add(statement):
+            return True
+        if isinstance(statement, ast.For):
+            stack += statement.body
+        elif isinstance(statement, ast.If):
+            stack += statement.then + statement.otherwise
+    return False
+
+
+def reads_name(root: ast.Node, name: str) -> bool:
+    """Whether `name` is read anywhere under `root` (without recursion)."""
+    stack: list[ast.Node] = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Name) and node.id == name:
+            return True
+        for slot in node.__slots__:
+            value = getattr(node, slot)
+            if isinstance(value, ast.Node):
+                stack.append(value)
+            elif isinstance(value, list | tuple):
+                stack.extend(item for item in value if isinstance(item, ast.Node))
+    return False
+
+
+def _has_layers(case: ast.Case | None) -> bool:
+    return case is not None and any(not (isinstance(s, ast.Layer) and s.op == "identity") for s in case.body)
 
 
 def _fmt(shape: tuple[int, ...]) -> str:

@@ -8,7 +8,7 @@ Node ids are dotted module paths (`layer2.0.conv1`). Node attributes:
   args     its bound arguments (None if they could not be bound)
   shape    the inferred output shape, batch excluded (None if unknown)
   params   weights, as PyTorch counts them; macs: multiply-accumulates (conv, linear) — set by `count`
-  scope    where it came from: Scope(section, stage, block, branch, block_type, shortcut)
+  scope    where it came from: Scope(section, stage, block, branch, block_type, shortcut, block_name)
   span     where it is written; origin: the stage line that instantiated it (None outside stages)
   error    the message of a failed check (only on nodes that failed)
   residual True on the `add` of `add shortcut` (only there)
@@ -45,6 +45,7 @@ class Scope:
     branch: Branch = "main"
     block_type: str | None = None
     shortcut: str | None = None
+    block_name: str | None = None  # the block's name in its stage: `0`, or from the stage's pattern (`b1`)
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ class Counts:
 
 def count(graph: IRGraph | nx.DiGraph) -> Counts:
     """Store `params` and `macs` on every node and sum them per stage (nodes in the order built, a topological one)."""
-    totals: dict[str, dict] = {}
+    totals: dict[tuple[str, str], dict] = {}
     nodes = graph.nodes
     for node in graph:
         attrs = nodes[node]
@@ -55,9 +55,9 @@ def count(graph: IRGraph | nx.DiGraph) -> Counts:
         attrs["macs"] = op.macs(attrs["args"], shapes, shape) if known else 0
         if scope.section == "io":
             continue
-        row = totals.get(scope.stage)
+        row = totals.get((scope.section, scope.stage))  # a stage named `head` is not the head
         if row is None:
-            row = totals[scope.stage] = {"name": scope.stage, "blocks": set(), "block": scope.block_type,
+            row = totals[scope.section, scope.stage] = {"name": scope.stage, "blocks": set(), "block": scope.block_type,
                                          "shortcut": scope.shortcut, "output": [], "params": 0, "macs": 0,
                                          "activation_bytes": 0}
         row["params"] += attrs["params"]

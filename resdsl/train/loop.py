@@ -31,11 +31,13 @@ from resdsl.train.run_folder import RunFolder
 from resdsl.train.run_metrics import RunMetrics
 from resdsl.train.runspec import standalone_spec
 from resdsl.train.trainer import Trainer
+from resdsl.weights import Preprocessing
 
 __all__ = ["RunError", "State", "train"]
 
 INTERRUPTED = 130  # exit status after Ctrl-C, as a shell reports SIGINT
 DIVERGED = 1.5  # a logged loss this many times the first one, after the warm-up, is divergence
+SETTLING = 50  # iterations before that is judged: a new net's loss may spike in its first steps (ResNet-18: x5)
 
 
 @dataclass
@@ -211,7 +213,8 @@ class _Run:
             state.first_loss = loss
             return
         warmup = self.recipe.warmup
-        warming = state.warming or (warmup is not None and state.iteration <= (warmup.iterations or 0))
+        warming = (state.warming or state.iteration <= SETTLING
+                   or (warmup is not None and state.iteration <= (warmup.iterations or 0)))
         if self.config.divergence_check and not warming and loss > DIVERGED * state.first_loss:
             raise RunError(_diverged(f"the loss rose from {state.first_loss:.4g} to {loss:.4g} by iteration "
                                      f"{state.iteration:,}", lr))
@@ -272,8 +275,10 @@ class _Run:
         distributed.barrier(self.context)
 
     def _eval_needs(self) -> dict:
-        """What evaluating the weights needs besides them: the data, the input shape and the mean image."""
-        return {"dataset": self.recipe.dataset, "input": list(self.network.input_shape), "mean": self.mean}
+        """What evaluating or building the weights needs besides them: the data, and the preprocessing record
+        (mean image, input shape, input format) that eval and build read back with resdsl.weights.preprocessing."""
+        record = Preprocessing(mean=self.mean, input=tuple(self.network.input_shape))
+        return {"dataset": self.recipe.dataset, **record.fields()}
 
     def _run_settings(self) -> dict:
         """The flags besides the recipe that decide what the run sees: a resume must give the same."""
