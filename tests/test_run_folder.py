@@ -157,6 +157,22 @@ def test_failed_evaluation_keeps_the_trained_run_and_says_how_to_evaluate(
     assert (tmp_path / "run" / "metrics.jsonl").read_text().count('"kind": "train"') == 2  # iterations 1, 2
 
 
+def test_new_run_into_a_folder_with_an_earlier_runs_metrics_but_no_last_pt_is_refused(
+        workspace: Path, resdsl_cli) -> None:
+    # what a run stopped before its first checkpoint leaves: its metrics, config and spec, no last.pt
+    run = workspace / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"kind": "train", "iteration": 1, "train_loss": 2.3}\n')
+    (run / "config.json").write_text("{}\n")
+    (run / "spec.res").write_text("network tiny {}\n")
+    before = _listing(run)
+    result = resdsl_cli("train", "tiny.res", "--out", "run", *QUICK, cwd=workspace)
+    assert result.returncode == 1
+    assert result.stderr == ("error: run holds an earlier run's metrics.jsonl, config.json, spec.res but no last.pt to "
+                             "--resume from; choose another --out, so that they are kept\n")
+    assert _listing(run) == before
+
+
 def test_run_failing_before_its_first_step_leaves_nothing(workspace: Path, resdsl_cli) -> None:
     result = resdsl_cli("train", "tiny.res", "--out", "new/run", *QUICK, "--data", "nowhere", cwd=workspace)
     assert result.returncode == 1

@@ -23,6 +23,8 @@ from resdsl.train.runspec import setting_text
 from resdsl.weights import WeightsError, read_tensor_file
 
 LENGTH = ("iterations", "epochs")  # the recipe settings a resume may change
+# what a run writes into its folder besides last.pt (a new run would overwrite them)
+RUN_FILES = ("metrics.jsonl", "config.json", "spec.res", "mean.pt", "best.pt", "ranks.json")
 
 
 class RunFolder:
@@ -58,11 +60,21 @@ class RunFolder:
             self.held.release()
 
     def check_start(self, resume: bool) -> None:
-        """RunError unless a resume finds last.pt and a new run does not."""
+        """RunError unless a resume finds last.pt and a new run finds no file of an earlier run (which it would
+        overwrite)."""
         if resume and not self.last.exists():
             raise RunError(f"cannot resume: there is no {self.last} (was the first run given this --out?)")
         if not resume and self.last.exists():
             raise RunError(f"{self.last} exists; pass --resume to continue that run or choose another --out")
+        if not resume and (earlier := self.earlier_run_files()):
+            raise RunError(f"{self.out} holds an earlier run's {', '.join(earlier)} but no last.pt to --resume "
+                           "from; choose another --out, so that they are kept")
+
+    def earlier_run_files(self) -> list[str]:
+        """The names of the files a run writes that `out` already holds."""
+        if not self.out.is_dir():
+            return []
+        return [name for name in RUN_FILES if (self.out / name).exists()]
 
     def remove_stale_temps(self) -> None:
         """Remove the temps of checkpoint writes killed half-way (no live process owns them: we hold the lock)."""
