@@ -92,7 +92,10 @@ class Recipe(_Frozen):
     mean_subtract: bool = True
 
     def total_iterations(self, steps_per_epoch: int) -> int:
-        return self.iterations if self.iterations is not None else self.epochs * steps_per_epoch
+        if self.iterations is not None:
+            return self.iterations
+        assert self.epochs is not None, "a recipe gives its length in iterations or in epochs"
+        return self.epochs * steps_per_epoch
 
     def lr_at(self, iteration: int, steps_per_epoch: int, warming: bool = False, drops: int = 0) -> float:
         """The learning rate of step `iteration` (0-based).
@@ -103,6 +106,7 @@ class Recipe(_Frozen):
         warmup = self.warmup
         if warmup is not None:
             if warmup.until_train_error is not None and warming:
+                assert warmup.lr is not None, "a warm-up until a training error has its lr (the parser checks)"
                 return warmup.lr
             if warmup.iterations is not None and iteration < warmup.iterations:
                 return warmup.lr if warmup.lr is not None else self.lr * (iteration + 1) / warmup.iterations
@@ -168,7 +172,7 @@ def recipe_of(program, overrides: Sequence[str | tuple[str, str]] = ()) -> Recip
         path = f"<{origin}>" if program.sources.get(f"<{origin}>") is None else f"<{origin} {number + 1}>"
         extra.append(parse_setting(SourceFile(path=path, text=line), program.sources))
     layers = [spec_settings, extra]
-    fields: dict[str, object] = {}
+    fields: dict[str, Any] = {}  # Recipe's fields, each of its type (SETTINGS[key].parse makes it)
     spans: dict[str, Span] = {}
     unit_of_layer: list[str | None] = []
     for settings in layers:
@@ -254,6 +258,11 @@ def _number(expr: ast.Expr, env: dict[str, Value], what: str, *, integer: bool =
     return value
 
 
+def _integer(expr: ast.Expr, env: dict[str, Value], what: str, *, positive: bool = False,
+             low: float | None = None) -> int:
+    return int(_number(expr, env, what, integer=True, positive=positive, low=low))
+
+
 def _dataset(setting: ast.Setting, env: dict[str, Value]) -> str:
     from resdsl.data import DATASETS
 
@@ -273,7 +282,7 @@ def _dataset(setting: ast.Setting, env: dict[str, Value]) -> str:
 def _split(setting: ast.Setting, env: dict[str, Value]) -> tuple[int | None, int] | None:
     if setting.kwargs or len(setting.args) not in (1, 2):
         raise EvalError(setting.span, "'split' takes TRAIN, VAL image counts (or VAL alone; 0 for no validation)")
-    counts = [_number(a, env, "a split size", integer=True, low=0) for a in setting.args]
+    counts = [_integer(a, env, "a split size", low=0) for a in setting.args]
     if counts[-1] == 0:
         return None
     return (counts[0], counts[1]) if len(counts) == 2 else (None, counts[0])
@@ -281,7 +290,7 @@ def _split(setting: ast.Setting, env: dict[str, Value]) -> tuple[int | None, int
 
 def _int(what: str):
     def parse(setting: ast.Setting, env: dict[str, Value]) -> int:
-        return _number(_only(setting, what), env, f"'{setting.key}'", integer=True, positive=True)
+        return _integer(_only(setting, what), env, f"'{setting.key}'", positive=True)
     return parse
 
 
@@ -338,7 +347,7 @@ def _plateau(call: ast.Call, env: dict[str, Value]) -> Schedule:
     names = ("factor", "patience", "threshold")
     for arg in call.args:
         name = _word(arg.key) if isinstance(arg, ast.Pair) else None
-        if name not in names:
+        if not isinstance(arg, ast.Pair) or name is None or name not in names:
             raise EvalError(arg.span, "plateau() takes factor: F, patience: P and threshold: T, "
                                       "as in plateau(factor: 0.1, patience: 25000)")
         if name in given:
@@ -347,7 +356,7 @@ def _plateau(call: ast.Call, env: dict[str, Value]) -> Schedule:
     if "patience" not in given:
         raise EvalError(call.span, "plateau() needs its patience: how long the error may fail to improve "
                                    "before the lr is cut, as in plateau(patience: 25000)")
-    patience = _number(given["patience"], env, "the patience", integer=True, positive=True)
+    patience = _integer(given["patience"], env, "the patience", positive=True)
     factor = _number(given["factor"], env, "the plateau factor", positive=True) if "factor" in given else 0.1
     if factor >= 1:
         raise EvalError(given["factor"].span, f"the plateau factor must be below 1 (it cuts the lr), got {factor}")
@@ -357,31 +366,33 @@ def _plateau(call: ast.Call, env: dict[str, Value]) -> Schedule:
                     threshold=float(threshold))
 
 
-def _kwargs(setting: ast.Setting, allowed: tuple[str, ...], flags: tuple[str, ...] = ()) -> dict[str, ast.Expr | None]:
-    """`name value` pairs and bare flag words of a setting, checked against `allowed`."""
-    given: dict[str, ast.Expr | None] = {}
+def _kwargs(setting: ast.Setting, allowed: tuple[str, ...],
+            flags: tuple[str, ...] = ()) -> tuple[dict[str, ast.Expr], set[str]]:
+    """The `name value` pairs and the bare flag words of a setting, checked against `allowed`."""
+    given: dict[str, ast.Expr] = {}
+    bare: set[str] = set()
     for arg in setting.args:
         word = _word(arg)
-        if word not in flags:
+        if word is None or word not in flags:
             raise EvalError(arg.span, f"'{setting.key}' takes {', '.join(allowed)}")
-        given[word] = None
+        bare.add(word)
     for kwarg in setting.kwargs:
         if kwarg.name not in allowed:
             close = get_close_matches(kwarg.name, allowed, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else f" (known: {', '.join(allowed)})"
             raise EvalError(kwarg.span, f"'{setting.key}' has no option '{kwarg.name}'{hint}")
-        if kwarg.name in given:
+        if kwarg.name in given or kwarg.name in bare:
             raise EvalError(kwarg.span, f"'{kwarg.name}' is given twice")
         given[kwarg.name] = kwarg.value
-    return given
+    return given, bare
 
 
 def _warmup(setting: ast.Setting, env: dict[str, Value]) -> Warmup | None:
     if len(setting.args) == 1 and not setting.kwargs and _word(setting.args[0]) == "none":
         return None
-    given = _kwargs(setting, ("lr", "iterations", "until_train_error"))
+    given, _ = _kwargs(setting, ("lr", "iterations", "until_train_error"))
     lr = float(_number(given["lr"], env, "the warm-up lr", positive=True)) if "lr" in given else None
-    iterations = (_number(given["iterations"], env, "warm-up iterations", integer=True, positive=True)
+    iterations = (_integer(given["iterations"], env, "warm-up iterations", positive=True)
                   if "iterations" in given else None)
     until = (float(_number(given["until_train_error"], env, "until_train_error", positive=True, high=1.0))
              if "until_train_error" in given else None)
@@ -395,16 +406,17 @@ def _warmup(setting: ast.Setting, env: dict[str, Value]) -> Warmup | None:
 def _augment(setting: ast.Setting, env: dict[str, Value]) -> Augmentation | None:
     if len(setting.args) == 1 and not setting.kwargs and _word(setting.args[0]) == "none":
         return None
-    given = _kwargs(setting, ("pad", "crop", "flip", "scale", "lighting"), flags=("flip",))
-    pad = _number(given["pad"], env, "'pad'", integer=True, low=0) if "pad" in given else 0
-    crop = _number(given["crop"], env, "'crop'", integer=True, positive=True) if "crop" in given else None
-    flip = "flip" in given and (given["flip"] is None or _flag_value(given["flip"], env))
+    given, bare = _kwargs(setting, ("pad", "crop", "flip", "scale", "lighting"), flags=("flip",))
+    pad = _integer(given["pad"], env, "'pad'", low=0) if "pad" in given else 0
+    crop = _integer(given["crop"], env, "'crop'", positive=True) if "crop" in given else None
+    flip = "flip" in bare or ("flip" in given and _flag_value(given["flip"], env))
     scale = None
     if "scale" in given:
         expr = given["scale"]
-        if not isinstance(expr, ast.Call) or expr.func != "range" or len(expr.args) != 2:
+        bounds = [a for a in expr.args if not isinstance(a, ast.Pair)] if isinstance(expr, ast.Call) else []
+        if not isinstance(expr, ast.Call) or expr.func != "range" or len(expr.args) != 2 or len(bounds) != 2:
             raise EvalError(expr.span, "'scale' is range(low, high) of the crop's side, e.g. range(256, 480)")
-        low, high = (_number(a, env, "a scale bound", integer=True, positive=True) for a in expr.args)
+        low, high = (_integer(a, env, "a scale bound", positive=True) for a in bounds)
         if low > high:
             raise EvalError(expr.span, f"scale range({low}, {high}) is empty")
         scale = (low, high)
@@ -571,6 +583,7 @@ def _warmup_words(warmup: Warmup, lr: float) -> str:
         return f"lr {warmup.lr:g} until the training error is below {100 * warmup.until_train_error:g}%"
     if warmup.lr is not None:
         return f"lr {warmup.lr:g} for {warmup.iterations:,} iterations"
+    assert warmup.iterations is not None, "a warm-up without an lr is linear over its iterations"
     return f"linear from {lr / warmup.iterations:g} to {lr:g} over {warmup.iterations:,} iterations"
 
 
