@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from resdsl.data import DATASETS, DataError, DatasetRecord, find_data, load_dataset, register
-from resdsl.data.datasets import unregister
+from resdsl.data.datasets import records_in, unregister
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
@@ -101,6 +101,26 @@ def test_a_dataset_in_one_file_loads_through_load_dataset(tensorset: Path) -> No
 def test_a_dataset_in_one_file_gets_the_missing_data_message(tensorset: Path) -> None:
     with pytest.raises(DataError, match=r"tensorset is read from train.pt and test.pt; save them into it$"):
         find_data("tensorset", tensorset)
+
+
+def test_a_dataset_module_is_registered_by_being_in_the_package(tmp_path: Path) -> None:
+    # resdsl.data.datasets registers every module of its own package this way: no line to add elsewhere
+    (tmp_path / "moresets").mkdir()
+    (tmp_path / "moresets" / "__init__.py").write_text("")
+    (tmp_path / "moresets" / "tensorset.py").write_text(TENSORSET)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import moresets
+
+        assert [record.name for record in records_in(moresets)] == ["tensorset"]
+    finally:
+        sys.path.remove(str(tmp_path))
+        for name in ("moresets", "moresets.tensorset"):
+            sys.modules.pop(name, None)
+
+
+def test_the_shipped_datasets_are_registered() -> None:
+    assert list(DATASETS)[:6] == ["cifar10", "cifar100", "fashion-mnist", "mnist", "imagefolder", "imagenet"]
 
 
 TRAIN_WITH_TENSORSET = """

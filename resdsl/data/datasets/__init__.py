@@ -1,13 +1,16 @@
 """The registry of datasets: one `DatasetRecord` per module here, registered by name (no torch).
 
-Adding a dataset is one module here defining its `RECORD` plus its line in the registration below.
+Adding a dataset is one module here defining its `RECORD`: every module of this package is registered.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+import sys
 from pathlib import Path
+from types import ModuleType
 
-from resdsl.data.datasets import cifar10, cifar100, fashion_mnist, imagefolder, imagenet, mnist
 from resdsl.data.record import DatasetRecord
 
 DATASETS: dict[str, DatasetRecord] = {}
@@ -31,5 +34,12 @@ def unregister(name: str) -> None:
     SYSTEM_COPIES.pop(name, None)
 
 
-for _module in (cifar10, cifar100, fashion_mnist, mnist, imagenet, imagefolder):
-    register(_module.RECORD)
+def records_in(package: ModuleType) -> list[DatasetRecord]:
+    """The `RECORD` of every module of `package`, those of fixed-size images first, each group by name."""
+    modules = [importlib.import_module(f"{package.__name__}.{module.name}")
+               for module in pkgutil.iter_modules(package.__path__)]
+    return sorted((module.RECORD for module in modules), key=lambda record: (record.image_shape is None, record.name))
+
+
+for _record in records_in(sys.modules[__name__]):
+    register(_record)
