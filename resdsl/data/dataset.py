@@ -29,13 +29,15 @@ class Dataset:
     def shape(self) -> tuple[int, int, int] | None:
         """C, H, W of one image (an image folder's views; None until their size is chosen)."""
         shape = self.images.shape
-        return None if shape is None else tuple(shape[1:])
+        return None if shape is None else (shape[1], shape[2], shape[3])
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def sized(self, size: int) -> Dataset:
         """An image folder whose views are `size` x `size`."""
+        if not isinstance(self.images, ImageFiles):
+            raise TypeError(f"{self.name} is a tensor of images, which have their size")
         return replace(self, images=self.images.sized(size))
 
     def subset(self, indices: torch.Tensor) -> Dataset:
@@ -51,15 +53,23 @@ def load_dataset(dataset: str, root: Path, train: bool) -> Dataset:
 
 def cifar_split(record: DatasetRecord, root: Path, names: list[str], label_key: bytes) -> Dataset:
     """The CIFAR python batches `names` in `root`, concatenated."""
-    parts = [read_cifar_batch(root / name, label_key, record.classes) for name in names]
-    return Dataset(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), record.classes, record.name)
+    classes = _fixed_classes(record)
+    parts = [read_cifar_batch(root / name, label_key, classes) for name in names]
+    return Dataset(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), classes, record.name)
 
 
 def idx_split(record: DatasetRecord, root: Path, prefix: str) -> Dataset:
     """The idx pair `<prefix>-images-idx3-ubyte` and `<prefix>-labels-idx1-ubyte` in `root`."""
+    classes = _fixed_classes(record)
     images, labels = read_idx_pair(root / f"{prefix}-images-idx3-ubyte", root / f"{prefix}-labels-idx1-ubyte",
-                                   record.classes)
-    return Dataset(images, labels, record.classes, record.name)
+                                   classes)
+    return Dataset(images, labels, classes, record.name)
+
+
+def _fixed_classes(record: DatasetRecord) -> int:
+    if record.classes is None:
+        raise TypeError(f"the record of {record.name} has no number of classes, which its files' reader needs")
+    return record.classes
 
 
 def folder_split(record: DatasetRecord, root: Path, train: bool) -> Dataset:
@@ -83,7 +93,10 @@ def pixel_mean(dataset: Dataset, workers: int | None = None, decoder: str = "aut
 
     Image folders: the mean of the centre views (see resdsl.data.views) of an evenly spaced sample.
     """
-    total = torch.zeros(dataset.shape, dtype=torch.float64)
+    shape = dataset.shape
+    if shape is None:
+        raise TypeError(f"{dataset.name}'s views have no size yet, so they have no mean")
+    total = torch.zeros(shape, dtype=torch.float64)
     if isinstance(dataset.images, ImageFiles):
         from resdsl.data.loader import Loader
         from resdsl.data.views import EvalView
@@ -91,7 +104,7 @@ def pixel_mean(dataset: Dataset, workers: int | None = None, decoder: str = "aut
         step = -(-len(dataset) // MEAN_SAMPLE)
         sample = dataset.subset(torch.arange(0, len(dataset), step))
         loader = Loader(sample, min(64, len(sample)), shuffle=False, drop_last=False, workers=workers,
-                        decoder=decoder, view=EvalView("center", dataset.images.size))
+                        decoder=decoder, view=EvalView("center", shape[-1]))
         chunks = (views[0] for views, _ in loader)
         count = len(sample)
     else:

@@ -8,12 +8,12 @@ exceed MAX_BYTES.
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import pickle
 import struct
 import zlib
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -95,7 +95,7 @@ def _there(path: Path, what: str) -> bool:
     return True
 
 
-def _read_idx(file: BinaryIO, name: Path, ndim: int) -> torch.Tensor:
+def _read_idx(file: io.BufferedIOBase, name: Path, ndim: int) -> torch.Tensor:
     """Header, then exactly the promised bytes: never more than the header promises is read or inflated."""
     header = file.read(4 + 4 * ndim)
     if len(header) < 4 + 4 * ndim or header[:3] != b"\x00\x00\x08" or header[3] != ndim:
