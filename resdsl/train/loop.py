@@ -9,9 +9,10 @@ from __future__ import annotations
 import math
 import random
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -39,6 +40,8 @@ INTERRUPTED = 130  # exit status after Ctrl-C, as a shell reports SIGINT
 DIVERGED = 1.5  # a logged loss this many times the first one, after the warm-up, is divergence
 SETTLING = 50  # iterations before that is judged: a new net's loss may spike in its first steps (ResNet-18: x5)
 
+T = TypeVar("T")
+
 
 @dataclass
 class State:
@@ -61,11 +64,7 @@ def train(network: Network, config: RunConfig) -> int:
     context = distributed.setup(config.device)
     run: _Run | None = None
     try:
-        if context.is_main:  # the other ranks of a torchrun train under rank 0's lock
-            folder.lock()
-        folder.check_start(config.resume)
-        if context.is_main:
-            folder.remove_stale_temps()
+        _on_main(context, lambda: _take(folder, config.resume))  # the other ranks train under rank 0's lock
         run = _Run(network, config, context, folder)
         return run.run()
     except BaseException:
@@ -75,6 +74,30 @@ def train(network: Network, config: RunConfig) -> int:
     finally:
         folder.release()
         distributed.teardown(context)
+
+
+def _take(folder: RunFolder, resume: bool) -> None:
+    folder.lock()
+    folder.check_start(resume)
+    folder.remove_stale_temps()
+
+
+def _on_main(context: distributed.Context, action: Callable[[], T]) -> T | None:
+    """`action`'s value on rank 0, None on the others, which wait for it. If it fails (RunError, DataError,
+    OSError), rank 0 raises its error and the others a RunError of the same sentence: waiting for rank 0 at their
+    next collective instead, they would wait forever."""
+    failure, value = None, None
+    if context.is_main:
+        try:
+            value = action()
+        except (RunError, DataError, OSError) as error:
+            failure = reason(error) if isinstance(error, OSError) else str(error)
+            distributed.all_gather(failure, context)
+            raise
+    failure = distributed.all_gather(failure, context)[0]
+    if failure is not None:
+        raise RunError(failure)
+    return value
 
 
 class _Run:
@@ -114,12 +137,11 @@ class _Run:
         self.metrics = RunMetrics(self.folder, self.context.is_main, self.steps_per_epoch, self.total)
         if self.config.resume:
             self._restore()
-        elif self.context.is_main:
+        else:
             spec = standalone_spec(self.network, self.recipe, self.steps_per_epoch,
                                    self.network.program.network.span.path)
-            self.folder.start(spec, self._config_json(), self.mean)
+            _on_main(self.context, lambda: self.folder.start(spec, self._config_json(), self.mean))
         self.metrics.before = self.state.elapsed
-        distributed.barrier(self.context)
         self.say(f"{self.network.name}: {self.network.params:,} params, {len(self.data.train):,} training images "
                  f"from {self.data.root}, "
                  f"{self.total:,} iterations of batch {self.recipe.batch} on {self.device}"
@@ -194,7 +216,8 @@ class _Run:
             state.window = [0.0, 0.0, 0.0, 0.0]
         error = wrong / seen
         lr = self.trainer.lr
-        if state.warming and not observe_only and self.recipe.warmup.ends(error):
+        warmup = self.recipe.warmup
+        if state.warming and not observe_only and warmup is not None and warmup.ends(error):
             state.warming = False
             self.say(f"warm-up ends at iteration {state.iteration}: training error {100 * error:.1f}%")
         if not observe_only:
@@ -230,54 +253,55 @@ class _Run:
                            f"with `resdsl eval {self.out}` or continue it with --resume") from None
 
     def _evaluate_now(self, observe_only: bool) -> None:
-        cut = False
-        trainer, state = self.trainer, self.state
-        if self.context.is_main:
-            errors = {}
-            for name, dataset in (("val_error", self.data.val), ("test_error", self.data.test)):
-                if dataset is not None and len(dataset):
-                    errors[name] = round(error_rate(trainer.model, dataset, self.augment.eval, self.device,
-                                                    amp=trainer.amp, channels_last=trainer.channels_last,
-                                                    workers=self.config.workers, decoder=self.config.decoder), 6)
-            self.metrics.write(self.metrics.record("eval", state.iteration, **errors))
-            self.say(f"iter {state.iteration:>7}  " + "  ".join(
-                f"{k.replace('_', ' ')} {100 * v:.2f}%" for k, v in errors.items()))
-            val = errors.get("val_error")
-            if val is not None and (state.best_val is None or val < state.best_val):
-                state.best_val = val
-                self.folder.save(self.out / "best.pt", {"model": trainer.model.state_dict(), **self._eval_needs(),
-                                                        "iteration": state.iteration, "val_error": val},
-                                 state.iteration)
-            watched = errors.get("val_error", errors.get("test_error"))
-            cut = watched is not None and not observe_only and self.plateau.observe(state.iteration, watched)
-            if cut:
-                self.say(f"iter {state.iteration:>7}  lr cut by {self.recipe.schedule.factor:g}: the evaluation "
-                         f"error has not improved on {100 * self.plateau.best:.2f}% for more than "
-                         f"{self.plateau.patience:,} iterations")
-        distributed.barrier(self.context)
-        if trainer.agree(cut) and not self.context.is_main:
+        cut = _on_main(self.context, lambda: self._evaluate_on_main(observe_only))
+        if self.trainer.agree(bool(cut)) and not self.context.is_main:
             self.plateau.drops += 1  # the main process decides; every rank cuts its lr with it
+
+    def _evaluate_on_main(self, observe_only: bool) -> bool:
+        """Evaluate, log, keep best.pt; whether the plateau schedule cuts the lr now."""
+        trainer, state = self.trainer, self.state
+        errors = {}
+        for name, dataset in (("val_error", self.data.val), ("test_error", self.data.test)):
+            if dataset is not None and len(dataset):
+                errors[name] = round(error_rate(trainer.model, dataset, self.augment.eval, self.device,
+                                                amp=trainer.amp, channels_last=trainer.channels_last,
+                                                workers=self.config.workers, decoder=self.config.decoder), 6)
+        self.metrics.write(self.metrics.record("eval", state.iteration, **errors))
+        self.say(f"iter {state.iteration:>7}  " + "  ".join(
+            f"{k.replace('_', ' ')} {100 * v:.2f}%" for k, v in errors.items()))
+        val = errors.get("val_error")
+        if val is not None and (state.best_val is None or val < state.best_val):
+            state.best_val = val
+            self.folder.save(self.out / "best.pt", {"model": trainer.model.state_dict(), **self._eval_needs(),
+                                                    "iteration": state.iteration, "val_error": val},
+                             state.iteration)
+        watched = errors.get("val_error", errors.get("test_error"))
+        cut = watched is not None and not observe_only and self.plateau.observe(state.iteration, watched)
+        if cut and self.plateau.best is not None:  # a cut follows an error the plateau keeps as its best
+            self.say(f"iter {state.iteration:>7}  lr cut by {self.recipe.schedule.factor:g}: the evaluation "
+                     f"error has not improved on {100 * self.plateau.best:.2f}% for more than "
+                     f"{self.plateau.patience:,} iterations")
+        return cut
 
     # --- checkpoints and resume ------------------------------------------------------------
 
     def _checkpoint(self) -> None:
-        if self.context.is_main:
-            state = self.state
-            self.folder.save(self.folder.last, {
-                **self.trainer.state_dict(), "iteration": state.iteration, "epoch": self.loader.epoch,
-                "loader": self.loader.state_dict(), "rng": checkpoint.rng_state(), "warming": state.warming,
-                "best_val": state.best_val, "window": list(state.window), "elapsed": self.metrics.elapsed(),
-                "first_loss": state.first_loss,
-                "plateau": self.plateau.state_dict(),
-                "recipe": self.recipe.model_dump(mode="json"), "network": self.network.name,
-                "run": self._run_settings(), **self._eval_needs(),
-            }, state.iteration)
-        distributed.barrier(self.context)
+        state = self.state
+        _on_main(self.context, lambda: self.folder.save(self.folder.last, {
+            **self.trainer.state_dict(), "iteration": state.iteration, "epoch": self.loader.epoch,
+            "loader": self.loader.state_dict(), "rng": checkpoint.rng_state(), "warming": state.warming,
+            "best_val": state.best_val, "window": list(state.window), "elapsed": self.metrics.elapsed(),
+            "first_loss": state.first_loss,
+            "plateau": self.plateau.state_dict(),
+            "recipe": self.recipe.model_dump(mode="json"), "network": self.network.name,
+            "run": self._run_settings(), **self._eval_needs(),
+        }, state.iteration))
 
     def _eval_needs(self) -> dict:
         """What evaluating or building the weights needs besides them: the data, and the preprocessing record
         (mean image, input shape, input format) that eval and build read back with resdsl.weights.preprocessing."""
-        record = Preprocessing(mean=self.mean, input=tuple(self.network.input_shape))
+        channels, height, width = self.network.input_shape
+        record = Preprocessing(mean=self.mean, input=(channels, height, width))
         return {"dataset": self.recipe.dataset, **record.fields()}
 
     def _run_settings(self) -> dict:
@@ -307,9 +331,11 @@ class _Run:
         self.state = State(iteration=saved["iteration"], warming=saved.get("warming", False),
                            best_val=saved.get("best_val"), window=list(saved.get("window", [0.0] * 4)),
                            elapsed=saved.get("elapsed", 0.0), first_loss=saved.get("first_loss"))
-        if self.context.is_main:
+        def tidy() -> None:
             folder.keep_metrics_until(self.state.iteration)
             folder.repair(self._config_json(), saved.get("mean", self.mean))
+
+        _on_main(self.context, tidy)
         planned = before.total_iterations(self.steps_per_epoch)
         if self.state.iteration >= self.total:
             self.say(f"{folder.last} has run all {self.total:,} iterations; give a larger --iterations or --epochs "
