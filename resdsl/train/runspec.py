@@ -105,7 +105,9 @@ def _sections(network, sources: SourceMap) -> list[str]:
 
 def _text(sources: SourceMap, span: Span) -> str:
     """The source text `span` covers."""
-    lines = sources.get(span.path).text.splitlines(keepends=True)
+    source = sources.get(span.path)
+    assert source is not None, "a span's file is in the source map it was parsed into"
+    lines = source.text.splitlines(keepends=True)
     if span.line == span.end_line:
         return lines[span.line - 1][span.column - 1:span.end_column - 1]
     return (lines[span.line - 1][span.column - 1:] + "".join(lines[span.line:span.end_line - 1])

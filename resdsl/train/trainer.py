@@ -30,13 +30,14 @@ class Trainer:
         self.device = context.device
         self.amp = _amp_dtype(config.amp, self.device)
         self.channels_last = self.device.type == "cuda"
-        self.model = network_module(network, config).to(self.device)
+        self.model: nn.Module = network_module(network, config).to(self.device)
         if config.weights is not None:
             self._load_weights(config.weights, say)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.wrapped = distributed.wrap(self.model, context, config.sync_bn)
-        self.model = self.wrapped.module if context.distributed else self.model
+        if isinstance(self.wrapped, nn.parallel.DistributedDataParallel):
+            self.model = self.wrapped.module  # the weights themselves, as saved and digested
         self.step_model = torch.compile(self.wrapped) if config.compile else self.wrapped
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                                          weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
@@ -96,7 +97,7 @@ class Trainer:
         """After DDP, every rank's parameter digest (all must be equal); None when there is one process."""
         if not self.context.distributed:
             return None
-        return distributed.all_gather(weights_digest(self.model), self.context)
+        return [str(digest) for digest in distributed.all_gather(weights_digest(self.model), self.context)]
 
     def _load_weights(self, path: Path, say: Callable[[str], None]) -> None:
         """Start from the weights in `path`; a head of another size is re-initialised unless --strict."""
@@ -151,8 +152,9 @@ def _compile_failures() -> Iterator[None]:
         yield
     except TorchDynamoException as error:
         cause: BaseException = error
-        while isinstance(cause, TorchDynamoException) and (cause.__cause__ or getattr(cause, "inner_exception", None)):
-            cause = cause.__cause__ or cause.inner_exception
+        while isinstance(cause, TorchDynamoException) and (
+                inner := cause.__cause__ or getattr(cause, "inner_exception", None)) is not None:
+            cause = inner
         if isinstance(cause, OSError) and cause.strerror:
             text = cause.strerror + (f": {cause.filename}" if cause.filename else "")
         else:
