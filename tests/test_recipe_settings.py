@@ -93,3 +93,10 @@ def test_the_docs_table_lists_every_setting() -> None:
     listed = {key.strip("` ") for line in text.splitlines() if line.startswith("| `")
               for key in line.split("|")[1].split("/")}
     assert set(SETTINGS) <= listed
+
+
+def test_a_number_or_flag_given_as_text_is_the_lines_text() -> None:
+    # resdsl.train(settings={"nesterov": "true"}) means the line `nesterov true`, as main's Python API took it
+    assert SETTINGS["nesterov"].line("true") == "nesterov true"
+    assert SETTINGS["lr"].line("5e-2") == "lr 5e-2"
+    assert SETTINGS["dataset"].line("cifar100") == 'dataset "cifar100"'  # a name is quoted, as the section writes it
