@@ -18,19 +18,17 @@ iterations), and `warmup iterations 400` (linear ramp from lr/400 up to lr).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from difflib import get_close_matches
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from resdsl import ast
 from resdsl.diagnostics import Diagnostics
-from resdsl.expr import EvalError, Value, describe, evaluate
+from resdsl.expr import EvalError, Value, describe, evaluate, literal
 from resdsl.source import SourceFile, Span
-
-#: Names a spec may give its dataset, mapped to resdsl.data's names.
-DATASET_ALIASES = {"fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist"}
 
 
 class _Frozen(BaseModel):
@@ -94,7 +92,10 @@ class Recipe(_Frozen):
     mean_subtract: bool = True
 
     def total_iterations(self, steps_per_epoch: int) -> int:
-        return self.iterations if self.iterations is not None else self.epochs * steps_per_epoch
+        if self.iterations is not None:
+            return self.iterations
+        assert self.epochs is not None, "a recipe gives its length in iterations or in epochs"
+        return self.epochs * steps_per_epoch
 
     def lr_at(self, iteration: int, steps_per_epoch: int, warming: bool = False, drops: int = 0) -> float:
         """The learning rate of step `iteration` (0-based).
@@ -105,6 +106,7 @@ class Recipe(_Frozen):
         warmup = self.warmup
         if warmup is not None:
             if warmup.until_train_error is not None and warming:
+                assert warmup.lr is not None, "a warm-up until a training error has its lr (the parser checks)"
                 return warmup.lr
             if warmup.iterations is not None and iteration < warmup.iterations:
                 return warmup.lr if warmup.lr is not None else self.lr * (iteration + 1) / warmup.iterations
@@ -153,10 +155,6 @@ class Plateau:
         self.best, self.since, self.drops = state["best"], int(state["since"]), int(state["drops"])
 
 
-_KEYS = ("dataset", "split", "batch", "lr", "momentum", "weight_decay", "nesterov", "schedule",
-         "iterations", "epochs", "warmup", "label_smoothing", "augment", "mean_subtract")
-
-
 def recipe_of(program, overrides: Sequence[str | tuple[str, str]] = ()) -> Recipe:
     """The validated recipe of `program`'s train section, with `overrides` (setting lines) on top.
 
@@ -174,7 +172,7 @@ def recipe_of(program, overrides: Sequence[str | tuple[str, str]] = ()) -> Recip
         path = f"<{origin}>" if program.sources.get(f"<{origin}>") is None else f"<{origin} {number + 1}>"
         extra.append(parse_setting(SourceFile(path=path, text=line), program.sources))
     layers = [spec_settings, extra]
-    fields: dict[str, object] = {}
+    fields: dict[str, Any] = {}  # Recipe's fields, each of its type (SETTINGS[key].parse makes it)
     spans: dict[str, Span] = {}
     unit_of_layer: list[str | None] = []
     for settings in layers:
@@ -216,13 +214,13 @@ _BAD = object()
 def _setting(setting: ast.Setting, env: dict[str, Value], reporter: Diagnostics) -> object:
     """The field value of one setting line, or _BAD after reporting why."""
     key = setting.key
-    if key not in _KEYS:
-        close = get_close_matches(key, _KEYS, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else f" (known: {', '.join(_KEYS)})"
+    if key not in SETTINGS:
+        close = get_close_matches(key, SETTINGS, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else f" (known: {', '.join(SETTINGS)})"
         reporter.error(setting.span, f"unknown train setting '{key}'{hint}")
         return _BAD
     try:
-        return _PARSERS[key](setting, env)
+        return SETTINGS[key].parse(setting, env)
     except EvalError as error:
         reporter.error(error.span, error.message)
         return _BAD
@@ -260,6 +258,11 @@ def _number(expr: ast.Expr, env: dict[str, Value], what: str, *, integer: bool =
     return value
 
 
+def _integer(expr: ast.Expr, env: dict[str, Value], what: str, *, positive: bool = False,
+             low: float | None = None) -> int:
+    return int(_number(expr, env, what, integer=True, positive=positive, low=low))
+
+
 def _dataset(setting: ast.Setting, env: dict[str, Value]) -> str:
     from resdsl.data import DATASETS
 
@@ -267,7 +270,7 @@ def _dataset(setting: ast.Setting, env: dict[str, Value]) -> str:
     name = _word(expr)
     if name is None:
         raise EvalError(expr.span, f"expected a dataset name, got {describe(_value(expr, env))}")
-    name = DATASET_ALIASES.get(name, name)
+    name = next((record.name for record in DATASETS.values() if name in record.aliases), name)
     if name not in DATASETS:
         known = [n.replace("-", "_") for n in DATASETS]
         close = get_close_matches(name.replace("-", "_"), known, n=1)
@@ -279,7 +282,7 @@ def _dataset(setting: ast.Setting, env: dict[str, Value]) -> str:
 def _split(setting: ast.Setting, env: dict[str, Value]) -> tuple[int | None, int] | None:
     if setting.kwargs or len(setting.args) not in (1, 2):
         raise EvalError(setting.span, "'split' takes TRAIN, VAL image counts (or VAL alone; 0 for no validation)")
-    counts = [_number(a, env, "a split size", integer=True, low=0) for a in setting.args]
+    counts = [_integer(a, env, "a split size", low=0) for a in setting.args]
     if counts[-1] == 0:
         return None
     return (counts[0], counts[1]) if len(counts) == 2 else (None, counts[0])
@@ -287,7 +290,7 @@ def _split(setting: ast.Setting, env: dict[str, Value]) -> tuple[int | None, int
 
 def _int(what: str):
     def parse(setting: ast.Setting, env: dict[str, Value]) -> int:
-        return _number(_only(setting, what), env, f"'{setting.key}'", integer=True, positive=True)
+        return _integer(_only(setting, what), env, f"'{setting.key}'", positive=True)
     return parse
 
 
@@ -344,7 +347,7 @@ def _plateau(call: ast.Call, env: dict[str, Value]) -> Schedule:
     names = ("factor", "patience", "threshold")
     for arg in call.args:
         name = _word(arg.key) if isinstance(arg, ast.Pair) else None
-        if name not in names:
+        if not isinstance(arg, ast.Pair) or name is None or name not in names:
             raise EvalError(arg.span, "plateau() takes factor: F, patience: P and threshold: T, "
                                       "as in plateau(factor: 0.1, patience: 25000)")
         if name in given:
@@ -353,7 +356,7 @@ def _plateau(call: ast.Call, env: dict[str, Value]) -> Schedule:
     if "patience" not in given:
         raise EvalError(call.span, "plateau() needs its patience: how long the error may fail to improve "
                                    "before the lr is cut, as in plateau(patience: 25000)")
-    patience = _number(given["patience"], env, "the patience", integer=True, positive=True)
+    patience = _integer(given["patience"], env, "the patience", positive=True)
     factor = _number(given["factor"], env, "the plateau factor", positive=True) if "factor" in given else 0.1
     if factor >= 1:
         raise EvalError(given["factor"].span, f"the plateau factor must be below 1 (it cuts the lr), got {factor}")
@@ -363,31 +366,33 @@ def _plateau(call: ast.Call, env: dict[str, Value]) -> Schedule:
                     threshold=float(threshold))
 
 
-def _kwargs(setting: ast.Setting, allowed: tuple[str, ...], flags: tuple[str, ...] = ()) -> dict[str, ast.Expr | None]:
-    """`name value` pairs and bare flag words of a setting, checked against `allowed`."""
-    given: dict[str, ast.Expr | None] = {}
+def _kwargs(setting: ast.Setting, allowed: tuple[str, ...],
+            flags: tuple[str, ...] = ()) -> tuple[dict[str, ast.Expr], set[str]]:
+    """The `name value` pairs and the bare flag words of a setting, checked against `allowed`."""
+    given: dict[str, ast.Expr] = {}
+    bare: set[str] = set()
     for arg in setting.args:
         word = _word(arg)
-        if word not in flags:
+        if word is None or word not in flags:
             raise EvalError(arg.span, f"'{setting.key}' takes {', '.join(allowed)}")
-        given[word] = None
+        bare.add(word)
     for kwarg in setting.kwargs:
         if kwarg.name not in allowed:
             close = get_close_matches(kwarg.name, allowed, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else f" (known: {', '.join(allowed)})"
             raise EvalError(kwarg.span, f"'{setting.key}' has no option '{kwarg.name}'{hint}")
-        if kwarg.name in given:
+        if kwarg.name in given or kwarg.name in bare:
             raise EvalError(kwarg.span, f"'{kwarg.name}' is given twice")
         given[kwarg.name] = kwarg.value
-    return given
+    return given, bare
 
 
 def _warmup(setting: ast.Setting, env: dict[str, Value]) -> Warmup | None:
     if len(setting.args) == 1 and not setting.kwargs and _word(setting.args[0]) == "none":
         return None
-    given = _kwargs(setting, ("lr", "iterations", "until_train_error"))
+    given, _ = _kwargs(setting, ("lr", "iterations", "until_train_error"))
     lr = float(_number(given["lr"], env, "the warm-up lr", positive=True)) if "lr" in given else None
-    iterations = (_number(given["iterations"], env, "warm-up iterations", integer=True, positive=True)
+    iterations = (_integer(given["iterations"], env, "warm-up iterations", positive=True)
                   if "iterations" in given else None)
     until = (float(_number(given["until_train_error"], env, "until_train_error", positive=True, high=1.0))
              if "until_train_error" in given else None)
@@ -401,16 +406,17 @@ def _warmup(setting: ast.Setting, env: dict[str, Value]) -> Warmup | None:
 def _augment(setting: ast.Setting, env: dict[str, Value]) -> Augmentation | None:
     if len(setting.args) == 1 and not setting.kwargs and _word(setting.args[0]) == "none":
         return None
-    given = _kwargs(setting, ("pad", "crop", "flip", "scale", "lighting"), flags=("flip",))
-    pad = _number(given["pad"], env, "'pad'", integer=True, low=0) if "pad" in given else 0
-    crop = _number(given["crop"], env, "'crop'", integer=True, positive=True) if "crop" in given else None
-    flip = "flip" in given and (given["flip"] is None or _flag_value(given["flip"], env))
+    given, bare = _kwargs(setting, ("pad", "crop", "flip", "scale", "lighting"), flags=("flip",))
+    pad = _integer(given["pad"], env, "'pad'", low=0) if "pad" in given else 0
+    crop = _integer(given["crop"], env, "'crop'", positive=True) if "crop" in given else None
+    flip = "flip" in bare or ("flip" in given and _flag_value(given["flip"], env))
     scale = None
     if "scale" in given:
         expr = given["scale"]
-        if not isinstance(expr, ast.Call) or expr.func != "range" or len(expr.args) != 2:
+        bounds = [a for a in expr.args if not isinstance(a, ast.Pair)] if isinstance(expr, ast.Call) else []
+        if not isinstance(expr, ast.Call) or expr.func != "range" or len(expr.args) != 2 or len(bounds) != 2:
             raise EvalError(expr.span, "'scale' is range(low, high) of the crop's side, e.g. range(256, 480)")
-        low, high = (_number(a, env, "a scale bound", integer=True, positive=True) for a in expr.args)
+        low, high = (_integer(a, env, "a scale bound", positive=True) for a in bounds)
         if low > high:
             raise EvalError(expr.span, f"scale range({low}, {high}) is empty")
         scale = (low, high)
@@ -430,22 +436,106 @@ def _flag_value(expr: ast.Expr, env: dict[str, Value]) -> bool:
     return value
 
 
-_PARSERS = {
-    "dataset": _dataset,
-    "split": _split,
-    "batch": _int("a batch size"),
-    "lr": _lr,
-    "momentum": _float(0.0, 1.0),
-    "weight_decay": _float(0.0),
-    "nesterov": _flag,
-    "schedule": _schedule,
-    "iterations": _int("a number of iterations"),
-    "epochs": _int("a number of epochs"),
-    "warmup": _warmup,
-    "label_smoothing": _float(0.0, 1.0),
-    "augment": _augment,
-    "mean_subtract": _flag,
-}
+def _write_number(value: float) -> str:
+    return repr(float(value))
+
+
+def _write_optional(write: Callable[[Any], str]) -> Callable[[Any], str | None]:
+    return lambda value: None if value is None else write(value)
+
+
+def _write_split(split: tuple[int | None, int] | None) -> str:
+    if split is None:
+        return "0"
+    train, val = split
+    return f"{val}" if train is None else f"{train}, {val}"
+
+
+def _write_schedule(schedule: Schedule) -> str:
+    if schedule.kind == "steps":
+        return "steps(" + ", ".join(f"{at}: {_write_number(factor)}" for at, factor in schedule.milestones) + ")"
+    if schedule.kind == "plateau":
+        return (f"plateau(factor: {_write_number(schedule.factor)}, patience: {schedule.patience}, "
+                f"threshold: {_write_number(schedule.threshold)})")
+    return f"{schedule.kind}()"
+
+
+def _write_warmup(warmup: Warmup | None) -> str:
+    if warmup is None:
+        return "none"
+    parts = [f"lr {_write_number(warmup.lr)}"] if warmup.lr is not None else []
+    if warmup.iterations is not None:
+        parts.append(f"iterations {warmup.iterations}")
+    if warmup.until_train_error is not None:
+        parts.append(f"until_train_error {_write_number(warmup.until_train_error)}")
+    return ", ".join(parts)
+
+
+def _write_augment(augment: Augmentation | None) -> str:
+    if augment is None:
+        return "none"
+    parts = [f"pad {augment.pad}"] if augment.pad else []
+    if augment.crop is not None:
+        parts.append(f"crop {augment.crop}")
+    if augment.flip:
+        parts.append("flip")
+    if augment.scale is not None:
+        parts.append(f"scale range({augment.scale[0]}, {augment.scale[1]})")
+    if augment.lighting:
+        parts.append(f"lighting {_write_number(augment.lighting)}")
+    return ", ".join(parts)
+
+
+def _dataset_names() -> str:
+    from resdsl.data import DATASETS
+
+    names = list(DATASETS)
+    return f"{', '.join(names[:-1])} or {names[-1]}."
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One train-section setting: the `Recipe` field `key`, how a line is read (and checked), how the field is
+    written back as a line, and its `--KEY` flag of `resdsl train`.
+
+    `flag` is the flag's type; a `str` flag whose text is the line itself (a schedule) has `flag_is_line`, any
+    other flag value becomes a line through `write`.
+    """
+
+    key: str
+    parse: Callable[[ast.Setting, dict[str, Value]], object]
+    write: Callable[[Any], str | None]  # None: the line is left out
+    help: str
+    flag: type[int] | type[float] | type[str] | type[bool]
+    flag_is_line: bool = False
+
+    def line(self, flag_value: object) -> str:
+        """The train-section line that the flag's value stands for (text given for a number or a flag, as
+        `resdsl.train(settings={"lr": "0.05"})` may, is the line's text)."""
+        as_text = self.flag_is_line or (isinstance(flag_value, str) and self.flag is not str)
+        return f"{self.key} {flag_value if as_text else self.write(flag_value)}"
+
+
+#: Every train setting, in the order spec.res writes them. Each is a `Recipe` field of the same name.
+SETTINGS: dict[str, Setting] = {setting.key: setting for setting in (
+    Setting("dataset", _dataset, literal, _dataset_names(), str),
+    Setting("split", _split, _write_split, '"TRAIN, VAL" image counts, "VAL", or "0" for none.', str,
+            flag_is_line=True),
+    Setting("batch", _int("a batch size"), str, "Batch size (over all processes).", int),
+    Setting("lr", _lr, _write_number, "Base learning rate.", float),
+    Setting("momentum", _float(0.0, 1.0), _write_number, "SGD momentum.", float),
+    Setting("weight_decay", _float(0.0), _write_number, "L2 weight decay.", float),
+    Setting("nesterov", _flag, literal, "Nesterov momentum.", bool),
+    Setting("schedule", _schedule, _write_schedule, '"steps(32000: 0.1, 48000: 0.1)", "cosine()" or "constant()".',
+            str, flag_is_line=True),
+    Setting("iterations", _int("a number of iterations"), _write_optional(str), "Train this many iterations.", int),
+    Setting("epochs", _int("a number of epochs"), _write_optional(str), "Train this many epochs.", int),
+    Setting("warmup", _warmup, _write_warmup, '"lr 0.01, until_train_error 0.8", "iterations 400" or "none".', str,
+            flag_is_line=True),
+    Setting("label_smoothing", _float(0.0, 1.0), _write_number, "Label smoothing.", float),
+    Setting("augment", _augment, _write_augment, '"pad 4, crop 32, flip" or "none".', str, flag_is_line=True),
+    Setting("mean_subtract", _flag, literal, "Per-pixel mean subtraction.", bool),
+)}
 
 
 def _check_recipe(recipe: Recipe, spans: dict[str, Span], reporter: Diagnostics) -> None:
@@ -493,6 +583,7 @@ def _warmup_words(warmup: Warmup, lr: float) -> str:
         return f"lr {warmup.lr:g} until the training error is below {100 * warmup.until_train_error:g}%"
     if warmup.lr is not None:
         return f"lr {warmup.lr:g} for {warmup.iterations:,} iterations"
+    assert warmup.iterations is not None, "a warm-up without an lr is linear over its iterations"
     return f"linear from {lr / warmup.iterations:g} to {lr:g} over {warmup.iterations:,} iterations"
 
 

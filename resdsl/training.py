@@ -19,11 +19,6 @@ from resdsl.resolve import UsageError
 if TYPE_CHECKING:
     from resdsl.expr import Value
 
-# Recipe settings given by name (`lr=0.05`), as the train section writes them; anything else goes in `recipe`.
-SETTINGS = ("dataset", "iterations", "epochs", "batch", "lr", "momentum", "weight_decay", "nesterov",
-            "label_smoothing", "schedule", "warmup", "augment", "split", "mean_subtract")
-
-
 @dataclass(frozen=True)
 class TrainResult:
     """The run's folder (spec.res, config.json, metrics.jsonl, last.pt, best.pt) and whether it was interrupted
@@ -65,18 +60,16 @@ def train(spec: str | Path | Network, *, out: str | Path | None = None, data: st
 
 def setting_lines(settings: Mapping[str, object]) -> list[tuple[str, str]]:
     """Each setting as the flag that gives it and the train-section line it stands for: `("--lr", "lr 0.05")`."""
-    def written(key: str, value: object) -> str:
-        if isinstance(value, bool):
-            return str(value).lower()
-        return f'"{value}"' if key == "dataset" else str(value)
+    from resdsl.recipe import SETTINGS
 
-    return [(f"--{key.replace('_', '-')}", f"{key} {written(key, value)}") for key, value in settings.items()
+    return [(f"--{key.replace('_', '-')}", SETTINGS[key].line(value)) for key, value in settings.items()
             if value is not None]
 
 
 def check_options(settings: Mapping[str, object], amp: str | None, weights: str | Path | None, resume: bool,
                   strict: bool, decoder: str, counts: dict[str, int | None]) -> None:
     from resdsl.data.locate import DECODERS
+    from resdsl.recipe import SETTINGS
 
     if unknown := [key for key in settings if key not in SETTINGS]:
         raise UsageError(f"{unknown[0]!r} is not a recipe setting; give one of {', '.join(SETTINGS)}, or a train "
@@ -95,7 +88,6 @@ def check_options(settings: Mapping[str, object], amp: str | None, weights: str 
     for name, value in counts.items():
         if value is not None and value < 1:
             raise UsageError(f"{name} must be at least 1, not {value}")
-    for key in ("lr", "momentum", "weight_decay", "label_smoothing"):
-        value = settings.get(key)
+    for key, value in settings.items():
         if isinstance(value, float) and not math.isfinite(value):
             raise UsageError(f"--{key.replace('_', '-')} must be a finite number, not {value}")

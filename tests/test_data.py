@@ -280,6 +280,17 @@ def test_idx_header_promising_more_than_the_limit_is_refused_before_reading(tmp_
         load_dataset("mnist", tmp_path, train=True)
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_pipe_in_place_of_an_idx_file_is_not_a_regular_file(tmp_path: Path) -> None:
+    write_mnist(tmp_path, np.zeros((4, 28, 28)), np.zeros(4), gz=False)
+    (tmp_path / "train-labels-idx1-ubyte").unlink()
+    os.mkfifo(tmp_path / "train-labels-idx1-ubyte")  # opening it to read would wait for a writer
+    with pytest.raises(DataError) as caught:
+        load_dataset("mnist", tmp_path, train=True)
+    pipe = tmp_path / "train-labels-idx1-ubyte"
+    assert str(caught.value) == f"{pipe} is not a regular file, so it is not an idx file"
+
+
 def test_file_that_is_not_idx_says_what_was_expected(tmp_path: Path) -> None:
     write_mnist(tmp_path, np.zeros((4, 28, 28)), np.zeros(4), gz=False)
     (tmp_path / "train-labels-idx1-ubyte").write_bytes(b"<html>not found</html>")

@@ -101,6 +101,34 @@ def test_train_into_a_locked_folder_is_refused_within_2_seconds_and_writes_nothi
     assert _listing(workspace / "run") == before
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_every_rank_of_a_distributed_train_into_a_locked_folder_exits_with_the_locks_sentence(
+        workspace: Path, holder) -> None:
+    # the two ranks torchrun would start, started by hand so that no launcher ends rank 1 when rank 0 fails:
+    # rank 1 must learn of the failure from rank 0 rather than wait for it at a barrier
+    process = holder(workspace / "run")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(_free_port())}
+    ranks = [subprocess.Popen([sys.executable, "-m", "resdsl", "train", "tiny.res", "--out", "run", *QUICK],
+                              cwd=workspace, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)}) for rank in (0, 1)]
+    try:
+        finished = [rank.communicate(timeout=120) for rank in ranks]
+    finally:
+        for rank in ranks:
+            rank.kill()
+            rank.wait()
+    sentence = (f"error: run is in use by pid {process.pid} on {socket.gethostname()}: one run folder takes one train "
+                "process at a time; wait for it to finish or choose another --out\n")
+    assert [rank.returncode for rank in ranks] == [1, 1]
+    assert [err for _, err in finished] == [sentence, sentence]
+
+
 def test_resume_into_a_locked_folder_is_refused(workspace: Path, holder, resdsl_cli) -> None:
     assert resdsl_cli("train", "tiny.res", "--out", "run", *QUICK, cwd=workspace).returncode == 0
     process = holder(workspace / "run")
@@ -155,6 +183,22 @@ def test_failed_evaluation_keeps_the_trained_run_and_says_how_to_evaluate(
 
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["iteration"] == 2
     assert (tmp_path / "run" / "metrics.jsonl").read_text().count('"kind": "train"') == 2  # iterations 1, 2
+
+
+def test_new_run_into_a_folder_with_an_earlier_runs_metrics_but_no_last_pt_is_refused(
+        workspace: Path, resdsl_cli) -> None:
+    # what a run stopped before its first checkpoint leaves: its metrics, config and spec, no last.pt
+    run = workspace / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"kind": "train", "iteration": 1, "train_loss": 2.3}\n')
+    (run / "config.json").write_text("{}\n")
+    (run / "spec.res").write_text("network tiny {}\n")
+    before = _listing(run)
+    result = resdsl_cli("train", "tiny.res", "--out", "run", *QUICK, cwd=workspace)
+    assert result.returncode == 1
+    assert result.stderr == ("error: run holds an earlier run's metrics.jsonl, config.json, spec.res but no last.pt to "
+                             "--resume from; choose another --out, so that they are kept\n")
+    assert _listing(run) == before
 
 
 def test_run_failing_before_its_first_step_leaves_nothing(workspace: Path, resdsl_cli) -> None:

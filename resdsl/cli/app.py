@@ -71,6 +71,7 @@ class _LazyCommands(Mapping[str, TyperCommand]):
             importlib.import_module(f"resdsl.cli.{name}").register(single)
             single.registered_commands[0].cls = PlainHelpCommand
             command = typer.main.get_command(single)
+            assert isinstance(command, TyperCommand) and command.callback is not None  # a PlainHelpCommand, as set
             command.help = unwrapped(command.help)
             command.callback = _requiring(REQUIRED.get(name, ()), command.callback)
             self._loaded[name] = command
@@ -163,10 +164,10 @@ class ResdslGroup(TyperGroup):
         super().__init__(**attrs)
         self.commands = _LazyCommands()
 
-    def list_commands(self, ctx: typer.Context) -> list[str]:
+    def list_commands(self, ctx: Context) -> list[str]:
         return list(COMMANDS)
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    def invoke(self, ctx: Context) -> Any:
         logging.getLogger(ONNX_REGISTRY_LOGGER).addFilter(_not_torchvision_absent)
         words = [*ctx._protected_args, *ctx.args]  # the subcommand's name and arguments, before click takes them
         try:

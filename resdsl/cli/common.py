@@ -35,7 +35,8 @@ def fail(message: str, status: int = 1) -> NoReturn:
     raise typer.Exit(status)
 
 
-def not_empty(name: str, what: str, into: Callable[[str], object] = Path) -> Callable[[str | Path], object]:
+def not_empty(name: str, what: str,
+              into: Callable[[str | Path], object] = Path) -> Callable[[str | Path], object]:
     """A typer `parser` for a path or spec: `into(value)`, or exit 2 when the value is empty (Path("") means ".")."""
 
     def parse(value: str | Path) -> object:

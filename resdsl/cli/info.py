@@ -102,7 +102,7 @@ def table(network: Network) -> str:
     options = block_options(network)
     shown = [option for option in BLOCK_OPTIONS if any(option in given for given in options.values())]
     header = ("stage", "output", "blocks", "block", *shown, "shortcut", "params", "MACs", "activations")
-    rows = [header]
+    rows: list[tuple[str, ...]] = [header]
     for s in network.stages:
         given = [options.get(s.name, {}).get(option, "") for option in shown]
         rows.append((s.name, fmt(tuple(s.output)), str(s.blocks) if s.blocks else "",

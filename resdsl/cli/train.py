@@ -1,10 +1,13 @@
 """`resdsl train SPEC`: train a network on its spec's recipe, every setting overridable by a flag.
 
-The work is `resdsl.training.train`; this module turns the flags into its arguments.
+The work is `resdsl.training.train`; this module turns the flags into its arguments. The recipe flags (one per
+setting) come from resdsl.recipe.SETTINGS.
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -17,30 +20,31 @@ RECIPE = "Recipe (overrides the spec's train section)"
 RUN = "Run"
 
 
+def recipe_options(command: Callable[..., None]) -> Callable[..., None]:
+    """`command` as typer sees it: its `**settings` replaced by one `--KEY` option per recipe setting (declared by
+    resdsl.recipe.SETTINGS), placed before its `recipe` parameter."""
+    from resdsl.recipe import SETTINGS
+
+    options = [inspect.Parameter(key, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+                                 annotation=Annotated[setting.flag | None, _option(key, setting.help, setting.flag)])
+               for key, setting in SETTINGS.items()]
+    params = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.kind != p.VAR_KEYWORD]
+    at = next(i for i, p in enumerate(params) if p.name == "recipe")
+    command.__signature__ = inspect.Signature(params[:at] + options + params[at:])  # pyright: ignore[reportFunctionMemberAccess]
+    return command
+
+
+def _option(key: str, help: str, flag: type) -> typer.models.OptionInfo:
+    if flag is bool:
+        name = key.replace("_", "-")
+        return typer.Option(f"--{name}/--no-{name}", help=help, rich_help_panel=RECIPE, show_default=False)
+    return typer.Option(help=help, rich_help_panel=RECIPE)
+
+
 DataOption = Annotated[Path | None, typer.Option(help="Directory holding the dataset's files.",
                                                  parser=not_empty("--data", "the dataset's folder"))]
 OutOption = Annotated[Path | None, typer.Option(help="Run directory (default runs/<network>).",
                                                 parser=not_empty("--out", "a folder"))]
-DatasetOption = Annotated[str | None, typer.Option(help="cifar10, cifar100, fashion-mnist, mnist or imagefolder.",
-                                                   rich_help_panel=RECIPE)]
-IterationsOption = Annotated[int | None, typer.Option(help="Train this many iterations.", rich_help_panel=RECIPE)]
-EpochsOption = Annotated[int | None, typer.Option(help="Train this many epochs.", rich_help_panel=RECIPE)]
-BatchOption = Annotated[int | None, typer.Option(help="Batch size (over all processes).", rich_help_panel=RECIPE)]
-LrOption = Annotated[float | None, typer.Option(help="Base learning rate.", rich_help_panel=RECIPE)]
-MomentumOption = Annotated[float | None, typer.Option(help="SGD momentum.", rich_help_panel=RECIPE)]
-WeightDecayOption = Annotated[float | None, typer.Option(help="L2 weight decay.", rich_help_panel=RECIPE)]
-NesterovOption = Annotated[bool | None, typer.Option("--nesterov/--no-nesterov", help="Nesterov momentum.",
-                                                     rich_help_panel=RECIPE, show_default=False)]
-LabelSmoothingOption = Annotated[float | None, typer.Option(help="Label smoothing.", rich_help_panel=RECIPE)]
-ScheduleOption = Annotated[str | None, typer.Option(help='"steps(32000: 0.1, 48000: 0.1)", "cosine()" or '
-                                                         '"constant()".', rich_help_panel=RECIPE)]
-WarmupOption = Annotated[str | None, typer.Option(help='"lr 0.01, until_train_error 0.8", "iterations 400" or '
-                                                       '"none".', rich_help_panel=RECIPE)]
-AugmentOption = Annotated[str | None, typer.Option(help='"pad 4, crop 32, flip" or "none".', rich_help_panel=RECIPE)]
-SplitOption = Annotated[str | None, typer.Option(help='"TRAIN, VAL" image counts, "VAL", or "0" for none.',
-                                                 rich_help_panel=RECIPE)]
-MeanSubtractOption = Annotated[bool | None, typer.Option("--mean-subtract/--no-mean-subtract", show_default=False,
-                                                         help="Per-pixel mean subtraction.", rich_help_panel=RECIPE)]
 RecipeOption = Annotated[list[str] | None, typer.Option(metavar="LINE", rich_help_panel=RECIPE,
                                                         help='Any train-section line, e.g. "lr 0.05".')]
 SeedOption = Annotated[int, typer.Option(help="Seed of initialisation, order and augmentation.", callback=check_seed,
@@ -76,19 +80,16 @@ DivergenceOption = Annotated[bool, typer.Option("--divergence-check/--no-diverge
                                                      "start after the warm-up.", rich_help_panel=RUN)]
 
 
-def train(spec: SpecArgument, data: DataOption = None, out: OutOption = None, dataset: DatasetOption = None,
-          iterations: IterationsOption = None, epochs: EpochsOption = None, batch: BatchOption = None,
-          lr: LrOption = None, momentum: MomentumOption = None, weight_decay: WeightDecayOption = None,
-          nesterov: NesterovOption = None, label_smoothing: LabelSmoothingOption = None,
-          schedule: ScheduleOption = None, warmup: WarmupOption = None, augment: AugmentOption = None,
-          split: SplitOption = None, mean_subtract: MeanSubtractOption = None, recipe: RecipeOption = None,
+@recipe_options
+def train(spec: SpecArgument, data: DataOption = None, out: OutOption = None, recipe: RecipeOption = None,
           seed: SeedOption = 0, checkpoint_every: CheckpointEveryOption = 1000, eval_every: EvalEveryOption = 1000,
           log_every: LogEveryOption = 50, resume: ResumeOption = False, weights: WeightsOption = None,
           strict: StrictOption = False, tensorboard: TensorboardOption = False, device: DeviceOption = None,
           amp: AmpOption = None, compile_: CompileOption = False, sync_bn: SyncBnOption = False,
           zero_init_residual: ZeroInitOption = False, limit_train: LimitTrainOption = None,
           limit_eval: LimitEvalOption = None, workers: WorkersOption = None, decoder: DecoderOption = "auto",
-          divergence_check: DivergenceOption = True, set_: SetOption = None) -> None:
+          divergence_check: DivergenceOption = True, set_: SetOption = None,
+          **settings: object) -> None:  # one --KEY per recipe setting, declared by `recipe_options`
     """Train SPEC with the recipe of its train section; writes metrics.jsonl and checkpoints to --out."""
     from resdsl.data import DataError
     from resdsl.train import RunError
@@ -96,10 +97,6 @@ def train(spec: SpecArgument, data: DataOption = None, out: OutOption = None, da
     from resdsl.train.distributed import DeviceError
     from resdsl.training import train as run
 
-    settings = {"dataset": dataset, "iterations": iterations, "epochs": epochs, "batch": batch, "lr": lr,
-                "momentum": momentum, "weight_decay": weight_decay, "nesterov": nesterov,
-                "label_smoothing": label_smoothing, "schedule": schedule, "warmup": warmup, "augment": augment,
-                "split": split, "mean_subtract": mean_subtract}
     try:
         result = run(spec, out=out, data=data, settings=settings, recipe=recipe or [],
                      params=dict(parse_override(item) for item in set_ or []), seed=seed,

@@ -1,6 +1,7 @@
 """Datasets for `resdsl train`: finding and reading the files, the split, batched augmentation, the loader.
 
-`DATASETS`, `DataError` and `find_data` load without torch; the rest imports torch on first use.
+`DATASETS` (the registry of `DatasetRecord`s, see resdsl.data.datasets), `register`, `DataError` and `find_data`
+load without torch; the rest imports torch on first use.
 """
 
 from __future__ import annotations
@@ -8,7 +9,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from resdsl.data.locate import DATASETS, DataError, find_data
+from resdsl.data.datasets import DATASETS, register
+from resdsl.data.locate import DataError, find_data
+from resdsl.data.record import DatasetRecord
 
 if TYPE_CHECKING:
     from resdsl.data.augment import Augment
@@ -26,8 +29,8 @@ _LAZY = {
     "Loader": "loader",
 }
 
-__all__ = ["DATASETS", "Augment", "DataError", "Dataset", "ImageFiles", "Loader", "find_data", "load_dataset",
-           "pixel_mean", "split"]
+__all__ = ["DATASETS", "Augment", "DataError", "Dataset", "DatasetRecord", "ImageFiles", "Loader", "find_data",
+           "load_dataset", "pixel_mean", "register", "split"]
 
 
 def __getattr__(name: str) -> object:

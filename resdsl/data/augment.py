@@ -49,8 +49,8 @@ class Augment:
         alpha = draw.normal(3) * self.lighting if self.lighting else None
         x = self.normalize(images, alpha)
         flips = draw.uniform() < 0.5 if self.flip else torch.zeros(len(x), dtype=torch.bool, device=x.device)
-        if self.scale is not None:
-            return self._rescale_crop(x, flips, draw)
+        if self.scale is not None and self.crop is not None:  # __init__ refuses a scale without a crop
+            return self._rescale_crop(x, flips, draw, self.scale, self.crop)
         if not self.pad and not self.flip and self._crop_size(x) == tuple(x.shape[-2:]):
             return x
         return self._pad_crop(x, flips, draw)
@@ -82,7 +82,7 @@ class Augment:
         return x
 
     def _crop_size(self, x: torch.Tensor) -> tuple[int, int]:
-        return (self.crop, self.crop) if self.crop is not None else tuple(x.shape[-2:])
+        return (self.crop, self.crop) if self.crop is not None else (x.shape[-2], x.shape[-1])
 
     def _pad_crop(self, x: torch.Tensor, flips: torch.Tensor, draw: _Draw) -> torch.Tensor:
         n, channels = x.shape[:2]
@@ -100,11 +100,12 @@ class Augment:
         channel = torch.arange(channels, device=x.device)[None, :, None, None]
         return x[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
 
-    def _rescale_crop(self, x: torch.Tensor, flips: torch.Tensor, draw: _Draw) -> torch.Tensor:
+    def _rescale_crop(self, x: torch.Tensor, flips: torch.Tensor, draw: _Draw, scale: tuple[int, int],
+                      crop: int) -> torch.Tensor:
         n, channels, height, width = x.shape
-        low, high = self.scale
+        low, high = scale
         side = low + draw.integers(high - low + 1).float()
-        window = self.crop * min(height, width) / side  # the crop's side in input pixels
+        window = crop * min(height, width) / side  # the crop's side in input pixels
         left, top = draw.uniform() * (width - window), draw.uniform() * (height - window)
         # affine_grid maps output [-1, 1] onto the window's edges in the input's [-1, 1] (align_corners=False)
         theta = torch.zeros(n, 2, 3, device=x.device)
@@ -112,7 +113,7 @@ class Augment:
         theta[:, 0, 2] = (2 * left + window) / width - 1
         theta[:, 1, 1] = window / height
         theta[:, 1, 2] = (2 * top + window) / height - 1
-        grid = F.affine_grid(theta, [n, channels, self.crop, self.crop], align_corners=False)
+        grid = F.affine_grid(theta, [n, channels, crop, crop], align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 

@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -35,7 +36,10 @@ class Request:
     seed: tuple[int, ...] | None = None
 
     def draws(self, view: View) -> np.ndarray | None:
-        return view.draws(len(self.indices), self.seed) if isinstance(view, TrainView) else None
+        if not isinstance(view, TrainView):
+            return None
+        assert self.seed is not None, "a training view's request carries its seed"
+        return view.draws(len(self.indices), self.seed)
 
 
 def default_workers() -> int:
@@ -93,8 +97,9 @@ class FolderBatches:
                 batches = self.loader = None
                 raise DataError(payload)
             if kind == "raw":
-                payload = _views(self.view, decode_on_device(*payload, self.device), request.draws(self.view))
-            yield _to(payload, self.device)
+                paths, raws = cast(tuple[list[Path], list[torch.Tensor]], payload)
+                payload = _views(self.view, decode_on_device(paths, raws, self.device), request.draws(self.view))
+            yield _to(cast(Views, payload), self.device)
 
 
 class _Requests:
@@ -122,7 +127,7 @@ class _Decode(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, request: Request) -> tuple[str, object]:
-        paths = [Path(os.fsdecode(self.paths[i])) for i in request.indices]
+        paths = [Path(os.fsdecode(bytes(self.paths[i]))) for i in request.indices]
         try:
             raws = [read_file(path) for path in paths]
             if self.decoder == "nvjpeg":
@@ -136,6 +141,7 @@ class _Decode(torch.utils.data.Dataset):
 def _views(view: View, images: list[torch.Tensor], draws: np.ndarray | None) -> Views:
     """A training view: one N x C x S x S tensor. A test view: per view, a batch tensor (or a list if sizes vary)."""
     if isinstance(view, TrainView):
+        assert draws is not None, "a training view's request carries its draws"
         return torch.stack([view(image, draw) for image, draw in zip(images, draws, strict=True)])
     per_image = [view(image) for image in images]
     out = []

@@ -8,12 +8,12 @@ exceed MAX_BYTES.
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import pickle
 import struct
 import zlib
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -46,7 +46,7 @@ class _ArrayUnpickler(pickle.Unpickler):
 
 def read_cifar_batch(path: Path, label_key: bytes, classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Images (uint8 N x 3 x 32 x 32) and labels (int64 N) of one CIFAR python batch file."""
-    if not path.is_file():
+    if not _there(path, "a CIFAR batch"):
         raise DataError(f"{path} is missing; the CIFAR batch directory must hold all of its batch files")
     if path.stat().st_size > CIFAR_BATCH_BYTES:
         raise DataError(f"{path} is {path.stat().st_size:,} bytes; a CIFAR batch file is at most "
@@ -74,7 +74,7 @@ def read_cifar_batch(path: Path, label_key: bytes, classes: int) -> tuple[torch.
 def read_idx(path: Path, ndim: int) -> torch.Tensor:
     """The uint8 array stored in an idx file (`path`, or `path`.gz), which must have `ndim` dimensions."""
     gz = path.with_name(path.name + ".gz")
-    name = path if path.is_file() else gz if gz.is_file() else None
+    name = path if _there(path, "an idx file") else gz if _there(gz, "a gzipped idx file") else None
     if name is None:
         raise DataError(f"{path} (or {path.name}.gz) is missing; the idx directory must hold all four idx files")
     try:
@@ -85,7 +85,17 @@ def read_idx(path: Path, ndim: int) -> torch.Tensor:
         raise DataError(f"{name} is not a readable {kind} file ({error})") from None
 
 
-def _read_idx(file: BinaryIO, name: Path, ndim: int) -> torch.Tensor:
+def _there(path: Path, what: str) -> bool:
+    """Whether the data file `path` is there; DataError if something else than a regular file (a pipe, a folder)
+    is there, which is never opened."""
+    if not path.exists():
+        return False
+    if not path.is_file():
+        raise DataError(f"{path} is not a regular file, so it is not {what}")
+    return True
+
+
+def _read_idx(file: io.BufferedIOBase, name: Path, ndim: int) -> torch.Tensor:
     """Header, then exactly the promised bytes: never more than the header promises is read or inflated."""
     header = file.read(4 + 4 * ndim)
     if len(header) < 4 + 4 * ndim or header[:3] != b"\x00\x00\x08" or header[3] != ndim:

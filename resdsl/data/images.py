@@ -136,7 +136,7 @@ def _check_pixels(path: Path, raw: torch.Tensor) -> None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(memoryview(raw.numpy()))) as image:  # reads the header only
+            with Image.open(io.BytesIO(raw.numpy().data)) as image:  # reads the header only
                 width, height = image.size
     except Image.DecompressionBombError:  # PIL's own limit, the same unless a program changed it
         width, height = MAX_PIXELS + 1, 1

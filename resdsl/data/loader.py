@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import cast
 
 import torch
 
@@ -87,7 +88,7 @@ class Loader:
         order = self.order(self.epoch)
         batches = [order[index * self.batch_size:(index + 1) * self.batch_size]
                    for index in range(self.position, len(self))]
-        images = self._gather(batches) if self.folder is None else self._folder(batches)
+        images = self._gather(batches) if self.folder is None else self._folder(self.folder, batches)
         for chosen, batch in zip(batches, images, strict=True):
             self.position += 1
             yield batch, self.labels[chosen.to(self.device)]
@@ -98,11 +99,13 @@ class Loader:
         for chosen in batches:
             yield self.images[chosen.to(self.device)]
 
-    def _folder(self, batches: list[torch.Tensor]) -> Iterator[torch.Tensor]:
+    def _folder(self, folder: FolderBatches, batches: list[torch.Tensor]) -> Iterator[torch.Tensor]:
         training = isinstance(self.view, TrainView)
         first = self.position
-        return self.folder([Request(chosen.numpy(), (self.seed % 2**64, self.epoch, self.rank, first + i)
-                                    if training else None) for i, chosen in enumerate(batches)])
+        requests = [Request(chosen.numpy(), (self.seed % 2**64, self.epoch, self.rank, first + i) if training else None)
+                    for i, chosen in enumerate(batches)]
+        # a test view's batches may be lists of images (folder.Views); resdsl.train.evaluate reads them so
+        return cast(Iterator[torch.Tensor], folder(requests))
 
     def forever(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches across epochs without end."""

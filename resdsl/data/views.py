@@ -108,7 +108,7 @@ def resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def resize_shorter(image: torch.Tensor, side: int) -> torch.Tensor:
-    return resize(image, resized_size(*image.shape[-2:], side))
+    return resize(image, resized_size(image.shape[-2], image.shape[-1], side))
 
 
 def centre_crop(image: torch.Tensor, crop: int) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""`resdsl train`: the loop and what it needs (checkpoints, torchrun, progress); imports torch.
+"""`resdsl train`: the loop (loop) and what it drives: the run folder (run_folder), the model and its step
+(trainer), the metrics (run_metrics), checkpoints, torchrun and progress; imports torch.
 
 The package is also the function `resdsl.train(spec, ...)` (resdsl.training.train): `resdsl.train` names this
 package once any of its modules is imported, so calling the package calls the function.
@@ -9,7 +10,7 @@ from types import ModuleType
 from typing import Any
 
 from resdsl.train.config import RunConfig
-from resdsl.train.loop import RunError
+from resdsl.train.errors import RunError
 from resdsl.train.loop import train as run
 
 __all__ = ["RunConfig", "RunError", "run"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -67,7 +67,7 @@ def load(path: Path, required: tuple[str, ...] = REQUIRED) -> dict[str, Any]:
 
 def rng_state() -> dict[str, Any]:
     """Every random generator the loop draws from, in types torch.load(weights_only=True) accepts."""
-    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    kind, keys, position, has_gauss, gauss = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
     state = {
         "torch": torch.get_rng_state(),
         "python": random.getstate(),

@@ -67,7 +67,7 @@ def fit_network(network: Network, data: Dataset, say: Callable[[str], None]) -> 
     """`network` re-checked for the data's image shape if it differs; DataError if the classes do not match."""
     if data.shape is not None and tuple(data.shape) != tuple(network.input_shape):
         old = "x".join(map(str, network.input_shape))
-        network = network.with_input(tuple(data.shape))
+        network = network.with_input(data.shape)
         what = "crops" if isinstance(data.images, ImageFiles) else "images"
         say(f"{network.name}: recompiled for {data.name}'s {'x'.join(map(str, data.shape))} {what} "
             f"(the spec says {old})")
@@ -85,28 +85,28 @@ def augmentation(recipe: Recipe, data: Dataset, spec_shape: tuple[int, ...], mea
 
     For image folders the loader's workers crop and mirror (`train_view`); what is left runs on the device.
     """
-    options = recipe.augment
+    options, shape = recipe.augment, data.shape  # shape: None for an image folder not yet sized (RGB)
     for name, stat in (("mean", mean), ("std", std)):
-        if stat is not None and data.shape is not None and tuple(stat.shape) not in ((data.shape[0],),
-                                                                                      tuple(data.shape)):
+        if stat is not None and shape is not None and tuple(stat.shape) not in ((shape[0],), shape):
             raise DataError(f"the {name} is {'x'.join(map(str, stat.shape))} and {data.name}'s images are "
-                            f"{'x'.join(map(str, data.shape))}: it was computed on other images")
+                            f"{'x'.join(map(str, shape))}: it was computed on other images")
     mean = mean.to(device) if mean is not None else None
     std = std.to(device) if std is not None else None
     lighting = options.lighting if options is not None else 0.0
-    if lighting and data.shape[0] != 3:
+    channels = 3 if shape is None else shape[0]
+    if lighting and channels != 3:
         raise DataError(f"'augment lighting' is AlexNet's RGB colour noise, and {data.name}'s images have "
-                        f"{data.shape[0]} channel(s)")
-    if isinstance(data.images, ImageFiles):
+                        f"{channels} channel(s)")
+    if isinstance(data.images, ImageFiles) or shape is None:
         return Augment(mean=mean, std=std, lighting=lighting)
     if options is None:
         return Augment(mean=mean, std=std)
-    crop = options.crop or data.shape[-1]
+    crop = options.crop or shape[-1]
     default = "augment" not in recipe.model_fields_set  # the paper's CIFAR augmentation, which no one chose
-    if options.scale is None and (crop == spec_shape[-1] or default) and data.shape[-1] != crop:
-        crop = data.shape[-1]
-    if options.scale is None and crop > data.shape[-1]:
-        side = data.shape[-1]
+    if options.scale is None and (crop == spec_shape[-1] or default) and shape[-1] != crop:
+        crop = shape[-1]
+    if options.scale is None and crop > shape[-1]:
+        side = shape[-1]
         raise DataError(f"the recipe's crop {crop} is larger than {data.name}'s {side}x{side} images, so the "
                         f"test views could not be cut: give an augment line with a crop of at most {side}, e.g. "
                         f"--augment \"pad 4, crop {side}, flip\"")
@@ -121,8 +121,10 @@ def train_view(recipe: Recipe, data: Dataset, default_recipe: bool = False) -> T
 
     `default_recipe`: the spec has no train section, so the recipe is the paper's CIFAR one.
     """
-    size = data.images.size
-    options = recipe.augment
+    images = data.images
+    if not isinstance(images, ImageFiles) or images.size is None:
+        raise TypeError(f"{data.name} is not an image folder sized to its crop")
+    size, options = images.size, recipe.augment
     if options is not None and options.pad:
         why = " (a spec without a train section gets the paper's CIFAR recipe)" if default_recipe else ""
         raise DataError(f"image folders are rescaled and cropped, not padded, and the recipe's augment says "

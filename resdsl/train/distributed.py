@@ -45,7 +45,9 @@ def setup(device: str | None) -> Context:
         if chosen.type == "cuda":
             torch.cuda.set_device(chosen)
         dist.init_process_group("nccl" if chosen.type == "cuda" else "gloo")
-        return Context(dist.get_rank(), world_size, chosen, dist.new_group())
+        group = dist.new_group()
+        assert isinstance(group, dist.ProcessGroup), "every rank is a member of the group of all ranks"
+        return Context(dist.get_rank(), world_size, chosen, group)
     return Context(0, 1, chosen)
 
 

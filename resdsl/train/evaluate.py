@@ -89,25 +89,36 @@ def probabilities(model: nn.Module, dataset: Dataset, device: torch.device, *,
                 out[i] = row
         return torch.stack(out)
 
-    folder = isinstance(dataset.images, ImageFiles)
-    view = EvalView(protocol, dataset.images.size if folder else crop or dataset.shape[-1])
+    images = dataset.images
+    side = images.size if isinstance(images, ImageFiles) else crop or images.shape[-1]
+    if side is None:
+        raise TypeError(f"{dataset.name}'s views have no size yet")
+    view = EvalView(protocol, side)
     per_batch = max(1, batch // view.count)
     try:
-        if folder:
+        if isinstance(images, ImageFiles):
             loader = Loader(dataset, per_batch, shuffle=False, drop_last=False, device=device, view=view,
                             workers=workers, decoder=decoder)
             for views, labels in loader:
-                yield sum(scores(v, normalize) for v in views) / view.count, labels
+                yield _average([scores(v, normalize) for v in views]), labels
             return
         for start in range(0, len(dataset), per_batch):
-            images = dataset.images[start:start + per_batch].to(device)
+            chunk = images[start:start + per_batch].to(device)
             labels = dataset.labels[start:start + per_batch]
             if protocol == "center":
-                yield scores(images, prepare), labels
+                yield scores(chunk, prepare), labels
             else:
-                yield sum(scores(v, normalize) for v in view(images)) / view.count, labels
+                yield _average([scores(v, normalize) for v in view(chunk)]), labels
     finally:
         model.train(was_training)
+
+
+def _average(scores: list[torch.Tensor]) -> torch.Tensor:
+    """The mean of the views' scores, summed in order."""
+    total = scores[0]
+    for more in scores[1:]:
+        total = total + more
+    return total / len(scores)
 
 
 def _softmax(model: nn.Module, inputs: torch.Tensor, amp: torch.dtype | None, channels_last: bool) -> torch.Tensor:

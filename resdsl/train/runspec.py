@@ -14,7 +14,7 @@ from functools import cache
 from resdsl.expr import literal
 from resdsl.network import Network
 from resdsl.parser import parse
-from resdsl.recipe import Recipe
+from resdsl.recipe import SETTINGS, Recipe
 from resdsl.resolve import prelude_source
 from resdsl.source import SourceMap, Span
 
@@ -105,77 +105,14 @@ def _sections(network, sources: SourceMap) -> list[str]:
 
 def _text(sources: SourceMap, span: Span) -> str:
     """The source text `span` covers."""
-    lines = sources.get(span.path).text.splitlines(keepends=True)
+    source = sources.get(span.path)
+    assert source is not None, "a span's file is in the source map it was parsed into"
+    lines = source.text.splitlines(keepends=True)
     if span.line == span.end_line:
         return lines[span.line - 1][span.column - 1:span.end_column - 1]
     return (lines[span.line - 1][span.column - 1:] + "".join(lines[span.line:span.end_line - 1])
             + lines[span.end_line - 1][:span.end_column - 1])
 
 
-def _number(value: float) -> str:
-    return repr(float(value))
-
-
-def _optional(write: Callable) -> Callable:
-    return lambda value: None if value is None else write(value)
-
-
-def _split(split: tuple[int | None, int] | None) -> str:
-    if split is None:
-        return "0"
-    train, val = split
-    return f"{val}" if train is None else f"{train}, {val}"
-
-
-def _schedule(schedule) -> str:
-    if schedule.kind == "steps":
-        return "steps(" + ", ".join(f"{at}: {_number(factor)}" for at, factor in schedule.milestones) + ")"
-    if schedule.kind == "plateau":
-        return (f"plateau(factor: {_number(schedule.factor)}, patience: {schedule.patience}, "
-                f"threshold: {_number(schedule.threshold)})")
-    return f"{schedule.kind}()"
-
-
-def _warmup(warmup) -> str:
-    if warmup is None:
-        return "none"
-    parts = [f"lr {_number(warmup.lr)}"] if warmup.lr is not None else []
-    if warmup.iterations is not None:
-        parts.append(f"iterations {warmup.iterations}")
-    if warmup.until_train_error is not None:
-        parts.append(f"until_train_error {_number(warmup.until_train_error)}")
-    return ", ".join(parts)
-
-
-def _augment(augment) -> str:
-    if augment is None:
-        return "none"
-    parts = [f"pad {augment.pad}"] if augment.pad else []
-    if augment.crop is not None:
-        parts.append(f"crop {augment.crop}")
-    if augment.flip:
-        parts.append("flip")
-    if augment.scale is not None:
-        parts.append(f"scale range({augment.scale[0]}, {augment.scale[1]})")
-    if augment.lighting:
-        parts.append(f"lighting {_number(augment.lighting)}")
-    return ", ".join(parts)
-
-
 #: How each Recipe field is written as a train-section line (None: the line is left out).
-WRITERS: dict[str, Callable[[object], str | None]] = {
-    "dataset": lambda name: f'"{name}"',
-    "split": _split,
-    "batch": str,
-    "lr": _number,
-    "momentum": _number,
-    "weight_decay": _number,
-    "nesterov": literal,
-    "schedule": _schedule,
-    "iterations": _optional(str),
-    "epochs": _optional(str),
-    "warmup": _warmup,
-    "label_smoothing": _number,
-    "augment": _augment,
-    "mean_subtract": literal,
-}
+WRITERS: dict[str, Callable[[object], str | None]] = {key: setting.write for key, setting in SETTINGS.items()}
