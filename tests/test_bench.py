@@ -11,6 +11,8 @@ from typer.testing import CliRunner
 
 from resdsl.cli.app import app
 
+pytestmark = pytest.mark.torch
+
 CIFAR20 = str(Path(__file__).resolve().parent.parent / "specs" / "cifar20.res")
 
 

@@ -184,6 +184,7 @@ def test_a_bad_flag_value_is_a_usage_error_before_any_work(tmp_path, monkeypatch
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.torch
 def test_the_largest_seed_taken_is_one_torch_takes(capsys):
     import torch
 

@@ -16,7 +16,8 @@ import pytest
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 SPEC = Path(__file__).parent.parent / "specs" / "cifar20.res"
 
-pytestmark = pytest.mark.skipif(not FASHION.is_dir(), reason="needs the Debian package fashion-mnist")
+pytestmark = [pytest.mark.torch,
+              pytest.mark.skipif(not FASHION.is_dir(), reason="needs the Debian package fashion-mnist")]
 
 
 def test_cifar20_learns_fashion_mnist_in_400_iterations(tmp_path: Path):
