@@ -19,6 +19,11 @@ from _pytest.mark.expression import Expression
 from measured import Finished, run_measured
 
 REPO = Path(__file__).resolve().parent.parent
+
+# One thread per pytest-xdist worker (set before any test imports torch, and inherited by the CLI subprocesses):
+# with -n 2 on 2 cores, two workers of 2 threads each oversubscribe the cores and wait on each other.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 SPECS = REPO / "specs"
 
 TINY_SPEC = """\
