@@ -15,6 +15,8 @@ TINY = ["--split", "32", "--batch", "8", "--limit-eval", "16", "--device", "cpu"
 # of 16 filters has 2 x 9 x 16 weights fewer. Option A shortcuts have no params, so plain-20 has as many as ResNet-20.
 RESNET20_ONE_CHANNEL = 269_722 - 2 * 9 * 16
 
+pytestmark = pytest.mark.xdist_group("fig6")  # the benchmark fixture, run once
+
 
 def fig6(cwd: Path, *arguments: str, path: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PATH": path if path is not None else f"{Path(sys.executable).parent}:{os.environ['PATH']}",

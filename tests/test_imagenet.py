@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from resdsl.cli.app import app
 from resdsl.train.checkpoint import load
 
-pytestmark = pytest.mark.torch
+pytestmark = [pytest.mark.torch, pytest.mark.xdist_group("imagenet")]  # its runs, trained once
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 # the paper's recipe at 64x64 for 10 classes: scale [72, 128] is [256, 480] times 64/224, rounded
