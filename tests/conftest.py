@@ -1,21 +1,29 @@
 """Fixtures shared by the tests: a tiny training workspace, the CLI in a measured subprocess, a read-only folder,
-image folders in ImageNet's layout, and a run killed right after a checkpoint."""
+image folders in ImageNet's layout, and a run killed right after a checkpoint. Hooks: slow tests run only when -m
+names `slow`; a test that imports torch must carry the `torch` marker (so `-m "not torch"` runs without torch)."""
 
 from __future__ import annotations
 
+import ast
 import os
 import pickle
+import re
 import struct
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
+from _pytest.mark.expression import Expression
 from measured import Finished, run_measured
 
 REPO = Path(__file__).resolve().parent.parent
+
+# One thread per pytest-xdist worker (set before any test imports torch, and inherited by the CLI subprocesses):
+# with -n 2 on 2 cores, two workers of 2 threads each oversubscribe the cores and wait on each other.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 SPECS = REPO / "specs"
 
 TINY_SPEC = """\
@@ -41,6 +49,89 @@ network tiny {
   }
 }
 """
+
+
+# What a test marked `torch` may import and an unmarked one may not: torch, the oracles built on it, and the
+# packages of the extras that need it. The front end, viz, fmt, lsp and the CLI's torch-free commands need none.
+TORCH_STACK = ("torch", "torchvision", "timm", "numpy", "onnx", "onnxruntime", "openvino")
+
+
+def _torch_stack_imported() -> set[str]:
+    return {name for name in TORCH_STACK if name in sys.modules}
+
+
+def _selected(config: pytest.Config, markers: set[str]) -> bool:
+    """Whether `-m` selects a test carrying exactly `markers`."""
+    expression = config.option.markexpr
+    return not expression or Expression.compile(expression).evaluate(lambda name, **_: name in markers)
+
+
+def _module_markers(path: Path) -> set[str]:
+    """The marker names of a test module's `pytestmark`, read without importing the module."""
+    for statement in ast.parse(path.read_text(), str(path)).body:
+        if isinstance(statement, ast.Assign) and any(getattr(t, "id", None) == "pytestmark"
+                                                      for t in statement.targets):
+            return {node.attr for node in ast.walk(statement.value) if isinstance(node, ast.Attribute)
+                    and isinstance(node.value, ast.Attribute) and node.value.attr == "mark"}
+    return set()
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """A module marked `torch` as a whole is not even imported when `-m` deselects it (it imports torch at the top)."""
+    if collection_path.suffix == ".py" and collection_path.name.startswith("test_"):
+        markers = _module_markers(collection_path)
+        if "torch" in markers and not _selected(config, markers):
+            return True
+    return None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector):
+    """Collecting an unmarked module that imports torch at its top fails, naming the module."""
+    before = _torch_stack_imported()
+    report = yield
+    imported = _torch_stack_imported() - before
+    if imported and isinstance(collector, pytest.Module) and "torch" not in _module_markers(collector.path):
+        report.outcome = "failed"
+        report.longrepr = (f"{collector.nodeid} imports {', '.join(sorted(imported))} but has no "
+                           "`pytestmark = pytest.mark.torch`")
+    return report
+
+
+# The longest modules (a minute of CPU or more each): started first, so that no worker of -n 2 ends the run alone.
+RUN_FIRST = ("test_train_fashion.py", "test_imagenet.py", "test_fig6.py", "test_train.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Slow tests (minutes on a 2-core CPU) run only when -m names `slow`, e.g. -m slow or -m "slow and not torch";
+    the RUN_FIRST modules come first."""
+    items.sort(key=lambda item: item.path.name not in RUN_FIRST)
+    if re.search(r"\bslow\b", config.option.markexpr):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
+
+
+_BEFORE = pytest.StashKey[set[str]]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.stash[_BEFORE] = _torch_stack_imported()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    """A test without the `torch` marker that imports torch (in its fixtures, body or teardown) fails, naming what."""
+    report = yield
+    if call.when == "teardown" and report.passed and not item.get_closest_marker("torch"):
+        imported = _torch_stack_imported() - item.stash.get(_BEFORE, set())
+        if imported:
+            report.outcome = "failed"
+            report.longrepr = f"{item.nodeid} imported {', '.join(sorted(imported))} but has no torch marker"
+    return report
 
 
 @pytest.fixture(scope="session")
@@ -130,6 +221,7 @@ def write_image_folder(root: Path, per_class: dict[str, int], suffix: str = ".JP
 
     Sizes vary (40 to 120 pixels a side, portrait and landscape) as ImageNet's do.
     """
+    import numpy as np
     from PIL import Image
 
     rng = np.random.default_rng(seed)

@@ -57,6 +57,7 @@ def test_with_input_takes_the_shape_as_the_language_writes_it():
     assert resdsl.compile(CIFAR).with_input("1x28x28").input_shape == (1, 28, 28)
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize(("features", "message"), [
     ("layer1", r"takes a list of layer or group names such as \['layer1', 'layer2'\], got 'layer1'"),
     ([1], "every name must be a string such as 'layer1', got 1"),

@@ -11,6 +11,8 @@ from typer.testing import CliRunner
 
 from resdsl.cli.app import app
 
+pytestmark = pytest.mark.torch
+
 CIFAR20 = str(Path(__file__).resolve().parent.parent / "specs" / "cifar20.res")
 
 
@@ -27,8 +29,9 @@ def test_bench_json_reports_latency_percentiles_and_throughput():
     assert timing["throughput"] > 0
 
 
-def test_bench_on_cpu_puts_eager_folded_compiled_and_onnxruntime_side_by_side():
-    result = run("bench", CIFAR20, "--backend", "onnx", "--runs", 2, "--warmup", 1, "--json")
+def test_bench_on_cpu_puts_eager_folded_compiled_and_onnxruntime_side_by_side(tiny_workspace: Path):
+    # a two-block net: torch.compile's code generation, most of this test's time, grows with the layers
+    result = run("bench", tiny_workspace / "tiny.res", "--backend", "onnx", "--runs", 2, "--warmup", 1, "--json")
     assert result.exit_code == 0, result.output
     routes = [r["route"] for r in json.loads(result.stdout)["results"]]
     assert routes == ["onnxruntime", "torch eager", "torch eager, BN folded", "torch.compile (BN folded)"]

@@ -144,6 +144,15 @@ def one_error(result) -> str:
     return lines[0]
 
 
+TORCH_COMMANDS = ("build", "bench", "train", "eval", "plot")  # they need torch (plot: matplotlib's numpy)
+
+
+def torch_if_needed(*case: object) -> object:
+    """A parametrize case whose command (its first word) needs torch carries the torch marker."""
+    args = case[0]
+    return pytest.param(*case, marks=[pytest.mark.torch] if args[0] in TORCH_COMMANDS else [])
+
+
 USAGE_ERRORS = [
     (("train", CIFAR20, "--seed", HUGE_SEED), "--seed must be a whole number from 0 to 2**63-1"),
     (("build", CIFAR20, "--backend", "onnx", "-o", "o.onnx", "--seed", HUGE_SEED),
@@ -174,7 +183,7 @@ USAGE_ERRORS = [
 ]
 
 
-@pytest.mark.parametrize("args, message", USAGE_ERRORS,
+@pytest.mark.parametrize("args, message", [torch_if_needed(*case) for case in USAGE_ERRORS],
                          ids=[" ".join([a[0], *(str(x) or "''" for x in a[2:])]) for a, _ in USAGE_ERRORS])
 def test_a_bad_flag_value_is_a_usage_error_before_any_work(tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)  # an empty path used to mean the working folder
@@ -184,6 +193,7 @@ def test_a_bad_flag_value_is_a_usage_error_before_any_work(tmp_path, monkeypatch
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.torch
 def test_the_largest_seed_taken_is_one_torch_takes(capsys):
     import torch
 
@@ -194,12 +204,12 @@ def test_the_largest_seed_taken_is_one_torch_takes(capsys):
     assert stop.value.exit_code == 2 and "--seed must be" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command, flag, what", [
+@pytest.mark.parametrize("command, flag, what", [torch_if_needed(*case) for case in [
     (("build", "{spec}", "--backend", "onnx", "-o", "{spec}"), "-o", "the spec"),
     (("build", CIFAR20, "--backend", "pytorch", "-o", "{weights}", "--weights", "{weights}"), "-o",
      "the --weights file"),
     (("viz", "{spec}", "-o", "{spec}"), "-o", "the spec"),
-], ids=["build spec", "build weights", "viz spec"])
+]], ids=["build spec", "build weights", "viz spec"])
 def test_an_output_that_is_an_input_is_refused(tmp_path, command, flag, what):
     spec = tmp_path / "net.dot"  # a spec named like the output it must not become
     spec.write_bytes(CIFAR20.read_bytes())
@@ -229,12 +239,12 @@ def finished_run(tmp_path: Path) -> Path:
     return run
 
 
-@pytest.mark.parametrize("command", [
+@pytest.mark.parametrize("command", [torch_if_needed(case) for case in [
     ("build", CIFAR20, "--backend", "onnx", "-o", "{fifo}"),
     ("build", CIFAR20, "--backend", "pytorch", "-o", "{fifo}"),
     ("viz", CIFAR20, "-o", "{fifo}"),
     ("plot", "{run}", "-o", "{fifo}"),
-], ids=["build onnx", "build pytorch", "viz", "plot"])
+]], ids=["build onnx", "build pytorch", "viz", "plot"])
 def test_a_named_pipe_as_output_is_refused_and_kept(tmp_path, finished_run, command):
     fifo = tmp_path / "out.svg"
     os.mkfifo(fifo)
@@ -253,6 +263,7 @@ def test_plot_says_what_a_metrics_file_that_is_not_a_file_is(tmp_path, make, kin
     assert one_error(result) == f"error: {tmp_path / 'run' / 'metrics.jsonl'} is {kind}, not a metrics file"
 
 
+@pytest.mark.torch
 def test_eval_of_a_path_that_does_not_exist_names_it(tmp_path):
     result = invoke("eval", tmp_path / "runs" / "gone", "--data", tmp_path)
     assert result.exit_code == 1
@@ -276,8 +287,8 @@ def full_dir(tmp_path: Path):
 
 @pytest.mark.parametrize("folder, reason", [("read_only_dir", (errno.EROFS, errno.EACCES)),
                                             ("full_dir", (errno.ENOSPC,))], ids=["read-only", "full"])
-@pytest.mark.parametrize("command", [("viz", CIFAR20, "-o", "{out}.svg"), ("plot", "{run}", "-o", "{out}.png")],
-                         ids=["viz", "plot"])
+@pytest.mark.parametrize("command", [torch_if_needed(("viz", CIFAR20, "-o", "{out}.svg")),
+                                     torch_if_needed(("plot", "{run}", "-o", "{out}.png"))], ids=["viz", "plot"])
 def test_a_failed_write_names_the_output_and_leaves_nothing(request, finished_run, folder, reason, command):
     where = request.getfixturevalue(folder)
     before = sorted(where.iterdir())

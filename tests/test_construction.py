@@ -13,6 +13,8 @@ from torch import nn
 import resdsl
 from resdsl.backends.pytorch import skip_draws
 
+pytestmark = pytest.mark.torch
+
 SPECS = Path(resdsl.__file__).resolve().parent.parent / "specs"
 
 

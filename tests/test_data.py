@@ -27,6 +27,8 @@ from resdsl.data import (
     split,
 )
 
+pytestmark = pytest.mark.torch
+
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 

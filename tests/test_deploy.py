@@ -22,6 +22,8 @@ from resdsl.backends.fold import fold_batchnorm
 from resdsl.backends.preprocess import InputContract, Normalization, bake
 from resdsl.cli.app import app
 
+pytestmark = pytest.mark.torch
+
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 CIFAR20 = str(SPECS / "cifar20.res")
 RESNET18 = str(SPECS / "torchvision" / "resnet18.res")

@@ -27,6 +27,8 @@ from typer.testing import CliRunner
 from resdsl.backends.staging import remove_abandoned
 from resdsl.cli.app import app
 
+pytestmark = pytest.mark.torch
+
 CIFAR20 = str(Path(__file__).resolve().parent.parent / "specs" / "cifar20.res")
 HUGE = "1" * 5000  # past Python's 4300-digit int() limit
 SANDBOX = """

@@ -20,6 +20,8 @@ from resdsl.data import Augment, Dataset, load_dataset
 from resdsl.recipe import Augmentation, Recipe
 from resdsl.train.evaluate import evaluate, probabilities
 
+pytestmark = pytest.mark.torch
+
 TINY = """\
 network tiny {
   input 3x16x16

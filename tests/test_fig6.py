@@ -15,6 +15,8 @@ TINY = ["--split", "32", "--batch", "8", "--limit-eval", "16", "--device", "cpu"
 # of 16 filters has 2 x 9 x 16 weights fewer. Option A shortcuts have no params, so plain-20 has as many as ResNet-20.
 RESNET20_ONE_CHANNEL = 269_722 - 2 * 9 * 16
 
+pytestmark = pytest.mark.xdist_group("fig6")  # the benchmark fixture, run once
+
 
 def fig6(cwd: Path, *arguments: str, path: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PATH": path if path is not None else f"{Path(sys.executable).parent}:{os.environ['PATH']}",
@@ -35,6 +37,7 @@ def table_rows(markdown: str) -> list[list[str]]:
             if line.startswith("| plain") or line.startswith("| resnet")]
 
 
+@pytest.mark.torch
 def test_table_lists_each_net_with_the_papers_params(benchmark, tiny_workspace: Path):
     assert benchmark.returncode == 0, benchmark.stderr
     rows = table_rows((tiny_workspace / "fig6" / "fig6.md").read_text())
@@ -45,21 +48,25 @@ def test_table_lists_each_net_with_the_papers_params(benchmark, tiny_workspace: 
         assert row[5] == "4"
 
 
+@pytest.mark.torch
 def test_table_is_printed_as_written(benchmark, tiny_workspace: Path):
     assert benchmark.stdout == (tiny_workspace / "fig6" / "fig6.md").read_text()
     assert "CIFAR-10: skipped" in benchmark.stderr
 
 
+@pytest.mark.torch
 def test_plot_is_a_png(benchmark, tiny_workspace: Path):
     assert (tiny_workspace / "fig6" / "fig6.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.torch
 def test_schedule_steps_at_half_and_three_quarters(benchmark, tiny_workspace: Path):
     spec = (tiny_workspace / "fig6" / "fashion-mnist" / "resnet20" / "spec.res").read_text()
     assert "schedule steps(2: 0.1, 3: 0.1)" in spec
     assert "iterations 4" in spec
 
 
+@pytest.mark.torch
 def test_second_run_keeps_the_finished_runs(benchmark, tiny_workspace: Path):
     metrics = tiny_workspace / "fig6" / "fashion-mnist" / "plain20" / "metrics.jsonl"
     before = metrics.read_text()
@@ -70,6 +77,7 @@ def test_second_run_keeps_the_finished_runs(benchmark, tiny_workspace: Path):
     assert table_rows(again.stdout) == table_rows(benchmark.stdout)[:1]
 
 
+@pytest.mark.torch
 def test_missing_data_is_one_sentence(tmp_path: Path):
     result = fig6(tmp_path, "--iterations", "4", "--nets", "resnet20", "--data", "nowhere", "--out", "out")
     assert result.returncode == 1
@@ -116,6 +124,7 @@ def test_gpu_check_refuses_an_unknown_argument(tmp_path: Path):
     assert result.stderr == "error: unknown argument '--fig7'\nusage: benchmarks/gpu_check.sh [--fig6]\n"
 
 
+@pytest.mark.torch
 def test_gpu_check_with_fig6_still_needs_a_gpu(tmp_path: Path):
     import torch
 

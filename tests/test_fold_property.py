@@ -4,12 +4,15 @@ random BatchNorm statistics give the same output folded and unfolded, computed i
 
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import resdsl
 from resdsl.backends.fold import fold_batchnorm
+
+pytestmark = pytest.mark.torch
 
 INPUT = (4, 6, 6)
 WIDTHS = (2, 4, 6, 8)

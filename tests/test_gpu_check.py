@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+pytestmark = pytest.mark.torch
+
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.sh"
 
 

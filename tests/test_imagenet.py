@@ -18,6 +18,8 @@ from typer.testing import CliRunner
 from resdsl.cli.app import app
 from resdsl.train.checkpoint import load
 
+pytestmark = [pytest.mark.torch, pytest.mark.xdist_group("imagenet")]  # its runs, trained once
+
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 # the paper's recipe at 64x64 for 10 classes: scale [72, 128] is [256, 480] times 64/224, rounded
 RUN = ["--recipe", "augment scale range(72, 128), crop 64, flip, lighting 0.1", "--batch", "16",

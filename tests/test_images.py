@@ -17,6 +17,8 @@ from resdsl.data.images import decode, decode_on_device, read_file
 from resdsl.data.views import EvalView, TrainView, resized_size
 from resdsl.train.data import InputWatch
 
+pytestmark = pytest.mark.torch
+
 
 def smooth_image(height: int, width: int) -> torch.Tensor:
     """A uint8 3 x H x W image of slow waves, so that a sub-pixel shift changes a pixel by a level or two."""

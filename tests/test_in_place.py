@@ -9,6 +9,8 @@ import torch.nn.functional as F
 
 import resdsl
 
+pytestmark = pytest.mark.torch
+
 
 def _module(stem: str) -> torch.nn.Module:
     return resdsl.compile(f"network n {{\n  input 3x8x8\n  stem {{ {stem} }}\n}}\n").to_torch(seed=0).eval()

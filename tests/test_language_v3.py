@@ -14,6 +14,8 @@ from torch import nn
 import resdsl
 from resdsl.backends.pytorch import ZeroInitWarning
 
+pytestmark = pytest.mark.torch
+
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import timm
 import torch
 import torchvision
@@ -13,6 +14,8 @@ from torchvision.models.feature_extraction import create_feature_extractor
 
 import resdsl
 from resdsl.backends.pytorch import UnknownFeature
+
+pytestmark = pytest.mark.torch
 
 STAGES = {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"}
 

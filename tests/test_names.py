@@ -17,6 +17,8 @@ import resdsl
 from resdsl.ir.names import MODULE_MEMBERS
 from resdsl.ir.ops import OPS
 
+pytestmark = pytest.mark.torch
+
 PREACT_CIFAR = Path(__file__).resolve().parent.parent / "specs" / "preact" / "preact_cifar.res"
 
 

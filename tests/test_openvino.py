@@ -10,11 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import openvino
+import pytest
 import torch
 import torchvision
 from test_deploy import randomised, run  # the CLI runner and BatchNorm randomiser the deploy tests use
 
 import resdsl
+
+pytestmark = pytest.mark.torch
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

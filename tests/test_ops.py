@@ -11,6 +11,8 @@ import resdsl
 from resdsl.backends.pytorch import LOWERINGS
 from resdsl.ir.ops import OPS
 
+pytestmark = pytest.mark.torch
+
 # Every op a spec can write, once at least (test_the_all_ops_spec_uses_every_op keeps it so).
 ALL_OPS = """network all_ops {
   input 3x16x16

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import resdsl
+
+pytestmark = pytest.mark.torch
 
 
 class ReferenceUnit(nn.Module):

@@ -16,6 +16,8 @@ from resdsl.cli.app import app
 from resdsl.train.checkpoint import load
 from resdsl.weights import WeightsError, read_weights
 
+pytestmark = pytest.mark.torch
+
 CIFAR20 = str(Path(__file__).resolve().parent.parent / "specs" / "cifar20.res")
 
 

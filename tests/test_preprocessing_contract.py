@@ -15,6 +15,8 @@ import resdsl
 from resdsl.recipe import Recipe
 from resdsl.weights import WeightsError
 
+pytestmark = pytest.mark.torch
+
 TINY32 = """\
 network tiny {
   input 3x32x32

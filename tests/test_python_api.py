@@ -16,6 +16,8 @@ import torch
 import resdsl
 from resdsl.backends import BACKENDS, fold, reparam
 
+pytestmark = pytest.mark.torch
+
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "python-api.md"
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")

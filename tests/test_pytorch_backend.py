@@ -23,6 +23,8 @@ from resdsl.diagnostics import SpecError
 from resdsl.ir import ops
 from resdsl.ir.graph import inputs
 
+pytestmark = pytest.mark.torch
+
 SPECS = Path(resdsl.__file__).resolve().parent.parent / "specs"
 TORCHVISION = sorted(p.stem for p in (SPECS / "torchvision").glob("*.res"))
 CIFAR_ZOO = ["cifar20", "cifar32", "cifar44", "cifar56", "cifar110", "cifar_plain20", "cifar_plain56",

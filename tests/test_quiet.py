@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.torch
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # The CLI with torchvision absent as importlib sees it (`find_spec` is None), as after `pip install 'resdsl[onnx]'`.

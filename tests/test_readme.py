@@ -61,6 +61,13 @@ def _trains(command: str) -> bool:
     return command.startswith("resdsl train") or bool(re.search(r"\bruns/", command))
 
 
+def _marks(command: str) -> list[pytest.MarkDecorator]:
+    """slow for training; torch for the commands that need it (check, info, viz, zoo, diff, fmt need none)."""
+    if _trains(command):
+        return [pytest.mark.slow, pytest.mark.torch]
+    return [pytest.mark.torch] if shlex.split(command)[1] in ("build", "bench", "eval") else []
+
+
 @pytest.fixture(scope="module")
 def tour(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder for the tour's outputs, with the checkout's specs/ where the commands look for them."""
@@ -69,9 +76,7 @@ def tour(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("command", [
-    pytest.param(command, marks=[pytest.mark.slow] if _trains(command) else []) for command in commands()
-])
+@pytest.mark.parametrize("command", [pytest.param(command, marks=_marks(command)) for command in commands()])
 def test_readme_command_succeeds(command, tour):
     if reason := reason_not_to_run(command):
         pytest.skip(reason)
@@ -82,6 +87,7 @@ def test_readme_command_succeeds(command, tour):
     assert "Warning" not in done.stderr, done.stderr  # nothing printed to the user but the command's own words
 
 
+@pytest.mark.torch
 def test_readme_python_snippets_run_in_order():
     namespace: dict[str, object] = {}
     for snippet in blocks("python"):

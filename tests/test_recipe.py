@@ -13,6 +13,8 @@ from resdsl.diagnostics import SpecError
 from resdsl.recipe import Plateau, Recipe, recipe_of, summary_lines
 from resdsl.resolve import load, read_spec
 
+pytestmark = pytest.mark.torch
+
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 
 

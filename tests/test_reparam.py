@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime
+import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -19,6 +20,8 @@ from typer.testing import CliRunner
 import resdsl
 from resdsl.backends.reparam import reparameterize
 from resdsl.cli.app import app
+
+pytestmark = pytest.mark.torch
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 

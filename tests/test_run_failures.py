@@ -19,6 +19,8 @@ import pytest
 
 from resdsl.train.checkpoint import load
 
+pytestmark = [pytest.mark.torch, pytest.mark.xdist_group("run_failures")]  # its runs, trained once
+
 QUICK = ["--data", "data", "--checkpoint-every", "4", "--log-every", "2", "--eval-every", "100", "--device", "cpu"]
 # generous bounds for the cases about time or memory: CPU seconds (wall time on a busy CI machine is
 # several times longer), wall seconds (a hang), peak resident bytes

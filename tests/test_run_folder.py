@@ -16,6 +16,8 @@ from types import SimpleNamespace
 
 import pytest
 
+pytestmark = pytest.mark.torch
+
 QUICK = ["--data", "data", "--checkpoint-every", "4", "--log-every", "2", "--eval-every", "100", "--device", "cpu"]
 HOLD = """
 import fcntl, os, socket, sys, time

@@ -11,6 +11,8 @@ import resdsl
 from resdsl.recipe import Recipe, recipe_of
 from resdsl.train.runspec import WRITERS, standalone_spec
 
+pytestmark = pytest.mark.torch
+
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 
 PARENT = """\

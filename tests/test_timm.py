@@ -9,6 +9,8 @@ from torch import nn
 
 import resdsl
 
+pytestmark = pytest.mark.torch
+
 TIMM = ["resnet26", "resnet18d", "resnet26d", "resnet50d", "resnet101d", "resnet50c", "resnet50s", "resnet50_gn",
         "seresnet50", "ecaresnet50d", "skresnet18", "resnetv2_50"]
 

@@ -18,6 +18,8 @@ import torch
 import resdsl
 from resdsl.train.checkpoint import CheckpointError, load
 
+pytestmark = [pytest.mark.torch, pytest.mark.xdist_group("train")]  # its runs, trained once
+
 QUICK = ["--checkpoint-every", "4", "--log-every", "2", "--eval-every", "6", "--seed", "3", "--device", "cpu"]
 
 

@@ -15,6 +15,8 @@ from resdsl.backends import export as export_backend
 from resdsl.backends import reparam
 from resdsl.cli.app import app
 
+pytestmark = pytest.mark.torch
+
 CIFAR20 = str(Path(__file__).resolve().parent.parent / "specs" / "cifar20.res")
 REWRITE = reparam.reparameterize  # what build runs: branches merged, then BatchNorm folded
 

@@ -13,6 +13,8 @@ import torchvision
 import resdsl
 from resdsl.weights import WeightsError, load_weights, read_weights
 
+pytestmark = pytest.mark.torch
+
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 
 

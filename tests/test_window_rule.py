@@ -12,6 +12,8 @@ import resdsl
 from resdsl.ir.ops import ShapeError
 from resdsl.ir.ops.base import window
 
+pytestmark = pytest.mark.torch
+
 
 @st.composite
 def windows(draw):
