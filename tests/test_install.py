@@ -82,6 +82,15 @@ def test_the_wheel_holds_the_grammar_prelude_and_every_spec(site):
     assert (site / "resdsl" / "grammars" / "prelude.res").is_file()
 
 
+def test_the_wheel_holds_every_python_module_of_the_checkout(site):
+    # setuptools' `packages` list is written by hand: a new subpackage missing from it is missing from the wheel
+    def modules(root: Path) -> set[Path]:
+        return {p.relative_to(root) for p in root.rglob("*.py")}
+
+    assert modules(ROOT / "resdsl") <= modules(site / "resdsl")
+    assert modules(ROOT / "backends") == modules(site / "resdsl" / "backends")
+
+
 def test_the_wheel_marks_the_package_typed(site):
     # PEP 561: without py.typed, type checkers ignore an installed package's annotations
     assert (site / "resdsl" / "py.typed").is_file()

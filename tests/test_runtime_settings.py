@@ -11,6 +11,8 @@ import torch
 import resdsl
 from resdsl.backends import BatchProfile, load_backend
 
+pytestmark = pytest.mark.torch
+
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 
 
