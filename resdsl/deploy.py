@@ -78,11 +78,11 @@ def load_network(spec: str | Path | Network, params: dict[str, Value] | None = N
         if params:
             raise UsageError("params are given to a spec, not to a network that is already compiled")
         return spec
-    from resdsl.network import _check
+    from resdsl.network import check_program
     from resdsl.resolve import check_override
 
     values = {name: check_override(name, value, "--set {name}") for name, value in (params or {}).items()}
-    return _check(load(read_spec(spec), values))
+    return check_program(load(read_spec(spec), values))
 
 
 def build(

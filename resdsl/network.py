@@ -81,7 +81,7 @@ class Network:
         network = self.program.network
         span = network.input.span if network.input else network.span
         moved = replace(network, input=ast.InputShape(span, tuple(shape)))
-        return _check(replace(self.program, network=moved))
+        return check_program(replace(self.program, network=moved))
 
     @cached_property
     def torch_class(self) -> type[NetworkModule]:
@@ -139,7 +139,7 @@ def compile(source: str | Path, **params: Value) -> Network:
     """Parse, resolve, lower and check a spec (a path or spec text); raises SpecError, or UsageError for params."""
     given_as = "compile(..., {name}=...)"
     values = {name: check_override(name, value, given_as) for name, value in params.items()}
-    return _check(load(read_spec(source), values, given_as=given_as))
+    return check_program(load(read_spec(source), values, given_as=given_as))
 
 
 def _input_shape(shape: object) -> tuple[int, int, int]:
@@ -185,7 +185,9 @@ def lower_unchecked(source: str | Path, **params: Value) -> tuple[IRGraph, SpecE
     return graph, diagnostics.exception() if diagnostics.diagnostics else None
 
 
-def _check(program: Program) -> Network:
+def check_program(program: Program) -> Network:
+    """The Network of a loaded program (`resolve.load`): lowered to the graph IR, checked, counted and held to the
+    memory limits; raises SpecError with every problem found."""
     diagnostics = Diagnostics(program.sources)
     with _without_gc():
         graph = lower_program(program, diagnostics)

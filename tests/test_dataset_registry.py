@@ -12,6 +12,8 @@ import torch
 from resdsl.data import DATASETS, DataError, DatasetRecord, find_data, load_dataset, register
 from resdsl.data.datasets import records_in, unregister
 
+pytestmark = pytest.mark.torch
+
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 

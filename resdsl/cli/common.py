@@ -17,7 +17,7 @@ import typer
 from resdsl import zoo
 from resdsl.files import kind, output_problem, overwritten_input
 from resdsl.limits import WORKERS_PER_CPU, max_workers, quoted, shortened, usable_cpus
-from resdsl.network import Network, _check
+from resdsl.network import Network, check_program
 from resdsl.resolve import load, parse_override, read_spec
 
 
@@ -81,7 +81,7 @@ def check_workers(value: int | None) -> int | None:
 def load_network(spec: str, sets: list[str] | None) -> Network:
     """Compile a spec file or zoo name with `--set` values; raises SpecError, or UsageError for a bad --set."""
     overrides = dict(parse_override(item) for item in sets or [])
-    return _check(load(read_spec(zoo.resolve(spec)), overrides))
+    return check_program(load(read_spec(zoo.resolve(spec)), overrides))
 
 
 def regular_file(path: Path, flag: str) -> Path:

@@ -12,7 +12,7 @@ from pathlib import Path
 from resdsl import ast, zoo
 from resdsl.diagnostics import Diagnostic, SpecError
 from resdsl.ir.ops import OPS, Op, Output
-from resdsl.network import Network, _check
+from resdsl.network import Network, check_program
 from resdsl.parser import parse
 from resdsl.resolve import Program, load, prelude_source
 from resdsl.source import SourceFile, SourceMap, Span
@@ -42,7 +42,7 @@ def analyse(path: str, text: str) -> Analysis:
     try:
         result.module = parse(source, SourceMap())
         result.program = load(source, {})
-        result.network = _check(result.program)
+        result.network = check_program(result.program)
     except SpecError as error:
         result.diagnostics = list(error.diagnostics)
     return result
