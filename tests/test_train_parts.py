@@ -19,6 +19,8 @@ from resdsl.train.run_folder import RunFolder
 from resdsl.train.run_metrics import RunMetrics
 from resdsl.train.trainer import Trainer
 
+pytestmark = pytest.mark.torch
+
 CPU = Context(0, 1, torch.device("cpu"))
 
 
