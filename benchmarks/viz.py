@@ -43,7 +43,7 @@ def main() -> None:
         done = time.perf_counter()
         name = level + (" --expand" if expand else "")
         total = done - start
-        print(f"{spec:<24}{name:<17}{fmt:<5}{graph.number_of_nodes():>7}{lowered - start:>9.2f}"
+        print(f"{spec:<24}{name:<17}{fmt:<5}{len(graph):>7}{lowered - start:>9.2f}"
               f"{drawn - lowered:>8.2f}{done - drawn:>8.2f}{total:>9.2f}{total / BUDGET_S:>9.2f}")
 
 

@@ -446,3 +446,20 @@ def test_cli_output_that_cannot_be_written_is_one_sentence(tmp_path):
     assert result.exit_code == 1
     assert result.stderr.startswith("error: -o ") and "is a directory" in result.stderr
     assert len(result.stderr.splitlines()) == 1
+
+
+def test_viz_benchmark_prints_each_case_with_its_node_count(monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+
+    script = SPECS.parent / "benchmarks" / "viz.py"
+    loaded = importlib.util.spec_from_file_location("viz_benchmark", script)
+    assert loaded is not None and loaded.loader is not None
+    benchmark = importlib.util.module_from_spec(loaded)
+    loaded.loader.exec_module(benchmark)
+    monkeypatch.setattr(benchmark, "CASES", [("cifar20", "stage", False, "svg")])
+    benchmark.main()
+    row = capsys.readouterr().out.splitlines()[-1].split()
+    # cifar20 by hand: input, stem 3, 9 basic blocks x 7, option A's subsample + pad_channels in layer2.0 and
+    # layer3.0 (4), head avgpool + flatten + fc, output
+    assert row[:4] == ["cifar20", "stage", "svg", str(1 + 3 + 9 * 7 + 4 + 3 + 1)]
