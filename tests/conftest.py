@@ -146,6 +146,17 @@ def resdsl_cli():
     return run
 
 
+def modules_a_command_imports(args: list[str], modules: tuple[str, ...]) -> tuple[str, list[str]]:
+    """Run `resdsl ARGS` in a fresh interpreter (it must succeed): its stdout, and which of `modules` it imported."""
+    code = ("import sys\n"
+            "from resdsl.cli.app import app\n"
+            f"try:\n    app({args!r}, prog_name='resdsl')\n"
+            "except SystemExit as done:\n    assert not done.code, done.code\n"
+            f"print(sorted(m for m in {modules!r} if m in sys.modules), file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return done.stdout, ast.literal_eval(done.stderr.strip().splitlines()[-1])
+
+
 def write_idx(path: Path, array) -> None:
     """An idx file (the MNIST format) of unsigned bytes."""
     header = struct.pack(">BBBB", 0, 0, 8, array.dim()) + struct.pack(f">{array.dim()}I", *array.shape)

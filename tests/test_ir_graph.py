@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import modules_a_command_imports
+
 import resdsl
 from resdsl.ir.graph import IRGraph, Meta, Node
 
@@ -79,10 +81,4 @@ def test_checking_drawing_and_summarising_import_no_networkx_torch_or_numpy():
 
 def test_the_check_info_and_viz_commands_import_no_networkx(tmp_path: Path):
     for command in (["check", "resnet152"], ["info", "resnet152"], ["viz", "resnet152", "-o", str(tmp_path / "r.dot")]):
-        code = ("import sys\n"
-                "from resdsl.cli.app import app\n"
-                f"try:\n    app({command!r}, prog_name='resdsl')\n"
-                "except SystemExit as done:\n    assert not done.code, done.code\n"
-                "print('networkx' in sys.modules, file=sys.stderr)")
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-        assert done.stderr.strip() == "False", command
+        assert modules_a_command_imports(command, ("networkx",))[1] == [], command

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import pytest
 import typer
+from conftest import modules_a_command_imports
 from typer._click import Context, Parameter
 from typer.core import TyperCommand
 from typer.testing import CliRunner
@@ -36,14 +35,9 @@ network tiny {
 def test_check_imports_neither_pydantic_nor_typers_adapters(tmp_path: Path):
     spec = tmp_path / "tiny.res"
     spec.write_text(UNTRAINED)
-    code = ("import sys\n"
-            "from resdsl.cli.app import app\n"
-            f"try:\n    app(['check', {str(spec)!r}], prog_name='resdsl')\n"
-            "except SystemExit as done:\n    assert not done.code, done.code\n"
-            "print(sorted(m for m in ('pydantic', 'typer._adapters') if m in sys.modules), file=sys.stderr)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.startswith(f"{spec}: ok (tiny, 126 params, ")
-    assert done.stderr.strip() == "[]"
+    out, imported = modules_a_command_imports(["check", str(spec)], ("pydantic", "typer._adapters"))
+    assert out.startswith(f"{spec}: ok (tiny, 126 params, ")
+    assert imported == []
 
 
 def _number(value: str) -> int:
