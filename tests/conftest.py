@@ -98,8 +98,9 @@ def pytest_make_collect_report(collector: pytest.Collector):
     return report
 
 
-# The longest modules (a minute of CPU or more each): started first, so that no worker of -n 2 ends the run alone.
-RUN_FIRST = ("test_train_fashion.py", "test_imagenet.py", "test_fig6.py", "test_train.py")
+# The longest modules (a minute of CPU or more each; test_limits is the torch-free subset's): started first, so
+# that no worker of -n 2 ends the run alone.
+RUN_FIRST = ("test_train_fashion.py", "test_imagenet.py", "test_fig6.py", "test_train.py", "test_limits.py")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -3,6 +3,7 @@ small test modules by a pytest of their own (numpy stands for the torch stack: i
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -21,8 +22,10 @@ def pytest_on(tmp_path: Path, modules: dict[str, str], *args: str) -> subprocess
     (tmp_path / "pytest.ini").write_text(INI)
     for name, source in modules.items():
         (tmp_path / name).write_text(source)
+    # no plugin autoloading (xdist, hypothesis, pytest-lsp...): the hooks need none, and the file runs 3x faster
+    env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *args], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, env=env)
 
 
 def test_not_torch_leaves_a_module_marked_torch_unimported(tmp_path: Path):
