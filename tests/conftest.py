@@ -147,15 +147,19 @@ def resdsl_cli():
     return run
 
 
+def modules_imported_by(code: str, modules: tuple[str, ...]) -> tuple[str, list[str]]:
+    """Run Python `code` in a fresh interpreter (it must succeed): its stdout, and which of `modules` it imported."""
+    probe = f"\nimport sys\nprint(sorted(m for m in {modules!r} if m in sys.modules), file=sys.stderr)"
+    done = subprocess.run([sys.executable, "-c", code + probe], capture_output=True, text=True, check=True)
+    return done.stdout, ast.literal_eval(done.stderr.strip().splitlines()[-1])
+
+
 def modules_a_command_imports(args: list[str], modules: tuple[str, ...]) -> tuple[str, list[str]]:
     """Run `resdsl ARGS` in a fresh interpreter (it must succeed): its stdout, and which of `modules` it imported."""
-    code = ("import sys\n"
-            "from resdsl.cli.app import app\n"
+    code = ("from resdsl.cli.app import app\n"
             f"try:\n    app({args!r}, prog_name='resdsl')\n"
-            "except SystemExit as done:\n    assert not done.code, done.code\n"
-            f"print(sorted(m for m in {modules!r} if m in sys.modules), file=sys.stderr)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return done.stdout, ast.literal_eval(done.stderr.strip().splitlines()[-1])
+            "except SystemExit as done:\n    assert not done.code, done.code")
+    return modules_imported_by(code, modules)
 
 
 def write_idx(path: Path, array) -> None:
