@@ -106,14 +106,7 @@ def _module(module_class: type[nn.Module], *args: Any, **kwargs: Any) -> Lowered
 def _uninitialised_factory(module_class: type[nn.Module], args: tuple[Any, ...],
                            kwargs: tuple[tuple[str, Any], ...]) -> ModuleFactory:
     """One factory per module configuration, shared by every network, so that its prototype is built once."""
-    return Copies(partial(_uninitialised, module_class, *args, **dict(kwargs)))
-
-
-def _uninitialised(module_class: type[nn.Module], *args: Any, **kwargs: Any) -> nn.Module:
-    """`module_class(*args, **kwargs)` without PyTorch's default initialisation, which `_initialise` makes."""
-    module = _deferring(module_class)(*args, **kwargs)
-    module.__class__ = module_class  # the subclass only served `__init__`
-    return module
+    return Copies(partial(module_class, *args, **dict(kwargs)))
 
 
 class Copies:
@@ -154,14 +147,6 @@ def _copy_module(prototype: nn.Module) -> nn.Module:
             raise TypeError(f"{type(prototype).__name__} holds a tensor outside its parameters and buffers")
         state[name] = value
     return module
-
-
-@cache
-def _deferring(module_class: type[nn.Module]) -> type[nn.Module]:
-    """A subclass whose `reset_parameters` (called by `__init__`) does nothing."""
-    if not hasattr(module_class, "reset_parameters"):
-        return module_class
-    return type(module_class.__name__, (module_class,), {"reset_parameters": lambda self: None})
 
 
 def _call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Lowered:
