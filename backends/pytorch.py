@@ -340,6 +340,7 @@ class NetworkModule(GeneratedModule):
 
     _layout: ClassVar[tuple[Submodule, ...]]
     _residual_ends: ClassVar[tuple[str, ...]]
+    _left_out: ClassVar[tuple[Submodule, ...]] = ()  # built and initialised, then removed (a feature extractor)
     feature_info: ClassVar[tuple[FeatureInfo, ...]] = ()
 
     def __init__(self, *, seed: int | None = None, zero_init_residual: bool = False) -> None:
@@ -358,6 +359,10 @@ class NetworkModule(GeneratedModule):
                               stacklevel=3)
             for path in zeroed:
                 nn.init.zeros_(cast(torch.Tensor, built[path].weight))
+        for path, parent, name, _ in self._left_out:
+            if parent in built:
+                delattr(built[parent], name)
+                del built[path]
 
 
 class ZeroInitWarning(UserWarning):
@@ -756,7 +761,9 @@ def feature_class(network: Network, names: tuple[str, ...]) -> type[NetworkModul
     """A class whose forward returns the outputs of `names` (layers or groups) as a dict, in that order.
 
     Groups around a requested layer are run layer by layer; layers no feature needs are left out, modules
-    and all, as torchvision's feature extractors do.
+    and all, as torchvision's feature extractors do. Those are built and initialised first, then removed, so that
+    the weights kept are those of the whole network with the same seed (the classifier's draws come before the
+    convs' in torchvision's order).
     """
     if not names:
         raise UnknownFeature("give at least one feature name")
@@ -772,8 +779,11 @@ def feature_class(network: Network, names: tuple[str, ...]) -> type[NetworkModul
     shapes = [network.graph.known_shape(node) for _, node in outputs]
     info = tuple(FeatureInfo(name, shape[0], height // shape[1] if len(shape) == 3 else 0)
                  for (name, _), shape in zip(outputs, shapes, strict=True))
+    layout = lowering.layout()
+    kept = {submodule.path for submodule in lowering.layout(targets)}
     attributes = {"forward": _compile_forward(source, f"{network.name} features"), "graph": graph,
-                  "code": source.text, "_layout": tuple(lowering.layout(targets)),
+                  "code": source.text, "_layout": tuple(layout),
+                  "_left_out": tuple(submodule for submodule in layout if submodule.path not in kept),
                   "_residual_ends": tuple(_residual_ends(network.graph)), "feature_info": info,
                   "__module__": __name__}
     return type(f"{lowering.root.name}Features", (NetworkModule,), attributes)
