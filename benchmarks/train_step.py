@@ -16,7 +16,8 @@ and checking the spec and generating the class (`resdsl.compile(spec).to_torch()
     python benchmarks/train_step.py --models resnet50 --batch 256 --amp bf16 --channels-last --measures "train step"
     python benchmarks/train_step.py --construction  # to_torch() vs torchvision / timm / hand-written, one thread
     python benchmarks/train_step.py --quick --models cifar56 --measures "train step" --eager-reference \
-        --channels-last --threads 1                 # compiled resdsl (NHWC) vs the plain eager hand-written step
+        --channels-last --threads 1 --clock cpu     # compiled resdsl (NHWC) vs the plain eager hand-written step,
+                                                    # by CPU time (a shared machine's waits for a core left out)
 """
 
 from __future__ import annotations
