@@ -16,7 +16,8 @@ and checking the spec and generating the class (`resdsl.compile(spec).to_torch()
     python benchmarks/train_step.py --models resnet50 --batch 256 --amp bf16 --channels-last --measures "train step"
     python benchmarks/train_step.py --construction  # to_torch() vs torchvision / timm / hand-written, one thread
     python benchmarks/train_step.py --quick --models cifar56 --measures "train step" --eager-reference \
-        --channels-last --threads 1                 # compiled resdsl (NHWC) vs the plain eager hand-written step
+        --channels-last --threads 1 --clock cpu     # compiled resdsl (NHWC) vs the plain eager hand-written step,
+                                                    # by CPU time (a shared machine's waits for a core left out)
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ import resdsl
 
 SPECS = Path(resdsl.__file__).resolve().parent.parent / "specs"
 MEASURES = ("construction", "spec to module", "train step", "inference")
+# the process's CPU time leaves out the time spent waiting for a core on a shared machine (one thread, CPU only)
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
 class BasicBlockA(nn.Module):
@@ -142,17 +145,17 @@ class Timing:
 
 
 def _interleaved(ours: Callable[[], object], reference: Callable[[], object], repeats: int,
-                 device: torch.device) -> Timing:
+                 device: torch.device, clock: Callable[[], float] = time.perf_counter) -> Timing:
     """Time both `repeats` times, alternating which runs first in each round."""
     rounds: list[tuple[float, float]] = []
     for r in range(repeats):
         seconds = {}
         for name, function in (("ours", ours), ("reference", reference))[:: 1 if r % 2 == 0 else -1]:
             _sync(device)
-            start = time.perf_counter()
+            start = clock()
             function()
             _sync(device)
-            seconds[name] = time.perf_counter() - start
+            seconds[name] = clock() - start
         rounds.append((seconds["ours"], seconds["reference"]))
     ratios = statistics.quantiles([a / b for a, b in rounds], n=4)
     return Timing(statistics.median(a for a, _ in rounds), statistics.median(b for _, b in rounds), ratios[1],
@@ -160,28 +163,56 @@ def _interleaved(ours: Callable[[], object], reference: Callable[[], object], re
 
 
 def _train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, amp: torch.dtype | None,
-                compile_optimizer: bool = False) -> Callable[[], torch.Tensor]:
+                compile_optimizer: bool = False, compile_forward_backward: bool = False) -> Callable[[], torch.Tensor]:
     """One SGD step (momentum 0.9, weight decay 1e-4) on the batch; returns the loss.
 
     `compile_optimizer`: the parameter update is compiled too (inductor fuses SGD's per-parameter updates).
+    `compile_forward_backward`: zero_grad, the forward, the loss and the backward are compiled as one function
+    (`model` given uncompiled); with compiled autograd on, dynamo traces the backward as one graph too.
     """
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     scaler = torch.amp.GradScaler(x.device.type, enabled=amp == torch.float16)
     update = torch.compile(optimizer.step) if compile_optimizer else optimizer.step
 
-    def step() -> torch.Tensor:
+    def forward_backward() -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(x.device.type, dtype=amp, enabled=amp is not None):
             loss = F.cross_entropy(model(x), y)
         scaler.scale(loss).backward()
+        return loss.detach()
+
+    gradients = torch.compile(forward_backward) if compile_forward_backward else forward_backward
+
+    def step() -> torch.Tensor:
+        loss = gradients()
         if scaler.is_enabled():
             scaler.step(optimizer)
         else:
             update()
         scaler.update()
-        return loss.detach()
+        return loss
 
     return step
+
+
+# the convolutions' own kernels (oneDNN's or the fallback's) as torch.profiler names them, forward and backward
+CONVOLUTION_FORWARD = {"aten::mkldnn_convolution", "aten::_slow_conv2d_forward", "aten::thnn_conv2d"}
+CONVOLUTION_BACKWARD = {"aten::convolution_backward"}
+
+
+def _profile(step: Callable[[], object]) -> tuple[float, float, float]:
+    """One run of `step` under torch.profiler: seconds in convolution forward, convolution backward, everything else.
+
+    Self CPU time per operator, so a convolution's time is its kernel's, and the rest is every other operator,
+    compiled kernels and Python included."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        step()
+    events = profiler.key_averages()
+    forward = sum(e.self_cpu_time_total for e in events if e.key in CONVOLUTION_FORWARD) / 1e6
+    backward = sum(e.self_cpu_time_total for e in events if e.key in CONVOLUTION_BACKWARD) / 1e6
+    return forward, backward, sum(e.self_cpu_time_total for e in events) / 1e6 - forward - backward
 
 
 def _inference(model: nn.Module, x: torch.Tensor, amp: torch.dtype | None) -> Callable[[], None]:
@@ -214,8 +245,11 @@ def run(pair: Pair, args: argparse.Namespace, device: torch.device) -> list[tupl
         nhwc = args.channels_last and (is_compiled or not args.eager_reference)
         models.append(model.to(memory_format=torch.channels_last) if nhwc else model)
         inputs.append(x.to(memory_format=torch.channels_last) if nhwc else x)
-    runners = [torch.compile(m) if c else m for m, c in zip(models, compiled, strict=True)]
-    makers = (("train step", lambda m, c, x: _train_step(m, x, y, amp, c and args.compile_optimizer)),
+    # --compile-forward-backward: one compiled function around the plain module
+    runners = [torch.compile(m) if c and not args.compile_forward_backward else m
+               for m, c in zip(models, compiled, strict=True)]
+    makers = (("train step", lambda m, c, x: _train_step(m, x, y, amp, c and args.compile_optimizer,
+                                                          c and args.compile_forward_backward)),
               ("inference", lambda m, c, x: _inference(m, x, amp)))
     for mode, make in makers:
         if mode not in args.measures:
@@ -228,7 +262,13 @@ def run(pair: Pair, args: argparse.Namespace, device: torch.device) -> list[tupl
             for _ in range(args.warmup):
                 step()
         print(f"  {pair.name} {mode}: warm-up (compile) {time.perf_counter() - start:.1f} s", flush=True)
-        rows.append((mode, _interleaved(*steps, args.repeats, device)))
+        rows.append((mode, _interleaved(*steps, args.repeats, device, CLOCKS[args.clock])))
+        if args.profile:
+            for side, step in zip(("resdsl", pair.reference_name), steps, strict=True):
+                forward, backward, rest = _profile(step)
+                print(f"  {pair.name} {mode}, {side}: convolution forward {forward * 1e3:.1f} ms, backward "
+                      f"{backward * 1e3:.1f} ms, everything else {rest * 1e3:.1f} ms (profiled, self CPU time)",
+                      flush=True)
     return rows
 
 
@@ -269,8 +309,20 @@ def main() -> None:
                         help="compile resdsl's module only: the ratio is compiled resdsl / eager reference")
     parser.add_argument("--compile-optimizer", action="store_true",
                         help="compile the SGD update as well as the model (compiled runs)")
+    parser.add_argument("--compile-forward-backward", action="store_true",
+                        help="compile zero_grad, the forward, the loss and the backward as one function (compiled "
+                             "runs; the update is compiled by --compile-optimizer)")
+    parser.add_argument("--compiled-autograd", action="store_true",
+                        help="torch._dynamo.config.compiled_autograd: the backward inside the compiled function of "
+                             "--compile-forward-backward is traced and compiled as one graph")
     parser.add_argument("--inductor", action="append", default=[], metavar="NAME=VALUE",
                         help="set torch._inductor.config.NAME (e.g. cpp_wrapper=True, freezing=True); repeatable")
+    parser.add_argument("--clock", choices=tuple(CLOCKS), default="wall",
+                        help="what the train step and inference are timed by: wall-clock time, or the process's CPU "
+                             "time (with --threads 1 on a CPU: a shared machine's waiting for a core left out)")
+    parser.add_argument("--profile", action="store_true",
+                        help="after timing, one step of each side under torch.profiler: the time in convolutions "
+                             "(forward, backward) and in everything else")
     parser.add_argument("--amp", choices=("bf16", "fp16"), help="autocast (fp16 with a GradScaler)")
     parser.add_argument("--batch", type=int, help="batch size (default: the pair's)")
     parser.add_argument("--size", type=int, help="image side (default: the pair's)")
@@ -282,12 +334,19 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     for setting in args.inductor:
         _set_inductor(parser, setting)
+    if args.compiled_autograd and not args.compile_forward_backward:
+        parser.error("--compiled-autograd needs --compile-forward-backward: only a backward inside a compiled "
+                     "function is compiled")
+    torch._dynamo.config.compiled_autograd = args.compiled_autograd
     args.measures = args.measures.split(",")
     if set(args.measures) - set(MEASURES):
         parser.error(f"unknown measure(s): {', '.join(sorted(set(args.measures) - set(MEASURES)))}")
     if args.repeats < 4 or args.warmup < 1:
         parser.error("--repeats must be at least 4 and --warmup at least 1")
     device = torch.device(args.device)
+    if args.clock == "cpu" and (args.threads != 1 or device.type != "cpu"):
+        parser.error("--clock cpu needs --threads 1 and --device cpu: other threads' and a GPU's time are not the "
+                     "process's CPU time of one step")
     chosen = args.models.split(",")
     unknown = set(chosen) - {p.name for p in pairs(args.quick)}
     if unknown:
@@ -295,8 +354,11 @@ def main() -> None:
     torch.manual_seed(0)
     print(f"{platform.machine()}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}, "
           f"torch {torch.__version__}, device {device}, "
-          f"{'compiled' if args.compile else 'eager'}{' (reference eager)' if args.eager_reference else ''}"
+          f"{args.clock} clock, {'compiled' if args.compile else 'eager'}"
+          f"{' (reference eager)' if args.eager_reference else ''}"
           f"{', optimizer compiled' if args.compile_optimizer else ''}"
+          f"{', forward and backward compiled as one' if args.compile_forward_backward else ''}"
+          f"{', compiled autograd' if args.compiled_autograd else ''}"
           f"{''.join(f', inductor {s}' for s in args.inductor)}, {args.amp or 'fp32'}"
           f"{', channels_last' if args.channels_last else ''}, median of {args.repeats}", flush=True)
     table = []

@@ -30,19 +30,23 @@ def _script() -> ModuleType:
 
 
 def _losses(model: torch.nn.Module, steps: int, *, compiled: bool, compile_optimizer: bool = False,
-            channels_last: bool = False) -> list[float]:
+            channels_last: bool = False, forward_backward: bool = False,
+            compiled_autograd: bool = False) -> list[float]:
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(8, 3, 32, 32, generator=generator)
     y = torch.randint(10, (8,), generator=generator)
     if channels_last:
         model, x = model.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
-    step = _script()._train_step(torch.compile(model) if compiled else model, x, y, None, compile_optimizer)
-    return [step().item() for _ in range(steps)]
+    module = torch.compile(model) if compiled and not forward_backward else model
+    with torch._dynamo.config.patch(compiled_autograd=compiled_autograd):
+        step = _script()._train_step(module, x, y, None, compile_optimizer, forward_backward)
+        return [step().item() for _ in range(steps)]
 
 
 @pytest.mark.slow  # inductor compiles the forward, the backward and the SGD update: minutes on 2 cores
-@pytest.mark.parametrize("options", [{}, {"channels_last": True}, {"compile_optimizer": True}],
-                         ids=["compiled", "channels-last", "optimizer-compiled"])
+@pytest.mark.parametrize("options", [{}, {"channels_last": True}, {"compile_optimizer": True},
+                                     {"forward_backward": True, "compiled_autograd": True, "channels_last": True}],
+                         ids=["compiled", "channels-last", "optimizer-compiled", "compiled-autograd"])
 def test_compiled_steps_follow_the_eager_loss_curve(options: dict[str, bool]) -> None:
     model = resdsl.compile(ROOT / "specs" / "cifar20.res").to_torch(seed=0)
     eager = _losses(copy.deepcopy(model), 4, compiled=False)
@@ -51,9 +55,13 @@ def test_compiled_steps_follow_the_eager_loss_curve(options: dict[str, bool]) ->
     torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
 
 
-def test_an_unknown_inductor_setting_is_a_usage_error() -> None:
-    result = subprocess.run([sys.executable, str(SCRIPT), "--inductor", "no_such_option=1"], capture_output=True,
-                            text=True, check=False)
+@pytest.mark.parametrize(("arguments", "message"), [
+    (["--inductor", "no_such_option=1"], "--inductor no_such_option=1: torch._inductor.config has no no_such_option"),
+    (["--compiled-autograd"], "--compiled-autograd needs --compile-forward-backward"),
+    (["--clock", "cpu", "--threads", "2"], "--clock cpu needs --threads 1 and --device cpu"),
+], ids=["unknown-inductor-setting", "compiled-autograd-alone", "cpu-clock-two-threads"])
+def test_a_bad_combination_of_flags_is_a_usage_error(arguments: list[str], message: str) -> None:
+    result = subprocess.run([sys.executable, str(SCRIPT), *arguments], capture_output=True, text=True, check=False)
     assert result.returncode == 2
-    assert "--inductor no_such_option=1: torch._inductor.config has no no_such_option" in result.stderr
+    assert message in result.stderr
     assert "Traceback" not in result.stderr

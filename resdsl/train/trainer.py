@@ -29,7 +29,9 @@ class Trainer:
         self.network, self.config, self.context = network, config, context
         self.device = context.device
         self.amp = _amp_dtype(config.amp, self.device)
-        self.channels_last = self.device.type == "cuda"
+        # compiled on a CPU, inductor runs the convolutions channels-last (oneDNN's fast layout) and would copy
+        # every weight to it at every step; the module kept channels-last spares those copies
+        self.channels_last = self.device.type == "cuda" or config.compile
         self.model: nn.Module = network_module(network, config).to(self.device)
         if config.weights is not None:
             self._load_weights(config.weights, say)
