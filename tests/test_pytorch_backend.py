@@ -13,6 +13,7 @@ import torch
 import torchvision
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from loaded import loaded_from
 from torch import fx, nn
 from tree_values import record_values
 
@@ -68,8 +69,7 @@ def _assert_shapes_match_ir(network: resdsl.Network, model: nn.Module) -> None:
 @pytest.mark.parametrize("name", TORCHVISION)
 def test_torchvision_weights_load_and_outputs_match(name: str) -> None:
     reference = getattr(torchvision.models, name)().eval()
-    model = _model(f"torchvision/{name}").eval()
-    model.load_state_dict(reference.state_dict(), strict=True)
+    model = loaded_from(resdsl.compile(SPECS / "torchvision" / f"{name}.res"), reference)
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = reference(x)
