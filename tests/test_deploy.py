@@ -165,31 +165,39 @@ def test_onnx_resnext50_at_small_input_matches_torchvision(tmp_path):
         assert_close_relative(onnx_outputs(out, x), reference(x))
 
 
-def test_onnx_cifar20_option_a_matches_pytorch(cifar20_weights, tmp_path):
-    weights, model = cifar20_weights
-    out = tmp_path / "c20.onnx"
-    build(CIFAR20, "--backend", "onnx", "-o", out, "--weights", weights, "--batch", 2)
+@pytest.fixture(scope="module")
+def cifar20_onnx(cifar20_weights, tmp_path_factory) -> Path:
+    """cifar20 with cifar20_weights as ONNX at batch 2, built once and only read by the tests."""
+    out = tmp_path_factory.mktemp("c20onnx") / "c20.onnx"
+    build(CIFAR20, "--backend", "onnx", "-o", out, "--weights", cifar20_weights[0], "--batch", 2)
+    return out
+
+
+@pytest.fixture(scope="module")
+def cifar20_export(cifar20_weights, tmp_path_factory) -> tuple[Path, str]:
+    """cifar20 with cifar20_weights as an exported program at batch 2, and the line its build printed."""
+    out = tmp_path_factory.mktemp("c20export") / "c20.pt2"
+    line = build(CIFAR20, "--backend", "export", "-o", out, "--weights", cifar20_weights[0], "--batch", 2)
+    return out, line
+
+
+def test_onnx_cifar20_option_a_matches_pytorch(cifar20_weights, cifar20_onnx):
     x = batch(2, (3, 32, 32))
     with torch.no_grad():
-        assert_close_relative(onnx_outputs(out, x), model(x))
+        assert_close_relative(onnx_outputs(cifar20_onnx, x), cifar20_weights[1](x))
 
 
-def test_onnx_option_a_shortcut_uses_only_standard_slice_and_pad(cifar20_weights, tmp_path):
-    out = tmp_path / "c20.onnx"
-    build(CIFAR20, "--backend", "onnx", "-o", out, "--weights", cifar20_weights[0])
-    graph = onnx.load(str(out)).graph
-    onnx.checker.check_model(str(out), full_check=True)
+def test_onnx_option_a_shortcut_uses_only_standard_slice_and_pad(cifar20_onnx):
+    graph = onnx.load(str(cifar20_onnx)).graph
+    onnx.checker.check_model(str(cifar20_onnx), full_check=True)
     assert {n.domain for n in graph.node} <= {"", "ai.onnx"}
     assert {"Slice", "Pad"} <= {n.op_type for n in graph.node}
 
 
-def test_exported_program_cifar20_matches_pytorch(cifar20_weights, tmp_path):
-    weights, model = cifar20_weights
-    out = tmp_path / "c20.pt2"
-    build(CIFAR20, "--backend", "export", "-o", out, "--weights", weights, "--batch", 2)
+def test_exported_program_cifar20_matches_pytorch(cifar20_weights, cifar20_export):
     x = batch(2, (3, 32, 32))
     with torch.no_grad():
-        assert_close_relative(torch.export.load(out).module()(x), model(x))
+        assert_close_relative(torch.export.load(cifar20_export[0]).module()(x), cifar20_weights[1](x))
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
@@ -286,15 +294,21 @@ def test_failed_build_leaves_nothing_behind(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_onnx_fed_uint8_images_matches_pytorch_fed_mean_subtracted_images(cifar20_mean_weights, tmp_path):
-    weights, model, mean = cifar20_mean_weights
-    out = tmp_path / "c20.onnx"
-    build(CIFAR20, "--backend", "onnx", "-o", out, "--weights", weights, "--input-format", "uint8",
+@pytest.fixture(scope="module")
+def uint8_onnx(cifar20_mean_weights, tmp_path_factory) -> Path:
+    """cifar20 with cifar20_mean_weights as ONNX fed uint8 images at batch 1 to 4, built once and only read."""
+    out = tmp_path_factory.mktemp("c20uint8") / "c20.onnx"
+    build(CIFAR20, "--backend", "onnx", "-o", out, "--weights", cifar20_mean_weights[0], "--input-format", "uint8",
           "--dynamic-batch", "1:2:4")
+    return out
+
+
+def test_onnx_fed_uint8_images_matches_pytorch_fed_mean_subtracted_images(cifar20_mean_weights, uint8_onnx):
+    _, model, mean = cifar20_mean_weights
     x = images()
     with torch.no_grad():
         expected = model(x.float() / 255 - mean)
-    assert np.abs(onnx_outputs(out, x) - expected.numpy()).max() <= 1e-5
+    assert np.abs(onnx_outputs(uint8_onnx, x) - expected.numpy()).max() <= 1e-5
 
 
 def test_onnx_fed_float_images_in_0_1_matches_pytorch_fed_mean_subtracted_images(cifar20_mean_weights, tmp_path):
@@ -307,12 +321,10 @@ def test_onnx_fed_float_images_in_0_1_matches_pytorch_fed_mean_subtracted_images
     assert np.abs(onnx_outputs(out, x) - expected.numpy()).max() <= 1e-5
 
 
-def test_onnx_metadata_props_record_the_input_contract_and_the_mean(cifar20_mean_weights, tmp_path):
-    weights, _, mean = cifar20_mean_weights
-    out = tmp_path / "c20.onnx"
-    build(CIFAR20, "--backend", "onnx", "-o", out, "--weights", weights, "--input-format", "uint8")
-    meta = onnx_metadata(out)
-    assert onnx.load(str(out)).graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+def test_onnx_metadata_props_record_the_input_contract_and_the_mean(cifar20_mean_weights, uint8_onnx):
+    mean = cifar20_mean_weights[2]
+    meta = onnx_metadata(uint8_onnx)
+    assert onnx.load(str(uint8_onnx)).graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
     assert (meta["network"], meta["resdsl_version"], meta["input_format"]) == ("cifar20", resdsl.__version__, "uint8")
     assert json.loads(meta["preprocessing"]) == ["x / 255", "x - mean"]
     recorded = json.loads(meta["mean"])
@@ -362,11 +374,13 @@ def test_pytorch_artifact_with_mean_and_std_flags_keeps_torchvision_state_dict_k
         assert_close_relative(artifact(x), reference(prepared), 1e-5)
 
 
-@pytest.mark.parametrize(("with_weights", "reason"), [(False, "built without --weights"), (True, "records none")])
-def test_build_line_says_when_there_is_no_mean_to_bake(cifar20_weights, tmp_path, with_weights, reason):
-    flags = ("--weights", cifar20_weights[0]) if with_weights else ()
-    line = build(CIFAR20, "--backend", "export", "-o", tmp_path / "c20.pt2", *flags)
-    assert f"no mean to bake: {'weights.pt ' if with_weights else ''}{reason}" in line
+def test_build_line_says_there_is_no_mean_to_bake_without_weights(tmp_path):
+    line = build(CIFAR20, "--backend", "export", "-o", tmp_path / "c20.pt2")
+    assert "no mean to bake: built without --weights" in line
+
+
+def test_build_line_says_there_is_no_mean_to_bake_when_the_weights_record_none(cifar20_export):
+    assert "no mean to bake: weights.pt records none" in cifar20_export[1]
 
 
 def test_a_mean_image_of_another_size_is_refused_naming_the_input_it_fits(cifar20_mean_weights, tmp_path):

@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.torch, pytest.mark.xdist_group("imagenet")]  # its run
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 # the paper's recipe at 64x64 for 10 classes: scale [72, 128] is [256, 480] times 64/224, rounded
-RUN = ["--recipe", "augment scale range(72, 128), crop 64, flip, lighting 0.1", "--batch", "16",
+RUN = ["--recipe", "augment scale range(72, 128), crop 64, flip, lighting 0.1", "--batch", "8",
        "--iterations", "4", "--checkpoint-every", "2", "--log-every", "1", "--eval-every", "4", "--limit-eval", "20",
        "--workers", "2", "--seed", "7", "--device", "cpu"]
 

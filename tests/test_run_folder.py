@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -56,33 +57,52 @@ def holder(workspace: Path):
         process.wait()
 
 
+@pytest.fixture(scope="module")
+def trained(tiny_workspace: Path, tmp_path_factory: pytest.TempPathFactory, resdsl_cli):
+    """tiny.res trained 12 iterations with QUICK into `run/` of a workspace of its own, once: the finished command.
+
+    Tests read it, or copy the run folder into their own workspace before they change anything there."""
+    root = tmp_path_factory.mktemp("trained")
+    shutil.copy(tiny_workspace / "tiny.res", root / "tiny.res")
+    (root / "data").symlink_to(tiny_workspace / "data")
+    result = resdsl_cli("train", "tiny.res", "--out", "run", *QUICK, cwd=root)
+    assert result.returncode == 0, result.stderr
+    return SimpleNamespace(run=root / "run", result=result)
+
+
 def _listing(folder: Path) -> dict[str, tuple[int, int]]:
     return {path.name: (path.stat().st_size, path.stat().st_mtime_ns) for path in folder.iterdir()}
 
 
 def test_second_train_on_one_out_exits_1_at_once_and_first_finishes(workspace: Path) -> None:
     first = subprocess.Popen([sys.executable, "-m", "resdsl", "train", "tiny.res", "--out", "run", *QUICK,
-                              "--iterations", "150", "--log-every", "1"], cwd=workspace,
+                              "--iterations", "12", "--log-every", "1"], cwd=workspace,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lock = workspace / "run" / ".lock"
     deadline = time.monotonic() + 120
     while not (lock.exists() and lock.read_text().startswith(f"pid {first.pid} ")):
         assert first.poll() is None and time.monotonic() < deadline, first.communicate()
         time.sleep(0.05)
-    second = subprocess.run([sys.executable, "-m", "resdsl", "train", "tiny.res", "--out", "run",
-                             *QUICK, "--iterations", "150"], cwd=workspace, capture_output=True, text=True,
-                            timeout=120)
-    still_running = first.poll() is None
+    # the first run is held still while the second starts and is refused, however long that takes: a short run
+    # cannot finish in between
+    first.send_signal(signal.SIGSTOP)
+    try:
+        second = subprocess.run([sys.executable, "-m", "resdsl", "train", "tiny.res", "--out", "run",
+                                 *QUICK, "--iterations", "12"], cwd=workspace, capture_output=True, text=True,
+                                timeout=120)
+        still_running = first.poll() is None
+    finally:
+        first.send_signal(signal.SIGCONT)
     _, err = first.communicate(timeout=300)
     assert second.returncode == 1
     assert second.stderr.splitlines()[-1] == (
         f"error: run is in use by pid {first.pid} on {socket.gethostname()}: one run folder takes one train process "
         "at a time; wait for it to finish or choose another --out")
-    assert still_running, "the first run finished before the second was refused: make it longer"
+    assert still_running
     assert first.returncode == 0, err
     iterations = [json.loads(line)["iteration"] for line in (workspace / "run" / "metrics.jsonl").read_text()
                   .splitlines() if json.loads(line)["kind"] == "train"]
-    assert iterations == list(range(1, 151))
+    assert iterations == list(range(1, 13))
 
 
 def test_train_into_a_locked_folder_is_refused_within_2_seconds_and_writes_nothing(
@@ -131,8 +151,8 @@ def test_every_rank_of_a_distributed_train_into_a_locked_folder_exits_with_the_l
     assert [err for _, err in finished] == [sentence, sentence]
 
 
-def test_resume_into_a_locked_folder_is_refused(workspace: Path, holder, resdsl_cli) -> None:
-    assert resdsl_cli("train", "tiny.res", "--out", "run", *QUICK, cwd=workspace).returncode == 0
+def test_resume_into_a_locked_folder_is_refused(workspace: Path, trained, holder, resdsl_cli) -> None:
+    shutil.copytree(trained.run, workspace / "run")
     process = holder(workspace / "run")
     before = _listing(workspace / "run")
     result = resdsl_cli("train", "tiny.res", "--out", "run", "--resume", "--iterations", "16", *QUICK, cwd=workspace)
@@ -260,10 +280,8 @@ def test_a_falling_loss_is_not_divergence() -> None:
     _Run._check_divergence(_run_at(400, 2.3), 0.4, 0.1)
 
 
-def test_log_lines_show_elapsed_and_eta(workspace: Path, resdsl_cli) -> None:
-    result = resdsl_cli("train", "tiny.res", "--out", "run", *QUICK, cwd=workspace)
-    assert result.returncode == 0, result.stderr
-    logs = [line for line in result.stdout.splitlines() if " img/s" in line]
+def test_log_lines_show_elapsed_and_eta(trained) -> None:
+    logs = [line for line in trained.result.stdout.splitlines() if " img/s" in line]
     assert len(logs) == 6  # 12 iterations, a line every 2
     assert all(re.search(r"img/s  elapsed \d+:\d\d  ETA \d+:\d\d$", line) for line in logs), logs
     assert logs[-1].endswith("ETA 0:00")

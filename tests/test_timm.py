@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import timm
 import torch
+from loaded import loaded_from
 from torch import nn
 
 import resdsl
@@ -33,8 +34,7 @@ def test_timm_weights_load_strictly_and_outputs_match(name: str) -> None:
     reference = timm.create_model(name, pretrained=False).eval()
     _randomise_norms(reference)
     network = resdsl.compile(f"timm/{name}")
-    model = network.to_torch().eval()
-    model.load_state_dict(reference.state_dict(), strict=True)
+    model = loaded_from(network, reference)
     assert network.params == sum(p.numel() for p in reference.parameters())
     x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -75,8 +75,7 @@ def test_wider_family_loads_strictly_and_matches_outputs_params_and_macs(name: s
     reference = timm.create_model(name, pretrained=False).eval()
     _randomise_norms(reference)
     network = resdsl.compile(f"timm/{name}").with_input((3, 64, 64))
-    model = network.to_torch().eval()
-    model.load_state_dict(reference.state_dict(), strict=True)
+    model = loaded_from(network, reference)
     assert network.params == sum(p.numel() for p in reference.parameters())
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     assert network.macs == _conv_and_linear_macs(reference, x)
