@@ -44,7 +44,8 @@ if TYPE_CHECKING:
     from resdsl.weights import Preprocessing, Weights
 
 INT8 = ("--precision int8 is not supported: TensorRT 11 dropped implicit INT8 calibration, so quantize the model "
-        "with NVIDIA ModelOpt (explicit Q/DQ nodes) and build that instead")
+        "with NVIDIA ModelOpt (explicit Q/DQ nodes) and build that instead; for OpenVINO, build with --int8 "
+        "--calibration DATA")
 
 
 class BuildError(Exception):
@@ -140,6 +141,7 @@ def build(
     folded = info.fold and fold
     quantized = None
     if int8 and calibration is not None:  # checked: --int8 needs --calibration
+        quantization.require()
         quantized = Quantization(*quantization.datasets(network, saved, calibration), int8_max_drop, int8_images)
     report, accuracy = write_artifact(network, saved, contract, output, backend=backend, precision=precision,
                                       batch=profile, fold=folded, seed=seed, features=features, verify=verify,
@@ -366,8 +368,6 @@ def write_artifact(network: Network, saved: Weights | None, contract: InputContr
             module = load_backend(backend)
             if hasattr(module, "require"):
                 module.require()
-            if int8 is not None:
-                quantization.require()
             model = prepare_model(network, saved, seed, features)
             fp32 = folder / "fp32" / output.name if int8 is not None else folder / output.name
             fp32.parent.mkdir(exist_ok=True)

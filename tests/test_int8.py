@@ -188,3 +188,9 @@ def test_bench_int8_route_without_calibration_is_a_usage_error(trained):
     assert result.exit_code == 2
     assert result.output == ("error: the openvino-int8 route needs --calibration DATA, the dataset whose training "
                              "images calibrate it\n")
+
+
+def test_precision_int8_for_openvino_points_at_the_int8_flag(tmp_path):
+    result = run("build", "cifar20", "--backend", "openvino", "-o", tmp_path / "net.xml", "--precision", "int8")
+    assert result.exit_code == 2
+    assert result.output.endswith("; for OpenVINO, build with --int8 --calibration DATA\n"), result.output
