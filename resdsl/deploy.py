@@ -3,8 +3,9 @@
 What `resdsl build` does, as a library: prepare the model, settle the artifact's input contract, check that a
 forward pass fits in memory, write the backend's files in a staging folder, and move them into place only when
 the artifact's output is within the tolerance of the PyTorch module's (docs/deploy.md). Nothing here prints or
-exits: bad arguments raise UsageError, anything else that stops a build raises BuildError, WeightsError or the
-backends' BackendUnavailable and Unsupported, each with one sentence for the user.
+exits: bad arguments raise UsageError, anything else that stops a build raises BuildError, WeightsError, DataError
+(`--int8`'s calibration data) or the backends' BackendUnavailable and Unsupported, each with one sentence for the
+user.
 """
 
 from __future__ import annotations
@@ -152,7 +153,6 @@ def build(
         precision="int8" if int8 else precision, batch=profile, folded=folded, contract=contract,
         errors=dict(report.errors), checked_with=report.checked_with, reference_finite=report.reference_finite,
         verified=verify, int8=accuracy)
-
 
 
 def check_options(backend: str, precision: str, input_format: str, raw_input: bool,
@@ -409,7 +409,6 @@ def quantize(module: ModuleType, fp32: Path, out: Path, report: BuildReport, net
     metadata.update(precision="int8", int8={**asdict(measured), "quantizer": "nncf.quantize"})
     report.files = [*files, write_sidecar(out, metadata)]
     return measured
-
 
 
 def prepare_model(network: Network, saved: Weights | None, seed: int,
