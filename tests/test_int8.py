@@ -151,6 +151,10 @@ def test_the_gate_refuses_an_int8_artifact_over_the_drop_and_keeps_the_users_fil
     (["--backend", "onnx", "--int8", "--calibration", FASHION], "--int8 quantises OpenVINO IR with NNCF: build "
                                                                 "with --backend openvino, not onnx"),
     (["--backend", "openvino", "--calibration", FASHION], "--calibration gives the images --int8 calibrates on"),
+    (["--backend", "openvino", "--int8", "--calibration", FASHION, "--int8-max-drop", "nan"],
+     "--int8-max-drop takes a number of points of top-1 error, not nan"),
+    (["--backend", "openvino", "--int8", "--calibration", FASHION, "--int8-images", 0],
+     "--int8-images must be at least 1, not 0"),
 ])
 def test_int8_options_that_do_not_go_together_are_a_usage_error(tmp_path, flags, message):
     result = run("build", "cifar20", "-o", tmp_path / "net.xml", *flags)
