@@ -145,7 +145,8 @@ class Recipe:
         return lr
 
 
-def _as_json(value: object) -> object:
+def _as_json(value: object) -> Any:
+    """`value` in JSON's terms: a record as an object of its settings, a tuple as a list."""
     if is_dataclass(value):
         return {f.name: _as_json(getattr(value, f.name)) for f in fields(value) if f.compare}
     if isinstance(value, tuple):
