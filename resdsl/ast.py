@@ -9,6 +9,8 @@ from resdsl.source import Span
 
 @dataclass(frozen=True, slots=True)
 class Node:
+    """A piece of syntax and the source span it was read from."""
+
     span: Span
 
     def but(self, **changes) -> Node:
@@ -28,11 +30,15 @@ class Literal(Node):
 
 @dataclass(frozen=True, slots=True)
 class Name(Node):
+    """A name read in an expression: a param, a formal, a local, or a label naming a tensor."""
+
     id: str
 
 
 @dataclass(frozen=True, slots=True)
 class Binary(Node):
+    """An arithmetic operation, `left op right`."""
+
     op: str
     left: Expr
     right: Expr
@@ -40,11 +46,15 @@ class Binary(Node):
 
 @dataclass(frozen=True, slots=True)
 class Neg(Node):
+    """`-operand`."""
+
     operand: Expr
 
 
 @dataclass(frozen=True, slots=True)
 class Compare(Node):
+    """A comparison, `left op right`: true or false."""
+
     op: str
     left: Expr
     right: Expr
@@ -61,11 +71,15 @@ class Logic(Node):
 
 @dataclass(frozen=True, slots=True)
 class Not(Node):
+    """`not operand`."""
+
     operand: Expr
 
 
 @dataclass(frozen=True, slots=True)
 class Conditional(Node):
+    """`then if condition else otherwise`."""
+
     then: Expr
     condition: Expr
     otherwise: Expr
@@ -81,6 +95,8 @@ class Pair(Node):
 
 @dataclass(frozen=True, slots=True)
 class Call(Node):
+    """`func(args)`: a function of values (`min`, `range`, `steps`) or an op value with arguments (`groupnorm(32)`)."""
+
     func: str
     args: list[Expr | Pair]
 
@@ -162,12 +178,16 @@ Statement = Layer | Let | From | For | If
 
 @dataclass(frozen=True, slots=True)
 class Formal(Node):
+    """A formal of a block or shortcut option, with its default if it has one."""
+
     name: str
     default: Expr | None
 
 
 @dataclass(frozen=True, slots=True)
 class BlockDef(Node):
+    """`block name(formals) { body }`; `override` replaces the block of that name that the spec inherits."""
+
     name: str
     formals: list[Formal]
     body: list[Statement]
@@ -207,6 +227,8 @@ class ShortcutDef(Node):
 
 @dataclass(frozen=True, slots=True)
 class ParamDecl(Node):
+    """`param name = value`; without a value, `--set name=VALUE` must give one."""
+
     name: str
     value: Expr | None
 
@@ -233,6 +255,8 @@ class Drop(Node):
 
 @dataclass(frozen=True, slots=True)
 class Stages(Node):
+    """A network's `stages (options) { ... }`: its options, its stage lines (None: inherited), the options it drops."""
+
     options: list[Kwarg]
     items: list[Stage] | None
     drops: list[Drop] = field(default_factory=list)
@@ -249,27 +273,37 @@ class Setting(Node):
 
 @dataclass(frozen=True, slots=True)
 class Section(Node):
+    """A network's `stem { ... }` or `head { ... }`."""
+
     layers: list[Statement]
 
 
 @dataclass(frozen=True, slots=True)
 class Train(Node):
+    """A network's `train { ... }` section: one setting per line."""
+
     settings: list[Setting]
 
 
 @dataclass(frozen=True, slots=True)
 class Extends(Node):
+    """`extends "parent.res" (assigns)`: the file a network inherits from and the params it sets there."""
+
     path: str
     assigns: list[Kwarg]
 
 
 @dataclass(frozen=True, slots=True)
 class InputShape(Node):
+    """`input 3x224x224`: the input's dimensions."""
+
     dims: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class Network(Node):
+    """`network name { ... }`; a section not given is None (`repeated`: the spans of sections given twice)."""
+
     name: str
     extends: Extends | None
     input: InputShape | None = None

@@ -180,13 +180,13 @@ def recipe_of(network: Network, saved: dict[str, Any], config: dict[str, Any], d
     recorded = saved.get("recipe") if isinstance(saved.get("recipe"), dict) else config.get("recipe")
     if isinstance(recorded, dict):
         try:
-            recipe = Recipe.model_validate(recorded)
+            recipe = Recipe.from_json(recorded)
         except ValueError:
             recipe = None
         if recipe is not None:
             if dataset is None:
                 return recipe
-            return recipe.model_copy(update={"dataset": spec_recipe(network.program, dataset_line(dataset)).dataset})
+            return recipe.updated(dataset=spec_recipe(network.program, dataset_line(dataset)).dataset)
     return spec_recipe(network.program, dataset_line(dataset) if dataset else [])
 
 

@@ -18,24 +18,24 @@ iterations), and `warmup iterations 400` (linear ramp from lr/400 up to lr).
 from __future__ import annotations
 
 import math
+import types
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from difflib import get_close_matches
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from resdsl import ast
 from resdsl.diagnostics import Diagnostics
 from resdsl.expr import EvalError, Value, describe, evaluate, literal
 from resdsl.source import SourceFile, Span
 
+# The records are plain frozen dataclasses, not pydantic models: every value is checked where it is read (the
+# `Setting` parsers below), and importing pydantic and building its models cost `resdsl check` ~0.1 s of CPU
+# (docs/benchmarks.md, "Whole processes").
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True)
 
-
-class Schedule(_Frozen):
+@dataclass(frozen=True, slots=True)
+class Schedule:
     """`steps(m: factor, ...)`, `plateau(factor: f, patience: p, threshold: t)`, `cosine()` or `constant()`.
 
     Milestones and patience count in `unit`. `plateau` multiplies the lr by `factor` each time the
@@ -50,7 +50,8 @@ class Schedule(_Frozen):
     threshold: float = 1e-4
 
 
-class Warmup(_Frozen):
+@dataclass(frozen=True, slots=True)
+class Warmup:
     """A warm-up: constant `lr` until `until_train_error` or for `iterations`, or linear if no lr."""
 
     lr: float | None = None
@@ -62,7 +63,8 @@ class Warmup(_Frozen):
         return self.until_train_error is not None and train_error < self.until_train_error
 
 
-class Augmentation(_Frozen):
+@dataclass(frozen=True, slots=True)
+class Augmentation:
     """Zero-pad by `pad`, random `crop` (default: the input size), horizontal `flip`, random-size `scale`,
     and AlexNet's PCA colour `lighting` (the standard deviation of its three coefficients; 0 for none)."""
 
@@ -73,7 +75,8 @@ class Augmentation(_Frozen):
     lighting: float = 0.0
 
 
-class Recipe(_Frozen):
+@dataclass(frozen=True, slots=True)
+class Recipe:
     """Everything `resdsl train` needs to know that is not the architecture."""
 
     dataset: str = "cifar10"
@@ -90,6 +93,24 @@ class Recipe(_Frozen):
     label_smoothing: float = 0.0
     augment: Augmentation | None = Augmentation(pad=4, crop=32, flip=True)
     mean_subtract: bool = True
+    #: The settings a spec, an override or a record gave; the others are the defaults above. Bookkeeping, not a
+    #: setting: left out of comparisons and records.
+    given: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """The settings as JSON values (tuples as lists), as checkpoints, config.json and `info --json` record them."""
+        return _as_json(self)
+
+    @classmethod
+    def from_json(cls, record: dict[str, Any]) -> Recipe:
+        """The recipe that `to_json` gave `record`; a setting it lacks takes its default. ValueError if a value
+        is not of its setting's type."""
+        recipe = _from_json(cls, record, "recipe")
+        return replace(recipe, given=frozenset(key for key in record if key in SETTINGS))
+
+    def updated(self, **changes: Any) -> Recipe:
+        """A copy with `changes`, which count as given."""
+        return replace(self, **changes, given=self.given | changes.keys())
 
     def total_iterations(self, steps_per_epoch: int) -> int:
         if self.iterations is not None:
@@ -122,6 +143,49 @@ class Recipe(_Frozen):
                 if iteration >= milestone * scale:
                     lr *= factor
         return lr
+
+
+def _as_json(value: object) -> Any:
+    """`value` in JSON's terms: a record as an object of its settings, a tuple as a list."""
+    if is_dataclass(value):
+        return {f.name: _as_json(getattr(value, f.name)) for f in fields(value) if f.compare}
+    if isinstance(value, tuple):
+        return [_as_json(item) for item in value]
+    return value
+
+
+def _from_json(kind: Any, value: object, where: str) -> Any:
+    """`value`, a JSON value, as the type `kind` (a record, a union, a literal, a tuple or a scalar type)."""
+    if isinstance(kind, type) and is_dataclass(kind):
+        if not isinstance(value, dict):
+            raise ValueError(f"{where} is not an object")
+        hints = get_type_hints(kind)
+        return kind(**{f.name: _from_json(hints[f.name], value[f.name], f"{where}.{f.name}")
+                       for f in fields(kind) if f.compare and f.name in value})
+    origin, args = get_origin(kind), get_args(kind)
+    if origin in (Union, types.UnionType):
+        for option in args:
+            try:
+                return _from_json(option, value, where)
+            except ValueError:
+                continue
+    elif origin is Literal:
+        if any(type(value) is type(word) and value == word for word in args):
+            return value
+    elif origin is tuple and isinstance(value, list):
+        items = args[:1] * len(value) if args[-1:] == (...,) else args
+        if len(items) == len(value):
+            return tuple(_from_json(item, part, f"{where}[{i}]")
+                         for i, (item, part) in enumerate(zip(items, value, strict=True)))
+    elif kind is type(None):
+        if value is None:
+            return None
+    elif kind is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(kind, type) and type(value) is kind:
+        return value
+    raise ValueError(f"{where} is not a valid value: {value!r}")
 
 
 class Plateau:
@@ -198,11 +262,11 @@ def recipe_of(program, overrides: Sequence[str | tuple[str, str]] = ()) -> Recip
     if "schedule" in fields:
         layer = next(i for i in (1, 0) if any(s.key == "schedule" for s in layers[i]))
         unit = unit_of_layer[layer] or ("epochs" if "epochs" in fields else "iterations")
-        fields["schedule"] = fields["schedule"].model_copy(update={"unit": unit})
+        fields["schedule"] = replace(fields["schedule"], unit=unit)
     if "iterations" in fields or "epochs" in fields:
         fields.setdefault("iterations", None)
         fields.setdefault("epochs", None)
-    recipe = Recipe(**fields)
+    recipe = Recipe(**fields, given=frozenset(fields))
     _check_recipe(recipe, spans, reporter)
     reporter.raise_if_any()
     return recipe

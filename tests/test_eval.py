@@ -116,9 +116,9 @@ def run_folder(tmp_path: Path, model: torch.nn.Module, png_folder: Path) -> Path
     run.mkdir()
     (run / "spec.res").write_text(TINY)
     recipe = Recipe(dataset="imagefolder", split=None, augment=Augmentation(crop=16), mean_subtract=False)
-    (run / "config.json").write_text(json.dumps({"recipe": recipe.model_dump(mode="json"), "data": str(png_folder),
+    (run / "config.json").write_text(json.dumps({"recipe": recipe.to_json(), "data": str(png_folder),
                                                  "input": [3, 16, 16]}))
-    torch.save({"model": model.state_dict(), "mean": None, "recipe": recipe.model_dump(mode="json")},
+    torch.save({"model": model.state_dict(), "mean": None, "recipe": recipe.to_json()},
                run / "last.pt")
     return run
 
@@ -188,7 +188,7 @@ def eval_run(run: Path, *flags: str):
 
 def save_checkpoint(run: Path, state: dict, **fields) -> None:
     recipe = Recipe(dataset="imagefolder", split=None, augment=Augmentation(crop=16), mean_subtract=False)
-    torch.save({"model": state, "recipe": recipe.model_dump(mode="json"), **fields}, run / "last.pt")
+    torch.save({"model": state, "recipe": recipe.to_json(), **fields}, run / "last.pt")
 
 
 def test_eval_divides_by_the_std_a_checkpoint_records(run_folder: Path, model: torch.nn.Module,

@@ -40,7 +40,7 @@ def checkpoint(tmp_path: Path, model: torch.nn.Module) -> Path:
     (tmp_path / "tiny.res").write_text(TINY32)
     recipe = Recipe(dataset="imagefolder", split=None, augment=None, mean_subtract=False)
     torch.save({"model": model.state_dict(), "mean": MEAN, "std": STD, "input": TRAINED,
-                "recipe": recipe.model_dump(mode="json")}, tmp_path / "w.pt")
+                "recipe": recipe.to_json()}, tmp_path / "w.pt")
     return tmp_path / "w.pt"
 
 

@@ -3,6 +3,7 @@ and the `resdsl train` flags declared from them."""
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -53,7 +54,7 @@ def _read(line: str) -> Recipe:
 
 
 def test_there_is_one_setting_per_recipe_field_in_the_same_order() -> None:
-    assert list(SETTINGS) == list(Recipe.model_fields)
+    assert list(SETTINGS) == [f.name for f in fields(Recipe) if f.compare]
 
 
 def test_every_setting_has_examples_and_a_flag() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -105,8 +106,9 @@ def test_the_recipe_reads_back_with_the_same_schedule(lines: list[str]):
     alone = recipe_of(resdsl.compile(standalone_spec(network, recipe, 11, "x")).program)
     _same_schedule(alone, recipe, 11)
     unit = ("schedule", "iterations", "epochs")
-    assert alone.model_dump(exclude=set(unit)) == recipe.model_dump(exclude=set(unit))
+    assert {k: v for k, v in alone.to_json().items() if k not in unit} == \
+           {k: v for k, v in recipe.to_json().items() if k not in unit}
 
 
 def test_every_recipe_setting_is_written():
-    assert set(WRITERS) == set(Recipe.model_fields)
+    assert set(WRITERS) == {f.name for f in fields(Recipe) if f.compare}

@@ -14,7 +14,9 @@ from typer.testing import CliRunner
 
 from resdsl.cli.app import PlainHelpCommand, plain_metavar
 
-# A network without a `train` section (the zoo's specs all inherit one, whose validation needs pydantic).
+SPECS = Path(__file__).resolve().parent.parent / "specs"
+
+# A network without a `train` section (its check needs no `resdsl.recipe`).
 # Its params by hand: conv 3*4*9 = 108, batchnorm 2*4 = 8, linear 4*2 + 2 = 10.
 UNTRAINED = """\
 network tiny {
@@ -38,6 +40,13 @@ def test_check_imports_neither_pydantic_nor_typers_adapters(tmp_path: Path):
     out, imported = modules_a_command_imports(["check", str(spec)], ("pydantic", "typer._adapters"))
     assert out.startswith(f"{spec}: ok (tiny, 126 params, ")
     assert imported == []
+
+
+def test_check_of_a_spec_with_a_train_section_imports_no_pydantic():
+    # resnet152 inherits resnet50's `train` section, the paper's ImageNet recipe, so checking it reads a Recipe.
+    out, imported = modules_a_command_imports(["check", str(SPECS / "resnet152.res")], ("pydantic", "resdsl.recipe"))
+    assert out.startswith(f"{SPECS / 'resnet152.res'}: ok (resnet152, 60,192,808 params, ")
+    assert imported == ["resdsl.recipe"]
 
 
 def _number(value: str) -> int:

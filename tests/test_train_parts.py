@@ -53,7 +53,7 @@ def test_a_run_folder_that_is_a_file_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_resume_names_every_setting_and_flag_that_differs(tmp_path: Path) -> None:
-    saved = {"recipe": Recipe(lr=0.1, batch=64).model_dump(mode="json"), "run": {"seed": 1, "limit_train": None}}
+    saved = {"recipe": Recipe(lr=0.1, batch=64).to_json(), "run": {"seed": 1, "limit_train": None}}
     with pytest.raises(RunError) as caught:
         RunFolder(tmp_path).same_run(saved, Recipe(lr=0.05, batch=64, iterations=10), {"seed": 2, "limit_train": None},
                                      steps_per_epoch=5, total=10)

@@ -46,7 +46,7 @@ def summary(network: Network) -> dict:
              "output": s.output, "params": s.params, "macs": s.macs, "activation_bytes": s.activation_bytes}
             for s in network.stages
         ],
-        **({"recipe": network.recipe.model_dump(mode="json")} if network.program.network.train is not None else {}),
+        **({"recipe": network.recipe.to_json()} if network.program.network.train is not None else {}),
     }
 
 

@@ -133,7 +133,7 @@ class Emitter:
     def _run(self, statements: list[ast.Statement], site: Site, current: str, local: dict[str, Value],
              frame: _BlockFrame | None = None) -> str:
         """Emit `statements` reading `current`; returns the tensor they end with."""
-        scope = ChainMap(local, self.names)
+        scope = ChainMap(local, *self.names.maps)  # one level of maps: a lookup is the layer's hot path
         for statement in statements:
             if isinstance(statement, ast.Let):
                 value = self._evaluate(statement.value, scope, site.origin)
@@ -278,7 +278,7 @@ class Emitter:
         """What a layer's op name means here: an op or block given as a value (`norm`, `attn`), `none`, or the
         op or block of that name (a parameter holding a number does not hide the op `dropout`)."""
         name = layer.op
-        value = scope.get(name)
+        value = _lookup(scope, name)
         if isinstance(value, NoLayer) or (isinstance(value, Callee) and value.kind != "shortcut"):
             return value
         if (name in OPS and not OPS[name].internal and name != "add") or name in self._program.blocks:
@@ -639,6 +639,14 @@ class Emitter:
             notes.append(Note(definition, "shortcut option defined here"))
         where = origin if (origin is not None and span.path == self._prelude) else span
         self._diagnostics.error(where, message, tuple(notes))
+
+
+def _lookup(scope: ChainMap[str, Value], name: str) -> Value | None:
+    """`scope.get(name)` without ChainMap's generic lookups, which cost more than the rest of a `none` layer."""
+    for names in scope.maps:
+        if name in names:
+            return names[name]
+    return None
 
 
 def _is_shortcut_add(layer: ast.Layer) -> bool:

@@ -205,10 +205,10 @@ class GraphBuilder:
             return f"'{node}' is the name of a stage; a layer cannot take it"
         if node in self._containers:
             return f"'{node}' names both a layer and a group of layers under it ('{node}.…')"
-        prefix = node
+        prefix, layers = node, self.graph.nodes  # the dict itself: this loop runs once per part of a deep path
         while "." in prefix:
             prefix = prefix.rpartition(".")[0]
-            if prefix in self.graph:
+            if prefix in layers:
                 return f"'{node}' would put a layer inside the layer '{prefix}'"
             if prefix in self._stages and not (stage == prefix or (stage or "").startswith(f"{prefix}.")):
                 return f"'{node}' would put a layer inside the stage '{prefix}', mixing their modules; rename it"

@@ -9,6 +9,7 @@ tests/test_names.py proves it covers torch's.
 from __future__ import annotations
 
 import keyword
+from functools import lru_cache
 
 from resdsl.limits import MAX_PATH_PARTS
 
@@ -31,6 +32,7 @@ MODULE_MEMBERS = frozenset({
 })
 
 
+@lru_cache(maxsize=4096)  # a deep path's parts are checked again for each layer under it
 def check_part(part: str) -> str | None:
     """Why `part` cannot be one step of a module path, or None."""
     if part.isdigit():

@@ -38,7 +38,7 @@ class RunConfig:
     def to_json(self) -> dict:
         """The config as written to config.json."""
         fields = {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items() if k != "recipe"}
-        return {"recipe": self.recipe.model_dump(mode="json"), **fields}
+        return {"recipe": self.recipe.to_json(), **fields}
 
 
 def read_config_json(path: Path) -> dict:

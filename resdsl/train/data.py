@@ -102,7 +102,7 @@ def augmentation(recipe: Recipe, data: Dataset, spec_shape: tuple[int, ...], mea
     if options is None:
         return Augment(mean=mean, std=std)
     crop = options.crop or shape[-1]
-    default = "augment" not in recipe.model_fields_set  # the paper's CIFAR augmentation, which no one chose
+    default = "augment" not in recipe.given  # the paper's CIFAR augmentation, which no one chose
     if options.scale is None and (crop == spec_shape[-1] or default) and shape[-1] != crop:
         crop = shape[-1]
     if options.scale is None and crop > shape[-1]:

@@ -11,7 +11,7 @@ import random
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 import numpy as np
@@ -293,7 +293,7 @@ class _Run:
             "best_val": state.best_val, "window": list(state.window), "elapsed": self.metrics.elapsed(),
             "first_loss": state.first_loss,
             "plateau": self.plateau.state_dict(),
-            "recipe": self.recipe.model_dump(mode="json"), "network": self.network.name,
+            "recipe": self.recipe.to_json(), "network": self.network.name,
             "run": self._run_settings(), **self._eval_needs(),
         }, state.iteration))
 
@@ -310,7 +310,7 @@ class _Run:
 
     def _config_json(self) -> dict:
         """config.json: every flag, the recipe as run and what evaluating the weights needs."""
-        return {**self.config.to_json(), "recipe": self.recipe.model_dump(mode="json"),
+        return {**self.config.to_json(), "recipe": self.recipe.to_json(),
                 "network": self.network.name, "spec": self.network.program.network.span.path,
                 **self._eval_needs(), "mean": "mean.pt" if self.mean is not None else None,
                 "classes": self.data.train.classes, "params": self.network.params,
@@ -349,8 +349,7 @@ class _Run:
         the checkpoints, config.json and spec.res record, so that `eval` sees the views training saw."""
         if self.recipe.augment is None or self.augment.crop is None:  # image folders: the loader crops
             return self.recipe
-        return self.recipe.model_copy(update={"augment": self.recipe.augment.model_copy(
-            update={"crop": self.augment.crop})})
+        return self.recipe.updated(augment=replace(self.recipe.augment, crop=self.augment.crop))
 
     def _check_ranks_agree(self) -> None:
         """After DDP, every rank must hold the same parameters; ranks.json records each rank's digest."""

@@ -14,7 +14,7 @@ import torch
 
 from resdsl import metrics
 from resdsl.files import atomic_write, folders_to_make, reason, writable_folder
-from resdsl.recipe import Recipe
+from resdsl.recipe import SETTINGS, Recipe
 from resdsl.train import checkpoint
 from resdsl.train.config import read_config_json
 from resdsl.train.errors import RunError
@@ -154,11 +154,11 @@ class RunFolder:
         """The checkpoint's recipe, if it matches `now` in all but the length and was run with the same run
         `settings`; RunError naming what differs."""
         try:
-            before = Recipe.model_validate(saved.get("recipe", {}))
+            before = Recipe.from_json(saved.get("recipe", {}))
         except ValueError:
             raise RunError(f"cannot resume: {self.last} records a recipe this version of resdsl cannot read") from None
         changed = [f"{key} {setting_text(before, key)} (now {setting_text(now, key)})"
-                   for key in Recipe.model_fields if key not in LENGTH and getattr(before, key) != getattr(now, key)]
+                   for key in SETTINGS if key not in LENGTH and getattr(before, key) != getattr(now, key)]
         changed += [f"--{key.replace('_', '-')} {_shown(value)} (now {_shown(settings[key])})"
                     for key, value in saved.get("run", {}).items() if key in settings and settings[key] != value]
         if changed:

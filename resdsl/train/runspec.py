@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from functools import cache
 
 from resdsl.expr import literal
@@ -56,9 +57,8 @@ def train_lines(recipe: Recipe, steps_per_epoch: int) -> list[str]:
     if schedule.kind == "steps" and schedule.milestones and (schedule.unit == "epochs") != in_epochs:
         scale = steps_per_epoch if schedule.unit == "epochs" else 1
         milestones = tuple((at * scale, factor) for at, factor in schedule.milestones)
-        recipe = recipe.model_copy(update={
-            "iterations": recipe.total_iterations(steps_per_epoch), "epochs": None,
-            "schedule": schedule.model_copy(update={"milestones": milestones, "unit": "iterations"})})
+        recipe = recipe.updated(iterations=recipe.total_iterations(steps_per_epoch), epochs=None,
+                                schedule=replace(schedule, milestones=milestones, unit="iterations"))
     return [f"{key} {text}".rstrip() for key, write in WRITERS.items()
             if (text := write(getattr(recipe, key))) is not None]
 
