@@ -20,7 +20,7 @@ session, takes its descriptors, cwd and environment, and returns to the bottom o
 as `__main__` and lets the interpreter end as usual. The runner reports the command's pid once it has its session,
 then its wait status and CPU seconds. The zygote never runs a torch op (OpenMP's pool is not fork-safe once
 started), checks it has one thread before serving, and ends when its socket closes (the session ended or the
-pytest worker died).
+pytest worker died) and its running commands have ended.
 """
 
 from __future__ import annotations
@@ -253,15 +253,19 @@ class Zygote:
 
 
 def _serve(control: socket.socket) -> dict:
-    """Fork a runner for each request until the socket closes; returns only in a forked command, its request."""
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the runners
+    """Fork a runner for each request until the socket closes; returns only in a forked command, its request.
+
+    The zygote reaps its runners, and they their commands, so that the commands' CPU time counts in pytest's
+    children's, as a fresh process's does; at the end it waits for the runners still running."""
     while True:
         message, fds, _, _ = socket.recv_fds(control, MAX_REQUEST, 4)
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, 0 if not message else os.WNOHANG)[0]:
+                pass
         if not message:
             os._exit(0)
         if os.fork() == 0:
             control.close()
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             try:
                 _fork_command(*fds, json.loads(message)["env"])
             except BaseException:  # the runner must never go back to serving
