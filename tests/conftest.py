@@ -1,6 +1,7 @@
-"""Fixtures shared by the tests: a tiny training workspace, the CLI in a measured subprocess, a read-only folder,
-image folders in ImageNet's layout, and a run killed right after a checkpoint. Hooks: slow tests run only when -m
-names `slow`; a test that imports torch must carry the `torch` marker (so `-m "not torch"` runs without torch)."""
+"""Fixtures shared by the tests: a tiny training workspace, the CLI in a measured process (forked from a zygote
+that imported torch once), a read-only folder, image folders in ImageNet's layout, and a run killed right after a
+checkpoint. Hooks: slow tests run only when -m names `slow`; a test that imports torch must carry the `torch` marker
+(so `-m "not torch"` runs without torch)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ import re
 import struct
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from _pytest.mark.expression import Expression
 from measured import Finished, run_measured
+from zygote import Zygote, child_environment
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -135,14 +137,31 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     return report
 
 
+# What `resdsl train`, `eval`, `plot` and `check` import before their first step: the zygote imports it once.
+PRELOAD = ["torch", "torchvision", "numpy", "resdsl.cli.app", "resdsl.cli.train", "resdsl.cli.eval", "resdsl.cli.plot",
+           "resdsl.cli.check", "resdsl.train", "resdsl.training", "resdsl.evaluation", "resdsl.deploy"]
+
+
 @pytest.fixture(scope="session")
-def resdsl_cli():
-    """`resdsl_cli(*args, cwd=..., env=..., script=...)`: the CLI (or a Python script) as a measured subprocess."""
+def zygote() -> Iterator[Zygote]:
+    """This worker's zygote (tests/zygote.py): `python -m resdsl` commands forked from a process that imported
+    PRELOAD, started at the first command and ended with the session."""
+    with Zygote(PRELOAD, child_environment(None)) as forks:
+        yield forks
+
+
+@pytest.fixture(scope="session")
+def resdsl_cli(zygote: Zygote):
+    """`resdsl_cli(*args, cwd=..., env=..., script=..., fresh=False)`: the CLI (or a Python script run as
+    `python -c script ARGS`) as a measured process, forked from the zygote; `fresh=True` for a fresh interpreter,
+    whose CPU seconds include its start-up and whose peak RSS is its own."""
 
     def run(*args: str, cwd: Path, env: dict[str, str] | None = None, script: str | None = None,
-            timeout: float = 180) -> Finished:
-        entry = ["-c", script] if script is not None else ["-m", "resdsl"]
-        return run_measured([sys.executable, *entry, *args], cwd, env, timeout)
+            timeout: float = 180, fresh: bool = False) -> Finished:
+        if fresh:
+            entry = ["-c", script] if script is not None else ["-m", "resdsl"]
+            return run_measured([sys.executable, *entry, *args], cwd, env, timeout)
+        return zygote.run(list(args), cwd, env, script, timeout)
 
     return run
 

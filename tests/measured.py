@@ -29,14 +29,15 @@ os._exit(code if code >= 0 else 128 - code)
 
 @dataclass(frozen=True)
 class Finished:
-    """A finished command: exit status, output, wall time, CPU time and peak resident memory of the process."""
+    """A finished command: exit status, output, wall time, CPU time and peak resident memory of the process (None
+    for a command forked from tests/zygote.py, whose resident pages start as the zygote's)."""
 
     returncode: int
     stdout: str
     stderr: str
     seconds: float
     cpu_seconds: float
-    max_rss_bytes: int
+    max_rss_bytes: int | None
 
 
 def run_measured(command: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 180) -> Finished:

@@ -74,10 +74,9 @@ def _listing(folder: Path) -> dict[str, tuple[int, int]]:
     return {path.name: (path.stat().st_size, path.stat().st_mtime_ns) for path in folder.iterdir()}
 
 
-def test_second_train_on_one_out_exits_1_at_once_and_first_finishes(workspace: Path) -> None:
-    first = subprocess.Popen([sys.executable, "-m", "resdsl", "train", "tiny.res", "--out", "run", *QUICK,
-                              "--iterations", "12", "--log-every", "1"], cwd=workspace,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def test_second_train_on_one_out_exits_1_at_once_and_first_finishes(workspace: Path, zygote, resdsl_cli) -> None:
+    first = zygote.start(["train", "tiny.res", "--out", "run", *QUICK, "--iterations", "12", "--log-every", "1"],
+                         cwd=workspace)
     lock = workspace / "run" / ".lock"
     deadline = time.monotonic() + 120
     while not (lock.exists() and lock.read_text().startswith(f"pid {first.pid} ")):
@@ -87,9 +86,8 @@ def test_second_train_on_one_out_exits_1_at_once_and_first_finishes(workspace: P
     # cannot finish in between
     first.send_signal(signal.SIGSTOP)
     try:
-        second = subprocess.run([sys.executable, "-m", "resdsl", "train", "tiny.res", "--out", "run",
-                                 *QUICK, "--iterations", "12"], cwd=workspace, capture_output=True, text=True,
-                                timeout=120)
+        second = resdsl_cli("train", "tiny.res", "--out", "run", *QUICK, "--iterations", "12", cwd=workspace,
+                            timeout=120)
         still_running = first.poll() is None
     finally:
         first.send_signal(signal.SIGCONT)
@@ -106,16 +104,15 @@ def test_second_train_on_one_out_exits_1_at_once_and_first_finishes(workspace: P
 
 
 def test_train_into_a_locked_folder_is_refused_within_2_seconds_and_writes_nothing(
-        workspace: Path, holder) -> None:
+        workspace: Path, holder, resdsl_cli) -> None:
     process = holder(workspace / "run")
     before = _listing(workspace / "run")
     # timed from main(): the interpreter's start and torch's import are not the lock's doing
-    result = subprocess.run([sys.executable, "-c", "import resdsl.train, resdsl.cli.app; import time, sys; "
-                             "t = time.monotonic(); sys.argv = ['resdsl', *sys.argv[1:]]\n"
-                             "try:\n    resdsl.cli.app.main()\nfinally:\n"
-                             "    print(f'took {time.monotonic() - t:.3f}', file=sys.stderr)",
-                             "train", "tiny.res", "--out", "run", *QUICK], cwd=workspace, capture_output=True,
-                            text=True, timeout=120)
+    result = resdsl_cli("train", "tiny.res", "--out", "run", *QUICK, cwd=workspace, timeout=120,
+                        script="import resdsl.train, resdsl.cli.app; import time, sys; "
+                               "t = time.monotonic(); sys.argv = ['resdsl', *sys.argv[1:]]\n"
+                               "try:\n    resdsl.cli.app.main()\nfinally:\n"
+                               "    print(f'took {time.monotonic() - t:.3f}', file=sys.stderr)")
     assert result.returncode == 1, result.stderr
     lines = result.stderr.splitlines()
     assert lines[0].startswith(f"error: run is in use by pid {process.pid} on {socket.gethostname()}:")
@@ -130,15 +127,13 @@ def _free_port() -> int:
 
 
 def test_every_rank_of_a_distributed_train_into_a_locked_folder_exits_with_the_locks_sentence(
-        workspace: Path, holder) -> None:
+        workspace: Path, holder, zygote) -> None:
     # the two ranks torchrun would start, started by hand so that no launcher ends rank 1 when rank 0 fails:
     # rank 1 must learn of the failure from rank 0 rather than wait for it at a barrier
     process = holder(workspace / "run")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
-           "MASTER_PORT": str(_free_port())}
-    ranks = [subprocess.Popen([sys.executable, "-m", "resdsl", "train", "tiny.res", "--out", "run", *QUICK],
-                              cwd=workspace, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)}) for rank in (0, 1)]
+    env = {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    ranks = [zygote.start(["train", "tiny.res", "--out", "run", *QUICK], cwd=workspace,
+                          env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)}) for rank in (0, 1)]
     try:
         finished = [rank.communicate(timeout=120) for rank in ranks]
     finally:

@@ -17,7 +17,7 @@ UNMARKED_MODULE_SEES_NO_NUMPY = ("import sys\n\ndef test_numpy_was_not_imported(
 
 def pytest_on(tmp_path: Path, modules: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     """pytest with the suite's conftest.py on `modules` (file name: source) in `tmp_path`."""
-    for name in ("conftest.py", "measured.py"):
+    for name in ("conftest.py", "measured.py", "zygote.py"):
         shutil.copy(TESTS / name, tmp_path / name)
     (tmp_path / "pytest.ini").write_text(INI)
     for name, source in modules.items():

@@ -129,11 +129,9 @@ def test_existing_run_is_not_overwritten_without_resume(finished: Path, train):
     assert (finished / "last.pt").read_bytes() == before
 
 
-def test_ctrl_c_checkpoints_and_exits_130(workspace: Path):
-    command = [sys.executable, "-m", "resdsl", "train", "tiny.res", "--data", "data", "--out", "interrupted",
-               *QUICK, "--iterations", "100000"]
-    process = subprocess.Popen(command, cwd=workspace, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+def test_ctrl_c_checkpoints_and_exits_130(workspace: Path, zygote):
+    process = zygote.start(["train", "tiny.res", "--data", "data", "--out", "interrupted", *QUICK,
+                            "--iterations", "100000"], cwd=workspace)
     metrics = workspace / "interrupted" / "metrics.jsonl"
     deadline = time.monotonic() + 120
     while not (metrics.exists() and metrics.read_text().strip()) and time.monotonic() < deadline:
