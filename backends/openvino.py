@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,8 @@ def build(model: torch.nn.Module, example: torch.Tensor, out: Path, *, batch: Ba
         raise Unsupported(f"an OpenVINO IR file ends in .xml (its weights go beside it in .bin); give -o "
                           f"{out.with_suffix('.xml').name}, not {out.name}")
     quiet_nncf()
-    ir = openvino.convert_model(exported_program(model, example, batch))
+    with _no_telemetry():
+        ir = openvino.convert_model(exported_program(model, example, batch))
     dimension = openvino.Dimension(batch.min, batch.max) if batch.dynamic else openvino.Dimension(batch.opt)
     ir.reshape({ir.inputs[0]: openvino.PartialShape([dimension, *(openvino.Dimension(d) for d in example.shape[1:])])})
     ir.inputs[0].get_tensor().set_names({INPUT})
@@ -54,6 +56,24 @@ def build(model: torch.nn.Module, example: torch.Tensor, out: Path, *, batch: Ba
     actual = load(out, "cpu")(example)
     return BuildReport(files=[out.name, weights, write_sidecar(out, metadata)], batch=batch,
                        errors=output_errors(actual, expected), checked_with="openvino (CPU)")
+
+
+@contextlib.contextmanager
+def _no_telemetry() -> Iterator[None]:
+    """`convert_model` without its usage report: unless the user opted out, OpenVINO's converter sends one over the
+    network from a forked copy of this process (killed after 3 s without a network). resdsl makes no network calls,
+    so the conversion uses the stub OpenVINO itself falls back to when `openvino_telemetry` is not installed."""
+    from openvino.tools.ovc import convert_impl, telemetry_stub, telemetry_utils
+
+    modules = (convert_impl, telemetry_utils)
+    reporters = [module.tm for module in modules]
+    for module in modules:
+        setattr(module, "tm", telemetry_stub)  # noqa: B010 (typed module attribute; the stub has the same API)
+    try:
+        yield
+    finally:
+        for module, reporter in zip(modules, reporters, strict=True):
+            setattr(module, "tm", reporter)  # noqa: B010
 
 
 def quiet_nncf() -> None:

@@ -111,3 +111,18 @@ def test_openvino_build_to_a_name_without_xml_says_which_name_to_give(tmp_path):
     assert result.exit_code == 1 and list(tmp_path.iterdir()) == []
     assert result.stderr == ("error: an OpenVINO IR file ends in .xml (its weights go beside it in .bin); "
                              "give -o c.xml, not c.ir\n")
+
+
+def test_openvino_build_sends_no_usage_report(tmp_path, monkeypatch):
+    """OpenVINO's converter reports usage over the network from a forked process unless the user opted out (or CI
+    is set); a build makes no network call and forks nothing."""
+    monkeypatch.delenv("CI", raising=False)
+    forks: list[str] = []
+
+    def refuse_fork() -> int:
+        forks.append("fork")
+        raise OSError("the build forked")
+
+    monkeypatch.setattr("os.fork", refuse_fork)
+    build("cifar20", "--backend", "openvino", "-o", tmp_path / "c20.xml")
+    assert forks == []
