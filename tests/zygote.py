@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 from measured import Finished, run_measured
@@ -338,4 +339,12 @@ if __name__ == "__main__":
     gc.freeze()
     sys.stdout.flush()
     _control.send(b"ready")
-    _run(_serve(_control))
+    _request = _serve(_control)
+    try:
+        _run(_request)
+    except KeyboardInterrupt:  # a fresh interpreter prints it, finalises, and ends by SIGINT (exit status -2)
+        traceback.print_exc()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
