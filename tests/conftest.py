@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from _pytest.mark.expression import Expression
-from measured import Finished, run_measured
+from measured import Finished
 from zygote import Zygote, child_environment
 
 REPO = Path(__file__).resolve().parent.parent
@@ -158,10 +158,7 @@ def resdsl_cli(zygote: Zygote):
 
     def run(*args: str, cwd: Path, env: dict[str, str] | None = None, script: str | None = None,
             timeout: float = 180, fresh: bool = False) -> Finished:
-        if fresh:
-            entry = ["-c", script] if script is not None else ["-m", "resdsl"]
-            return run_measured([sys.executable, *entry, *args], cwd, env, timeout)
-        return zygote.run(list(args), cwd, env, script, timeout)
+        return zygote.run(list(args), cwd, env, script, timeout, fresh)
 
     return run
 

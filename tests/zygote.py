@@ -211,9 +211,10 @@ class Zygote:
         return Command([sys.executable, *entry, *args], json.loads(started), reply, stdout, stderr, self.replay)
 
     def run(self, args: list[str], cwd: Path, env: dict[str, str] | None = None, script: str | None = None,
-            timeout: float = 180) -> Finished:
-        """`start` to the end, as run_measured: the group is killed past `timeout` (TimeoutExpired); no peak RSS."""
-        if self.needs_fresh(child_environment(env)):
+            timeout: float = 180, fresh: bool = False) -> Finished:
+        """`start` to the end, as run_measured: the group is killed past `timeout` (TimeoutExpired); no peak RSS.
+        `fresh` (or an `env` that needs it): a fresh interpreter, its start-up and peak RSS measured too."""
+        if fresh or self.needs_fresh(child_environment(env)):
             entry = ["-c", script] if script is not None else ["-m", "resdsl"]
             return run_measured([sys.executable, *entry, *args], cwd, env, timeout)
         if self.process is None:
