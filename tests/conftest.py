@@ -100,6 +100,22 @@ def pytest_make_collect_report(collector: pytest.Collector):
     return report
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """`--dist loadgroup` with a pytest whose node ids pytest-xdist cannot suffix with a test's group is a usage
+    error: the groups' tests would spread over the workers, each making the group's fixtures again (silently)."""
+    if config.getoption("dist", "no") != "loadgroup":
+        return
+    from importlib.metadata import version
+
+    def release(package: str) -> tuple[int, ...]:
+        return tuple(int(part) for part in re.findall(r"\d+", version(package))[:2])
+
+    if release("pytest") >= (9, 2) and release("pytest-xdist") <= (3, 8):
+        raise pytest.UsageError(f"pytest {version('pytest')} keeps node ids that pytest-xdist "
+                                f"{version('pytest-xdist')} needs to change to group tests (xdist_group): install "
+                                "the versions pyproject.toml's dev extra asks for")
+
+
 # The longest modules (a minute of CPU or more each; test_limits is the torch-free subset's): started first, so
 # that no worker of -n 2 ends the run alone.
 RUN_FIRST = ("test_train_fashion.py", "test_imagenet.py", "test_fig6.py", "test_train.py", "test_limits.py")
