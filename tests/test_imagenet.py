@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from measured import Finished
 from typer.testing import CliRunner
 
 from resdsl.cli.app import app
@@ -35,23 +36,21 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, jpeg_folder: Path) -> Pa
     return root
 
 
-def _train(workspace: Path, folder: Path, out: str, *extra: str, entry: tuple[str, ...] = ("-m", "resdsl"),
-           launcher: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    command = [sys.executable, *launcher, *entry, "train", "r18.res", "--data", str(folder), "--out", out, *RUN,
-               *extra]
-    return subprocess.run(command, cwd=workspace, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+def _train(resdsl_cli, workspace: Path, folder: Path, out: str, *extra: str, script: str | None = None) -> Finished:
+    """`resdsl train` (or `python -c script`) of r18.res on `folder` into `out`, forked from the zygote."""
+    return resdsl_cli("train", "r18.res", "--data", str(folder), "--out", out, *RUN, *extra, cwd=workspace,
+                      script=script, timeout=300)
 
 
 @pytest.fixture(scope="module")
-def straight(workspace: Path, jpeg_folder: Path) -> subprocess.CompletedProcess:
-    result = _train(workspace, jpeg_folder, "straight")
+def straight(resdsl_cli, workspace: Path, jpeg_folder: Path) -> Finished:
+    result = _train(resdsl_cli, workspace, jpeg_folder, "straight")
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
 
 def test_folder_run_trains_resnet18_at_64_with_the_papers_recipe(workspace: Path, jpeg_folder: Path,
-                                                                   straight: subprocess.CompletedProcess) -> None:
+                                                                   straight: Finished) -> None:
     assert f"300 training images from {jpeg_folder.resolve()}," in straight.stdout
     assert "r18: recompiled for imagenet's 3x64x64 crops (the spec says 3x224x224)" in straight.stdout
     saved = load(workspace / "straight" / "last.pt")
@@ -60,13 +59,13 @@ def test_folder_run_trains_resnet18_at_64_with_the_papers_recipe(workspace: Path
     assert saved["recipe"]["schedule"]["kind"] == "plateau" and saved["recipe"]["augment"]["lighting"] == 0.1
 
 
-def test_folder_run_resumes_bit_exact_after_sigkill(workspace: Path, jpeg_folder: Path,
-                                                     straight: subprocess.CompletedProcess,
+def test_folder_run_resumes_bit_exact_after_sigkill(resdsl_cli, workspace: Path, jpeg_folder: Path,
+                                                     straight: Finished,
                                                      sigkill_after_checkpoint: Callable[[int], str]) -> None:
-    killed = _train(workspace, jpeg_folder, "killed", entry=("-c", sigkill_after_checkpoint(2)))
+    killed = _train(resdsl_cli, workspace, jpeg_folder, "killed", script=sigkill_after_checkpoint(2))
     assert killed.returncode == -signal.SIGKILL
     assert load(workspace / "killed" / "last.pt")["iteration"] == 2
-    resumed = _train(workspace, jpeg_folder, "killed", "--resume")
+    resumed = _train(resdsl_cli, workspace, jpeg_folder, "killed", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     ours, reference = load(workspace / "killed" / "last.pt"), load(workspace / "straight" / "last.pt")
     assert ours["iteration"] == reference["iteration"] == 4
@@ -75,8 +74,11 @@ def test_folder_run_resumes_bit_exact_after_sigkill(workspace: Path, jpeg_folder
 
 
 def test_folder_run_on_two_gloo_processes_stays_in_sync(workspace: Path, jpeg_folder: Path) -> None:
-    result = _train(workspace, jpeg_folder, "ddp", "--iterations", "2", "--workers", "1",
-                    launcher=("-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
+               "resdsl", "train", "r18.res", "--data", str(jpeg_folder), "--out", "ddp", *RUN, "--iterations", "2",
+               "--workers", "1"]
+    result = subprocess.run(command, cwd=workspace, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     digests = json.loads((workspace / "ddp" / "ranks.json").read_text())["digests"]
     assert len(digests) == 2 and digests[0] == digests[1]
