@@ -330,14 +330,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.construction:
         args = parser.parse_args([*sys.argv[1:], *CONSTRUCTION])
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    for setting in args.inductor:
-        _set_inductor(parser, setting)
     if args.compiled_autograd and not args.compile_forward_backward:
         parser.error("--compiled-autograd needs --compile-forward-backward: only a backward inside a compiled "
                      "function is compiled")
-    torch._dynamo.config.compiled_autograd = args.compiled_autograd
     args.measures = args.measures.split(",")
     if set(args.measures) - set(MEASURES):
         parser.error(f"unknown measure(s): {', '.join(sorted(set(args.measures) - set(MEASURES)))}")
@@ -351,6 +346,11 @@ def main() -> None:
     unknown = set(chosen) - {p.name for p in pairs(args.quick)}
     if unknown:
         parser.error(f"unknown model(s): {', '.join(sorted(unknown))}")
+    for setting in args.inductor:
+        _set_inductor(parser, setting)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch._dynamo.config.compiled_autograd = args.compiled_autograd
     torch.manual_seed(0)
     print(f"{platform.machine()}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}, "
           f"torch {torch.__version__}, device {device}, "
