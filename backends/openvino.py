@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -72,15 +73,24 @@ def _no_telemetry() -> Iterator[None]:
             setattr(module, "tm", reporter)  # noqa: B010
 
 
+@functools.cache
+def _core() -> Any:
+    """The process's one OpenVINO runtime (`openvino.Core`), as OpenVINO asks: with a Core per model, a process
+    that had two compiled models and freed them, then forked (DataLoader workers) and ran a subprocess, died by
+    SIGSEGV (OpenVINO 2026.4; tests/test_openvino.py reproduces it)."""
+    import openvino
+
+    return openvino.Core()
+
+
 def load(path: Path, device: str) -> Callable[[torch.Tensor], Any]:
     """A compiled OpenVINO model as a function of a tensor: one output as a tensor, several as a tuple.
 
     Runs on the CPU plugin with torch's thread count (`bench --threads`), for fair comparisons.
     """
-    import openvino
 
     config = {**RUNTIME, "INFERENCE_NUM_THREADS": torch.get_num_threads()}
-    compiled = openvino.Core().compile_model(str(path), "CPU", config)
+    compiled = _core().compile_model(str(path), "CPU", config)
 
     def run(x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         results = compiled(x.detach().cpu().numpy())

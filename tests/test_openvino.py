@@ -5,6 +5,7 @@ contract baked in or left out."""
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -23,9 +24,12 @@ SPECS = Path(__file__).resolve().parent.parent / "specs"
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
+CORE = openvino.Core()  # one per process: see the last test
+
+
 def openvino_outputs(path: Path, x: torch.Tensor) -> torch.Tensor:
     """The IR run by OpenVINO's CPU plugin directly (not through resdsl), in fp32 arithmetic."""
-    compiled = openvino.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    compiled = CORE.compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     return torch.from_numpy(np.asarray(compiled(x.numpy())[compiled.outputs[0]]))
 
 
@@ -126,3 +130,35 @@ def test_openvino_build_sends_no_usage_report(tmp_path, monkeypatch):
     monkeypatch.setattr("os.fork", refuse_fork)
     build("cifar20", "--backend", "openvino", "-o", tmp_path / "c20.xml")
     assert forks == []
+
+
+# Two models compiled by resdsl's loader and freed, then DataLoader workers forked and a subprocess run: the
+# process died by SIGSEGV while each model had an OpenVINO Core of its own.
+_FREED_MODELS_THEN_FORKS = """
+import gc, subprocess, sys
+from pathlib import Path
+import numpy as np
+import openvino
+import openvino.opset13 as ops
+import torch
+from resdsl.backends.openvino import load
+
+path = Path(sys.argv[1])
+x = ops.parameter([1, 1, 4, 4], np.float32, name="input")
+y = ops.convolution(x, ops.constant(np.ones((2, 1, 3, 3), np.float32)), [1, 1], [0, 0], [0, 0], [1, 1])
+openvino.save_model(openvino.Model([y], [x]), str(path))
+first, second = load(path, "cpu"), load(path, "cpu")
+first(torch.ones(1, 1, 4, 4)), second(torch.ones(1, 1, 4, 4))
+del first, second
+gc.collect()
+for _ in torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(4, 1)), batch_size=2, num_workers=2):
+    pass
+subprocess.run(["true"], check=True)
+print("survived")
+"""
+
+
+def test_a_process_that_freed_loaded_models_survives_forking_and_a_subprocess(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-c", _FREED_MODELS_THEN_FORKS, str(tmp_path / "tiny.xml")],
+                          capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout) == (0, "survived\n"), done.stderr[-2000:]
