@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from resdsl import quantization
 from resdsl.backends import BACKENDS, BackendUnavailable, BatchProfile, Unsupported, load_backend
 from resdsl.backends.artifact import DTYPES, cast
 from resdsl.backends.reparam import reparameterize
@@ -62,9 +63,7 @@ def runner(route: str, model: torch.nn.Module, example: torch.Tensor, precision:
     if hasattr(backend, "require"):
         backend.require()
     if route == "openvino-int8":
-        from resdsl.quantization import require
-
-        require()
+        quantization.require()
     batch = BatchProfile(example.shape[0], example.shape[0], example.shape[0])
     with torch.no_grad():
         expected = model(example)
@@ -74,7 +73,7 @@ def runner(route: str, model: torch.nn.Module, example: torch.Tensor, precision:
     if route == "openvino-int8":
         assert calibration is not None  # resdsl.benchmark asks for --calibration with this route
         quantized = workdir / f"model-int8{BACKENDS[name].suffix}"
-        backend.quantize(out, quantized, calibration)
+        quantization.quantize(out, quantized, calibration)
         out = quantized
     return backend.load(out, device)
 

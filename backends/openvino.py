@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import io
-import logging
 from collections.abc import Callable, Iterator
-from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +39,6 @@ def build(model: torch.nn.Module, example: torch.Tensor, out: Path, *, batch: Ba
     if out.suffix != ".xml":  # OpenVINO's serializer takes no other name
         raise Unsupported(f"an OpenVINO IR file ends in .xml (its weights go beside it in .bin); give -o "
                           f"{out.with_suffix('.xml').name}, not {out.name}")
-    quiet_nncf()
     with _no_telemetry():
         ir = openvino.convert_model(exported_program(model, example, batch))
     dimension = openvino.Dimension(batch.min, batch.max) if batch.dynamic else openvino.Dimension(batch.opt)
@@ -76,13 +72,6 @@ def _no_telemetry() -> Iterator[None]:
             setattr(module, "tm", reporter)  # noqa: B010
 
 
-def quiet_nncf() -> None:
-    """Keep NNCF's notes out of the output, and torch's "no CUDA runtime" warning, which its torch part (imported
-    by OpenVINO's converter whenever nncf is loaded) gives on CPU hosts."""
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-    logging.getLogger("nncf").setLevel(logging.ERROR)
-
-
 def load(path: Path, device: str) -> Callable[[torch.Tensor], Any]:
     """A compiled OpenVINO model as a function of a tensor: one output as a tensor, several as a tuple.
 
@@ -99,19 +88,3 @@ def load(path: Path, device: str) -> Callable[[torch.Tensor], Any]:
         return tensors[0] if len(tensors) == 1 else tensors
 
     return run
-
-
-def quantize(source: Path, out: Path, calibration: list[torch.Tensor]) -> list[str]:
-    """INT8 IR at `out` from the fp32 IR at `source`: NNCF's post-training quantisation, calibrated on the batches
-    of `calibration` (the artifact's input); returns the files written, the main one first."""
-    quiet_nncf()
-    import nncf
-    import openvino
-
-    model = openvino.Core().read_model(str(source))
-    dataset = nncf.Dataset([x.detach().cpu().numpy() for x in calibration])
-    with redirect_stdout(io.StringIO()):
-        quantized = nncf.quantize(model, dataset, subset_size=len(calibration))
-    with writing():
-        openvino.save_model(quantized, str(out), compress_to_fp16=False)
-    return [out.name, out.with_suffix(".bin").name]

@@ -375,8 +375,7 @@ def write_artifact(network: Network, saved: Weights | None, contract: InputContr
                                     precision=precision, batch=batch, fold=fold, seed=seed)
             failure = verification_failure(report, backend, precision) if verify else None
             if failure is None and int8 is not None:
-                accuracy = quantize(module, fp32, folder / output.name, report, network, saved, contract, batch, seed,
-                                    int8)
+                accuracy = quantize(fp32, folder / output.name, report, network, saved, contract, batch, seed, int8)
                 failure = accuracy.failure(int8.max_drop) if verify else None
                 backend = f"{backend} INT8"
             if failure is not None:  # the staging folder goes, so nothing of this build is left
@@ -392,7 +391,7 @@ def write_artifact(network: Network, saved: Weights | None, contract: InputContr
     return report, accuracy
 
 
-def quantize(module: ModuleType, fp32: Path, out: Path, report: BuildReport, network: Network, saved: Weights | None,
+def quantize(fp32: Path, out: Path, report: BuildReport, network: Network, saved: Weights | None,
              contract: InputContract, batch: BatchProfile, seed: int, options: Quantization) -> Int8Accuracy:
     """Quantise the fp32 IR into `out`, calibrated on DATA's training images, and measure both on its test images;
     `report` then lists the INT8 files, whose sidecar records the precision, calibration and accuracy."""
@@ -402,7 +401,7 @@ def quantize(module: ModuleType, fp32: Path, out: Path, report: BuildReport, net
     from resdsl.backends.artifact import write_sidecar
 
     calibration = quantization.calibration_batches(options.train, network, contract, batch, seed)
-    files = module.quantize(fp32, out, calibration)
+    files = quantization.quantize(fp32, out, calibration)
     measured = quantization.accuracy(fp32, out, options.test, network, contract, batch,
                                      min(len(options.train), quantization.CALIBRATION_IMAGES), options.images)
     metadata = json.loads(fp32.with_name(f"{fp32.name}.json").read_text())

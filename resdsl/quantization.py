@@ -4,12 +4,19 @@ NNCF calibrates the fp32 IR on images drawn from DATA's training split; the fp32
 classify the first images of DATA's test split (val/ for an image folder), and the build refuses an INT8 artifact
 whose top-1 error is worse than the fp32 one's by more than a threshold. The images are cut to the network's
 input (an image folder's centre view, as `resdsl eval` cuts it; a tensor dataset's centre crop) and fed in the
-artifact's input format. Nothing here prints or exits: bad arguments raise UsageError, missing data DataError.
+artifact's input format. NNCF runs in a child interpreter (resdsl.nncf_quantize), never in this process. Nothing
+here prints or exits: bad arguments raise UsageError, missing data DataError, a failed quantisation
+QuantizationFailed.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +99,10 @@ def check_options(backend: str, int8: bool, calibration: str | Path | None, max_
         raise UsageError(f"--int8-images must be at least 1, not {images}")
 
 
+class QuantizationFailed(Exception):
+    """NNCF's child process failed: one sentence saying how."""
+
+
 def require() -> None:
     """BackendUnavailable, saying how to install it, when nncf does not import here."""
     from importlib.util import find_spec
@@ -100,6 +111,34 @@ def require() -> None:
 
     if find_spec("nncf") is None:
         raise BackendUnavailable("--int8 needs nncf, which is not installed here: pip install 'resdsl[int8]'")
+
+
+def quantize(source: Path, out: Path, calibration: list[torch.Tensor]) -> list[str]:
+    """INT8 IR at `out` from the fp32 IR at `source`: NNCF's post-training quantisation, calibrated on the batches
+    of `calibration` (the artifact's input), run in a child interpreter; returns the files written, the main one
+    first. The batches go to it in a temporary .npz beside `out`; an interrupt here ends the child."""
+    import numpy as np
+
+    with tempfile.TemporaryDirectory(prefix=".resdsl-int8-", dir=out.parent) as folder:
+        batches = Path(folder) / "calibration.npz"
+        np.savez(batches, *(x.detach().cpu().numpy() for x in calibration))
+        command = [sys.executable, "-m", "resdsl.nncf_quantize", str(os.getpid()), str(source), str(out), str(batches)]
+        child = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True, errors="replace", check=False)  # run() kills the child on an interrupt
+    if child.returncode != 0:
+        raise QuantizationFailed(f"NNCF's quantisation {failure(child.returncode, child.stderr)}")
+    return [out.name, out.with_suffix(".bin").name]
+
+
+def failure(status: int, stderr: str) -> str:
+    """How the child ended: the signal that killed it, else the last line it wrote on stderr (its error)."""
+    if status < 0:
+        try:
+            return f"process was killed by {signal.Signals(-status).name}"
+        except ValueError:
+            return f"process was killed by signal {-status}"
+    lines = stderr.strip().splitlines()
+    return f"failed: {lines[-1]}" if lines else f"process ended with exit status {status}"
 
 
 def datasets(network: Network, saved: Weights | None, data: str | Path) -> tuple[Dataset, Dataset]:
