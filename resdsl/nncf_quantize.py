@@ -21,6 +21,10 @@ def main(argv: list[str]) -> int:
     # NNCF reports usage over the network from a forked process (and writes a client id into ~/intel) unless
     # openvino_telemetry is missing; without it NNCF falls back to its stub, which sends nothing.
     sys.modules["openvino_telemetry"] = None  # pyright: ignore[reportArgumentType]
+    # NNCF quantises an OpenVINO model here. It tells a model's framework by importing each one it supports, which
+    # costs more than the quantisation of a small net; kept out, torch and onnx cannot be asked.
+    for framework in ("torch", "onnx"):
+        sys.modules[framework] = None  # pyright: ignore[reportArgumentType]
     logging.getLogger("nncf").setLevel(logging.ERROR)
     try:
         import nncf

@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,6 +26,7 @@ from resdsl.resolve import UsageError
 
 if TYPE_CHECKING:
     import torch
+    from numpy.typing import ArrayLike
 
     from resdsl.backends import BatchProfile
     from resdsl.backends.preprocess import InputContract
@@ -113,30 +114,32 @@ def require() -> None:
         raise BackendUnavailable("--int8 needs nncf, which is not installed here: pip install 'resdsl[int8]'")
 
 
-def quantize(source: Path, out: Path, calibration: list[torch.Tensor]) -> list[str]:
+def quantize(source: Path, out: Path, calibration: Sequence[ArrayLike]) -> list[str]:
     """INT8 IR at `out` from the fp32 IR at `source`: NNCF's post-training quantisation, calibrated on the batches
-    of `calibration` (the artifact's input), run in a child interpreter; returns the files written, the main one
-    first. The batches go to it in a temporary .npz beside `out`; an interrupt here ends the child."""
+    of `calibration` (the artifact's input: CPU tensors or arrays), run in a child interpreter; returns the files
+    written, the main one first. The batches go to it in a temporary .npz beside `out`; an interrupt here ends the
+    child."""
     import numpy as np
 
     with tempfile.TemporaryDirectory(prefix=".resdsl-int8-", dir=out.parent) as folder:
         batches = Path(folder) / "calibration.npz"
-        np.savez(batches, *(x.detach().cpu().numpy() for x in calibration))
+        np.savez(batches, *(np.asarray(x) for x in calibration))
         command = [sys.executable, "-m", "resdsl.nncf_quantize", str(os.getpid()), str(source), str(out), str(batches)]
         child = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                text=True, errors="replace", check=False)  # run() kills the child on an interrupt
     if child.returncode != 0:
-        raise QuantizationFailed(f"NNCF's quantisation {failure(child.returncode, child.stderr)}")
+        raise QuantizationFailed(f"NNCF's INT8 quantisation {failure(child.returncode, child.stderr)}")
     return [out.name, out.with_suffix(".bin").name]
 
 
 def failure(status: int, stderr: str) -> str:
-    """How the child ended: the signal that killed it, else the last line it wrote on stderr (its error)."""
+    """How the child ended: killed by a signal, else with the last line it wrote on stderr (its error)."""
     if status < 0:
         try:
-            return f"process was killed by {signal.Signals(-status).name}"
+            name = signal.Signals(-status).name
         except ValueError:
-            return f"process was killed by signal {-status}"
+            name = f"signal {-status}"
+        return f"process was killed by {name}"
     lines = stderr.strip().splitlines()
     return f"failed: {lines[-1]}" if lines else f"process ended with exit status {status}"
 
