@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from resdsl import quantization
 from resdsl.backends import BACKENDS, BackendUnavailable, BatchProfile, Unsupported, load_backend
 from resdsl.backends.artifact import DTYPES, cast
 from resdsl.backends.reparam import reparameterize
@@ -26,6 +27,7 @@ ROUTES = {
     "export": "torch.export program",
     "onnx": "onnxruntime",
     "openvino": "OpenVINO",
+    "openvino-int8": "OpenVINO INT8 (NNCF)",
     "tensorrt": "TensorRT engine",
 }
 
@@ -43,8 +45,9 @@ class Timing:
 
 
 def runner(route: str, model: torch.nn.Module, example: torch.Tensor, precision: str, device: str,
-           workdir: Path) -> Runner:
-    """A callable for one route; artifact routes build their artifact in `workdir` first."""
+           workdir: Path, calibration: list[torch.Tensor] | None = None) -> Runner:
+    """A callable for one route; artifact routes build their artifact in `workdir` first, the INT8 one then
+    quantised on the `calibration` batches."""
     if route == "eager":
         return cast(copy.deepcopy(model), example, precision)[0].to(device)
     folded = reparameterize(model)
@@ -53,17 +56,25 @@ def runner(route: str, model: torch.nn.Module, example: torch.Tensor, precision:
     if route == "compile":
         logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "no CUDA runtime" on CPU hosts
         return torch.compile(cast(folded, example, precision)[0].to(device))
-    if precision not in BACKENDS[route].precisions:
-        raise Unsupported(f"the {route} backend builds {' or '.join(BACKENDS[route].precisions)}, not {precision}")
-    backend = load_backend(route)
+    name = route.removesuffix("-int8")
+    if precision not in BACKENDS[name].precisions:
+        raise Unsupported(f"the {name} backend builds {' or '.join(BACKENDS[name].precisions)}, not {precision}")
+    backend = load_backend(name)
     if hasattr(backend, "require"):
         backend.require()
+    if route == "openvino-int8":
+        quantization.require()
     batch = BatchProfile(example.shape[0], example.shape[0], example.shape[0])
     with torch.no_grad():
         expected = model(example)
-    out = workdir / f"model{BACKENDS[route].suffix}"
+    out = workdir / f"model{BACKENDS[name].suffix}"
     deployed, example = cast(folded, example, precision)
     backend.build(deployed, example, out, batch=batch, expected=expected, metadata={})
+    if route == "openvino-int8":
+        assert calibration is not None  # resdsl.benchmark asks for --calibration with this route
+        quantized = workdir / f"model-int8{BACKENDS[name].suffix}"
+        quantization.quantize(out, quantized, calibration)
+        out = quantized
     return backend.load(out, device)
 
 
@@ -79,7 +90,7 @@ def measure(run: Runner, example: torch.Tensor, *, runs: int, warmup: int, devic
 
 
 def bench(routes: list[str], model: torch.nn.Module, example: torch.Tensor, *, precision: str, device: str,
-          runs: int, warmup: int, workdir: Path) -> list[Timing]:
+          runs: int, warmup: int, workdir: Path, calibration: list[torch.Tensor] | None = None) -> list[Timing]:
     """Build and warm up each route, then time them interleaved: each of `runs` rounds calls every route once, so
     that a change in the machine's load falls on all routes alike. A route that fails gets its reason instead."""
     timings = [Timing(ROUTES[route], example.shape[0]) for route in routes]
@@ -88,7 +99,8 @@ def bench(routes: list[str], model: torch.nn.Module, example: torch.Tensor, *, p
     runners: dict[int, Runner] = {}
     for index, route in enumerate(routes):
         with _failure(timings[index]):
-            run = runner(route, model, example, precision, device, workdir)  # not in inference mode: exports
+            # not in inference mode: exports
+            run = runner(route, model, example, precision, device, workdir, calibration)
             with torch.inference_mode():
                 for _ in range(warmup):
                     run(x)

@@ -19,12 +19,14 @@ from resdsl.network import Network
 from resdsl.resolve import UsageError
 
 if TYPE_CHECKING:
+    import torch
+
     from resdsl.backends.bench import Timing
     from resdsl.expr import Value
 
 # What a route name means: the build backends, and the PyTorch routes by name; the route each one times.
 PRIMARY = {"pytorch": "eager", "export": "export", "onnx": "onnx", "openvino": "openvino", "tensorrt": "tensorrt"}
-NAMED = {**PRIMARY, "eager": "eager", "folded": "folded", "compiled": "compile"}
+NAMED = {**PRIMARY, "eager": "eager", "folded": "folded", "compiled": "compile", "openvino-int8": "openvino-int8"}
 COMPARED = ("eager", "folded", "compile", "onnx")
 MAX_RUNS = 100_000  # timed runs: p50 and p90 are steady long before; more only takes hours
 MAX_WARMUP = 10_000
@@ -51,14 +53,16 @@ class BenchResult:
 def bench(spec: str | Path | Network, routes: str | Sequence[str] = "pytorch", *, batch: int = 1,
           precision: str = "fp32", runs: int = 50, warmup: int = 10, device: str | None = None,
           compare: bool = True, threads: int | None = None, input_shape: tuple[int, int, int] | None = None,
-          params: dict[str, Value] | None = None) -> BenchResult:
+          params: dict[str, Value] | None = None, calibration: str | Path | None = None) -> BenchResult:
     """Time `runs` calls of each route after `warmup` untimed ones, the routes interleaved round by round.
 
     `routes` names one route or several (see NAMED); with one and `compare`, eager, BN-folded, torch.compile and
-    onnxruntime are timed beside it.
+    onnxruntime are timed beside it. The openvino-int8 route is calibrated on `calibration`'s training images
+    (a dataset folder, as `resdsl eval --data`), fed in 0-1.
     """
     names = route_names([routes] if isinstance(routes, str) else list(routes))
     check_options(names, batch, precision, runs, warmup, threads)
+    check_calibration(names, calibration)
     network = with_input(load_network(spec, params), input_shape)
     check_memory(network, batch)
     import torch
@@ -74,11 +78,12 @@ def bench(spec: str | Path | Network, routes: str | Sequence[str] = "pytorch", *
     chosen = [NAMED[name] for name in names]
     if compare and len(chosen) == 1:
         chosen += [route for route in COMPARED if route != chosen[0]]
+    batches = calibration_batches(network, calibration, batch) if calibration is not None else None
     model = prepare_model(network, None, 0)
     example = torch.randn(batch, *network.input_shape, generator=torch.Generator().manual_seed(0))
     with tempfile.TemporaryDirectory(prefix="resdsl-bench-") as workdir:
         timings = time_routes(chosen, model, example, precision=precision, device=device, runs=runs,
-                              warmup=warmup, workdir=Path(workdir))
+                              warmup=warmup, workdir=Path(workdir), calibration=batches)
     if len(timings) == 1 and timings[0].error:
         raise BenchError(timings[0].error)
     return BenchResult(network.name, tuple(network.input_shape), device, precision, torch.get_num_threads(), runs,
@@ -100,7 +105,7 @@ def route_names(names: list[str]) -> list[str]:
 
 def check_options(names: list[str], batch: int, precision: str, runs: int, warmup: int, threads: int | None) -> None:
     check_precision(precision)
-    for name in names:
+    for name in (name.removesuffix("-int8") for name in names):
         if name in BACKENDS and precision not in BACKENDS[name].precisions:
             raise UsageError(f"the {name} backend builds {' or '.join(BACKENDS[name].precisions)}, not {precision}")
     if batch < 1:
@@ -111,3 +116,23 @@ def check_options(names: list[str], batch: int, precision: str, runs: int, warmu
     cpus = usable_cpus()
     if threads is not None and not 1 <= threads <= cpus:
         raise UsageError(f"--threads must be between 1 and the {cpus} CPUs usable here, not {threads}")
+
+
+def check_calibration(names: list[str], calibration: str | Path | None) -> None:
+    if "openvino-int8" in names and calibration is None:
+        raise UsageError("the openvino-int8 route needs --calibration DATA, the dataset whose training images "
+                         "calibrate it")
+    if "openvino-int8" not in names and calibration is not None:
+        raise UsageError("--calibration calibrates the openvino-int8 route; it goes with --backend openvino-int8")
+
+
+def calibration_batches(network: Network, data: str | Path, batch: int) -> list[torch.Tensor]:
+    """The INT8 route's calibration batches: DATA's training images, in 0-1 as the bench's model takes them."""
+    from resdsl.backends import BatchProfile
+    from resdsl.backends.preprocess import InputContract, Normalization
+    from resdsl.quantization import calibration_batches as batches
+    from resdsl.quantization import datasets
+
+    train, _ = datasets(network, None, data)
+    contract = InputContract("float", Normalization(source="bench"))
+    return batches(train, network, contract, BatchProfile(batch, batch, batch), seed=0)

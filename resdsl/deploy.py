@@ -3,8 +3,9 @@
 What `resdsl build` does, as a library: prepare the model, settle the artifact's input contract, check that a
 forward pass fits in memory, write the backend's files in a staging folder, and move them into place only when
 the artifact's output is within the tolerance of the PyTorch module's (docs/deploy.md). Nothing here prints or
-exits: bad arguments raise UsageError, anything else that stops a build raises BuildError, WeightsError or the
-backends' BackendUnavailable and Unsupported, each with one sentence for the user.
+exits: bad arguments raise UsageError, anything else that stops a build raises BuildError, WeightsError, DataError
+(`--int8`'s calibration data) or the backends' BackendUnavailable and Unsupported, each with one sentence for the
+user.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from resdsl import zoo
+from resdsl import quantization, zoo
 from resdsl.backends import (
     BACKENDS,
     INPUT_FORMATS,
@@ -31,6 +32,7 @@ from resdsl.backends.staging import move_into_place, staging_folder
 from resdsl.diagnostics import SpecError
 from resdsl.limits import human_bytes
 from resdsl.network import Network
+from resdsl.quantization import HELDOUT_IMAGES, MAX_DROP, Int8Accuracy, Quantization
 from resdsl.resolve import UsageError, load, read_spec
 
 if TYPE_CHECKING:
@@ -43,7 +45,8 @@ if TYPE_CHECKING:
     from resdsl.weights import Preprocessing, Weights
 
 INT8 = ("--precision int8 is not supported: TensorRT 11 dropped implicit INT8 calibration, so quantize the model "
-        "with NVIDIA ModelOpt (explicit Q/DQ nodes) and build that instead")
+        "with NVIDIA ModelOpt (explicit Q/DQ nodes) and build that instead; for OpenVINO, build with --int8 "
+        "--calibration DATA")
 
 
 class BuildError(Exception):
@@ -55,7 +58,8 @@ class BuildResult:
     """What a build wrote and how its output compared with the PyTorch module's.
 
     `errors` holds `max_abs`, `max_rel` and `cosine` (empty when the backend could only check, not run, the
-    artifact); `verified` says the artifact passed the tolerance gate (False when built with `verify=False`).
+    artifact); `verified` says the artifact passed the tolerance gate (False when built with `verify=False`);
+    `int8` holds the held-out accuracy of the fp32 and INT8 artifacts of an `int8` build.
     """
 
     path: Path
@@ -70,6 +74,7 @@ class BuildResult:
     checked_with: str
     reference_finite: bool
     verified: bool
+    int8: Int8Accuracy | None = None
 
 
 def load_network(spec: str | Path | Network, params: dict[str, Value] | None = None) -> Network:
@@ -103,13 +108,20 @@ def build(
     features: Sequence[str] | None = None,
     seed: int = 0,
     verify: bool = True,
+    int8: bool = False,
+    calibration: str | Path | None = None,
+    int8_max_drop: float = MAX_DROP,
+    int8_images: int = HELDOUT_IMAGES,
 ) -> BuildResult:
     """Write `spec`'s artifact for `backend` to `output` and check it against the PyTorch module.
 
     `batch` is a fixed size or a dynamic `(min, opt, max)` range; `input_shape` builds for another CxHxW;
     the normalisation baked in is `mean`/`std` if given, else the one `weights`' checkpoint records.
+    `int8` quantises an OpenVINO artifact, calibrated on `calibration`'s training images, and refuses it when its
+    top-1 error on `int8_images` of its test images exceeds the fp32 artifact's by over `int8_max_drop` points.
     """
     info = check_options(backend, precision, input_format, raw_input)
+    quantization.check_options(backend, int8, calibration, int8_max_drop, int8_images)
     if output is None:
         raise UsageError("give the artifact's file name: output=...")
     output = Path(output)
@@ -128,13 +140,19 @@ def build(
     contract = input_contract(network, normalization_of(saved, statistics, recorded),
                               "raw" if raw_input else input_format)
     folded = info.fold and fold
-    report = write_artifact(network, saved, contract, output, backend=backend, precision=precision, batch=profile,
-                            fold=folded, seed=seed, features=features, verify=verify)
+    quantized = None
+    if int8 and calibration is not None:  # checked: --int8 needs --calibration
+        quantization.require()
+        quantized = Quantization(*quantization.datasets(network, saved, calibration), int8_max_drop, int8_images)
+    report, accuracy = write_artifact(network, saved, contract, output, backend=backend, precision=precision,
+                                      batch=profile, fold=folded, seed=seed, features=features, verify=verify,
+                                      int8=quantized)
     return BuildResult(
         path=output, files=[output.parent / name for name in report.files],
         size=sum((output.parent / name).stat().st_size for name in report.files), backend=backend,
-        precision=precision, batch=profile, folded=folded, contract=contract, errors=dict(report.errors),
-        checked_with=report.checked_with, reference_finite=report.reference_finite, verified=verify)
+        precision="int8" if int8 else precision, batch=profile, folded=folded, contract=contract,
+        errors=dict(report.errors), checked_with=report.checked_with, reference_finite=report.reference_finite,
+        verified=verify, int8=accuracy)
 
 
 def check_options(backend: str, precision: str, input_format: str, raw_input: bool,
@@ -336,33 +354,60 @@ def input_contract(network: Network, normalization: Normalization, input_format:
 
 def write_artifact(network: Network, saved: Weights | None, contract: InputContract, output: Path, *, backend: str,
                    precision: str, batch: BatchProfile, fold: bool, seed: int, features: Sequence[str] | None,
-                   verify: bool) -> BuildReport:
-    """Build in a staging folder beside `output` and move the files into place only once they pass verification;
-    a failure leaves nothing of this build and a user's existing file unchanged."""
+                   verify: bool, int8: Quantization | None = None) -> tuple[BuildReport, Int8Accuracy | None]:
+    """Build in a staging folder beside `output` and move the files into place only once they pass verification
+    (and, quantised, the INT8 accuracy gate); a failure leaves nothing of this build and a user's existing file
+    unchanged."""
     from resdsl.backends import BackendUnavailable, Unsupported
+    from resdsl.data import DataError
     from resdsl.weights import WeightsError
 
+    accuracy = None
     try:
         with staging_folder(output) as folder:  # first, so that an output that cannot be written fails at once
             module = load_backend(backend)
             if hasattr(module, "require"):
                 module.require()
             model = prepare_model(network, saved, seed, features)
-            report = build_artifact(module, model, network, contract, folder / output.name, backend=backend,
+            fp32 = folder / "fp32" / output.name if int8 is not None else folder / output.name
+            fp32.parent.mkdir(exist_ok=True)
+            report = build_artifact(module, model, network, contract, fp32, backend=backend,
                                     precision=precision, batch=batch, fold=fold, seed=seed)
             failure = verification_failure(report, backend, precision) if verify else None
+            if failure is None and int8 is not None:
+                accuracy = quantize(fp32, folder / output.name, report, network, saved, contract, batch, seed, int8)
+                failure = accuracy.failure(int8.max_drop) if verify else None
+                backend = f"{backend} INT8"
             if failure is not None:  # the staging folder goes, so nothing of this build is left
                 raise BuildError(f"the {backend} artifact failed verification: {failure}; {unchanged(output)} "
                                  "(--no-verify writes it anyway)")
             move_into_place(folder, output, report.files)
-    except (BackendUnavailable, Unsupported, BuildError, UsageError, WeightsError):
+    except (BackendUnavailable, Unsupported, BuildError, UsageError, WeightsError, DataError):
         raise
     except WriteFailed as error:
         raise BuildError(f"cannot write {output}: {error}; {unchanged(output)}") from None
     except Exception as error:
         raise BuildError(f"the {backend} build failed: {first_line(error)}") from error
-    return report
+    return report, accuracy
 
+
+def quantize(fp32: Path, out: Path, report: BuildReport, network: Network, saved: Weights | None,
+             contract: InputContract, batch: BatchProfile, seed: int, options: Quantization) -> Int8Accuracy:
+    """Quantise the fp32 IR into `out`, calibrated on DATA's training images, and measure both on its test images;
+    `report` then lists the INT8 files, whose sidecar records the precision, calibration and accuracy."""
+    import json
+    from dataclasses import asdict
+
+    from resdsl.backends.artifact import write_sidecar
+
+    calibration = quantization.calibration_batches(options.train, network, contract, batch, seed)
+    files = quantization.quantize(fp32, out, calibration)
+    measured = quantization.accuracy(fp32, out, options.test, network, contract, batch,
+                                     min(len(options.train), quantization.CALIBRATION_IMAGES), options.images)
+    metadata = json.loads(fp32.with_name(f"{fp32.name}.json").read_text())
+    metadata.update(precision="int8", int8={**asdict(measured), "quantizer": "nncf.quantize"})
+    report.files = [*files, write_sidecar(out, metadata)]
+    return measured
 
 
 def prepare_model(network: Network, saved: Weights | None, seed: int,

@@ -133,8 +133,8 @@ def test_bench_openvino_runs_on_the_threads_asked_for(restore_threads, monkeypat
 
 
 @pytest.mark.parametrize("backends, message", [
-    ("eager,coreml", "--backend takes pytorch, export, onnx, openvino, tensorrt, eager, folded, compiled (several "
-                     "separated by commas), not 'coreml'"),
+    ("eager,coreml", "--backend takes pytorch, export, onnx, openvino, tensorrt, eager, folded, compiled, "
+                     "openvino-int8 (several separated by commas), not 'coreml'"),
     ("eager,onnx,pytorch", "--backend names the same route more than once (eager, pytorch); give each once"),
 ])
 def test_bench_refuses_an_unknown_or_repeated_route_in_the_list(backends, message):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -27,6 +28,8 @@ DeviceOption = Annotated[str | None, typer.Option("--device", help="cpu or cuda 
 CompareOption = Annotated[bool, typer.Option("--compare/--no-compare", help="Also time eager, BN-folded, "
                                              "torch.compile and onnxruntime (when --backend names one route).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the results as JSON.")]
+CalibrationOption = Annotated[Path | None, typer.Option(
+    "--calibration", metavar="DATA", help="The dataset folder whose training images calibrate openvino-int8.")]
 ThreadsOption = Annotated[int | None, typer.Option(
     "--threads", help="CPU threads for torch and onnxruntime (default: torch's default).")]
 
@@ -34,15 +37,17 @@ ThreadsOption = Annotated[int | None, typer.Option(
 def bench(spec: SpecArgument, backend: BackendOption = "pytorch", batch: BatchOption = 1,
           precision: PrecisionOption = "fp32", runs: RunsOption = 50, warmup: WarmupOption = 10,
           device: DeviceOption = None, compare: CompareOption = True, as_json: JsonOption = False,
-          threads: ThreadsOption = None, input_: InputOption = None, set_: SetOption = None) -> None:
+          threads: ThreadsOption = None, input_: InputOption = None, set_: SetOption = None,
+          calibration: CalibrationOption = None) -> None:
     """Time warm-up-excluded runs, routes interleaved, and print latency p50/p90 and throughput per route."""
     from resdsl.benchmark import bench as time_routes
+    from resdsl.data import DataError
 
     try:
         result = time_routes(spec, backend, batch=batch, precision=precision, runs=runs, warmup=warmup,
                              device=device, compare=compare, threads=threads, input_shape=input_shape(input_),
-                             params=dict(parse_override(item) for item in set_ or []))
-    except (BenchError, BuildError) as error:
+                             params=dict(parse_override(item) for item in set_ or []), calibration=calibration)
+    except (BenchError, BuildError, DataError) as error:
         fail(str(error))
     if as_json:
         fields = {key: value for key, value in asdict(result).items() if key != "timings"}

@@ -15,6 +15,7 @@ from resdsl.backends import BACKENDS, BackendUnavailable, Unsupported
 from resdsl.cli.common import SetOption, SpecArgument, check_seed, fail, not_empty, quoted
 from resdsl.deploy import BuildError, BuildResult
 from resdsl.limits import human_bytes
+from resdsl.quantization import HELDOUT_IMAGES, MAX_DROP
 from resdsl.resolve import parse_override
 
 MAX_DIGITS = 9  # of a size on the command line: larger is refused before int() meets Python's digit limit
@@ -48,6 +49,17 @@ SeedOption = Annotated[int, typer.Option("--seed", help="Seed of the initialisat
 NoVerifyOption = Annotated[bool, typer.Option(
     "--no-verify", help="Write the artifact even if its output is not within the tolerance of PyTorch's "
                         "(see docs/deploy.md).")]
+Int8Option = Annotated[bool, typer.Option(
+    "--int8", help="Quantise the OpenVINO IR to INT8 with NNCF (needs --calibration); its held-out top-1 error is "
+                   "reported beside the fp32 one's.")]
+CalibrationOption = Annotated[Path | None, typer.Option(
+    "--calibration", metavar="DATA", help="The dataset folder (as eval's --data) whose training images calibrate "
+                                         "--int8 and whose test images check it.",
+    parser=not_empty("--calibration", "a dataset folder"))]
+Int8MaxDropOption = Annotated[float, typer.Option(
+    "--int8-max-drop", metavar="POINTS", help="Refuse the INT8 artifact if its top-1 error exceeds the fp32 one's "
+                                              "by more than this many points.")]
+Int8ImagesOption = Annotated[int, typer.Option("--int8-images", help="Held-out test images --int8 is checked on.")]
 
 
 def build(spec: SpecArgument, backend: BackendOption, output: OutputOption, weights: WeightsOption = None,
@@ -55,8 +67,11 @@ def build(spec: SpecArgument, backend: BackendOption, output: OutputOption, weig
           no_fold: NoFoldOption = False, input_: InputOption = None, input_format: InputFormatOption = "float",
           raw_input: RawInputOption = False, mean: MeanOption = None, std: StdOption = None,
           features: FeaturesOption = None, seed: SeedOption = 0, no_verify: NoVerifyOption = False,
-          set_: SetOption = None) -> None:
-    """Write an exported program, ONNX file, TorchScript module or TensorRT engine, and check it against PyTorch."""
+          int8: Int8Option = False, calibration: CalibrationOption = None, int8_max_drop: Int8MaxDropOption = MAX_DROP,
+          int8_images: Int8ImagesOption = HELDOUT_IMAGES, set_: SetOption = None) -> None:
+    """Write an exported program, ONNX file, TorchScript module, OpenVINO IR or TensorRT engine, and check it
+    against PyTorch."""
+    from resdsl.data import DataError
     from resdsl.deploy import build as build_artifact
     from resdsl.weights import WeightsError
 
@@ -66,12 +81,15 @@ def build(spec: SpecArgument, backend: BackendOption, output: OutputOption, weig
             precision=precision, batch=batch_size(batch, dynamic_batch), fold=not no_fold,
             input_shape=input_shape(input_), input_format=input_format, raw_input=raw_input,
             mean=floats("--mean", mean), std=floats("--std", std), features=feature_names(features), seed=seed,
-            verify=not no_verify)
-    except (BuildError, WeightsError, BackendUnavailable, Unsupported) as error:
+            verify=not no_verify, int8=int8, calibration=calibration, int8_max_drop=int8_max_drop,
+            int8_images=int8_images)
+    except (BuildError, WeightsError, BackendUnavailable, Unsupported, DataError) as error:
         fail(str(error))
-    typer.echo(f"{backend}: {result.path} ({human_bytes(result.size)}), {precision}, {result.batch}, "
+    typer.echo(f"{backend}: {result.path} ({human_bytes(result.size)}), {result.precision}, {result.batch}, "
                f"{'BN folded' if result.folded else 'BN kept'}, {result.contract.describe()}; {checked(result)}"
                f"{' (not verified: --no-verify)' * no_verify}")
+    if result.int8 is not None:
+        typer.echo(f"int8: {result.int8.describe()}")
 
 
 def checked(result: BuildResult) -> str:
@@ -80,7 +98,8 @@ def checked(result: BuildResult) -> str:
     e = result.errors
     if not result.reference_finite:
         return f"loaded with {result.checked_with}, but the outputs are not finite with these weights"
-    return (f"checked with {result.checked_with}: max abs err {e['max_abs']:.2e}, "
+    quantised = "the fp32 IR it was quantised from " if result.int8 is not None else ""
+    return (f"{quantised}checked with {result.checked_with}: max abs err {e['max_abs']:.2e}, "
             f"max rel err {e['max_rel']:.2e}, cosine {e['cosine']:.6f}")
 
 

@@ -1,0 +1,369 @@
+"""`resdsl build --backend openvino --int8 --calibration DATA`: a small net trained briefly on Fashion-MNIST, quantised
+by NNCF; the held-out figures the build reports are the ones OpenVINO's runtime and the PyTorch module give when
+run here directly on the test images read from the idx files, the accuracy gate refuses and writes nothing, and
+the options that do not go together are refused in one sentence. NNCF runs in a child interpreter: it never
+enters this process, sends no usage report, fails in one sentence, and ends when its parent does."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import openvino
+import openvino.opset13 as ops
+import pytest
+import torch
+from test_deploy import run  # the CLI runner the deploy tests use
+
+import resdsl
+from resdsl.quantization import QuantizationFailed, quantize
+from resdsl.resolve import UsageError
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+pytestmark = [pytest.mark.torch, pytest.mark.xdist_group("int8"),  # its fixtures, trained and built once
+              pytest.mark.skipif(not FASHION.is_dir(), reason="needs the Debian package fashion-mnist")]
+
+SPEC = """\
+network fm {
+  input 1x28x28
+  stem { conv1: conv 3x3, 8, stride 2; bn1: batchnorm; relu }
+  stages (block: basic, shortcut: A) {
+    layer1: 1 x 8
+    layer2: 1 x 16, stride 2
+  }
+  head { avgpool; fc: linear 10 }
+  train { dataset "fashion-mnist" }
+}
+"""
+HELD_OUT = 500
+BATCH = 50  # few batches: NNCF's calibration runs the IR once per batch
+
+
+def idx(name: str) -> np.ndarray:
+    """An idx file of the Debian package, read with numpy (images N x 1 x 28 x 28, labels N)."""
+    raw = gzip.decompress((FASHION / name).read_bytes())
+    dims = raw[3]
+    shape = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(dims)]
+    array = np.frombuffer(raw, np.uint8, offset=4 + 4 * dims).reshape(shape)
+    return array[:, None] if dims == 3 else array
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.Module]:
+    """The spec and a state_dict after 60 SGD steps of batch 64 on the training images (56% test error)."""
+    folder = tmp_path_factory.mktemp("int8")
+    (folder / "fm.res").write_text(SPEC)
+    images, labels = (torch.from_numpy(idx(f"train-{kind}-idx{dims}-ubyte.gz").copy()) for kind, dims in
+                      (("images", 3), ("labels", 1)))
+    model = resdsl.compile(SPEC).to_torch(seed=0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(60):
+        chosen = torch.randint(len(labels), (64,), generator=generator)
+        loss = torch.nn.functional.cross_entropy(model(images[chosen].float() / 255), labels[chosen].long())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    torch.save(model.state_dict(), folder / "w.pt")
+    return folder, model.eval()
+
+
+# Loaded by the quantising child through PYTHONPATH: it records a fork (OpenVINO's usage reporter sends from a
+# forked copy) and refuses it, so that a report is neither sent nor missed.
+RECORD_FORKS = """\
+import os
+
+
+def _refuse() -> int:
+    with open(os.path.join(os.path.dirname(__file__), "forks"), "a") as forks:
+        forks.write(f"{os.getpid()}\\n")
+    raise OSError("the quantising child forked")
+
+
+os.fork = _refuse
+"""
+
+
+@dataclass(frozen=True)
+class Built:
+    """The INT8 build shared by the tests: its IR, the CLI's output, and the child's HOME and fork record."""
+
+    path: Path
+    output: str
+    home: Path
+    forks: Path
+
+
+@pytest.fixture(scope="module")
+def built(trained: tuple[Path, torch.nn.Module], tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """Built in this process by the CLI, the child run with an empty HOME (no opt-out of usage reports there) and
+    outside CI, as a user's machine."""
+    folder, _ = trained
+    home, site = tmp_path_factory.mktemp("home"), tmp_path_factory.mktemp("site")
+    (site / "sitecustomize.py").write_text(RECORD_FORKS)
+    with pytest.MonkeyPatch.context() as env:
+        for name in ("CI", "NNCF_CI", "NNCF_DEV"):
+            env.delenv(name, raising=False)
+        env.setenv("HOME", str(home))
+        env.setenv("PYTHONPATH", str(site), prepend=os.pathsep)
+        result = run("build", folder / "fm.res", "--backend", "openvino", "-o", folder / "net.xml", "--weights",
+                     folder / "w.pt", "--batch", BATCH, "--int8", "--calibration", FASHION, "--int8-images", HELD_OUT,
+                     "--int8-max-drop", 100)  # the figures, whatever they are (the gate has its own test)
+    assert result.exit_code == 0, result.output
+    return Built(folder / "net.xml", result.output, home, site / "forks")
+
+
+def held_out() -> tuple[torch.Tensor, torch.Tensor]:
+    return (torch.from_numpy(idx("t10k-images-idx3-ubyte.gz")[:HELD_OUT].copy()),
+            torch.from_numpy(idx("t10k-labels-idx1-ubyte.gz")[:HELD_OUT].astype(np.int64)))
+
+
+def openvino_top1(path: Path, images: torch.Tensor) -> torch.Tensor:
+    """The IR's top-1 classes of uint8 images fed in 0-1, run by OpenVINO's CPU plugin directly, BATCH at a time."""
+    compiled = openvino.Core().compile_model(str(path), "CPU")
+    x = images.float().numpy() / 255
+    return torch.cat([torch.from_numpy(np.asarray(compiled(x[i:i + BATCH])[compiled.outputs[0]])).argmax(1)
+                      for i in range(0, len(x), BATCH)])
+
+
+def reported(output: str) -> dict[str, float]:
+    match = re.search(r"first ([\d,]+) test images of fashion-mnist: fp32 ([\d.]+)%, int8 ([\d.]+)% \(([-+][\d.]+) "
+                      r"points\); top-1 agrees on ([\d.]+)%; calibrated on 300 training images", output)
+    assert match, output
+    images, fp32, int8, change, agreement = match.groups()
+    return {"images": int(images.replace(",", "")), "fp32": float(fp32), "int8": float(int8),
+            "change": float(change), "agreement": float(agreement)}
+
+
+def test_reported_int8_error_is_what_openvino_gives_on_the_first_test_images(built):
+    path, output = built.path, built.output
+    images, labels = held_out()
+    errors = int((openvino_top1(path, images) != labels).sum())
+    assert reported(output)["images"] == HELD_OUT
+    assert reported(output)["int8"] == pytest.approx(100 * errors / HELD_OUT, abs=1e-9)
+
+
+def test_reported_fp32_error_change_and_agreement_are_the_pytorch_modules(built, trained):
+    path, output = built.path, built.output
+    images, labels = held_out()
+    with torch.no_grad():
+        fp32 = trained[1](images.float() / 255).argmax(1)
+    int8 = openvino_top1(path, images)
+    figures = reported(output)
+    assert figures["fp32"] == pytest.approx(100 * int((fp32 != labels).sum()) / HELD_OUT, abs=1e-9)
+    assert figures["fp32"] < 75  # trained: chance is 90%
+    assert figures["change"] == pytest.approx(figures["int8"] - figures["fp32"], abs=0.006)
+    assert figures["agreement"] == pytest.approx(100 * int((fp32 == int8).sum()) / HELD_OUT, abs=1e-9)
+
+
+def test_the_artifact_is_quantised_and_its_sidecar_records_the_figures(built):
+    path, output = built.path, built.output
+    ops = {op.get_type_name() for op in openvino.Core().read_model(str(path)).get_ops()}
+    assert "FakeQuantize" in ops
+    sidecar = json.loads(path.with_name("net.xml.json").read_text())
+    assert sidecar["precision"] == "int8"
+    assert 100 * sidecar["int8"]["int8_error"] == pytest.approx(reported(output)["int8"], abs=1e-9)
+    assert output.startswith(f"openvino: {path} (") and f", int8, batch {BATCH}," in output
+
+
+def test_an_int8_build_leaves_nncf_out_of_the_calling_process(built):
+    """Importing NNCF patches torch (its torch part, which OpenVINO's converter also imports once nncf is loaded);
+    pytest-xdist workers that had quantised in-process died minutes later."""
+    assert [name for name in sys.modules if name == "nncf" or name.startswith("nncf.")] == []
+
+
+def test_the_quantising_child_sends_no_usage_report(built):
+    """NNCF reports usage through openvino_telemetry, which writes a client id under ~/intel and sends the report
+    from a forked copy of the process, unless the user opted out or CI is set (neither, here)."""
+    assert not (built.home / "intel").exists()
+    assert not built.forks.exists()
+
+
+def test_the_gate_refuses_an_int8_artifact_over_the_drop_and_keeps_the_users_file(trained):
+    folder, _ = trained
+    existing = folder / "kept.xml"
+    existing.write_text("mine")
+    result = run("build", folder / "fm.res", "--backend", "openvino", "-o", existing, "--weights", folder / "w.pt",
+                 "--batch", BATCH, "--int8", "--calibration", FASHION, "--int8-images", 50, "--int8-max-drop", -100)
+    assert result.exit_code == 1
+    assert re.fullmatch(r"error: the openvino INT8 artifact failed verification: its top-1 error is [\d.]+% against "
+                        r"the fp32 artifact's [\d.]+% on the first 50 test images of fashion-mnist, [-+][\d.]+ points, "
+                        r"more than the --int8-max-drop of -100; the existing kept.xml is unchanged \(--no-verify "
+                        r"writes it anyway\)\n", result.output), result.output
+    assert existing.read_text() == "mine"
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(("kept", ".kept"))) == ["kept.xml"]
+
+
+def quantising_children(parent: int) -> list[int]:
+    """The processes running resdsl.nncf_quantize whose parent is `parent`, from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            command = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):  # it ended meanwhile
+            continue
+        if ppid == parent and b"resdsl.nncf_quantize" in command:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def wait_for_child(parent: int) -> int:
+    deadline = time.monotonic() + 60
+    while not (children := quantising_children(parent)):
+        assert time.monotonic() < deadline, "no quantising child started"
+        time.sleep(0.05)
+    return children[0]
+
+
+def running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@contextmanager
+def child_killed() -> Iterator[None]:
+    """Kill this process's quantising child with SIGKILL as soon as it starts."""
+    done = threading.Event()
+
+    def kill() -> None:
+        while not done.is_set():
+            for pid in quantising_children(os.getpid()):
+                os.kill(pid, signal.SIGKILL)
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill)
+    killer.start()
+    try:
+        yield
+    finally:
+        done.set()
+        killer.join()
+
+
+def tiny_ir(path: Path) -> Path:
+    """A 1x1x4x4 input convolved by two 3x3 kernels, written with OpenVINO's own API: an fp32 IR NNCF quantises."""
+    x = ops.parameter([1, 1, 4, 4], np.float32, name="input")
+    y = ops.convolution(x, ops.constant(np.ones((2, 1, 3, 3), np.float32)), [1, 1], [0, 0], [0, 0], [1, 1])
+    openvino.save_model(openvino.Model([y], [x]), str(path))
+    return path
+
+
+def test_a_killed_quantising_child_fails_the_build_in_one_sentence_and_writes_nothing(trained, tmp_path):
+    folder, _ = trained
+    with child_killed():
+        result = run("build", folder / "fm.res", "--backend", "openvino", "-o", tmp_path / "net.xml", "--weights",
+                     folder / "w.pt", "--batch", BATCH, "--int8", "--calibration", FASHION)
+    assert result.exit_code == 1
+    assert result.output == ("error: the openvino build failed: NNCF's INT8 quantisation process was killed by "
+                             "SIGKILL\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_nncfs_own_error_is_its_one_line_and_writes_nothing(tmp_path):
+    source = tiny_ir(tmp_path / "fp32.xml")
+    with pytest.raises(QuantizationFailed) as failed:
+        quantize(source, tmp_path / "int8.xml", [np.zeros((1, 3, 4, 4), np.float32)])  # 3 channels, not 1
+    message = str(failed.value)
+    assert message.startswith("NNCF's INT8 quantisation failed: ") and "\n" not in message, message
+    assert "Traceback" not in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fp32.bin", "fp32.xml"]
+
+
+PARENT = """\
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from resdsl.quantization import quantize
+
+quantize(Path(sys.argv[1]), Path(sys.argv[2]), [np.zeros((1, 1, 4, 4), np.float32)])
+"""
+
+
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL], ids=["interrupted", "killed"])
+def test_a_parent_interrupted_or_killed_leaves_no_quantising_child(tmp_path, how):
+    source = tiny_ir(tmp_path / "fp32.xml")
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, source, tmp_path / "int8.xml"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        child = wait_for_child(parent.pid)
+        parent.send_signal(how)
+        assert parent.wait(timeout=30) == -how
+        deadline = time.monotonic() + 10
+        while running(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not running(child)
+    finally:
+        parent.kill()
+        parent.wait()
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--backend", "openvino", "--int8"], "--int8 needs --calibration DATA, the dataset"),
+    (["--backend", "onnx", "--int8", "--calibration", FASHION], "--int8 quantises OpenVINO IR with NNCF: build "
+                                                                "with --backend openvino, not onnx"),
+    (["--backend", "openvino", "--calibration", FASHION], "--calibration gives the images --int8 calibrates on"),
+    (["--backend", "openvino", "--int8", "--calibration", FASHION, "--int8-max-drop", "nan"],
+     "--int8-max-drop takes a number of points of top-1 error, not nan"),
+    (["--backend", "openvino", "--int8", "--calibration", FASHION, "--int8-images", 0],
+     "--int8-images must be at least 1, not 0"),
+])
+def test_int8_options_that_do_not_go_together_are_a_usage_error(tmp_path, flags, message):
+    result = run("build", "cifar20", "-o", tmp_path / "net.xml", *flags)
+    assert result.exit_code == 2
+    assert result.output.startswith(f"error: {message}") and result.output.count("\n") == 1, result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_int8_without_nncf_says_which_extra_to_install(trained, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "nncf", None)  # as if not installed: importing it fails
+    result = run("build", trained[0] / "fm.res", "--backend", "openvino", "-o", tmp_path / "net.xml", "--int8",
+                 "--calibration", FASHION)
+    assert result.exit_code == 1
+    assert result.output == "error: --int8 needs nncf, which is not installed here: pip install 'resdsl[int8]'\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_python_api_refuses_int8_without_calibration(tmp_path):
+    with pytest.raises(UsageError, match="--int8 needs --calibration DATA"):
+        resdsl.build("cifar20", "openvino", tmp_path / "net.xml", int8=True)
+
+
+def test_bench_times_the_int8_route_beside_fp32_openvino(trained):
+    folder, _ = trained
+    result = run("bench", folder / "fm.res", "--backend", "openvino,openvino-int8", "--calibration", FASHION,
+                 "--batch", BATCH, "--runs", 3, "--warmup", 1, "--threads", 1)
+    assert result.exit_code == 0, result.output
+    rows = result.output.splitlines()[2:]
+    assert [row[:28].strip() for row in rows] == ["OpenVINO", "OpenVINO INT8 (NNCF)"]
+    assert all(float(row.split()[-3]) > 0 for row in rows)  # p50, p90, img/s: numbers, not a reason
+
+
+def test_bench_int8_route_without_calibration_is_a_usage_error(trained):
+    result = run("bench", trained[0] / "fm.res", "--backend", "openvino-int8")
+    assert result.exit_code == 2
+    assert result.output == ("error: the openvino-int8 route needs --calibration DATA, the dataset whose training "
+                             "images calibrate it\n")
+
+
+def test_precision_int8_for_openvino_points_at_the_int8_flag(tmp_path):
+    result = run("build", "cifar20", "--backend", "openvino", "-o", tmp_path / "net.xml", "--precision", "int8")
+    assert result.exit_code == 2
+    assert result.output.endswith("; for OpenVINO, build with --int8 --calibration DATA\n"), result.output
