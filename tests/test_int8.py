@@ -130,9 +130,12 @@ def held_out() -> tuple[torch.Tensor, torch.Tensor]:
             torch.from_numpy(idx("t10k-labels-idx1-ubyte.gz")[:HELD_OUT].astype(np.int64)))
 
 
+CORE = openvino.Core()  # one per process (tests/test_openvino.py's last test says why)
+
+
 def openvino_top1(path: Path, images: torch.Tensor) -> torch.Tensor:
     """The IR's top-1 classes of uint8 images fed in 0-1, run by OpenVINO's CPU plugin directly, BATCH at a time."""
-    compiled = openvino.Core().compile_model(str(path), "CPU")
+    compiled = CORE.compile_model(str(path), "CPU")
     x = images.float().numpy() / 255
     return torch.cat([torch.from_numpy(np.asarray(compiled(x[i:i + BATCH])[compiled.outputs[0]])).argmax(1)
                       for i in range(0, len(x), BATCH)])
@@ -170,7 +173,7 @@ def test_reported_fp32_error_change_and_agreement_are_the_pytorch_modules(built,
 
 def test_the_artifact_is_quantised_and_its_sidecar_records_the_figures(built):
     path, output = built.path, built.output
-    ops = {op.get_type_name() for op in openvino.Core().read_model(str(path)).get_ops()}
+    ops = {op.get_type_name() for op in CORE.read_model(str(path)).get_ops()}
     assert "FakeQuantize" in ops
     sidecar = json.loads(path.with_name("net.xml.json").read_text())
     assert sidecar["precision"] == "int8"
