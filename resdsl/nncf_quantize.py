@@ -2,9 +2,9 @@
 OUT_XML CALIBRATION_NPZ` writes the INT8 IR of the fp32 IR at OUT_XML, calibrated on the batches saved in the .npz.
 
 NNCF never runs in the caller's process: importing it patches torch (its torch part, which OpenVINO's converter
-also imports whenever nncf is loaded), which a long-lived process such as a pytest-xdist worker did not survive.
-Here it sends no usage report either. A failure prints one line on stderr and exits 1; the child dies with its
-parent, so a parent killed or interrupted leaves no quantisation running.
+also imports whenever nncf is loaded) for the rest of that process's life. Here it sends no usage report either.
+A failure prints one line on stderr and exits 1; the child dies with its parent, so a parent killed or interrupted
+leaves no quantisation running.
 """
 
 from __future__ import annotations
