@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -26,7 +28,7 @@ RUNTIME = {"INFERENCE_PRECISION_HINT": "f32", "ENABLE_CPU_PINNING": "NO"}
 def require() -> None:
     """BackendUnavailable, saying how to install it, when openvino does not import here."""
     try:
-        import openvino  # noqa: F401
+        _openvino()
     except ImportError:
         raise BackendUnavailable("the openvino backend needs openvino, which does not import here: "
                                  "pip install 'resdsl[openvino]'") from None
@@ -35,8 +37,7 @@ def require() -> None:
 def build(model: torch.nn.Module, example: torch.Tensor, out: Path, *, batch: BatchProfile, expected: Any,
           metadata: dict[str, Any]) -> BuildReport:
     """Export, convert with fixed C x H x W (and the batch range), save uncompressed, load back and compare."""
-    import openvino
-
+    openvino = _openvino()
     if out.suffix != ".xml":  # OpenVINO's serializer takes no other name
         raise Unsupported(f"an OpenVINO IR file ends in .xml (its weights go beside it in .bin); give -o "
                           f"{out.with_suffix('.xml').name}, not {out.name}")
@@ -53,6 +54,26 @@ def build(model: torch.nn.Module, example: torch.Tensor, out: Path, *, batch: Ba
     actual = load(out, "cpu")(example)
     return BuildReport(files=[out.name, weights, write_sidecar(out, metadata)], batch=batch,
                        errors=output_errors(actual, expected), checked_with="openvino (CPU)")
+
+
+def _openvino() -> ModuleType:
+    """openvino, imported without the usage report its import sends (`openvino.tools.ovc` forks a copy of the
+    process that posts an "ov import" event unless the user opted out). Where `openvino_telemetry` does not import,
+    OpenVINO binds its own stub instead, so it is hidden while openvino imports; once imported, openvino keeps the
+    stub and the user's own `import openvino_telemetry` works again."""
+    if "openvino" not in sys.modules:
+        installed = sys.modules.get("openvino_telemetry")
+        sys.modules["openvino_telemetry"] = None  # pyright: ignore[reportArgumentType] (None: "cannot import")
+        try:
+            import openvino.tools.ovc  # what openvino's own __init__ imports, and what reports
+        finally:
+            if installed is None:
+                del sys.modules["openvino_telemetry"]
+            else:
+                sys.modules["openvino_telemetry"] = installed
+    import openvino
+
+    return openvino
 
 
 @contextlib.contextmanager
@@ -78,9 +99,7 @@ def _core() -> Any:
     """The process's one OpenVINO runtime (`openvino.Core`), as OpenVINO asks: with a Core per model, a process
     that had two compiled models and freed them, then forked (DataLoader workers) and ran a subprocess, died by
     SIGSEGV (OpenVINO 2026.4; tests/test_openvino.py reproduces it)."""
-    import openvino
-
-    return openvino.Core()
+    return _openvino().Core()
 
 
 def load(path: Path, device: str) -> Callable[[torch.Tensor], Any]:

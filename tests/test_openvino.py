@@ -5,6 +5,7 @@ contract baked in or left out."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -130,6 +131,61 @@ def test_openvino_build_sends_no_usage_report(tmp_path, monkeypatch):
     monkeypatch.setattr("os.fork", refuse_fork)
     build("cifar20", "--backend", "openvino", "-o", tmp_path / "c20.xml")
     assert forks == []
+
+
+# `import openvino` reports usage itself (openvino/tools/ovc/__init__.py: a client id under ~/intel, then a forked
+# copy of the process connects to Google Analytics), which test_openvino_build_sends_no_usage_report cannot see in
+# this process, where openvino was imported first: a fresh build, with forks and connections recorded and refused.
+TINY_SPEC = """\
+network tiny {
+  input 1x8x8
+  stem { conv1: conv 3x3, 4; bn1: batchnorm; relu }
+  stages (block: basic, shortcut: A) {
+    layer1: 1 x 4
+  }
+  head { avgpool; fc: linear 2 }
+}
+"""
+
+# Loaded by the fresh interpreter through PYTHONPATH (sitecustomize): records and refuses forks and connections.
+RECORD_FORKS_AND_CONNECTIONS = """\
+import os, socket
+
+
+def _record(what):
+    with open(os.path.join(os.path.dirname(__file__), "attempts"), "a") as attempts:
+        attempts.write(what + "\\n")
+
+
+def _refuse_fork():
+    _record("fork")
+    raise OSError("forked")
+
+
+def _refuse_connection(address, *args, **kwargs):
+    _record(f"connect {address}")
+    raise OSError("connected")
+
+
+os.fork = _refuse_fork
+socket.create_connection = _refuse_connection
+"""
+
+
+def test_a_fresh_openvino_build_sends_no_usage_report_and_writes_nothing_under_home(tmp_path: Path) -> None:
+    home, site = tmp_path / "home", tmp_path / "site"
+    home.mkdir()
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(RECORD_FORKS_AND_CONNECTIONS)
+    (tmp_path / "tiny.res").write_text(TINY_SPEC)
+    env = {name: value for name, value in os.environ.items() if name not in ("CI", "NNCF_CI", "NNCF_DEV")}
+    env.update(HOME=str(home), PYTHONPATH=os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")])))
+    done = subprocess.run([sys.executable, "-m", "resdsl", "build", "tiny.res", "--backend", "openvino", "-o",
+                           "tiny.xml"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    attempts = site / "attempts"
+    assert not attempts.exists(), attempts.read_text()
+    assert not (home / "intel").exists()
 
 
 # Two models compiled by resdsl's loader and freed, then DataLoader workers forked and a subprocess run: the
