@@ -65,8 +65,10 @@ class Int8Accuracy:
 
     @property
     def change(self) -> float:
-        """The INT8 artifact's top-1 error minus the fp32 one's, in points (percent)."""
-        return 100 * (self.int8_error - self.fp32_error)
+        """The INT8 artifact's top-1 error minus the fp32 one's, in points (percent), from the counts of images each
+        got wrong: 100 * (397/1000 - 387/1000) is 1.0000000000000009, over a --int8-max-drop of 1."""
+        wrong = round(self.int8_error * self.images) - round(self.fp32_error * self.images)
+        return 100 * wrong / self.images
 
     def describe(self) -> str:
         return (f"top-1 error on the first {self.images:,} {self.split} images of {self.dataset}: fp32 "

@@ -28,7 +28,7 @@ import torch
 from test_deploy import run  # the CLI runner the deploy tests use
 
 import resdsl
-from resdsl.quantization import QuantizationFailed, quantize
+from resdsl.quantization import Int8Accuracy, QuantizationFailed, quantize
 from resdsl.resolve import UsageError
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -370,3 +370,15 @@ def test_precision_int8_for_openvino_points_at_the_int8_flag(tmp_path):
     result = run("build", "cifar20", "--backend", "openvino", "-o", tmp_path / "net.xml", "--precision", "int8")
     assert result.exit_code == 2
     assert result.output.endswith("; for OpenVINO, build with --int8 --calibration DATA\n"), result.output
+
+
+@pytest.mark.parametrize(("images", "fp32_wrong", "int8_wrong", "max_drop"), [
+    (1000, 387, 397, 1.0),  # 10 more wrong of 1,000: 1 point
+    (100, 3, 4, 1.0),  # 1 more wrong of 100: 1 point
+    (500, 61, 71, 2.0),  # 10 more wrong of 500: 2 points
+])
+def test_a_drop_of_exactly_the_allowed_points_passes_the_gate(images: int, fp32_wrong: int, int8_wrong: int,
+                                                              max_drop: float) -> None:
+    measured = Int8Accuracy("fashion-mnist", "test", 300, images, fp32_error=fp32_wrong / images,
+                            int8_error=int8_wrong / images, agreement=0.9)
+    assert measured.failure(max_drop) is None
