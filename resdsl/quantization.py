@@ -123,10 +123,15 @@ def quantize(source: Path, out: Path, calibration: Sequence[ArrayLike]) -> list[
     child."""
     import numpy as np
 
+    from resdsl.backends import writing
+
     with tempfile.TemporaryDirectory(prefix=".resdsl-int8-", dir=out.parent) as folder:
         batches = Path(folder) / "calibration.npz"
-        np.savez(batches, *(np.asarray(x) for x in calibration))
-        command = [sys.executable, "-m", "resdsl.nncf_quantize", str(os.getpid()), str(source), str(out), str(batches)]
+        with writing():  # a full disk is the build's "cannot write", as the artifact's own files would be
+            np.savez(batches, *(np.asarray(x) for x in calibration))
+        # -P: the working folder is not put first on sys.path, where a user's nncf.py would shadow NNCF
+        command = [sys.executable, "-P", "-m", "resdsl.nncf_quantize", str(os.getpid()), str(source), str(out),
+                   str(batches)]
         child = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                text=True, errors="replace", check=False)  # run() kills the child on an interrupt
     if child.returncode != 0:

@@ -26,6 +26,7 @@ import openvino.opset13 as ops
 import pytest
 import torch
 from test_deploy import run  # the CLI runner the deploy tests use
+from test_deploy_errors import sandbox_available
 
 import resdsl
 from resdsl.quantization import Int8Accuracy, QuantizationFailed, quantize
@@ -382,3 +383,47 @@ def test_a_drop_of_exactly_the_allowed_points_passes_the_gate(images: int, fp32_
     measured = Int8Accuracy("fashion-mnist", "test", 300, images, fp32_error=fp32_wrong / images,
                             int8_error=int8_wrong / images, agreement=0.9)
     assert measured.failure(max_drop) is None
+
+
+# A user's script that happens to be called nncf.py: importing it leaves a mark.
+USERS_NNCF_PY = """\
+from pathlib import Path
+
+Path(__file__).with_name("ran").write_text("imported by the build")
+"""
+
+
+def test_an_int8_build_does_not_import_the_users_nncf_py_from_the_working_directory(tmp_path, monkeypatch):
+    (tmp_path / "fm.res").write_text(SPEC)
+    (tmp_path / "nncf.py").write_text(USERS_NNCF_PY)
+    monkeypatch.chdir(tmp_path)
+    result = run("build", "fm.res", "--backend", "openvino", "-o", "fm.xml", "--batch", BATCH, "--int8",
+                 "--calibration", FASHION, "--int8-images", BATCH, "--int8-max-drop", 100)
+    assert not (tmp_path / "ran").exists()
+    assert result.exit_code == 0, result.output
+
+
+# A 700 KiB tmpfs over the work folder holding the user's out.xml: the fp32 IR (~50 KiB) fits, the calibration
+# batches handed to NNCF (300 Fashion-MNIST images in 0-1, ~940 KiB) do not.
+FULL_DISK = """
+mount -t tmpfs -o size=700k tmpfs "$0" && cd "$0" && printf previous > out.xml || exit 99
+"$@"; status=$?
+printf '\\n@@after\\n'; ls -A; cat out.xml
+exit $status
+"""
+
+
+def test_an_int8_build_on_a_full_disk_names_the_output_and_keeps_the_users_file(tmp_path: Path) -> None:
+    if not sandbox_available():
+        pytest.skip("needs unprivileged user namespaces (unshare -rm) to mount a small tmpfs")
+    spec, work = tmp_path / "fm.res", tmp_path / "work"
+    spec.write_text(SPEC)
+    work.mkdir()
+    command = ["unshare", "-rm", "sh", "-c", FULL_DISK, str(work), sys.executable, "-m", "resdsl", "build", str(spec),
+               "--backend", "openvino", "-o", "out.xml", "--batch", str(BATCH), "--int8", "--calibration",
+               str(FASHION)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout.partition("\n@@after\n")[2].split() == ["out.xml", "previous"]
+    assert done.stderr.strip() == ("error: cannot write out.xml: No space left on device; the existing out.xml is "
+                                   "unchanged"), done.stderr
