@@ -122,6 +122,9 @@ def build(
     """
     info = check_options(backend, precision, input_format, raw_input)
     quantization.check_options(backend, int8, calibration, int8_max_drop, int8_images)
+    if int8 and features:
+        raise UsageError("--int8 checks the INT8 artifact's top-1 classes, which a --features backbone does not "
+                         "output: build with one of --int8 and --features")
     if output is None:
         raise UsageError("give the artifact's file name: output=...")
     output = Path(output)

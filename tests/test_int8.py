@@ -427,3 +427,23 @@ def test_an_int8_build_on_a_full_disk_names_the_output_and_keeps_the_users_file(
     assert done.stdout.partition("\n@@after\n")[2].split() == ["out.xml", "previous"]
     assert done.stderr.strip() == ("error: cannot write out.xml: No space left on device; the existing out.xml is "
                                    "unchanged"), done.stderr
+
+
+@pytest.mark.parametrize("features", ["layer1", "layer1,layer2"])
+def test_int8_with_features_is_a_usage_error_naming_both(tmp_path, features):
+    (tmp_path / "fm.res").write_text(SPEC)
+    result = run("build", tmp_path / "fm.res", "--backend", "openvino", "-o", tmp_path / "out" / "fm.xml", "--batch",
+                 BATCH, "--features", features, "--int8", "--calibration", FASHION, "--int8-images", BATCH)
+    assert result.exit_code == 2, result.output
+    assert result.output == ("error: --int8 checks the INT8 artifact's top-1 classes, which a --features backbone "
+                             "does not output: build with one of --int8 and --features\n")
+    assert not (tmp_path / "out").exists()
+
+
+def test_bench_refuses_an_empty_calibration_path_as_build_does(tmp_path, monkeypatch):
+    (tmp_path / "fm.res").write_text(SPEC)
+    monkeypatch.chdir(tmp_path)
+    result = run("bench", "fm.res", "--backend", "openvino-int8", "--calibration", "", "--no-compare", "--runs", 5,
+                 "--warmup", 1)
+    assert result.exit_code == 2, result.output
+    assert result.output == "error: --calibration is empty: give a dataset folder\n"

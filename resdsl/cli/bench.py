@@ -14,7 +14,7 @@ import typer
 
 from resdsl.benchmark import NAMED, BenchError, BenchResult
 from resdsl.cli.build import InputOption, PrecisionOption, input_shape
-from resdsl.cli.common import SetOption, SpecArgument, fail
+from resdsl.cli.common import SetOption, SpecArgument, fail, not_empty
 from resdsl.deploy import BuildError
 from resdsl.resolve import parse_override
 
@@ -29,7 +29,8 @@ CompareOption = Annotated[bool, typer.Option("--compare/--no-compare", help="Als
                                              "torch.compile and onnxruntime (when --backend names one route).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the results as JSON.")]
 CalibrationOption = Annotated[Path | None, typer.Option(
-    "--calibration", metavar="DATA", help="The dataset folder whose training images calibrate openvino-int8.")]
+    "--calibration", metavar="DATA", help="The dataset folder whose training images calibrate openvino-int8.",
+    parser=not_empty("--calibration", "a dataset folder"))]
 ThreadsOption = Annotated[int | None, typer.Option(
     "--threads", help="CPU threads for torch and onnxruntime (default: torch's default).")]
 
