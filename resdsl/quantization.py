@@ -1,7 +1,8 @@
 """Post-training INT8 quantisation of an OpenVINO artifact (`resdsl build --int8`), gated on held-out accuracy.
 
 NNCF calibrates the fp32 IR on images drawn from DATA's training split; the fp32 and the INT8 artifact then
-classify the first images of DATA's test split (val/ for an image folder), and the build refuses an INT8 artifact
+classify images spread evenly over DATA's test split (val/ for an image folder, which lists its images class by
+class), and the build refuses an INT8 artifact
 whose top-1 error is worse than the fp32 one's by more than a threshold. The images are cut to the network's
 input (an image folder's centre view, as `resdsl eval` cuts it; a tensor dataset's centre crop) and fed in the
 artifact's input format. NNCF runs in a child interpreter (resdsl.nncf_quantize), never in this process. Nothing
@@ -71,7 +72,7 @@ class Int8Accuracy:
         return 100 * wrong / self.images
 
     def describe(self) -> str:
-        return (f"top-1 error on the first {self.images:,} {self.split} images of {self.dataset}: fp32 "
+        return (f"top-1 error on {self.images:,} {self.split} images of {self.dataset}, evenly spaced: fp32 "
                 f"{100 * self.fp32_error:.2f}%, int8 {100 * self.int8_error:.2f}% ({self.change:+.2f} points); "
                 f"top-1 agrees on {100 * self.agreement:.2f}%; calibrated on {self.calibration_images:,} training "
                 "images")
@@ -81,7 +82,7 @@ class Int8Accuracy:
         if self.change <= max_drop:
             return None
         return (f"its top-1 error is {100 * self.int8_error:.2f}% against the fp32 artifact's "
-                f"{100 * self.fp32_error:.2f}% on the first {self.images:,} {self.split} images of {self.dataset}, "
+                f"{100 * self.fp32_error:.2f}% on {self.images:,} {self.split} images of {self.dataset}, "
                 f"{self.change:+.2f} points, more than the --int8-max-drop of {max_drop:g}")
 
 
@@ -173,12 +174,14 @@ def calibration_batches(train: Dataset, network: Network, contract: InputContrac
 
 def accuracy(fp32: Path, int8: Path, test: Dataset, network: Network, contract: InputContract, batch: BatchProfile,
              calibration_images: int, images: int = HELDOUT_IMAGES) -> Int8Accuracy:
-    """Top-1 errors of the two IR files on the first `images` test images, and their agreement."""
+    """Top-1 errors of the two IR files on `images` test images spread evenly over the split (an image folder's
+    val/ lists its images class by class), and their agreement."""
     import torch
 
     from resdsl.backends.openvino import load
 
-    held_out = test.subset(torch.arange(min(images, len(test))))
+    count = min(images, len(test))
+    held_out = test.subset(torch.arange(count) * len(test) // count)
     runs = {"fp32": load(fp32, "cpu"), "int8": load(int8, "cpu")}
     predicted: dict[str, list[torch.Tensor]] = {name: [] for name in runs}
     labels = []

@@ -59,7 +59,8 @@ CalibrationOption = Annotated[Path | None, typer.Option(
 Int8MaxDropOption = Annotated[float, typer.Option(
     "--int8-max-drop", metavar="POINTS", help="Refuse the INT8 artifact if its top-1 error exceeds the fp32 one's "
                                               "by more than this many points.")]
-Int8ImagesOption = Annotated[int, typer.Option("--int8-images", help="Held-out test images --int8 is checked on.")]
+Int8ImagesOption = Annotated[int, typer.Option(
+    "--int8-images", help="Held-out test images --int8 is checked on, spread evenly over the test split.")]
 
 
 def build(spec: SpecArgument, backend: BackendOption, output: OutputOption, weights: WeightsOption = None,
