@@ -46,10 +46,8 @@ def onnxruntime_session(path: Path, entries: dict[str, str]) -> Runner:
 
 def openvino_model(path: Path, config: dict[str, str]) -> Runner:
     """An OpenVINO CPU model of the IR with the backend's runtime settings, torch's thread count, and `config`."""
-    import openvino
-
     settings = {**openvino_backend.RUNTIME, "INFERENCE_NUM_THREADS": torch.get_num_threads(), **config}
-    compiled = openvino.Core().compile_model(str(path), "CPU", settings)
+    compiled = openvino_backend.runtime().compile_model(str(path), "CPU", settings)
     return lambda x: torch.from_numpy(np.asarray(compiled(x.numpy())[compiled.outputs[0]]))
 
 
