@@ -112,16 +112,20 @@ def build(
     calibration: str | Path | None = None,
     int8_max_drop: float = MAX_DROP,
     int8_images: int = HELDOUT_IMAGES,
+    dataset: str | None = None,
 ) -> BuildResult:
     """Write `spec`'s artifact for `backend` to `output` and check it against the PyTorch module.
 
     `batch` is a fixed size or a dynamic `(min, opt, max)` range; `input_shape` builds for another CxHxW;
     the normalisation baked in is `mean`/`std` if given, else the one `weights`' checkpoint records.
     `int8` quantises an OpenVINO artifact, calibrated on `calibration`'s training images, and refuses it when its
-    top-1 error on `int8_images` of its test images exceeds the fp32 artifact's by over `int8_max_drop` points.
+    top-1 error on `int8_images` of its test images exceeds the fp32 artifact's by over `int8_max_drop` points;
+    `dataset` names what `calibration` holds (default: the weights' recipe's, else the spec's).
     """
     info = check_options(backend, precision, input_format, raw_input)
     quantization.check_options(backend, int8, calibration, int8_max_drop, int8_images)
+    if dataset is not None and not int8:
+        raise UsageError("--dataset names the dataset --calibration holds; it goes with --int8")
     if int8 and features:
         raise UsageError("--int8 checks the INT8 artifact's top-1 classes, which a --features backbone does not "
                          "output: build with one of --int8 and --features")
@@ -146,7 +150,8 @@ def build(
     quantized = None
     if int8 and calibration is not None:  # checked: --int8 needs --calibration
         quantization.require()
-        quantized = Quantization(*quantization.datasets(network, saved, calibration), int8_max_drop, int8_images)
+        quantized = Quantization(*quantization.datasets(network, saved, calibration, dataset), int8_max_drop,
+                                 int8_images)
     report, accuracy = write_artifact(network, saved, contract, output, backend=backend, precision=precision,
                                       batch=profile, fold=folded, seed=seed, features=features, verify=verify,
                                       int8=quantized)

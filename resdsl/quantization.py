@@ -152,13 +152,21 @@ def failure(status: int, stderr: str) -> str:
     return f"failed: {lines[-1]}" if lines else f"process ended with exit status {status}"
 
 
-def datasets(network: Network, saved: Weights | None, data: str | Path) -> tuple[Dataset, Dataset]:
-    """DATA's training and test splits of the dataset the weights (else the spec's recipe) were trained on."""
-    from resdsl.data import find_data, load_dataset
+def datasets(network: Network, saved: Weights | None, data: str | Path,
+             dataset: str | None = None) -> tuple[Dataset, Dataset]:
+    """DATA's training and test splits of `dataset` (`--dataset`), else of the one the weights (else the spec's
+    recipe) were trained on."""
+    from resdsl.data import DataError, find_data, load_dataset
     from resdsl.evaluation import recipe_of
 
-    recipe = recipe_of(network, saved.checkpoint if saved is not None else {}, {}, None)
-    root = find_data(recipe.dataset, Path(data))
+    recipe = recipe_of(network, saved.checkpoint if saved is not None else {}, {}, dataset)
+    try:
+        root = find_data(recipe.dataset, Path(data))
+    except DataError as error:
+        if dataset is not None:
+            raise
+        raise DataError(f"{error} (--int8 calibrates on {recipe.dataset}, {network.name}'s recipe's dataset; "
+                        "name the dataset DATA holds with --dataset)") from None
     return load_dataset(recipe.dataset, root, train=True), load_dataset(recipe.dataset, root, train=False)
 
 

@@ -476,3 +476,33 @@ def test_the_held_out_images_of_an_image_folder_are_not_only_its_first_classes(j
                           batch=10, int8=True, calibration=jpeg_folder, int8_images=20, int8_max_drop=100)
     assert result.int8 is not None and result.int8.images == 20
     assert result.int8.fp32_error < 1.0
+
+
+NO_DATASET_SPEC = SPEC.replace('  train { dataset "fashion-mnist" }\n', "")  # its recipe's dataset: cifar10
+
+
+def test_dataset_names_what_the_calibration_folder_holds_for_a_spec_without_one(tmp_path):
+    (tmp_path / "fm.res").write_text(NO_DATASET_SPEC)
+    result = run("build", tmp_path / "fm.res", "--backend", "openvino", "-o", tmp_path / "fm.xml", "--batch", BATCH,
+                 "--int8", "--calibration", FASHION, "--dataset", "fashion-mnist", "--int8-images", BATCH,
+                 "--int8-max-drop", 100)
+    assert result.exit_code == 0, result.output
+    assert f"int8: top-1 error on {BATCH} test images of fashion-mnist" in result.output
+
+
+def test_calibration_data_of_another_dataset_than_the_recipes_says_to_name_it(tmp_path):
+    (tmp_path / "fm.res").write_text(NO_DATASET_SPEC)
+    result = run("build", tmp_path / "fm.res", "--backend", "openvino", "-o", tmp_path / "fm.xml", "--int8",
+                 "--calibration", FASHION)
+    assert result.exit_code == 1 and list(tmp_path.iterdir()) == [tmp_path / "fm.res"]
+    assert result.output.startswith(f"error: no cifar10 data found in {FASHION}: ")
+    assert result.output.endswith("(--int8 calibrates on cifar10, fm's recipe's dataset; name the dataset DATA holds "
+                                  "with --dataset)\n")
+
+
+def test_dataset_without_int8_is_a_usage_error(tmp_path):
+    (tmp_path / "fm.res").write_text(NO_DATASET_SPEC)
+    result = run("build", tmp_path / "fm.res", "--backend", "openvino", "-o", tmp_path / "fm.xml", "--dataset",
+                 "fashion-mnist")
+    assert result.exit_code == 2
+    assert result.output == "error: --dataset names the dataset --calibration holds; it goes with --int8\n"

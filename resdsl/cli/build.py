@@ -59,6 +59,8 @@ CalibrationOption = Annotated[Path | None, typer.Option(
 Int8MaxDropOption = Annotated[float, typer.Option(
     "--int8-max-drop", metavar="POINTS", help="Refuse the INT8 artifact if its top-1 error exceeds the fp32 one's "
                                               "by more than this many points.")]
+CalibrationDatasetOption = Annotated[str | None, typer.Option(
+    "--dataset", help="The dataset --calibration holds (default: the --weights' recipe's, else the spec's).")]
 Int8ImagesOption = Annotated[int, typer.Option(
     "--int8-images", help="Held-out test images --int8 is checked on, spread evenly over the test split.")]
 
@@ -69,7 +71,8 @@ def build(spec: SpecArgument, backend: BackendOption, output: OutputOption, weig
           raw_input: RawInputOption = False, mean: MeanOption = None, std: StdOption = None,
           features: FeaturesOption = None, seed: SeedOption = 0, no_verify: NoVerifyOption = False,
           int8: Int8Option = False, calibration: CalibrationOption = None, int8_max_drop: Int8MaxDropOption = MAX_DROP,
-          int8_images: Int8ImagesOption = HELDOUT_IMAGES, set_: SetOption = None) -> None:
+          int8_images: Int8ImagesOption = HELDOUT_IMAGES, dataset: CalibrationDatasetOption = None,
+          set_: SetOption = None) -> None:
     """Write an exported program, ONNX file, TorchScript module, OpenVINO IR or TensorRT engine, and check it
     against PyTorch."""
     from resdsl.data import DataError
@@ -83,7 +86,7 @@ def build(spec: SpecArgument, backend: BackendOption, output: OutputOption, weig
             input_shape=input_shape(input_), input_format=input_format, raw_input=raw_input,
             mean=floats("--mean", mean), std=floats("--std", std), features=feature_names(features), seed=seed,
             verify=not no_verify, int8=int8, calibration=calibration, int8_max_drop=int8_max_drop,
-            int8_images=int8_images)
+            int8_images=int8_images, dataset=dataset)
     except (BuildError, WeightsError, BackendUnavailable, Unsupported, DataError) as error:
         fail(str(error))
     typer.echo(f"{backend}: {result.path} ({human_bytes(result.size)}), {result.precision}, {result.batch}, "
