@@ -53,16 +53,17 @@ class BenchResult:
 def bench(spec: str | Path | Network, routes: str | Sequence[str] = "pytorch", *, batch: int = 1,
           precision: str = "fp32", runs: int = 50, warmup: int = 10, device: str | None = None,
           compare: bool = True, threads: int | None = None, input_shape: tuple[int, int, int] | None = None,
-          params: dict[str, Value] | None = None, calibration: str | Path | None = None) -> BenchResult:
+          params: dict[str, Value] | None = None, calibration: str | Path | None = None,
+          dataset: str | None = None) -> BenchResult:
     """Time `runs` calls of each route after `warmup` untimed ones, the routes interleaved round by round.
 
     `routes` names one route or several (see NAMED); with one and `compare`, eager, BN-folded, torch.compile and
     onnxruntime are timed beside it. The openvino-int8 route is calibrated on `calibration`'s training images
-    (a dataset folder, as `resdsl eval --data`), fed in 0-1.
+    (a dataset folder, as `resdsl eval --data`, holding `dataset`, by default the spec's recipe's), fed in 0-1.
     """
     names = route_names([routes] if isinstance(routes, str) else list(routes))
     check_options(names, batch, precision, runs, warmup, threads)
-    check_calibration(names, calibration)
+    check_calibration(names, calibration, dataset)
     network = with_input(load_network(spec, params), input_shape)
     check_memory(network, batch)
     import torch
@@ -78,7 +79,7 @@ def bench(spec: str | Path | Network, routes: str | Sequence[str] = "pytorch", *
     chosen = [NAMED[name] for name in names]
     if compare and len(chosen) == 1:
         chosen += [route for route in COMPARED if route != chosen[0]]
-    batches = calibration_batches(network, calibration, batch) if calibration is not None else None
+    batches = calibration_batches(network, calibration, batch, dataset) if calibration is not None else None
     model = prepare_model(network, None, 0)
     example = torch.randn(batch, *network.input_shape, generator=torch.Generator().manual_seed(0))
     with tempfile.TemporaryDirectory(prefix="resdsl-bench-") as workdir:
@@ -118,21 +119,23 @@ def check_options(names: list[str], batch: int, precision: str, runs: int, warmu
         raise UsageError(f"--threads must be between 1 and the {cpus} CPUs usable here, not {threads}")
 
 
-def check_calibration(names: list[str], calibration: str | Path | None) -> None:
+def check_calibration(names: list[str], calibration: str | Path | None, dataset: str | None) -> None:
     if "openvino-int8" in names and calibration is None:
         raise UsageError("the openvino-int8 route needs --calibration DATA, the dataset whose training images "
                          "calibrate it")
     if "openvino-int8" not in names and calibration is not None:
         raise UsageError("--calibration calibrates the openvino-int8 route; it goes with --backend openvino-int8")
+    if dataset is not None and calibration is None:
+        raise UsageError("--dataset names the dataset --calibration holds; it goes with --calibration")
 
 
-def calibration_batches(network: Network, data: str | Path, batch: int) -> list[torch.Tensor]:
+def calibration_batches(network: Network, data: str | Path, batch: int, dataset: str | None) -> list[torch.Tensor]:
     """The INT8 route's calibration batches: DATA's training images, in 0-1 as the bench's model takes them."""
     from resdsl.backends import BatchProfile
     from resdsl.backends.preprocess import InputContract, Normalization
     from resdsl.quantization import calibration_batches as batches
     from resdsl.quantization import datasets
 
-    train, _ = datasets(network, None, data)
+    train, _ = datasets(network, None, data, dataset)
     contract = InputContract("float", Normalization(source="bench"))
     return batches(train, network, contract, BatchProfile(batch, batch, batch), seed=0)

@@ -506,3 +506,18 @@ def test_dataset_without_int8_is_a_usage_error(tmp_path):
                  "fashion-mnist")
     assert result.exit_code == 2
     assert result.output == "error: --dataset names the dataset --calibration holds; it goes with --int8\n"
+
+
+def test_bench_calibrates_on_the_dataset_named_for_a_spec_without_one(tmp_path):
+    (tmp_path / "fm.res").write_text(NO_DATASET_SPEC)
+    result = run("bench", tmp_path / "fm.res", "--backend", "openvino-int8", "--calibration", FASHION, "--dataset",
+                 "fashion-mnist", "--batch", BATCH, "--no-compare", "--runs", 4, "--warmup", 1, "--json")
+    assert result.exit_code == 0, result.output
+    assert [timing["route"] for timing in json.loads(result.stdout)["results"]] == ["OpenVINO INT8 (NNCF)"]
+
+
+def test_bench_dataset_without_calibration_is_a_usage_error(tmp_path):
+    (tmp_path / "fm.res").write_text(NO_DATASET_SPEC)
+    result = run("bench", tmp_path / "fm.res", "--backend", "openvino", "--dataset", "fashion-mnist", "--no-compare")
+    assert result.exit_code == 2
+    assert result.output == "error: --dataset names the dataset --calibration holds; it goes with --calibration\n"

@@ -14,7 +14,7 @@ import typer
 
 from resdsl.benchmark import NAMED, BenchError, BenchResult
 from resdsl.cli.build import InputOption, PrecisionOption, input_shape
-from resdsl.cli.common import SetOption, SpecArgument, fail, not_empty
+from resdsl.cli.common import CalibrationDatasetOption, SetOption, SpecArgument, fail, not_empty
 from resdsl.deploy import BuildError
 from resdsl.resolve import parse_override
 
@@ -39,7 +39,7 @@ def bench(spec: SpecArgument, backend: BackendOption = "pytorch", batch: BatchOp
           precision: PrecisionOption = "fp32", runs: RunsOption = 50, warmup: WarmupOption = 10,
           device: DeviceOption = None, compare: CompareOption = True, as_json: JsonOption = False,
           threads: ThreadsOption = None, input_: InputOption = None, set_: SetOption = None,
-          calibration: CalibrationOption = None) -> None:
+          calibration: CalibrationOption = None, dataset: CalibrationDatasetOption = None) -> None:
     """Time warm-up-excluded runs, routes interleaved, and print latency p50/p90 and throughput per route."""
     from resdsl.benchmark import bench as time_routes
     from resdsl.data import DataError
@@ -47,7 +47,8 @@ def bench(spec: SpecArgument, backend: BackendOption = "pytorch", batch: BatchOp
     try:
         result = time_routes(spec, backend, batch=batch, precision=precision, runs=runs, warmup=warmup,
                              device=device, compare=compare, threads=threads, input_shape=input_shape(input_),
-                             params=dict(parse_override(item) for item in set_ or []), calibration=calibration)
+                             params=dict(parse_override(item) for item in set_ or []), calibration=calibration,
+                             dataset=dataset)
     except (BenchError, BuildError, DataError) as error:
         fail(str(error))
     if as_json:

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from resdsl.backends import BACKENDS, BackendUnavailable, Unsupported
-from resdsl.cli.common import SetOption, SpecArgument, check_seed, fail, not_empty, quoted
+from resdsl.cli.common import CalibrationDatasetOption, SetOption, SpecArgument, check_seed, fail, not_empty, quoted
 from resdsl.deploy import BuildError, BuildResult
 from resdsl.limits import human_bytes
 from resdsl.quantization import HELDOUT_IMAGES, MAX_DROP
@@ -59,8 +59,6 @@ CalibrationOption = Annotated[Path | None, typer.Option(
 Int8MaxDropOption = Annotated[float, typer.Option(
     "--int8-max-drop", metavar="POINTS", help="Refuse the INT8 artifact if its top-1 error exceeds the fp32 one's "
                                               "by more than this many points.")]
-CalibrationDatasetOption = Annotated[str | None, typer.Option(
-    "--dataset", help="The dataset --calibration holds (default: the --weights' recipe's, else the spec's).")]
 Int8ImagesOption = Annotated[int, typer.Option(
     "--int8-images", help="Held-out test images --int8 is checked on, spread evenly over the test split.")]
 

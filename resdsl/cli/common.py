@@ -125,3 +125,8 @@ def written(output: Path) -> Iterator[BinaryIO]:
             except OSError:
                 break
         fail(f"cannot write {output}: {reason(error)}")
+
+
+CalibrationDatasetOption = Annotated[str | None, typer.Option(
+    "--dataset", help="The dataset --calibration holds (default: the one the --weights' recipe, else the spec's, "
+                      "names).")]
