@@ -95,8 +95,8 @@ def _no_telemetry() -> Iterator[None]:
 
 
 @functools.cache
-def runtime() -> Any:
-    """The process's one OpenVINO runtime (`openvino.Core`), as OpenVINO asks: with a Core per model, a process
+def core() -> Any:
+    """The process's one OpenVINO runtime, `openvino.Core`, as OpenVINO asks: with a Core per model, a process
     that had two compiled models and freed them, then forked (DataLoader workers) and ran a subprocess, died by
     SIGSEGV (OpenVINO 2026.4; tests/test_openvino.py reproduces it)."""
     return _openvino().Core()
@@ -109,7 +109,7 @@ def load(path: Path, device: str) -> Callable[[torch.Tensor], Any]:
     """
 
     config = {**RUNTIME, "INFERENCE_NUM_THREADS": torch.get_num_threads()}
-    compiled = runtime().compile_model(str(path), "CPU", config)
+    compiled = core().compile_model(str(path), "CPU", config)
 
     def run(x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         results = compiled(x.detach().cpu().numpy())

@@ -47,7 +47,7 @@ def onnxruntime_session(path: Path, entries: dict[str, str]) -> Runner:
 def openvino_model(path: Path, config: dict[str, str]) -> Runner:
     """An OpenVINO CPU model of the IR with the backend's runtime settings, torch's thread count, and `config`."""
     settings = {**openvino_backend.RUNTIME, "INFERENCE_NUM_THREADS": torch.get_num_threads(), **config}
-    compiled = openvino_backend.runtime().compile_model(str(path), "CPU", settings)
+    compiled = openvino_backend.core().compile_model(str(path), "CPU", settings)
     return lambda x: torch.from_numpy(np.asarray(compiled(x.numpy())[compiled.outputs[0]]))
 
 
