@@ -27,6 +27,7 @@ import pytest
 import torch
 from test_deploy import run  # the CLI runner the deploy tests use
 from test_deploy_errors import sandbox_available
+from test_openvino import CORE, RECORD_FORKS_AND_CONNECTIONS  # one Core per process: its last test says why
 
 import resdsl
 from resdsl.quantization import Int8Accuracy, QuantizationFailed, quantize
@@ -81,30 +82,15 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.Mo
     return folder, model.eval()
 
 
-# Loaded by the quantising child through PYTHONPATH: it records a fork (OpenVINO's usage reporter sends from a
-# forked copy) and refuses it, so that a report is neither sent nor missed.
-RECORD_FORKS = """\
-import os
-
-
-def _refuse() -> int:
-    with open(os.path.join(os.path.dirname(__file__), "forks"), "a") as forks:
-        forks.write(f"{os.getpid()}\\n")
-    raise OSError("the quantising child forked")
-
-
-os.fork = _refuse
-"""
-
-
 @dataclass(frozen=True)
 class Built:
-    """The INT8 build shared by the tests: its IR, the CLI's output, and the child's HOME and fork record."""
+    """The INT8 build shared by the tests: its IR, the CLI's output, and the child's HOME and its record of forks
+    and connections (test_openvino's sitecustomize, loaded by the quantising child through PYTHONPATH)."""
 
     path: Path
     output: str
     home: Path
-    forks: Path
+    attempts: Path
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +99,7 @@ def built(trained: tuple[Path, torch.nn.Module], tmp_path_factory: pytest.TempPa
     outside CI, as a user's machine."""
     folder, _ = trained
     home, site = tmp_path_factory.mktemp("home"), tmp_path_factory.mktemp("site")
-    (site / "sitecustomize.py").write_text(RECORD_FORKS)
+    (site / "sitecustomize.py").write_text(RECORD_FORKS_AND_CONNECTIONS)
     with pytest.MonkeyPatch.context() as env:
         for name in ("CI", "NNCF_CI", "NNCF_DEV"):
             env.delenv(name, raising=False)
@@ -123,7 +109,7 @@ def built(trained: tuple[Path, torch.nn.Module], tmp_path_factory: pytest.TempPa
                      folder / "w.pt", "--batch", BATCH, "--int8", "--calibration", FASHION, "--int8-images", HELD_OUT,
                      "--int8-max-drop", 100)  # the figures, whatever they are (the gate has its own test)
     assert result.exit_code == 0, result.output
-    return Built(folder / "net.xml", result.output, home, site / "forks")
+    return Built(folder / "net.xml", result.output, home, site / "attempts")
 
 
 def held_out() -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,9 +117,6 @@ def held_out() -> tuple[torch.Tensor, torch.Tensor]:
     chosen = np.arange(0, 10_000, 10_000 // HELD_OUT)
     return (torch.from_numpy(idx("t10k-images-idx3-ubyte.gz")[chosen].copy()),
             torch.from_numpy(idx("t10k-labels-idx1-ubyte.gz")[chosen].astype(np.int64)))
-
-
-CORE = openvino.Core()  # one per process (tests/test_openvino.py's last test says why)
 
 
 def openvino_top1(path: Path, images: torch.Tensor) -> torch.Tensor:
@@ -194,7 +177,7 @@ def test_the_quantising_child_sends_no_usage_report(built):
     """NNCF reports usage through openvino_telemetry, which writes a client id under ~/intel and sends the report
     from a forked copy of the process, unless the user opted out or CI is set (neither, here)."""
     assert not (built.home / "intel").exists()
-    assert not built.forks.exists()
+    assert not built.attempts.exists()
 
 
 def test_the_gate_refuses_an_int8_artifact_over_the_drop_and_keeps_the_users_file(trained):
