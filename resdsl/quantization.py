@@ -165,7 +165,7 @@ def datasets(network: Network, saved: Weights | None, data: str | Path,
     except DataError as error:
         if dataset is not None:
             raise
-        raise DataError(f"{error} (--int8 calibrates on {recipe.dataset}, {network.name}'s recipe's dataset; "
+        raise DataError(f"{error} (INT8 is calibrated on {recipe.dataset}, {network.name}'s recipe's dataset; "
                         "name the dataset DATA holds with --dataset)") from None
     return load_dataset(recipe.dataset, root, train=True), load_dataset(recipe.dataset, root, train=False)
 

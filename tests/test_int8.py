@@ -479,7 +479,7 @@ def test_calibration_data_of_another_dataset_than_the_recipes_says_to_name_it(tm
                  "--calibration", FASHION)
     assert result.exit_code == 1 and list(tmp_path.iterdir()) == [tmp_path / "fm.res"]
     assert result.output.startswith(f"error: no cifar10 data found in {FASHION}: ")
-    assert result.output.endswith("(--int8 calibrates on cifar10, fm's recipe's dataset; name the dataset DATA holds "
+    assert result.output.endswith("(INT8 is calibrated on cifar10, fm's recipe's dataset; name the dataset DATA holds "
                                   "with --dataset)\n")
 
 
