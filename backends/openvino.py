@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from resdsl.backends import BackendUnavailable, BatchProfile, BuildReport, Unsupported, writing
+from resdsl.backends import BackendUnavailable, BatchProfile, BuildReport, Unsupported, openvino_ir
 from resdsl.backends.artifact import output_errors, output_names, write_sidecar
 from resdsl.backends.export import exported_program
 from resdsl.backends.onnx import INPUT
@@ -48,8 +48,7 @@ def build(model: torch.nn.Module, example: torch.Tensor, out: Path, *, batch: Ba
     ir.inputs[0].get_tensor().set_names({INPUT})
     for output, name in zip(ir.outputs, output_names(expected), strict=True):
         output.get_tensor().set_names({name})
-    with writing():  # compress_to_fp16 defaults to True: it would halve the fp32 weights' precision
-        openvino.save_model(ir, str(out), compress_to_fp16=False)
+    openvino_ir.save(openvino, ir, out)
     weights = out.with_suffix(".bin").name
     actual = load(out, "cpu")(example)
     return BuildReport(files=[out.name, weights, write_sidecar(out, metadata)], batch=batch,

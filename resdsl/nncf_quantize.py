@@ -3,8 +3,8 @@ OUT_XML CALIBRATION_NPZ` writes the INT8 IR of the fp32 IR at OUT_XML, calibrate
 
 NNCF never runs in the caller's process: importing it patches torch (its torch part, which OpenVINO's converter
 also imports whenever nncf is loaded) for the rest of that process's life. Here it sends no usage report either.
-A failure prints one line on stderr and exits 1; the child dies with its parent, so a parent killed or interrupted
-leaves no quantisation running.
+A failure prints one line on stderr and exits 1 (3 if the IR could not be written: the line is then the system's
+reason); the child dies with its parent, so a parent killed or interrupted leaves no quantisation running.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 
 
 def main(argv: list[str]) -> int:
@@ -31,11 +32,17 @@ def main(argv: list[str]) -> int:
         import numpy as np
         import openvino
 
+        from resdsl.backends import WriteFailed, openvino_ir
+
         with np.load(batches) as saved:
             calibration = [saved[name] for name in saved.files]
         model = openvino.Core().read_model(source)
         quantized = nncf.quantize(model, nncf.Dataset(calibration), subset_size=len(calibration))
-        openvino.save_model(quantized, out, compress_to_fp16=False)
+        try:
+            openvino_ir.save(openvino, quantized, Path(out))
+        except WriteFailed as error:
+            print(error, file=sys.stderr)
+            return openvino_ir.WRITE_FAILED_STATUS
     except Exception as error:  # the parent shows this line; a traceback would mean nothing to its user
         message = str(error).strip().splitlines()
         print(message[0] if message else type(error).__name__, file=sys.stderr)

@@ -124,7 +124,7 @@ def quantize(source: Path, out: Path, calibration: Sequence[ArrayLike]) -> list[
     child."""
     import numpy as np
 
-    from resdsl.backends import writing
+    from resdsl.backends import WriteFailed, openvino_ir, writing
 
     with tempfile.TemporaryDirectory(prefix=".resdsl-int8-", dir=out.parent) as folder:
         batches = Path(folder) / "calibration.npz"
@@ -135,6 +135,9 @@ def quantize(source: Path, out: Path, calibration: Sequence[ArrayLike]) -> list[
                    str(batches)]
         child = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                text=True, errors="replace", check=False)  # run() kills the child on an interrupt
+    written = child.stderr.strip().splitlines()
+    if child.returncode == openvino_ir.WRITE_FAILED_STATUS and written:
+        raise WriteFailed(written[-1])
     if child.returncode != 0:
         raise QuantizationFailed(f"NNCF's INT8 quantisation {failure(child.returncode, child.stderr)}")
     return [out.name, out.with_suffix(".bin").name]

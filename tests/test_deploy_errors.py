@@ -32,10 +32,11 @@ pytestmark = pytest.mark.torch
 CIFAR20 = str(Path(__file__).resolve().parent.parent / "specs" / "cifar20.res")
 HUGE = "1" * 5000  # past Python's 4300-digit int() limit
 SANDBOX = """
-mount -t tmpfs -o size=256k tmpfs "$0" && cd "$0" && printf previous > out || exit 99
+mount -t tmpfs -o size=256k tmpfs "$0" && cd "$0" || exit 99
+for artifact in {artifacts}; do printf "previous $artifact " > $artifact || exit 99; done
 {after_mount}
 "$@"; status=$?
-printf '\\n@@after\\n'; ls -A; cat out
+printf '\\n@@after\\n'; ls -A; cat {artifacts}
 exit $status
 """
 FILESYSTEMS = {"full": "", "read-only": 'mount -o remount,ro "$0" || exit 99'}
@@ -95,7 +96,8 @@ class Case:
     status: int
     message: str
     setup: Callable[[Path], None] | None = None
-    filesystem: str | None = None  # "full" or "read-only": run on a 256 KiB tmpfs holding `out`
+    filesystem: str | None = None  # "full" or "read-only": run on a 256 KiB tmpfs holding `artifacts`
+    artifacts: tuple[str, ...] = ("out",)  # the previous artifact's files, which must survive
     seconds: float = 120  # generous: a 2-core machine shared with other jobs
     rss_mib: int = 3072
 
@@ -117,6 +119,9 @@ CASES = [
     *(Case(f"disk full {backend}", ("--backend", backend, "-o", "out"), 1,
            "cannot write out: No space left on device; the existing out is unchanged", filesystem="full")
       for backend in ("export", "torchscript", "onnx")),  # pytorch is export's writer without folding
+    Case("disk full openvino", ("--backend", "openvino", "-o", "out.xml"), 1,
+         "cannot write out.xml: No space left on device; the existing out.xml is unchanged", filesystem="full",
+         artifacts=("out.xml", "out.bin")),
     Case("input too large for memory", (*ONNX, "--input", "3x65536x65536"), 1,
          "--input 3x65536x65536: one image's activations come to", seconds=30, rss_mib=1024),
     Case("input too large for this machine", (*ONNX, "--input", "3x4096x4096", "--batch", "256"), 1,
@@ -147,12 +152,13 @@ def sandbox_available() -> bool:
     return probe.returncode == 0
 
 
-def run_build(args: tuple[str, ...], work: Path, logs: Path, filesystem: str | None, seconds: float) -> Run:
+def run_build(args: tuple[str, ...], work: Path, logs: Path, filesystem: str | None, seconds: float,
+              artifacts: tuple[str, ...] = ("out",)) -> Run:
     """`resdsl build CIFAR20 ARGS` in `work` as a child process: its status, output, wall time and peak RSS."""
     command = [sys.executable, "-c", LAUNCHER, str(logs / "usage.json"), sys.executable, "-m", "resdsl", "build",
                CIFAR20, *args]
     if filesystem is not None:
-        script = SANDBOX.format(after_mount=FILESYSTEMS[filesystem])
+        script = SANDBOX.format(after_mount=FILESYSTEMS[filesystem], artifacts=" ".join(artifacts))
         command = ["unshare", "-rm", "sh", "-c", script, str(work), *command]
     with (logs / "out").open("w+") as out:
         start = time.monotonic()
@@ -169,7 +175,7 @@ def run_build(args: tuple[str, ...], work: Path, logs: Path, filesystem: str | N
     output, _, after = text.partition("\n@@after\n")
     usage = logs / "usage.json"
     rss = json.loads(usage.read_text())[2] / 2**20 if usage.exists() else float("inf")
-    return Run(process.returncode, output, elapsed, rss, after.split() if filesystem is not None else None)
+    return Run(process.returncode, output, elapsed, rss, after.split("\n") if filesystem is not None else None)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
@@ -182,7 +188,7 @@ def test_build_refuses_bad_input_in_one_sentence(case: Case, tmp_path: Path):
     if case.setup is not None:
         case.setup(work)
     before = sorted(p.name for p in work.iterdir())
-    result = run_build(case.args, work, logs, case.filesystem, case.seconds)
+    result = run_build(case.args, work, logs, case.filesystem, case.seconds, case.artifacts)
     assert result.seconds < case.seconds, f"still running after {case.seconds} s"
     assert result.status == case.status, result.output
     assert "Traceback" not in result.output and "terminate called" not in result.output
@@ -192,7 +198,9 @@ def test_build_refuses_bad_input_in_one_sentence(case: Case, tmp_path: Path):
     assert "weights_only=False" not in lines[0] and "will likely succeed" not in lines[0]
     assert result.rss_mib < case.rss_mib, f"peak RSS {result.rss_mib:.0f} MiB"
     if case.filesystem is not None:
-        assert result.after == ["out", "previous"], "a staging folder was left, or the previous artifact changed"
+        previous = "".join(f"previous {artifact} " for artifact in case.artifacts)
+        assert result.after == [*sorted(case.artifacts), previous], \
+            "a staging folder was left, or the previous artifact changed"
     else:
         assert sorted(p.name for p in work.iterdir()) == before
 

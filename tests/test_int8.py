@@ -414,6 +414,39 @@ def test_an_int8_build_on_a_full_disk_names_the_output_and_keeps_the_users_file(
                                    "unchanged"), done.stderr
 
 
+# quantize() into a 256 KiB tmpfs: the calibration batch (16 KiB) fits, the INT8 IR of a 256-channel 3x3
+# convolution (~590 KiB of int8 weights) does not
+QUANTIZE_ON_FULL_DISK = """
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from resdsl.backends import WriteFailed
+from resdsl.quantization import quantize
+
+try:
+    quantize(Path(sys.argv[1]), Path(sys.argv[2]), [np.zeros((1, 256, 4, 4), np.float32)])
+except WriteFailed as error:
+    print(f"WriteFailed: {error}")
+"""
+
+
+def test_a_full_disk_while_the_child_saves_the_int8_ir_is_the_systems_reason(tmp_path: Path) -> None:
+    if not sandbox_available():
+        pytest.skip("needs unprivileged user namespaces (unshare -rm) to mount a small tmpfs")
+    x = ops.parameter([1, 256, 4, 4], np.float32, name="input")
+    kernel = np.random.default_rng(0).standard_normal((256, 256, 3, 3)).astype(np.float32)
+    y = ops.convolution(x, ops.constant(kernel), [1, 1], [1, 1], [1, 1], [1, 1])
+    openvino.save_model(openvino.Model([y], [x]), str(tmp_path / "fp32.xml"))
+    work = tmp_path / "work"
+    work.mkdir()
+    command = ["unshare", "-rm", "sh", "-c", 'mount -t tmpfs -o size=256k tmpfs "$0" || exit 99; "$@"', str(work),
+               sys.executable, "-c", QUANTIZE_ON_FULL_DISK, str(tmp_path / "fp32.xml"), str(work / "int8.xml")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert (done.returncode, done.stdout) == (0, "WriteFailed: No space left on device\n"), done.stderr
+
+
 @pytest.mark.parametrize("features", ["layer1", "layer1,layer2"])
 def test_int8_with_features_is_a_usage_error_naming_both(tmp_path, features):
     (tmp_path / "fm.res").write_text(SPEC)
