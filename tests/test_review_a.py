@@ -1,0 +1,35 @@
+"""Adversarial review (rev5a): behaviours checked against hand-written torch references."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import resdsl
+
+pytestmark = pytest.mark.torch
+
+
+def _stem(layers: str) -> torch.nn.Module:
+    return resdsl.compile(f"network n {{\n  input 3x8x8\n  stem {{ {layers} }}\n}}\n").to_torch(seed=0)
+
+
+GATES = {"sigmoid": torch.sigmoid, "softmax": lambda t: torch.softmax(t, 1),
+         "softmax branches 2": lambda t: torch.softmax(t.unflatten(1, (2, -1)), 1).flatten(1, 2)}
+
+
+@pytest.mark.parametrize("gate", list(GATES))
+@pytest.mark.parametrize("after", ["add a", "relu"])
+def test_an_op_after_a_gate_whose_backward_reads_its_output_trains_as_torch(gate: str, after: str) -> None:
+    """sigmoid's and softmax's backward read their output: writing it in place (`+=`, ReLU(inplace)) made
+    backward() raise 'modified by an inplace operation'."""
+    model = _stem(f"a: conv 3x3, 4; {gate}; {after}")
+    x = torch.randn(2, 3, 8, 8)
+    model(x).square().sum().backward()
+    weight = model.a.weight.detach().clone().requires_grad_()
+    a = F.conv2d(x, weight, padding=1)
+    gated = GATES[gate](a)
+    (gated + a if after == "add a" else torch.relu(gated)).square().sum().backward()
+    assert weight.grad is not None and model.a.weight.grad is not None
+    assert torch.allclose(model.a.weight.grad, weight.grad, atol=1e-5)
