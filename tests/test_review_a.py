@@ -33,3 +33,14 @@ def test_an_op_after_a_gate_whose_backward_reads_its_output_trains_as_torch(gate
     (gated + a if after == "add a" else torch.relu(gated)).square().sum().backward()
     assert weight.grad is not None and model.a.weight.grad is not None
     assert torch.allclose(model.a.weight.grad, weight.grad, atol=1e-5)
+
+
+def test_feature_reduction_is_the_strides_product_as_timms_at_an_input_not_a_multiple_of_32() -> None:
+    """feature_info's reduction was input height // feature height: 4, 7, 14, 25 at 100x100 (31 for layer4 at
+    600 px), where timm's (a feature map's stride, which FPN-style necks read) is 4, 8, 16, 32 at any size."""
+    import timm
+
+    reference = timm.create_model("resnet50d", features_only=True, out_indices=(1, 2, 3, 4))
+    network = resdsl.compile("timm/resnet50d").with_input((3, 100, 100))
+    model = network.to_torch(seed=0, features=["layer1", "layer2", "layer3", "layer4"])
+    assert [f.reduction for f in model.feature_info] == reference.feature_info.reduction()
