@@ -321,7 +321,7 @@ class GeneratedSequential(_Generated, nn.Sequential):
 
 @dataclass(frozen=True)
 class FeatureInfo:
-    """One output of a feature extractor: its name, channels, and how much smaller than the input it is."""
+    """One output of a feature extractor: its name, channels, and its stride over the input (timm's reduction)."""
 
     name: str
     channels: int
@@ -775,10 +775,10 @@ def feature_class(network: Network, names: tuple[str, ...]) -> type[NetworkModul
     graph = lowering.forward_graph(lowering.root, outputs, inline)
     source = _source(graph)
     targets = {n.target for n in graph.nodes if n.op == "call_module"}
-    height = network.input_shape[1]
+    strides = _strides(network.graph)
     shapes = [network.graph.known_shape(node) for _, node in outputs]
-    info = tuple(FeatureInfo(name, shape[0], height // shape[1] if len(shape) == 3 else 0)
-                 for (name, _), shape in zip(outputs, shapes, strict=True))
+    info = tuple(FeatureInfo(name, shape[0], strides[node] if len(shape) == 3 else 0)
+                 for (name, node), shape in zip(outputs, shapes, strict=True))
     layout = lowering.layout()
     kept = {submodule.path for submodule in lowering.layout(targets)}
     attributes = {"forward": _compile_forward(source, f"{network.name} features"), "graph": graph,
@@ -787,6 +787,17 @@ def feature_class(network: Network, names: tuple[str, ...]) -> type[NetworkModul
                   "_residual_ends": tuple(_residual_ends(network.graph)), "feature_info": info,
                   "__module__": __name__}
     return type(f"{lowering.root.name}Features", (NetworkModule,), attributes)
+
+
+def _strides(graph: IRGraph) -> dict[str, int]:
+    """Each node's stride over the input's rows, the product of the strides before it: timm's `reduction`, which
+    input height // output height is not where the sizes do not divide (100 px: 7, not 8, after three /2)."""
+    strides: dict[str, int] = {}
+    for node in graph:  # in topological order
+        stride = (graph.nodes[node].args or {}).get("stride") or 1
+        strides[node] = max((strides[p] for p in graph.pred[node]), default=1) * (
+            stride[0] if isinstance(stride, tuple) else stride)
+    return strides
 
 
 def _feature_node(lowering: _Lowering, name: str) -> str:
