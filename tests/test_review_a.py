@@ -44,3 +44,26 @@ def test_feature_reduction_is_the_strides_product_as_timms_at_an_input_not_a_mul
     network = resdsl.compile("timm/resnet50d").with_input((3, 100, 100))
     model = network.to_torch(seed=0, features=["layer1", "layer2", "layer3", "layer4"])
     assert [f.reduction for f in model.feature_info] == reference.feature_info.reduction()
+
+
+def test_weights_of_a_compiled_ddp_model_load_as_the_docs_promise(tmp_path) -> None:
+    """`torch.compile(DistributedDataParallel(model)).state_dict()` names `_orig_mod.module.conv1.weight`;
+    docs/deploy.md says both prefixes are stripped, but only `_orig_mod.` was (in order: `module.`, then
+    `_orig_mod.`), leaving `module.conv1.weight`: 'no name in common'."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from resdsl.weights import load_weights, read_weights
+
+    network = resdsl.compile("network n {\n  input 3x8x8\n  stem { conv1: conv 3x3, 4; bn1: batchnorm }\n}\n")
+    source = network.to_torch(seed=1)
+    dist.init_process_group("gloo", rank=0, world_size=1, init_method=f"file://{tmp_path / 'store'}")
+    try:
+        state = torch.compile(DistributedDataParallel(source)).state_dict()
+    finally:
+        dist.destroy_process_group()
+    assert next(iter(state)).startswith("_orig_mod.module.")  # torch's own naming, the reference
+    torch.save(state, tmp_path / "w.pt")
+    target = network.to_torch(seed=2)
+    load_weights(target, read_weights(tmp_path / "w.pt"), network.name)
+    assert all(torch.equal(value, target.state_dict()[key]) for key, value in source.state_dict().items())
