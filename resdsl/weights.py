@@ -197,10 +197,10 @@ def non_finite(tensor: torch.Tensor) -> bool:
 
 
 def strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """`state` without the prefixes DistributedDataParallel and torch.compile put on every name."""
-    for prefix in PREFIXES:
-        if all(key.startswith(prefix) for key in state):
-            state = {key.removeprefix(prefix): value for key, value in state.items()}
+    """`state` without the prefixes DistributedDataParallel and torch.compile put on every name, in whichever order
+    they wrap each other (`torch.compile(DDP(model))` names `_orig_mod.module.conv1.weight`)."""
+    while state and (prefix := next((p for p in PREFIXES if all(key.startswith(p) for key in state)), None)):
+        state = {key.removeprefix(prefix): value for key, value in state.items()}
     return state
 
 
