@@ -82,3 +82,22 @@ def test_a_block_that_splits_its_input_computes_the_split_and_trains():
         assert torch.allclose(block(x), torch.relu(block.bn(torch.cat([y2, y1], 1)) + x), atol=1e-5)
     model.train()
     model(torch.randn(2, 3, 8, 8)).sum().backward()
+
+
+GATES = {"sigmoid": torch.sigmoid, "softmax": lambda t: torch.softmax(t, 1),
+         "softmax branches 2": lambda t: torch.softmax(t.unflatten(1, (2, -1)), 1).flatten(1, 2)}
+
+
+@pytest.mark.parametrize("gate", list(GATES))
+@pytest.mark.parametrize("after", ["add a", "relu"])
+def test_a_gate_whose_backward_reads_its_output_is_not_overwritten_by_the_op_after_it(gate: str, after: str):
+    model = resdsl.compile(f"network n {{\n  input 3x8x8\n  stem {{ a: conv 3x3, 4; {gate}; {after} }}\n}}\n"
+                           ).to_torch(seed=0)
+    x = torch.randn(2, 3, 8, 8)
+    model(x).square().sum().backward()
+    weight = model.a.weight.detach().clone().requires_grad_()
+    a = F.conv2d(x, weight, padding=1)
+    gated = GATES[gate](a)
+    (gated + a if after == "add a" else torch.relu(gated)).square().sum().backward()
+    assert weight.grad is not None and model.a.weight.grad is not None
+    torch.testing.assert_close(model.a.weight.grad, weight.grad, atol=1e-5, rtol=1e-5)

@@ -111,6 +111,14 @@ def test_features_match_timm_features_only_with_channels_and_reduction() -> None
     assert [f.reduction for f in model.feature_info] == reference.feature_info.reduction()
 
 
+def test_feature_reduction_is_the_stride_as_timms_at_an_input_not_a_multiple_of_32() -> None:
+    """The stride FPN-style necks read: 4, 8, 16, 32 at 100x100 (not 100 // 25 = 4, 100 // 13 = 7, ...)."""
+    reference = timm.create_model("resnet50d", features_only=True, out_indices=(1, 2, 3, 4))
+    network = resdsl.compile("timm/resnet50d").with_input((3, 100, 100))
+    model = network.to_torch(seed=0, features=["layer1", "layer2", "layer3", "layer4"])
+    assert [f.reduction for f in model.feature_info] == reference.feature_info.reduction()
+
+
 def test_features_of_any_layer_match_torchvision_feature_extractor() -> None:
     model, reference = _pair("resnet50")
     names = ["layer2.3.conv2", "layer3.0.downsample", "layer3", "layer4.2.bn3"]

@@ -14,7 +14,8 @@ STRUCTURE = {"name", "doc", "signature", "arity"}  # what an op is, not a trait
 # The traits by hand, from what each op computes (PyTorch's modules and the paper's figures), not from the classes.
 WEIGHTED = {"conv", "channel_conv", "linear", "batchnorm", "groupnorm"}
 IMPLIED = {"batchnorm", "groupnorm", "relu", "flatten", "identity", "dropout", "output"}
-NOT_FRESH = {"input", "output", "relu", "slice_channels", "subsample", "flatten", "identity", "dropout"}
+NOT_FRESH = {"input", "output", "relu", "sigmoid", "softmax", "slice_channels", "subsample", "flatten", "identity",
+             "dropout"}
 KEEPS_ZERO = {"relu", "silu", "gelu", "hard_swish", "avgpool", "mul", "slice_channels", "subsample", "pad_channels",
               "flatten", "identity", "dropout"}
 ENDS_BRANCH = {"conv", "batchnorm", "groupnorm"}  # zero weight, zero output (conv: without a bias)

@@ -41,9 +41,11 @@ def test_torchvision_weights_give_torchvisions_outputs(tmp_path: Path):
         assert torch.allclose(model(images), reference(images), atol=1e-5)
 
 
-def test_ddp_and_compile_prefixes_are_stripped(tmp_path: Path):
+# DistributedDataParallel(torch.compile(model)) and torch.compile(DistributedDataParallel(model))
+@pytest.mark.parametrize("prefix", ["module._orig_mod.", "_orig_mod.module."])
+def test_ddp_and_compile_prefixes_are_stripped_in_either_order(tmp_path: Path, prefix: str):
     state = torchvision.models.resnet18().state_dict()
-    prefixed = {f"module._orig_mod.{key}": value for key, value in state.items()}
+    prefixed = {f"{prefix}{key}": value for key, value in state.items()}
     weights = read_weights(_saved(tmp_path, prefixed))
     assert list(weights.state) == list(state)
 

@@ -47,6 +47,7 @@ class HardSwish(Op):
 
 class Sigmoid(Op):
     name = "sigmoid"
+    fresh = False  # its backward reads its output: an in-place `add` or `relu` after it would break training
     doc = OpDoc(
         "1 / (1 + e^-x): the gate of SE and ECA",
         purpose="the gate of SE and ECA",
@@ -65,6 +66,7 @@ class Softmax(Op):
     """Softmax over the channels, or across `branches` equal groups of them (the attention over SK's paths)."""
 
     name = "softmax"
+    fresh = False  # its backward reads its output: an in-place `add` or `relu` after it would break training
     doc = OpDoc(
         "softmax over the channels; with `branches N`, across N equal groups of channels, channel by channel "
         "(SK's attention over its paths)",
