@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import stat
@@ -66,3 +67,46 @@ def test_fmt_of_a_named_pipe_says_what_it_is_not_that_it_is_missing(tmp_path: Pa
     result = _cli("fmt", "pipe.res", cwd=tmp_path, timeout=20)
     assert result.returncode == 1
     assert "no such file" not in result.stderr and "not a regular file" in result.stderr
+
+
+def _frames(*messages: dict | bytes) -> bytes:
+    """Each message framed with its Content-Length; a bytes message is a body sent as it is."""
+    bodies = [message if isinstance(message, bytes) else json.dumps(message).encode() for message in messages]
+    return b"".join(b"Content-Length: %d\r\n\r\n%s" % (len(body), body) for body in bodies)
+
+
+def _lsp_session(*requests: dict | bytes) -> bytes:
+    """An editor's whole session around `requests`: initialize first, shutdown and exit last."""
+    return _frames({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"capabilities": {}}},
+                   {"jsonrpc": "2.0", "method": "initialized", "params": {}}, *requests,
+                   {"jsonrpc": "2.0", "id": 99, "method": "shutdown"}, {"jsonrpc": "2.0", "method": "exit"})
+
+
+def _hover(uri: str) -> dict:
+    return {"jsonrpc": "2.0", "id": 2, "method": "textDocument/hover",
+            "params": {"textDocument": {"uri": uri}, "position": {"line": 0, "character": 0}}}
+
+
+def test_lsp_request_about_an_unopened_named_pipe_neither_hangs_nor_reads_it(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.res")
+    result = _cli("lsp", cwd=tmp_path, stdin=_lsp_session(_hover((tmp_path / "pipe.res").as_uri())), timeout=20)
+    assert result.returncode == 0
+    assert '"id": 99' in result.stdout  # it answered the shutdown
+
+
+def test_lsp_request_about_an_unopened_missing_file_is_answered_without_a_traceback(tmp_path: Path) -> None:
+    result = _cli("lsp", cwd=tmp_path, stdin=_lsp_session(_hover((tmp_path / "absent.res").as_uri())))
+    assert result.returncode == 0
+    assert '"id": 2, "jsonrpc": "2.0", "result": null' in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_lsp_header_claiming_a_huge_message_does_not_exhaust_memory(tmp_path: Path) -> None:
+    result = _cli("lsp", cwd=tmp_path, stdin=b"Content-Length: 99999999999999\r\n\r\n{}")
+    assert (result.returncode, result.stderr) == (0, "")
+
+
+def test_lsp_message_that_is_not_json_is_logged_in_one_line_without_a_traceback(tmp_path: Path) -> None:
+    result = _cli("lsp", cwd=tmp_path, stdin=_lsp_session(b'{"a":'))
+    assert result.returncode == 0
+    assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) <= 1
