@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import sys
 from pathlib import Path
+from typing import BinaryIO, cast
 
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
@@ -12,9 +15,10 @@ from pygls.uris import from_fs_path, to_fs_path
 from resdsl import __version__
 from resdsl.diagnostics import Diagnostic
 from resdsl.lsp import analysis
-from resdsl.source import Span
+from resdsl.source import Span, UnreadableSpec, read_source_text
 
 DEBOUNCE_S = 0.05  # edits closer together than this are analysed once, after the last
+READ_CHUNK = 1 << 20  # a message body is read this much at a time, so memory follows the bytes that arrive
 
 _SYMBOL_KINDS = {"network": types.SymbolKind.Class, "section": types.SymbolKind.Namespace,
                  "stage": types.SymbolKind.Field, "block": types.SymbolKind.Function,
@@ -35,13 +39,24 @@ class ResdslServer(LanguageServer):
 
     def analyse(self, uri: str) -> None:
         """Run the front end over the document now and publish its diagnostics."""
-        document = self.workspace.get_text_document(uri)
-        result = analysis.analyse(_path(uri), document.source)
+        text, version = self.text(uri)
+        result = analysis.analyse(_path(uri), text)
         self.latest[uri] = result
         if result.module is not None:
             self.parsed[uri] = result
         self.text_document_publish_diagnostics(types.PublishDiagnosticsParams(
-            uri=uri, version=document.version, diagnostics=[_diagnostic(d, result.path) for d in result.diagnostics]))
+            uri=uri, version=version, diagnostics=[_diagnostic(d, result.path) for d in result.diagnostics]))
+
+    def text(self, uri: str) -> tuple[str, int | None]:
+        """The document's text and version: the editor's copy if open, else the file read as `check` reads it
+        ("" if it cannot be), as pygls would read any file whole, a named pipe forever."""
+        document = self.workspace.text_documents.get(uri)
+        if document is not None:
+            return document.source, document.version
+        try:
+            return read_source_text(Path(_path(uri))), None
+        except UnreadableSpec:
+            return "", None
 
     def schedule(self, uri: str) -> None:
         """Analyse after DEBOUNCE_S without further edits."""
@@ -56,7 +71,7 @@ class ResdslServer(LanguageServer):
         self.pending[uri] = asyncio.ensure_future(later())
 
     def current(self, uri: str) -> analysis.Analysis:
-        if uri not in self.latest or self.latest[uri].text != self.workspace.get_text_document(uri).source:
+        if uri not in self.latest or self.latest[uri].text != self.text(uri)[0]:
             self.analyse(uri)  # a request that arrives before the debounced analysis
         return self.latest[uri]
 
@@ -163,6 +178,36 @@ def _path(uri: str) -> str:
     return to_fs_path(uri) or uri
 
 
+class _ChunkedReader:
+    """stdin for pygls, whose `read(n)` would allocate the n bytes a message's Content-Length merely claims."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+
+    def readline(self) -> bytes:
+        return self.stream.readline()
+
+    def read(self, size: int) -> bytes:
+        chunks: list[bytes] = []
+        while size > 0 and (chunk := self.stream.read(min(size, READ_CHUNK))):
+            chunks.append(chunk)
+            size -= len(chunk)
+        return b"".join(chunks)
+
+
+def _without_traceback(record: logging.LogRecord) -> bool:
+    """A log record of pygls's with its exception as one line: the error log is for the user, not a traceback."""
+    if record.exc_info is not None and record.exc_info[1] is not None:
+        record.msg, record.args = f"{record.getMessage()}: {record.exc_info[1]}", None
+        record.exc_info = record.exc_text = None
+    return True
+
+
 def serve() -> None:
     """Serve over stdin and stdout until the client exits."""
-    server.start_io()
+    log = logging.StreamHandler(sys.stderr)
+    log.addFilter(_without_traceback)
+    pygls_log = logging.getLogger("pygls")
+    pygls_log.addHandler(log)
+    pygls_log.propagate = False
+    server.start_io(cast(BinaryIO, _ChunkedReader(sys.stdin.buffer)))  # pygls calls only readline() and read()
