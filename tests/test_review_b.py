@@ -10,6 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+import resdsl
+
 MESSY = "network n {\n      input   3x32x32\n}\n"
 CANONICAL = "network n {\n  input 3x32x32\n}\n"
 
@@ -110,3 +114,37 @@ def test_lsp_message_that_is_not_json_is_logged_in_one_line_without_a_traceback(
     result = _cli("lsp", cwd=tmp_path, stdin=_lsp_session(b'{"a":'))
     assert result.returncode == 0
     assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) <= 1
+
+
+TINY = "network tiny {\n  input 1x8x8\n  stem {\n    conv 3x3, 4\n  }\n  head {\n    avgpool\n    flatten\n" \
+       "    linear 2\n  }\n}\n"
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("seed", [1.5, 2**70], ids=["float", "over_int64"])
+def test_to_torch_refuses_a_seed_the_cli_refuses_by_name(seed: object) -> None:
+    with pytest.raises(ValueError, match="seed"):
+        resdsl.compile(TINY).to_torch(seed=seed)  # type: ignore[arg-type]
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("seed", [1.5, 2**70], ids=["float", "over_int64"])
+def test_build_refuses_a_seed_the_cli_refuses_as_a_usage_error(seed: object, tmp_path: Path) -> None:
+    with pytest.raises(resdsl.UsageError, match="seed"):
+        resdsl.build(TINY, backend="pytorch", output=tmp_path / "tiny.pt2", seed=seed)  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("seed", [1.5, 2**70], ids=["float", "over_int64"])
+def test_train_refuses_a_seed_the_cli_refuses_before_making_the_run(seed: object, tmp_path: Path) -> None:
+    with pytest.raises(resdsl.UsageError, match="seed"):
+        resdsl.train(TINY, out=tmp_path / "run", data=tmp_path, seed=seed,  # type: ignore[arg-type]
+                     settings={"dataset": "fashion-mnist", "iterations": 1})
+    assert not (tmp_path / "run").exists()
+
+
+def test_compile_of_an_empty_string_does_not_read_the_current_folder() -> None:
+    with pytest.raises(resdsl.SpecError) as caught:
+        resdsl.compile("")
+    assert "directory" not in str(caught.value)
