@@ -33,7 +33,7 @@ from resdsl.diagnostics import SpecError
 from resdsl.limits import human_bytes
 from resdsl.network import Network
 from resdsl.quantization import HELDOUT_IMAGES, MAX_DROP, Int8Accuracy, Quantization
-from resdsl.resolve import UsageError, load, read_spec
+from resdsl.resolve import UsageError, check_seed, load, read_spec
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -123,6 +123,7 @@ def build(
     `dataset` names what `calibration` holds (default: the weights' recipe's, else the spec's).
     """
     info = check_options(backend, precision, input_format, raw_input)
+    check_seed(seed)
     quantization.check_options(backend, int8, calibration, int8_max_drop, int8_images)
     if dataset is not None and not int8:
         raise UsageError("--dataset names the dataset --calibration holds; it goes with --int8")

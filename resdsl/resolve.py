@@ -13,7 +13,7 @@ from pathlib import Path
 from resdsl import ast, zoo
 from resdsl.diagnostics import Diagnostic, Diagnostics, Note, SpecError
 from resdsl.expr import MAX_MAGNITUDE, EvalError, Value, evaluate, names_in
-from resdsl.limits import MAX_EXTENDS_DEPTH, MAX_LITERAL_DIGITS
+from resdsl.limits import MAX_EXTENDS_DEPTH, MAX_LITERAL_DIGITS, shortened
 from resdsl.parser import NotASpec, parse
 from resdsl.source import SourceFile, SourceMap, Span, UnreadableSpec, read_source_text
 
@@ -272,6 +272,16 @@ def check_override(name: str, value: object, given_as: str) -> Value:
     shown = "None" if value is None else f"{value!r} ({type(value).__name__})"
     raise UsageError(f"{where}: {shown[:80]} is not a param value; give an int, a float, True/False or a shape "
                      "such as (3, 32, 32)")
+
+
+SEED_MAX = 2**63 - 1  # what every consumer of a seed takes: torch's and numpy's generators, an int64 tensor
+
+
+def check_seed(seed: object) -> int:
+    """`seed` if torch's and numpy's generators take it (a whole number from 0 to SEED_MAX); else UsageError."""
+    if type(seed) is int and 0 <= seed <= SEED_MAX:
+        return seed
+    raise UsageError(f"--seed must be a whole number from 0 to 2**63-1 ({SEED_MAX}), not {shortened(repr(seed))}")
 
 
 def parse_override(text: str) -> tuple[str, Value]:

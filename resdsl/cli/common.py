@@ -18,15 +18,14 @@ from resdsl import zoo
 from resdsl.files import kind, output_problem, overwritten_input
 from resdsl.limits import WORKERS_PER_CPU, max_workers, quoted, shortened, usable_cpus
 from resdsl.network import Network, check_program
-from resdsl.resolve import load, parse_override, read_spec
+from resdsl.resolve import SEED_MAX as SEED_MAX  # re-exported: the CLI's bound, stated in resolve
+from resdsl.resolve import UsageError, load, parse_override, read_spec
+from resdsl.resolve import check_seed as seed_checked
 
 
 def complete_spec(incomplete: str) -> list[str]:
     """Shell completion of a spec argument: the zoo names that start with what was typed (files come from the shell)."""
     return [name for name in zoo.names() if name.startswith(incomplete)]
-
-
-SEED_MAX = 2**63 - 1  # what every consumer of a seed takes: torch's and numpy's generators, an int64 tensor
 
 
 def fail(message: str, status: int = 1) -> NoReturn:
@@ -57,10 +56,11 @@ SetOption = Annotated[
 
 
 def check_seed(value: int) -> int:
-    """A typer callback for `--seed`: exit 2 unless 0 <= value <= SEED_MAX."""
-    if not 0 <= value <= SEED_MAX:
-        fail(f"--seed must be a whole number from 0 to 2**63-1 ({SEED_MAX}), not {shortened(str(value))}", 2)
-    return value
+    """A typer callback for `--seed`: exit 2 unless resolve.check_seed takes it."""
+    try:
+        return seed_checked(value)
+    except UsageError as error:
+        fail(str(error), 2)
 
 
 def check_device(value: str | None) -> str | None:
