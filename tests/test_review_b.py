@@ -148,3 +148,9 @@ def test_compile_of_an_empty_string_does_not_read_the_current_folder() -> None:
     with pytest.raises(resdsl.SpecError) as caught:
         resdsl.compile("")
     assert "directory" not in str(caught.value)
+
+
+def test_check_reads_a_spec_file_whose_name_holds_a_brace(tmp_path: Path) -> None:
+    (tmp_path / "net{v2}.res").write_text(CANONICAL)
+    result = _cli("check", "net{v2}.res", cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (0, "net{v2}.res: ok (n, 0 params, 0.000 GMACs)\n"), result.stderr
