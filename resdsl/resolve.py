@@ -315,10 +315,12 @@ _SHAPE = re.compile(r"[0-9]+(x[0-9]+)+")
 
 def read_spec(path_or_text: str | Path) -> SourceFile:
     """A spec from a path or a zoo name (`resnet50`), or from text when given a string that is clearly source."""
-    if isinstance(path_or_text, str) and ("\n" in path_or_text or "{" in path_or_text):
+    if isinstance(path_or_text, str) and not path_or_text.strip():  # not the folder Path("") means: empty text
         return SourceFile(path="<string>", text=path_or_text)
     path = Path(path_or_text)
-    if isinstance(path_or_text, str) and not _exists(path):
+    if isinstance(path_or_text, str) and not _exists(path):  # a file named `net{v2}.res` is still a file
+        if "\n" in path_or_text or "{" in path_or_text:
+            return SourceFile(path="<string>", text=path_or_text)
         path = zoo.find(path_or_text) or path
     try:
         return SourceFile(path=str(path), text=read_source_text(path))
