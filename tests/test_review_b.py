@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import resource
+import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -154,3 +156,26 @@ def test_check_reads_a_spec_file_whose_name_holds_a_brace(tmp_path: Path) -> Non
     (tmp_path / "net{v2}.res").write_text(CANONICAL)
     result = _cli("check", "net{v2}.res", cwd=tmp_path)
     assert (result.returncode, result.stdout) == (0, "net{v2}.res: ok (n, 0 params, 0.000 GMACs)\n"), result.stderr
+
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.skipif(not FASHION.is_dir(), reason="needs the Debian package dataset-fashion-mnist")
+def test_train_stopped_by_sigterm_keeps_its_progress_as_ctrl_c_does(tmp_path: Path) -> None:
+    """A scheduler's preemption (Slurm, Kubernetes, systemd) is SIGTERM: the run should checkpoint as on Ctrl-C,
+    not lose every iteration since the last --checkpoint-every."""
+    (tmp_path / "tiny.res").write_text(TINY.replace("1x8x8", "1x28x28").replace("linear 2", "linear 10"))
+    run = subprocess.Popen([sys.executable, "-m", "resdsl", "train", "tiny.res", "--dataset", "fashion-mnist",
+                            "--data", str(FASHION), "--out", "run", "--batch", "4", "--iterations", "1000000",
+                            "--checkpoint-every", "1000000", "--eval-every", "1000000", "--log-every", "1"],
+                           cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and run.poll() is None and (
+            not metrics.exists() or metrics.read_text().count("\n") < 3):
+        time.sleep(0.1)
+    run.send_signal(signal.SIGTERM)
+    _, stderr = run.communicate(timeout=60)
+    assert run.returncode != 0
+    assert (tmp_path / "run" / "last.pt").is_file(), stderr
