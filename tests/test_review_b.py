@@ -179,3 +179,13 @@ def test_train_stopped_by_sigterm_keeps_its_progress_as_ctrl_c_does(tmp_path: Pa
     _, stderr = run.communicate(timeout=60)
     assert run.returncode != 0
     assert (tmp_path / "run" / "last.pt").is_file(), stderr
+
+
+def test_bench_of_one_route_that_cannot_run_here_fails_even_with_the_comparison(tmp_path: Path) -> None:
+    """TensorRT on the CPU cannot run: the route asked for is missing, so the command fails (exit 1) with the
+    reason, as it does with --no-compare, instead of printing the other routes and exiting 0."""
+    (tmp_path / "tiny.res").write_text(TINY)
+    result = _cli("bench", "tiny.res", "--backend", "tensorrt", "--device", "cpu", "--runs", "2", "--warmup", "0",
+                  cwd=tmp_path, timeout=120)
+    assert result.returncode == 1, result.stdout
+    assert result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1
