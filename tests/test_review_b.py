@@ -189,3 +189,13 @@ def test_bench_of_one_route_that_cannot_run_here_fails_even_with_the_comparison(
                   cwd=tmp_path, timeout=120)
     assert result.returncode == 1, result.stdout
     assert result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1
+
+
+def test_caret_sits_under_the_error_after_wide_characters_on_the_line(tmp_path: Path) -> None:
+    """A terminal shows each CJK character two cells wide: the caret must move by the cells, not the characters."""
+    prefix = '  stem { relu; x = "日本語"; '
+    (tmp_path / "wide.res").write_text(f"network a {{\n  input 3x32x32\n{prefix}bogus 3 }}\n}}\n")
+    result = _cli("check", "wide.res", cwd=tmp_path)
+    quote, caret = result.stderr.splitlines()[1:3]
+    assert quote == f"  {prefix}bogus 3 }}"
+    assert caret == " " * (2 + len(prefix) + 3) + "^~~~~"  # 3 characters of two cells each before it
