@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import signal
 import stat
@@ -199,3 +200,19 @@ def test_caret_sits_under_the_error_after_wide_characters_on_the_line(tmp_path: 
     quote, caret = result.stderr.splitlines()[1:3]
     assert quote == f"  {prefix}bogus 3 }}"
     assert caret == " " * (2 + len(prefix) + 3) + "^~~~~"  # 3 characters of two cells each before it
+
+
+def test_lsp_diagnostic_after_an_emoji_is_placed_in_the_utf16_units_the_server_announces(tmp_path: Path) -> None:
+    """The server announces positionEncoding utf-16, in which an emoji is two units: the range must count so."""
+    line = '  stem { relu; x = "😀😀"; bogus 3 }'
+    text = f"network a {{\n  input 3x32x32\n{line}\n}}\n"
+    uri = (tmp_path / "emoji.res").as_uri()
+    opened = {"jsonrpc": "2.0", "method": "textDocument/didOpen",
+              "params": {"textDocument": {"uri": uri, "languageId": "resdsl", "version": 1, "text": text}}}
+    result = _cli("lsp", cwd=tmp_path, stdin=_lsp_session(opened))
+    bodies = re.split(r"Content-Length: \d+\r\n(?:.+\r\n)*\r\n", result.stdout)  # the headers between them
+    published = [json.loads(body) for body in bodies if body]
+    diagnostics = next(message["params"]["diagnostics"] for message in published
+                       if message.get("method") == "textDocument/publishDiagnostics")
+    start = len(line[:line.index("bogus")].encode("utf-16-le")) // 2  # 27: two emoji of two units each
+    assert diagnostics[0]["range"]["start"] == {"line": 2, "character": start}
