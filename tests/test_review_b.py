@@ -216,3 +216,25 @@ def test_lsp_diagnostic_after_an_emoji_is_placed_in_the_utf16_units_the_server_a
                        if message.get("method") == "textDocument/publishDiagnostics")
     start = len(line[:line.index("bogus")].encode("utf-16-le")) // 2  # 27: two emoji of two units each
     assert diagnostics[0]["range"]["start"] == {"line": 2, "character": start}
+
+
+def _nested_ifs(depth: int, chained: bool) -> str:
+    """A stem of `depth` nested ifs, or of an else-if chain `depth` long whose conditions are all false."""
+    body = "if false { relu } else " * depth + "{ relu }" if chained else \
+        "if true {\n" * depth + "relu\n" + "}\n" * depth
+    return f"network a {{\n  input 3x32x32\n  stem {{\n    relu\n{body}\n  }}\n}}\n"
+
+
+@pytest.mark.parametrize("command", ["check", "fmt"])
+@pytest.mark.parametrize("chained", [False, True], ids=["nested", "else_if_chain"])
+def test_ifs_nested_thousands_deep_are_a_located_error_not_an_internal_one(command: str, chained: bool,
+                                                                           tmp_path: Path) -> None:
+    (tmp_path / "deep.res").write_text(_nested_ifs(2000, chained))
+    result = _cli(command, "deep.res", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.startswith("deep.res:") and "internal error" not in result.stderr
+
+
+def test_ifs_nested_a_few_deep_still_check() -> None:
+    assert resdsl.compile(_nested_ifs(8, chained=False)).params == 0
+    assert resdsl.compile(_nested_ifs(8, chained=True)).params == 0
