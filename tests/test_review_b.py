@@ -238,3 +238,11 @@ def test_ifs_nested_thousands_deep_are_a_located_error_not_an_internal_one(comma
 def test_ifs_nested_a_few_deep_still_check() -> None:
     assert resdsl.compile(_nested_ifs(8, chained=False)).params == 0
     assert resdsl.compile(_nested_ifs(8, chained=True)).params == 0
+
+
+def test_blocks_calling_blocks_at_the_limit_each_nesting_ifs_at_the_limit_check() -> None:
+    """The two limits together are what the recursive passes must take: 31 blocks deep, 16 ifs deep in each."""
+    blocks = [f"block b{k}(width) {{\n" + "if true {\n" * 16 + (f"b{k + 1} width" if k < 30 else "relu") + "\n"
+              + "}\n" * 16 + "}" for k in range(31)]
+    network = "network a {\n  input 3x32x32\n  stem { conv 3x3, 4 }\n  stages { s: 1 x 4, block: b0 }\n}"
+    assert resdsl.compile("\n".join([*blocks, network]) + "\n").params == 108  # conv 3x3x3x4, no bias
