@@ -246,3 +246,10 @@ def test_blocks_calling_blocks_at_the_limit_each_nesting_ifs_at_the_limit_check(
               + "}\n" * 16 + "}" for k in range(31)]
     network = "network a {\n  input 3x32x32\n  stem { conv 3x3, 4 }\n  stages { s: 1 x 4, block: b0 }\n}"
     assert resdsl.compile("\n".join([*blocks, network]) + "\n").params == 108  # conv 3x3x3x4, no bias
+
+
+def test_lsp_request_with_params_of_the_wrong_shape_is_logged_without_a_traceback(tmp_path: Path) -> None:
+    hover = {"jsonrpc": "2.0", "id": 2, "method": "textDocument/hover", "params": None}
+    result = _cli("lsp", cwd=tmp_path, stdin=_lsp_session(hover))
+    assert result.returncode == 0 and '"id": 99' in result.stdout
+    assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) <= 2
