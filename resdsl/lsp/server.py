@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import BinaryIO, cast
@@ -227,10 +228,14 @@ class _ChunkedReader:
 
 
 def _without_traceback(record: logging.LogRecord) -> bool:
-    """A log record of pygls's with its exception as one line: the error log is for the user, not a traceback."""
+    """A log record of pygls's in one line, its exception's message kept: the error log is for the user, not a
+    traceback (pygls attaches some, and formats others into the message)."""
+    first, *rest = record.getMessage().split("\n")
+    reasons = [line.strip(" |") for line in rest if re.match(r"\s*[| ]*[A-Za-z_.]+(Error|Exception): ", line)]
     if record.exc_info is not None and record.exc_info[1] is not None:
-        record.msg, record.args = f"{record.getMessage()}: {record.exc_info[1]}", None
-        record.exc_info = record.exc_text = None
+        reasons.append(str(record.exc_info[1]))
+    record.msg, record.args = ": ".join([first, *reasons[-1:]]), None
+    record.exc_info = record.exc_text = None
     return True
 
 
