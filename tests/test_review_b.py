@@ -253,3 +253,10 @@ def test_lsp_request_with_params_of_the_wrong_shape_is_logged_without_a_tracebac
     result = _cli("lsp", cwd=tmp_path, stdin=_lsp_session(hover))
     assert result.returncode == 0 and '"id": 99' in result.stdout
     assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) <= 2
+
+
+def test_set_of_one_param_twice_is_a_usage_error_as_in_extends(tmp_path: Path) -> None:
+    """`extends "x" (n = 3, n = 4)` is refused; `--set n=3 --set n=4` should not silently take the last."""
+    result = _cli("check", "cifar20", "--set", "n=3", "--set", "n=4", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: --set n ") and "twice" in result.stderr
