@@ -284,6 +284,17 @@ def check_seed(seed: object) -> int:
     raise UsageError(f"--seed must be a whole number from 0 to 2**63-1 ({SEED_MAX}), not {shortened(repr(seed))}")
 
 
+def parse_overrides(items: list[str] | None) -> dict[str, Value]:
+    """The values of the `--set` flags given, each param at most once (UsageError for one given twice)."""
+    overrides: dict[str, Value] = {}
+    for item in items or []:
+        name, value = parse_override(item)
+        if name in overrides:
+            raise UsageError(f"--set {name} is given twice; give each param once")
+        overrides[name] = value
+    return overrides
+
+
 def parse_override(text: str) -> tuple[str, Value]:
     """`n=18` from `--set n=18`: an int, float, true/false or a shape like 3x32x32."""
     name, sep, raw = text.partition("=")

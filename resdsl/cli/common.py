@@ -19,7 +19,7 @@ from resdsl.files import kind, output_problem, overwritten_input
 from resdsl.limits import WORKERS_PER_CPU, max_workers, quoted, shortened, usable_cpus
 from resdsl.network import Network, check_program
 from resdsl.resolve import SEED_MAX as SEED_MAX  # re-exported: the CLI's bound, stated in resolve
-from resdsl.resolve import UsageError, load, parse_override, read_spec
+from resdsl.resolve import UsageError, load, parse_overrides, read_spec
 from resdsl.resolve import check_seed as seed_checked
 
 
@@ -80,7 +80,7 @@ def check_workers(value: int | None) -> int | None:
 
 def load_network(spec: str, sets: list[str] | None) -> Network:
     """Compile a spec file or zoo name with `--set` values; raises SpecError, or UsageError for a bad --set."""
-    overrides = dict(parse_override(item) for item in sets or [])
+    overrides = parse_overrides(sets)
     return check_program(load(read_spec(zoo.resolve(spec)), overrides))
 
 
