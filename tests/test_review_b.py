@@ -260,3 +260,33 @@ def test_set_of_one_param_twice_is_a_usage_error_as_in_extends(tmp_path: Path) -
     result = _cli("check", "cifar20", "--set", "n=3", "--set", "n=4", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.startswith("error: --set n ") and "twice" in result.stderr
+
+
+@pytest.mark.torch
+def test_train_to_an_empty_out_is_refused_not_run_in_the_current_folder(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--out ""` is a usage error; `out=""` was Path(""), the current folder, which filled with a run."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(resdsl.UsageError, match="out"):
+        resdsl.train(TINY, out="", data=tmp_path, settings={"dataset": "fashion-mnist", "iterations": 1})
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize(("argument", "value"), [("batch", 1.5), ("batch", (1, 2)), ("mean", "0.5"),
+                                                 ("features", "stem")],
+                         ids=["float_batch", "pair_batch", "string_mean", "string_features"])
+def test_build_names_an_argument_of_the_wrong_type(argument: str, value: object, tmp_path: Path) -> None:
+    """Not "cannot unpack non-iterable float object", or `features="stem"` read as the names 's', 't', ..."""
+    with pytest.raises(resdsl.UsageError, match=argument) as caught:
+        resdsl.build(TINY, backend="pytorch", output=tmp_path / "tiny.pt2", **{argument: value})
+    assert "'s'" not in str(caught.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.torch
+def test_train_refuses_a_negative_number_of_workers_as_the_cli_does(tmp_path: Path) -> None:
+    with pytest.raises(resdsl.UsageError, match="workers"):
+        resdsl.train(TINY, out=tmp_path / "run", data=tmp_path, workers=-1,
+                     settings={"dataset": "fashion-mnist", "iterations": 1})
+    assert not (tmp_path / "run").exists()
