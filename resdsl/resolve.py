@@ -13,7 +13,7 @@ from pathlib import Path
 from resdsl import ast, zoo
 from resdsl.diagnostics import Diagnostic, Diagnostics, Note, SpecError
 from resdsl.expr import MAX_MAGNITUDE, EvalError, Value, evaluate, names_in
-from resdsl.limits import MAX_EXTENDS_DEPTH, MAX_LITERAL_DIGITS, shortened
+from resdsl.limits import MAX_EXTENDS_DEPTH, MAX_LITERAL_DIGITS, WORKERS_PER_CPU, max_workers, shortened, usable_cpus
 from resdsl.parser import NotASpec, parse
 from resdsl.source import SourceFile, SourceMap, Span, UnreadableSpec, read_source_text
 
@@ -282,6 +282,14 @@ def check_seed(seed: object) -> int:
     if type(seed) is int and 0 <= seed <= SEED_MAX:
         return seed
     raise UsageError(f"--seed must be a whole number from 0 to 2**63-1 ({SEED_MAX}), not {shortened(repr(seed))}")
+
+
+def check_workers(workers: object) -> int | None:
+    """`workers` (decoding processes) if from 0 to limits.max_workers() or None; else UsageError."""
+    if workers is None or (type(workers) is int and 0 <= workers <= max_workers()):
+        return workers
+    raise UsageError(f"--workers must be from 0 to {max_workers()} ({WORKERS_PER_CPU} x the {usable_cpus()} CPUs "
+                     f"usable here), not {shortened(repr(workers))}")
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Value]:

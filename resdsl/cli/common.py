@@ -16,11 +16,12 @@ import typer
 
 from resdsl import zoo
 from resdsl.files import kind, output_problem, overwritten_input
-from resdsl.limits import WORKERS_PER_CPU, max_workers, quoted, shortened, usable_cpus
+from resdsl.limits import quoted
 from resdsl.network import Network, check_program
 from resdsl.resolve import SEED_MAX as SEED_MAX  # re-exported: the CLI's bound, stated in resolve
 from resdsl.resolve import UsageError, load, parse_overrides, read_spec
 from resdsl.resolve import check_seed as seed_checked
+from resdsl.resolve import check_workers as workers_checked
 
 
 def complete_spec(incomplete: str) -> list[str]:
@@ -71,11 +72,11 @@ def check_device(value: str | None) -> str | None:
 
 
 def check_workers(value: int | None) -> int | None:
-    """A typer callback for `--workers`: exit 2 unless 0 <= value <= WORKERS_PER_CPU x the CPUs usable here."""
-    if value is not None and not 0 <= value <= max_workers():
-        fail(f"--workers must be from 0 to {max_workers()} ({WORKERS_PER_CPU} x the {usable_cpus()} CPUs usable "
-             f"here), not {shortened(str(value))}", 2)
-    return value
+    """A typer callback for `--workers`: exit 2 unless resolve.check_workers takes it."""
+    try:
+        return workers_checked(value)
+    except UsageError as error:
+        fail(str(error), 2)
 
 
 def load_network(spec: str, sets: list[str] | None) -> Network:
