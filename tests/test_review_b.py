@@ -290,3 +290,17 @@ def test_train_refuses_a_negative_number_of_workers_as_the_cli_does(tmp_path: Pa
         resdsl.train(TINY, out=tmp_path / "run", data=tmp_path, workers=-1,
                      settings={"dataset": "fashion-mnist", "iterations": 1})
     assert not (tmp_path / "run").exists()
+
+
+def test_fmt_of_an_endless_stdin_stops_at_the_size_limit(tmp_path: Path) -> None:
+    with open("/dev/zero", "rb") as endless:
+        done = subprocess.run([sys.executable, "-m", "resdsl", "fmt", "-"], cwd=tmp_path, stdin=endless,
+                              capture_output=True, timeout=30, preexec_fn=lambda: resource.setrlimit(
+                                  resource.RLIMIT_AS, (1 << 30, 1 << 30)))
+    assert done.returncode == 1 and b"over the limit" in done.stderr and done.stdout == b""
+
+
+def test_fmt_of_stdin_that_is_not_utf8_says_so_as_for_a_file(tmp_path: Path) -> None:
+    result = _cli("fmt", "-", cwd=tmp_path, stdin=b"network n {\n  input 3x32x32 \xff\n}\n")
+    assert result.returncode == 1
+    assert "not UTF-8" in result.stderr and "\\udc" not in result.stderr
