@@ -15,7 +15,7 @@ from resdsl.cli.common import fail
 from resdsl.diagnostics import SpecError
 from resdsl.files import atomic_write, reason
 from resdsl.format import format_text
-from resdsl.source import SourceFile, UnreadableSpec, read_source_text
+from resdsl.source import SourceFile, UnreadableSpec, read_source_stream, read_source_text
 
 STDIN = "-"
 
@@ -30,7 +30,7 @@ def fmt(
     """Lay specs out the one canonical way: spacing, indentation and line breaks; comments kept; network unchanged."""
     failed = changed = False
     for path in _spec_files(paths):
-        text = sys.stdin.read() if path == STDIN else _read(path)
+        text = _read(path)
         try:
             formatted = format_text(text, "<stdin>" if path == STDIN else path)
         except SpecError as error:  # report it and go on to the next file
@@ -71,11 +71,11 @@ def _spec_files(paths: list[str]) -> list[str]:
 
 
 def _read(path: str) -> str:
-    """The spec's text, read as `check` reads it: size-limited, a byte-order mark dropped."""
+    """The spec's text (stdin's for `-`), read as `check` reads it: size-limited, UTF-8, a byte-order mark dropped."""
     try:
-        return read_source_text(Path(path))
+        return read_source_stream(sys.stdin.buffer) if path == STDIN else read_source_text(Path(path))
     except UnreadableSpec as error:
-        fail(f"cannot read {path}: {error}")
+        fail(f"cannot read {'stdin' if path == STDIN else path}: {error}")
 
 
 def _write(path: str, text: str) -> None:
