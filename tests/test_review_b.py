@@ -304,3 +304,18 @@ def test_fmt_of_stdin_that_is_not_utf8_says_so_as_for_a_file(tmp_path: Path) -> 
     result = _cli("fmt", "-", cwd=tmp_path, stdin=b"network n {\n  input 3x32x32 \xff\n}\n")
     assert result.returncode == 1
     assert "not UTF-8" in result.stderr and "\\udc" not in result.stderr
+
+
+@pytest.mark.torch
+def test_torch_failing_to_allocate_cpu_memory_is_reported_as_out_of_memory(capsys: pytest.CaptureFixture[str]) -> None:
+    """torch raises RuntimeError, not MemoryError, when the CPU allocator fails (a batch too large for the RAM):
+    that is the machine running out of memory, not an internal error to report."""
+    import torch
+
+    from resdsl.cli.app import report
+
+    with pytest.raises(RuntimeError) as caught:
+        torch.empty(2**62, dtype=torch.uint8)  # refused by the allocator, nothing allocated
+    assert report(caught.value, ["train"]) == 1
+    assert capsys.readouterr().err == ("error: the machine ran out of memory during resdsl train; try a smaller batch, "
+                                       "input or network\n")
