@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -279,7 +280,8 @@ def test_train_to_an_empty_out_is_refused_not_run_in_the_current_folder(tmp_path
 def test_build_names_an_argument_of_the_wrong_type(argument: str, value: object, tmp_path: Path) -> None:
     """Not "cannot unpack non-iterable float object", or `features="stem"` read as the names 's', 't', ..."""
     with pytest.raises(resdsl.UsageError, match=argument) as caught:
-        resdsl.build(TINY, backend="pytorch", output=tmp_path / "tiny.pt2", **{argument: value})
+        wrong: dict[str, Any] = {argument: value}
+        resdsl.build(TINY, backend="pytorch", output=tmp_path / "tiny.pt2", **wrong)
     assert "'s'" not in str(caught.value)
     assert list(tmp_path.iterdir()) == []
 
