@@ -30,10 +30,10 @@ from resdsl.backends import (
 )
 from resdsl.backends.staging import move_into_place, staging_folder
 from resdsl.diagnostics import SpecError
-from resdsl.limits import human_bytes
+from resdsl.limits import human_bytes, shortened
 from resdsl.network import Network
 from resdsl.quantization import HELDOUT_IMAGES, MAX_DROP, Int8Accuracy, Quantization
-from resdsl.resolve import UsageError, load, read_spec
+from resdsl.resolve import UsageError, check_seed, load, read_spec
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -123,9 +123,13 @@ def build(
     `dataset` names what `calibration` holds (default: the weights' recipe's, else the spec's).
     """
     info = check_options(backend, precision, input_format, raw_input)
+    check_seed(seed)
     quantization.check_options(backend, int8, calibration, int8_max_drop, int8_images)
     if dataset is not None and not int8:
         raise UsageError("--dataset names the dataset --calibration holds; it goes with --int8")
+    if isinstance(features, str):
+        raise UsageError(f"--features takes a list of layer or group names such as ['layer2', 'layer3'], not the "
+                         f"string {shortened(repr(features))}")
     if int8 and features:
         raise UsageError("--int8 checks the INT8 artifact's top-1 classes, which a --features backbone does not "
                          "output: build with one of --int8 and --features")
@@ -191,6 +195,10 @@ def check_precision(precision: str, choices: tuple[str, ...] = PRECISIONS) -> No
 
 def batch_profile(batch: int | tuple[int, int, int]) -> BatchProfile:
     """A fixed batch of `batch` images, or the dynamic range `(min, opt, max)` (UsageError on bad values)."""
+    if not (type(batch) is int or (isinstance(batch, tuple | list) and len(batch) == 3
+                                   and all(type(size) is int for size in batch))):
+        raise UsageError(f"--batch takes a whole number, or --dynamic-batch a (MIN, OPT, MAX) range of them, not "
+                         f"{shortened(repr(batch))}")
     if isinstance(batch, int):
         if batch < 1:
             raise UsageError(f"--batch must be at least 1, not {batch}")
@@ -205,6 +213,9 @@ def checked_floats(flag: str, values: Sequence[float] | None) -> list[float] | N
     """`--mean`/`--std` values: finite numbers, a std positive (UsageError otherwise)."""
     if values is None:
         return None
+    if isinstance(values, str | bytes) or not all(isinstance(v, int | float) for v in values):
+        raise UsageError(f"{flag} takes one number per channel, such as [0.485, 0.456, 0.406], not "
+                         f"{shortened(repr(values))}")
     values = [float(v) for v in values]
     text = ",".join(f"{v:g}" for v in values)
     if not values or not all(math.isfinite(v) for v in values):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 
 from resdsl.source import SourceMap, Span, printable
@@ -101,7 +102,14 @@ def _quote(span: Span | None, sources: SourceMap | None) -> list[str]:
         start = max(0, min(column - 1 - _QUOTE_WIDTH // 4, len(text) - _QUOTE_WIDTH))
         text = text[start:start + _QUOTE_WIDTH]
         column, end = column - start, min(end - start, _QUOTE_WIDTH + 1)
-    # control characters are shown escaped, so the caret moves by what their escapes add before it
-    shown_column = len(printable(text[: column - 1])) + 1
-    width = max(1, len(printable(text[column - 1:end - 1])))
+    # control characters are shown escaped, so the caret moves by what their escapes add before it, and by the
+    # terminal cells of what is shown: two for a wide (CJK, emoji) character, none for a combining one
+    shown_column = _cells(printable(text[: column - 1])) + 1
+    width = max(1, _cells(printable(text[column - 1:end - 1])))
     return [f"  {printable(text)}", "  " + " " * (shown_column - 1) + "^" + "~" * (width - 1)]
+
+
+def _cells(text: str) -> int:
+    """How many terminal cells `text` takes."""
+    return sum(0 if unicodedata.combining(char) or unicodedata.category(char) == "Cf"
+               else 2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in text)

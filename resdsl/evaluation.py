@@ -18,7 +18,7 @@ from resdsl.data.locate import DECODERS, PROTOCOLS, DataError
 from resdsl.deploy import is_spec_text, load_network
 from resdsl.diagnostics import SpecError
 from resdsl.network import Network
-from resdsl.resolve import UsageError
+from resdsl.resolve import UsageError, check_workers
 
 if TYPE_CHECKING:
     import torch
@@ -53,6 +53,7 @@ def evaluate(spec: str | Path | Network, weights: str | Path | None = None, *, p
     """Evaluate `weights` (default for a run folder: its last.pt) of `spec` (a spec, zoo name, network or training
     run's folder) under `protocol` (center, 10crop, multiscale); `say` gets what it reads and recompiles."""
     check_options(protocol, decoder, batch, limit)
+    check_workers(workers)
     spec, weights = spec_and_weights(spec, weights)
     network = load_network(spec, params)
 

@@ -12,6 +12,7 @@ MAX_LITERAL_DIGITS = 18  # an integer or float literal, a shape's dimension, a -
 MAX_EXPRESSION_DEPTH = 200  # parentheses, conditionals and unary minus nested in one expression
 MAX_EXTENDS_DEPTH = 16  # files in an `extends` chain
 MAX_CALL_DEPTH = 32  # blocks calling blocks
+MAX_NESTING_DEPTH = 16  # `if` and `for` bodies in one another (an else-if chain too); times MAX_CALL_DEPTH, in stack
 MAX_PATH_PARTS = 100  # dotted parts of a layer's module path (`layer1.0.se.fc1` has 4)
 MAX_STAGES = 1_000  # stage lines of a network
 MAX_BLOCKS = 100_000  # blocks in all stages

@@ -15,7 +15,7 @@ from resdsl.ir.build import lower_program
 from resdsl.ir.graph import IRGraph
 from resdsl.limits import MAX_ACTIVATION_BYTES, MAX_LITERAL_DIGITS, MAX_PARAM_BYTES
 from resdsl.passes.count import BYTES_PER_ELEMENT, Counts, StageSummary, count
-from resdsl.resolve import Program, check_override, load, read_spec
+from resdsl.resolve import Program, check_override, check_seed, load, read_spec
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -107,6 +107,8 @@ class Network:
         `deploy=True` gives the inference module instead (eval mode, an fx.GraphModule): parallel branches
         merged into one conv and BatchNorm folded (resdsl.backends.reparam), as `build` exports it.
         """
+        if seed is not None:
+            check_seed(seed)
         if features is None:
             module = self.torch_class(seed=seed, zero_init_residual=zero_init_residual)
         else:

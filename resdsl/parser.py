@@ -19,7 +19,7 @@ from lark.lexer import PatternStr
 from resdsl import ast
 from resdsl.diagnostics import Diagnostic, Note, SpecError
 from resdsl.expr import MAX_MAGNITUDE
-from resdsl.limits import MAX_LITERAL_DIGITS, MAX_SPEC_BYTES
+from resdsl.limits import MAX_LITERAL_DIGITS, MAX_NESTING_DEPTH, MAX_SPEC_BYTES
 from resdsl.source import SourceFile, SourceMap, Span, spec_too_large
 
 
@@ -316,9 +316,11 @@ class _ToAst:
         self.errors: list[Diagnostic] = []
         # A parenthesised expression keeps its own span; what contains it starts or ends at the parenthesis.
         self.parenthesised: dict[int, Span] = {}
+        # How deep `if` and `for` bodies nest inside each `if` and `for` node, by id (the later passes recurse).
+        self.nesting: dict[int, int] = {}
 
     def reset(self, file: str) -> None:
-        self.file, self.errors, self.parenthesised = file, [], {}
+        self.file, self.errors, self.parenthesised, self.nesting = file, [], {}, {}
 
     def _span(self, children: list) -> Span:
         first = next(filter(None, map(self._extent, children)), None)
@@ -458,14 +460,27 @@ class _ToAst:
 
     def for_(self, children):
         iterable, = (c for c in children if isinstance(c, ast.Expr))
-        return ast.For(self._span(children), _word(children), iterable, children[-1])
+        return self._nested(ast.For(self._span(children), _word(children), iterable, children[-1]), children[-1])
 
     def if_(self, children):
         condition = children[1]
         bodies = [c for c in children[3:] if isinstance(c, _Body | ast.If)]  # children[2] is the first body
         otherwise = bodies[0] if bodies else []
-        return ast.If(self._span(children), condition, children[2], [otherwise] if isinstance(otherwise, ast.If)
+        node = ast.If(self._span(children), condition, children[2], [otherwise] if isinstance(otherwise, ast.If)
                       else otherwise)
+        return self._nested(node, [*node.then, *node.otherwise])
+
+    def _nested(self, node: ast.For | ast.If, body: list) -> ast.For | ast.If:
+        """`node` with its nesting depth noted; the one that first passes MAX_NESTING_DEPTH is an error."""
+        depth = 1 + max((self.nesting.get(id(statement), 0) for statement in body), default=0)
+        self.nesting[id(node)] = depth
+        if depth == MAX_NESTING_DEPTH + 1:
+            start, keyword = node.span, 3 if isinstance(node, ast.For) else 2
+            self.errors.append(Diagnostic(Span(start.path, start.line, start.column, start.line,
+                                               start.column + keyword),
+                                          f"`if` and `for` are nested more than {MAX_NESTING_DEPTH} deep here (an "
+                                          "else-if chain counts as nesting), the limit; split the body into blocks"))
+        return node
 
     def layer_body(self, children):
         return _spanned(_Body, _nodes(children), self._span(children))

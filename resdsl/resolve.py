@@ -13,7 +13,7 @@ from pathlib import Path
 from resdsl import ast, zoo
 from resdsl.diagnostics import Diagnostic, Diagnostics, Note, SpecError
 from resdsl.expr import MAX_MAGNITUDE, EvalError, Value, evaluate, names_in
-from resdsl.limits import MAX_EXTENDS_DEPTH, MAX_LITERAL_DIGITS
+from resdsl.limits import MAX_EXTENDS_DEPTH, MAX_LITERAL_DIGITS, WORKERS_PER_CPU, max_workers, shortened, usable_cpus
 from resdsl.parser import NotASpec, parse
 from resdsl.source import SourceFile, SourceMap, Span, UnreadableSpec, read_source_text
 
@@ -274,6 +274,35 @@ def check_override(name: str, value: object, given_as: str) -> Value:
                      "such as (3, 32, 32)")
 
 
+SEED_MAX = 2**63 - 1  # what every consumer of a seed takes: torch's and numpy's generators, an int64 tensor
+
+
+def check_seed(seed: object) -> int:
+    """`seed` if torch's and numpy's generators take it (a whole number from 0 to SEED_MAX); else UsageError."""
+    if type(seed) is int and 0 <= seed <= SEED_MAX:
+        return seed
+    raise UsageError(f"--seed must be a whole number from 0 to 2**63-1 ({SEED_MAX}), not {shortened(repr(seed))}")
+
+
+def check_workers(workers: object) -> int | None:
+    """`workers` (decoding processes) if from 0 to limits.max_workers() or None; else UsageError."""
+    if workers is None or (type(workers) is int and 0 <= workers <= max_workers()):
+        return workers
+    raise UsageError(f"--workers must be from 0 to {max_workers()} ({WORKERS_PER_CPU} x the {usable_cpus()} CPUs "
+                     f"usable here), not {shortened(repr(workers))}")
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Value]:
+    """The values of the `--set` flags given, each param at most once (UsageError for one given twice)."""
+    overrides: dict[str, Value] = {}
+    for item in items or []:
+        name, value = parse_override(item)
+        if name in overrides:
+            raise UsageError(f"--set {name} is given twice; give each param once")
+        overrides[name] = value
+    return overrides
+
+
 def parse_override(text: str) -> tuple[str, Value]:
     """`n=18` from `--set n=18`: an int, float, true/false or a shape like 3x32x32."""
     name, sep, raw = text.partition("=")
@@ -305,10 +334,12 @@ _SHAPE = re.compile(r"[0-9]+(x[0-9]+)+")
 
 def read_spec(path_or_text: str | Path) -> SourceFile:
     """A spec from a path or a zoo name (`resnet50`), or from text when given a string that is clearly source."""
-    if isinstance(path_or_text, str) and ("\n" in path_or_text or "{" in path_or_text):
+    if isinstance(path_or_text, str) and not path_or_text.strip():  # not the folder Path("") means: empty text
         return SourceFile(path="<string>", text=path_or_text)
     path = Path(path_or_text)
-    if isinstance(path_or_text, str) and not _exists(path):
+    if isinstance(path_or_text, str) and not _exists(path):  # a file named `net{v2}.res` is still a file
+        if "\n" in path_or_text or "{" in path_or_text:
+            return SourceFile(path="<string>", text=path_or_text)
         path = zoo.find(path_or_text) or path
     try:
         return SourceFile(path=str(path), text=read_source_text(path))

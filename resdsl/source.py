@@ -8,6 +8,7 @@ import stat
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import BinaryIO
 
 from resdsl.limits import MAX_SPEC_BYTES
 
@@ -96,11 +97,16 @@ def read_source_text(path: Path) -> str:
         if info.st_size > MAX_SPEC_BYTES:
             raise UnreadableSpec(spec_too_large(f"{info.st_size:,} bytes"))
         with os.fdopen(fd, "rb", closefd=False) as handle:
-            data = handle.read(MAX_SPEC_BYTES + 1)
+            return read_source_stream(handle)
     except OSError as error:
         raise UnreadableSpec(error.strerror or str(error)) from None
     finally:
         os.close(fd)
+
+
+def read_source_stream(stream: BinaryIO) -> str:
+    """Spec text from an open binary stream (a file, stdin): no more than the size limit is read, then UTF-8."""
+    data = stream.read(MAX_SPEC_BYTES + 1)
     if len(data) > MAX_SPEC_BYTES:
         raise UnreadableSpec(spec_too_large(f"more than {MAX_SPEC_BYTES:,} bytes"))
     if b"\0" in data:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from resdsl.deploy import load_network
 from resdsl.network import Network
-from resdsl.resolve import UsageError
+from resdsl.resolve import UsageError, check_seed, check_workers
 
 if TYPE_CHECKING:
     from resdsl.expr import Value
@@ -41,6 +41,11 @@ def train(spec: str | Path | Network, *, out: str | Path | None = None, data: st
     check_options(settings or {}, amp, weights, resume, strict, decoder,
                   {"--checkpoint-every": checkpoint_every, "--eval-every": eval_every, "--log-every": log_every,
                    "--limit-train": limit_train, "--limit-eval": limit_eval})
+    check_seed(seed)
+    check_workers(workers)
+    for flag, path in (("--out", out), ("--data", data)):
+        if path is not None and not str(path).strip():  # Path("") is the current folder
+            raise UsageError(f"{flag} is empty: give a folder")
     network = load_network(spec, params)
     from resdsl.recipe import recipe_of
 

@@ -248,8 +248,7 @@ def report(error: BaseException, words: list[str]) -> int:
     if isinstance(error, KeyboardInterrupt):
         typer.echo(f"{command}: interrupted", err=True)
         return 130
-    if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":  # torch's, for GPUs
-        device = "GPU" if type(error).__name__ == "OutOfMemoryError" else "machine"
+    if (device := _out_of_memory(error)) is not None:
         return _say(f"the {device} ran out of memory during {command}; try a smaller batch, input or network")
     if isinstance(error, ImportError) and (missing := _missing_extra(error, words)):
         return _say(missing)
@@ -259,6 +258,19 @@ def report(error: BaseException, words: list[str]) -> int:
         return _say(f"{path}: {reason}" if path is not None else reason)
     return _say(f"internal error in {command} ({type(error).__name__}: {_first_line(error)}); "
                 f"run it again with {DEBUG}=1 for the traceback, and please report it")
+
+
+# torch's CPU allocator fails with a RuntimeError of this message, not MemoryError
+CPU_ALLOCATION_FAILED = "DefaultCPUAllocator: can't allocate memory"
+
+
+def _out_of_memory(error: BaseException) -> str | None:
+    """"GPU" or "machine" if `error` is that one's memory running out, else None."""
+    if type(error).__name__ == "OutOfMemoryError":  # torch's, for GPUs
+        return "GPU"
+    if isinstance(error, MemoryError) or (isinstance(error, RuntimeError) and CPU_ALLOCATION_FAILED in str(error)):
+        return "machine"
+    return None
 
 
 def _missing_extra(error: ImportError, words: list[str]) -> str | None:

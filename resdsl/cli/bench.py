@@ -16,7 +16,7 @@ from resdsl.benchmark import NAMED, BenchError, BenchResult
 from resdsl.cli.build import InputOption, PrecisionOption, input_shape
 from resdsl.cli.common import CalibrationDatasetOption, SetOption, SpecArgument, fail, not_empty
 from resdsl.deploy import BuildError
-from resdsl.resolve import parse_override
+from resdsl.resolve import parse_overrides
 
 BackendOption = Annotated[str, typer.Option(
     "--backend", metavar="ROUTE[,ROUTE..]",
@@ -47,7 +47,7 @@ def bench(spec: SpecArgument, backend: BackendOption = "pytorch", batch: BatchOp
     try:
         result = time_routes(spec, backend, batch=batch, precision=precision, runs=runs, warmup=warmup,
                              device=device, compare=compare, threads=threads, input_shape=input_shape(input_),
-                             params=dict(parse_override(item) for item in set_ or []), calibration=calibration,
+                             params=parse_overrides(set_), calibration=calibration,
                              dataset=dataset)
     except (BenchError, BuildError, DataError) as error:
         fail(str(error))

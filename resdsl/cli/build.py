@@ -16,7 +16,7 @@ from resdsl.cli.common import CalibrationDatasetOption, SetOption, SpecArgument,
 from resdsl.deploy import BuildError, BuildResult
 from resdsl.limits import human_bytes
 from resdsl.quantization import HELDOUT_IMAGES, MAX_DROP
-from resdsl.resolve import parse_override
+from resdsl.resolve import parse_overrides
 
 MAX_DIGITS = 9  # of a size on the command line: larger is refused before int() meets Python's digit limit
 
@@ -79,7 +79,7 @@ def build(spec: SpecArgument, backend: BackendOption, output: OutputOption, weig
 
     try:
         result = build_artifact(
-            spec, backend, output, params=dict(parse_override(item) for item in set_ or []), weights=weights,
+            spec, backend, output, params=parse_overrides(set_), weights=weights,
             precision=precision, batch=batch_size(batch, dynamic_batch), fold=not no_fold,
             input_shape=input_shape(input_), input_format=input_format, raw_input=raw_input,
             mean=floats("--mean", mean), std=floats("--std", std), features=feature_names(features), seed=seed,

@@ -16,17 +16,17 @@ import typer
 
 from resdsl import zoo
 from resdsl.files import kind, output_problem, overwritten_input
-from resdsl.limits import WORKERS_PER_CPU, max_workers, quoted, shortened, usable_cpus
+from resdsl.limits import quoted
 from resdsl.network import Network, check_program
-from resdsl.resolve import load, parse_override, read_spec
+from resdsl.resolve import SEED_MAX as SEED_MAX  # re-exported: the CLI's bound, stated in resolve
+from resdsl.resolve import UsageError, load, parse_overrides, read_spec
+from resdsl.resolve import check_seed as seed_checked
+from resdsl.resolve import check_workers as workers_checked
 
 
 def complete_spec(incomplete: str) -> list[str]:
     """Shell completion of a spec argument: the zoo names that start with what was typed (files come from the shell)."""
     return [name for name in zoo.names() if name.startswith(incomplete)]
-
-
-SEED_MAX = 2**63 - 1  # what every consumer of a seed takes: torch's and numpy's generators, an int64 tensor
 
 
 def fail(message: str, status: int = 1) -> NoReturn:
@@ -57,10 +57,11 @@ SetOption = Annotated[
 
 
 def check_seed(value: int) -> int:
-    """A typer callback for `--seed`: exit 2 unless 0 <= value <= SEED_MAX."""
-    if not 0 <= value <= SEED_MAX:
-        fail(f"--seed must be a whole number from 0 to 2**63-1 ({SEED_MAX}), not {shortened(str(value))}", 2)
-    return value
+    """A typer callback for `--seed`: exit 2 unless resolve.check_seed takes it."""
+    try:
+        return seed_checked(value)
+    except UsageError as error:
+        fail(str(error), 2)
 
 
 def check_device(value: str | None) -> str | None:
@@ -71,16 +72,16 @@ def check_device(value: str | None) -> str | None:
 
 
 def check_workers(value: int | None) -> int | None:
-    """A typer callback for `--workers`: exit 2 unless 0 <= value <= WORKERS_PER_CPU x the CPUs usable here."""
-    if value is not None and not 0 <= value <= max_workers():
-        fail(f"--workers must be from 0 to {max_workers()} ({WORKERS_PER_CPU} x the {usable_cpus()} CPUs usable "
-             f"here), not {shortened(str(value))}", 2)
-    return value
+    """A typer callback for `--workers`: exit 2 unless resolve.check_workers takes it."""
+    try:
+        return workers_checked(value)
+    except UsageError as error:
+        fail(str(error), 2)
 
 
 def load_network(spec: str, sets: list[str] | None) -> Network:
     """Compile a spec file or zoo name with `--set` values; raises SpecError, or UsageError for a bad --set."""
-    overrides = dict(parse_override(item) for item in sets or [])
+    overrides = parse_overrides(sets)
     return check_program(load(read_spec(zoo.resolve(spec)), overrides))
 
 

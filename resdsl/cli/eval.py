@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from resdsl.cli.common import SetOption, check_device, check_workers, complete_spec, fail, not_empty
-from resdsl.resolve import parse_override
+from resdsl.resolve import parse_overrides
 
 PROTOCOL_NAMES = {"center": "centre crop", "10crop": "10-crop", "multiscale": "multi-scale"}
 
@@ -51,7 +51,7 @@ def evaluate(spec: SpecOrRunArgument, weights: WeightsOption = None, protocol: P
     try:
         result = score(spec, weights, protocol=protocol, dataset=dataset, data=data, batch=batch, limit=limit,
                        device=device, workers=workers, decoder=decoder,
-                       params=dict(parse_override(item) for item in set_ or []),
+                       params=parse_overrides(set_),
                        say=lambda line: typer.echo(line, err=True))
     except (WeightsError, DataError, DeviceError) as problem:
         fail(str(problem))

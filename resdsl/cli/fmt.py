@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import os
+import stat
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -13,7 +15,7 @@ from resdsl.cli.common import fail
 from resdsl.diagnostics import SpecError
 from resdsl.files import atomic_write, reason
 from resdsl.format import format_text
-from resdsl.source import SourceFile
+from resdsl.source import SourceFile, UnreadableSpec, read_source_stream, read_source_text
 
 STDIN = "-"
 
@@ -28,7 +30,7 @@ def fmt(
     """Lay specs out the one canonical way: spacing, indentation and line breaks; comments kept; network unchanged."""
     failed = changed = False
     for path in _spec_files(paths):
-        text = sys.stdin.read() if path == STDIN else _read(path)
+        text = _read(path)
         try:
             formatted = format_text(text, "<stdin>" if path == STDIN else path)
         except SpecError as error:  # report it and go on to the next file
@@ -61,7 +63,7 @@ def _spec_files(paths: list[str]) -> list[str]:
             files.append(name)
         elif path.is_dir():
             files.extend(str(spec) for spec in sorted(path.rglob("*.res")))
-        elif path.is_file():
+        elif path.exists():  # a FIFO or device too: _read says what it is
             files.append(name)
         else:
             fail(f"{name}: no such file or folder")
@@ -69,18 +71,22 @@ def _spec_files(paths: list[str]) -> list[str]:
 
 
 def _read(path: str) -> str:
+    """The spec's text (stdin's for `-`), read as `check` reads it: size-limited, UTF-8, a byte-order mark dropped."""
     try:
-        return Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        fail(f"cannot read {path}: {reason(error) if isinstance(error, OSError) else 'not UTF-8 text'}")
+        return read_source_stream(sys.stdin.buffer) if path == STDIN else read_source_text(Path(path))
+    except UnreadableSpec as error:
+        fail(f"cannot read {'stdin' if path == STDIN else path}: {error}")
 
 
 def _write(path: str, text: str) -> None:
     if path == STDIN:
         sys.stdout.write(text)
         return
+    target = Path(os.path.realpath(path))  # through a symlink to its file: the link stays a link
     try:
-        with atomic_write(Path(path)) as file:
+        mode = stat.S_IMODE(target.stat().st_mode)
+        with atomic_write(target) as file:
+            os.fchmod(file.fileno(), mode)
             file.write(text.encode())
     except OSError as error:
         fail(f"cannot write {path}: {reason(error)}")

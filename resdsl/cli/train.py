@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from resdsl.cli.common import SetOption, SpecArgument, check_device, check_seed, check_workers, fail, not_empty
-from resdsl.resolve import parse_override
+from resdsl.resolve import parse_overrides
 
 RECIPE = "Recipe (overrides the spec's train section)"
 RUN = "Run"
@@ -99,7 +99,7 @@ def train(spec: SpecArgument, data: DataOption = None, out: OutOption = None, re
 
     try:
         result = run(spec, out=out, data=data, settings=settings, recipe=recipe or [],
-                     params=dict(parse_override(item) for item in set_ or []), seed=seed,
+                     params=parse_overrides(set_), seed=seed,
                      checkpoint_every=checkpoint_every, eval_every=eval_every, log_every=log_every, resume=resume,
                      weights=weights, strict=strict, tensorboard=tensorboard, device=device, amp=amp,
                      compile=compile_, sync_bn=sync_bn, zero_init_residual=zero_init_residual,

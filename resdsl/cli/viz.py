@@ -15,7 +15,7 @@ import typer
 from resdsl import zoo
 from resdsl.cli.common import SetOption, SpecArgument, fail, not_an_input, not_empty, output_file, written
 from resdsl.diagnostics import SpecError
-from resdsl.resolve import parse_override
+from resdsl.resolve import parse_overrides
 
 if TYPE_CHECKING:
     from resdsl.ir.graph import IRGraph
@@ -66,7 +66,7 @@ def _lower(spec: str, sets: list[str] | None) -> tuple[IRGraph, SpecError | None
     """The IR even when checks fail (a spec that does not parse raises SpecError, a bad --set UsageError)."""
     from resdsl.network import lower_unchecked
 
-    return lower_unchecked(spec, **dict(parse_override(item) for item in sets or []))
+    return lower_unchecked(spec, **parse_overrides(sets))
 
 
 def register(app: typer.Typer) -> None:

@@ -380,14 +380,16 @@ def _seed_everything(seed: int) -> None:
 
 @contextmanager
 def _interrupts() -> Iterator:
-    """Turn Ctrl-C into a flag the loop checks after each step (it then checkpoints and stops)."""
+    """Turn Ctrl-C, and SIGTERM (a scheduler's preemption, `kill`), into a flag the loop checks after each step
+    (it then checkpoints and stops)."""
     flag = {"set": False}
 
     def handle(signum, frame) -> None:
         flag["set"] = True
 
-    previous = signal.signal(signal.SIGINT, handle)
+    previous = {number: signal.signal(number, handle) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield lambda: flag["set"]
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
