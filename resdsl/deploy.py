@@ -123,7 +123,7 @@ def build(
     `dataset` names what `calibration` holds (default: the weights' recipe's, else the spec's).
     """
     info = check_options(backend, precision, input_format, raw_input)
-    check_seed(seed)
+    seed = check_seed(seed)
     quantization.check_options(backend, int8, calibration, int8_max_drop, int8_images)
     if dataset is not None and not int8:
         raise UsageError("--dataset names the dataset --calibration holds; it goes with --int8")

@@ -53,7 +53,7 @@ def evaluate(spec: str | Path | Network, weights: str | Path | None = None, *, p
     """Evaluate `weights` (default for a run folder: its last.pt) of `spec` (a spec, zoo name, network or training
     run's folder) under `protocol` (center, 10crop, multiscale); `say` gets what it reads and recompiles."""
     check_options(protocol, decoder, batch, limit)
-    check_workers(workers)
+    workers = check_workers(workers)
     spec, weights = spec_and_weights(spec, weights)
     network = load_network(spec, params)
 

@@ -108,7 +108,7 @@ class Network:
         merged into one conv and BatchNorm folded (resdsl.backends.reparam), as `build` exports it.
         """
         if seed is not None:
-            check_seed(seed)
+            seed = check_seed(seed)
         if features is None:
             module = self.torch_class(seed=seed, zero_init_residual=zero_init_residual)
         else:

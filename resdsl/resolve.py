@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import operator
 import re
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -279,17 +280,31 @@ SEED_MAX = 2**63 - 1  # what every consumer of a seed takes: torch's and numpy's
 
 def check_seed(seed: object) -> int:
     """`seed` if torch's and numpy's generators take it (a whole number from 0 to SEED_MAX); else UsageError."""
-    if type(seed) is int and 0 <= seed <= SEED_MAX:
-        return seed
+    whole = _whole_number(seed)
+    if whole is not None and 0 <= whole <= SEED_MAX:
+        return whole
     raise UsageError(f"--seed must be a whole number from 0 to 2**63-1 ({SEED_MAX}), not {shortened(repr(seed))}")
 
 
 def check_workers(workers: object) -> int | None:
     """`workers` (decoding processes) if from 0 to limits.max_workers() or None; else UsageError."""
-    if workers is None or (type(workers) is int and 0 <= workers <= max_workers()):
-        return workers
+    if workers is None:
+        return None
+    whole = _whole_number(workers)
+    if whole is not None and 0 <= whole <= max_workers():
+        return whole
     raise UsageError(f"--workers must be from 0 to {max_workers()} ({WORKERS_PER_CPU} x the {usable_cpus()} CPUs "
                      f"usable here), not {shortened(repr(workers))}")
+
+
+def _whole_number(value: object) -> int | None:
+    """`value` as an int if it is a whole number (an int or a numpy integer, not a bool), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)  # pyright: ignore[reportArgumentType]
+    except TypeError:
+        return None
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Value]:

@@ -41,8 +41,8 @@ def train(spec: str | Path | Network, *, out: str | Path | None = None, data: st
     check_options(settings or {}, amp, weights, resume, strict, decoder,
                   {"--checkpoint-every": checkpoint_every, "--eval-every": eval_every, "--log-every": log_every,
                    "--limit-train": limit_train, "--limit-eval": limit_eval})
-    check_seed(seed)
-    check_workers(workers)
+    seed = check_seed(seed)
+    workers = check_workers(workers)
     for flag, path in (("--out", out), ("--data", data)):
         if path is not None and not str(path).strip():  # Path("") is the current folder
             raise UsageError(f"{flag} is empty: give a folder")
