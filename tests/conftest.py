@@ -9,6 +9,7 @@ import ast
 import os
 import pickle
 import re
+import resource
 import struct
 import subprocess
 import sys
@@ -192,6 +193,21 @@ def modules_a_command_imports(args: list[str], modules: tuple[str, ...]) -> tupl
             f"try:\n    app({args!r}, prog_name='resdsl')\n"
             "except SystemExit as done:\n    assert not done.code, done.code")
     return modules_imported_by(code, modules)
+
+
+def run_resdsl(*args: str, cwd: Path, stdin: str | bytes | None = None, memory: int | None = None,
+               timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`python -m resdsl ARGS` in a fresh interpreter, its address space capped at `memory` bytes if given."""
+
+    def cap() -> None:
+        if memory is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
+    data = stdin.encode() if isinstance(stdin, str) else stdin
+    done = subprocess.run([sys.executable, "-m", "resdsl", *args], cwd=cwd, input=data, capture_output=True,
+                          timeout=timeout, preexec_fn=cap)
+    return subprocess.CompletedProcess(done.args, done.returncode, done.stdout.decode(errors="replace"),
+                                       done.stderr.decode(errors="replace"))
 
 
 def write_idx(path: Path, array) -> None:

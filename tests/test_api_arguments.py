@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 import resdsl
 
 CIFAR = "cifar_resnet"  # param n = 3: ResNet-20
+TINY = "network tiny {\n  input 1x8x8\n  stem {\n    conv 3x3, 4\n  }\n  head {\n    avgpool\n    flatten\n" \
+       "    linear 2\n  }\n}\n"
 
 
 @pytest.mark.parametrize(("value", "shown"), [(None, "None"), ("3", "'3' (str)"), ([1], "(1,) (tuple)"),
@@ -67,3 +71,64 @@ def test_with_input_takes_the_shape_as_the_language_writes_it():
 def test_to_torch_features_must_be_distinct_names(features, message):
     with pytest.raises(ValueError, match=message):
         resdsl.compile(CIFAR).to_torch(features=features)
+
+
+def test_compile_of_an_empty_string_does_not_read_the_current_folder() -> None:
+    with pytest.raises(resdsl.SpecError) as caught:
+        resdsl.compile("")
+    assert "directory" not in str(caught.value)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("seed", [1.5, 2**70], ids=["float", "over_int64"])
+def test_to_torch_refuses_a_seed_the_cli_refuses_by_name(seed: object) -> None:
+    with pytest.raises(ValueError, match="seed"):
+        resdsl.compile(TINY).to_torch(seed=seed)  # type: ignore[arg-type]
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("seed", [1.5, 2**70], ids=["float", "over_int64"])
+def test_build_refuses_a_seed_the_cli_refuses_as_a_usage_error(seed: object, tmp_path: Path) -> None:
+    with pytest.raises(resdsl.UsageError, match="seed"):
+        resdsl.build(TINY, backend="pytorch", output=tmp_path / "tiny.pt2", seed=seed)  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize(("argument", "value"), [("batch", 1.5), ("batch", (1, 2)), ("mean", "0.5"),
+                                                 ("features", "stem")],
+                         ids=["float_batch", "pair_batch", "string_mean", "string_features"])
+def test_build_names_an_argument_of_the_wrong_type(argument: str, value: object, tmp_path: Path) -> None:
+    """Not "cannot unpack non-iterable float object", or `features="stem"` read as the names 's', 't', ..."""
+    with pytest.raises(resdsl.UsageError, match=argument) as caught:
+        wrong: dict[str, Any] = {argument: value}
+        resdsl.build(TINY, backend="pytorch", output=tmp_path / "tiny.pt2", **wrong)
+    assert "'s'" not in str(caught.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("seed", [1.5, 2**70], ids=["float", "over_int64"])
+def test_train_refuses_a_seed_the_cli_refuses_before_making_the_run(seed: object, tmp_path: Path) -> None:
+    with pytest.raises(resdsl.UsageError, match="seed"):
+        resdsl.train(TINY, out=tmp_path / "run", data=tmp_path, seed=seed,  # type: ignore[arg-type]
+                     settings={"dataset": "fashion-mnist", "iterations": 1})
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.torch
+def test_train_to_an_empty_out_is_refused_not_run_in_the_current_folder(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--out ""` is a usage error; `out=""` was Path(""), the current folder, which filled with a run."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(resdsl.UsageError, match="out"):
+        resdsl.train(TINY, out="", data=tmp_path, settings={"dataset": "fashion-mnist", "iterations": 1})
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.torch
+def test_train_refuses_a_negative_number_of_workers_as_the_cli_does(tmp_path: Path) -> None:
+    with pytest.raises(resdsl.UsageError, match="workers"):
+        resdsl.train(TINY, out=tmp_path / "run", data=tmp_path, workers=-1,
+                     settings={"dataset": "fashion-mnist", "iterations": 1})
+    assert not (tmp_path / "run").exists()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_resdsl
 from typer.testing import CliRunner
 
 from resdsl.cli.app import app
@@ -14,6 +15,8 @@ from resdsl.cli.app import app
 pytestmark = pytest.mark.torch
 
 CIFAR20 = str(Path(__file__).resolve().parent.parent / "specs" / "cifar20.res")
+TINY = "network tiny {\n  input 1x8x8\n  stem {\n    conv 3x3, 4\n  }\n  head {\n    avgpool\n    flatten\n" \
+       "    linear 2\n  }\n}\n"
 
 
 def run(*args: str):
@@ -41,6 +44,16 @@ def test_bench_on_cpu_puts_eager_folded_compiled_and_onnxruntime_side_by_side(ti
 def test_bench_tensorrt_without_a_gpu_exits_1_naming_what_is_missing():
     result = run("bench", CIFAR20, "--backend", "tensorrt", "--no-compare", "--runs", 2)
     assert result.exit_code == 1 and "NVIDIA GPU" in result.output and "Traceback" not in result.output
+
+
+def test_bench_of_one_route_that_cannot_run_here_fails_even_with_the_comparison(tmp_path: Path) -> None:
+    """TensorRT on the CPU cannot run: the route asked for is missing, so the command fails (exit 1) with the
+    reason, as it does with --no-compare, instead of printing the other routes and exiting 0."""
+    (tmp_path / "tiny.res").write_text(TINY)
+    result = run_resdsl("bench", "tiny.res", "--backend", "tensorrt", "--device", "cpu", "--runs", "2",
+                        "--warmup", "0", cwd=tmp_path, timeout=120)
+    assert result.returncode == 1, result.stdout
+    assert result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import typer
+from conftest import run_resdsl
 from typer.testing import CliRunner
 
 import resdsl
@@ -53,6 +54,21 @@ def test_running_out_of_memory_is_one_sentence(monkeypatch):
     assert result.stderr.startswith("error: the machine ran out of memory") and len(result.stderr.splitlines()) == 1
 
 
+@pytest.mark.torch
+def test_torch_failing_to_allocate_cpu_memory_is_reported_as_out_of_memory(capsys: pytest.CaptureFixture[str]) -> None:
+    """torch raises RuntimeError, not MemoryError, when the CPU allocator fails (a batch too large for the RAM):
+    that is the machine running out of memory, not an internal error to report."""
+    import torch
+
+    from resdsl.cli.app import report
+
+    with pytest.raises(RuntimeError) as caught:
+        torch.empty(2**62, dtype=torch.uint8)  # refused by the allocator, nothing allocated
+    assert report(caught.value, ["train"]) == 1
+    assert capsys.readouterr().err == ("error: the machine ran out of memory during resdsl train; try a smaller batch, "
+                                       "input or network\n")
+
+
 def test_an_internal_error_says_how_to_see_the_traceback(monkeypatch):
     monkeypatch.setattr(resdsl.zoo, "specs", lambda: 1 / 0)
     monkeypatch.delenv("RESDSL_DEBUG", raising=False)
@@ -63,6 +79,12 @@ def test_an_internal_error_says_how_to_see_the_traceback(monkeypatch):
 
     monkeypatch.setenv("RESDSL_DEBUG", "1")
     assert isinstance(CliRunner().invoke(app, ["zoo"]).exception, ZeroDivisionError)
+
+
+def test_check_reads_a_spec_file_whose_name_holds_a_brace(tmp_path: Path) -> None:
+    (tmp_path / "net{v2}.res").write_text("network n {\n  input 3x32x32\n}\n")
+    result = run_resdsl("check", "net{v2}.res", cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (0, "net{v2}.res: ok (n, 0 params, 0.000 GMACs)\n"), result.stderr
 
 
 def test_a_spec_error_is_rendered_at_its_place():

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import random
 import re
+import resource
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_resdsl
 
 import resdsl
 from resdsl.format import format_text
@@ -125,9 +129,10 @@ def test_parameter_list_over_lines_continues_under_its_first_parameter() -> None
     assert format_text(text) == "block b(width,\n        stride = 1) {\n  relu\n}\n"
 
 
-def _cli(*args: str, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "resdsl", "fmt", *args], cwd=cwd, input=stdin, text=True,
-                          capture_output=True, timeout=120)
+def _cli(*args: str, cwd: Path, stdin: str | bytes | None = None, memory: int | None = None,
+         timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`resdsl fmt ARGS` (see conftest.run_resdsl)."""
+    return run_resdsl("fmt", *args, cwd=cwd, stdin=stdin, memory=memory, timeout=timeout)
 
 
 def test_check_lists_the_files_that_would_change_and_exits_1(tmp_path: Path) -> None:
@@ -183,3 +188,62 @@ def test_comments_stay_on_their_lines_and_in_their_order() -> None:
 def test_line_continuation_indents_the_rest_of_the_statement() -> None:
     text = "network n {\n  stem {\n  conv 3x3, \\\n 16\n  }\n}\n"
     assert format_text(text) == "network n {\n  stem {\n    conv 3x3, \\\n        16\n  }\n}\n"
+
+
+ONE_LINE_MESSY = "network n {\n      input   3x32x32\n}\n"
+ONE_LINE_CANONICAL = "network n {\n  input 3x32x32\n}\n"
+
+
+def test_a_symlink_has_its_target_formatted_and_stays_a_link(tmp_path: Path) -> None:
+    (tmp_path / "real.res").write_text(ONE_LINE_MESSY)
+    (tmp_path / "link.res").symlink_to("real.res")
+    result = _cli("link.res", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "link.res").is_symlink()
+    assert (tmp_path / "real.res").read_text() == ONE_LINE_CANONICAL
+
+
+def test_in_place_keeps_the_mode_of_the_file_it_rewrites(tmp_path: Path) -> None:
+    spec = tmp_path / "net.res"
+    spec.write_text(ONE_LINE_MESSY)
+    spec.chmod(0o640)
+    assert _cli("net.res", cwd=tmp_path).returncode == 0
+    assert (spec.read_text(), stat.S_IMODE(spec.stat().st_mode)) == (ONE_LINE_CANONICAL, 0o640)
+
+
+def test_a_spec_with_a_byte_order_mark_is_formatted_as_check_reads_it(tmp_path: Path) -> None:
+    (tmp_path / "bom.res").write_bytes(b"\xef\xbb\xbf" + ONE_LINE_MESSY.encode())
+    assert run_resdsl("check", "bom.res", cwd=tmp_path).returncode == 0  # the rest of resdsl reads it
+    result = _cli("bom.res", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "bom.res").read_text(encoding="utf-8-sig") == ONE_LINE_CANONICAL
+
+
+def test_a_file_over_the_size_limit_is_refused_without_reading_it(tmp_path: Path) -> None:
+    huge = tmp_path / "huge.res"
+    with huge.open("wb") as file:
+        file.truncate(3 << 30)  # sparse: 3 GiB that take no disk
+    result = _cli("huge.res", cwd=tmp_path, memory=1 << 30)
+    assert result.returncode == 1
+    assert "over the limit" in result.stderr and "out of memory" not in result.stderr
+
+
+def test_a_named_pipe_is_said_to_be_no_regular_file_not_missing(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.res")
+    result = _cli("pipe.res", cwd=tmp_path, timeout=20)
+    assert result.returncode == 1
+    assert "no such file" not in result.stderr and "not a regular file" in result.stderr
+
+
+def test_an_endless_stdin_stops_at_the_size_limit(tmp_path: Path) -> None:
+    with open("/dev/zero", "rb") as endless:
+        done = subprocess.run([sys.executable, "-m", "resdsl", "fmt", "-"], cwd=tmp_path, stdin=endless,
+                              capture_output=True, timeout=30, preexec_fn=lambda: resource.setrlimit(
+                                  resource.RLIMIT_AS, (1 << 30, 1 << 30)))
+    assert done.returncode == 1 and b"over the limit" in done.stderr and done.stdout == b""
+
+
+def test_stdin_that_is_not_utf8_is_said_so_as_for_a_file(tmp_path: Path) -> None:
+    result = _cli("-", cwd=tmp_path, stdin=b"network n {\n  input 3x32x32 \xff\n}\n")
+    assert result.returncode == 1
+    assert "not UTF-8" in result.stderr and "\\udc" not in result.stderr

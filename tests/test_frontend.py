@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_resdsl
 from typer.testing import CliRunner
 
 import resdsl
@@ -59,6 +60,13 @@ def test_cli_set_sets_a_param():
     result = CliRunner().invoke(app, ["info", str(SPECS / "cifar_resnet.res"), "--set", "n=5", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["params"] == 464_154  # Table 6, ResNet-32
+
+
+def test_set_of_one_param_twice_is_a_usage_error_as_in_extends(tmp_path: Path) -> None:
+    """`extends "x" (n = 3, n = 4)` is refused; `--set n=3 --set n=4` should not silently take the last."""
+    result = run_resdsl("check", "cifar20", "--set", "n=3", "--set", "n=4", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: --set n ") and "twice" in result.stderr
 
 
 def test_set_supplies_a_param_declared_without_value():

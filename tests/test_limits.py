@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import run_resdsl
 from measured import run_measured
 from typer.testing import CliRunner
 
@@ -294,3 +295,33 @@ def test_set_of_an_overflowing_float_is_a_usage_error_saying_so():
     assert result.exit_code == 2
     assert "--set n: '1e400' is not a finite number" in result.stderr
 
+
+
+def _nested_ifs(depth: int, chained: bool) -> str:
+    """A stem of `depth` nested ifs, or of an else-if chain `depth` long whose conditions are all false."""
+    body = "if false { relu } else " * depth + "{ relu }" if chained else \
+        "if true {\n" * depth + "relu\n" + "}\n" * depth
+    return f"network a {{\n  input 3x32x32\n  stem {{\n    relu\n{body}\n  }}\n}}\n"
+
+
+@pytest.mark.parametrize("command", ["check", "fmt"])
+@pytest.mark.parametrize("chained", [False, True], ids=["nested", "else_if_chain"])
+def test_ifs_nested_thousands_deep_are_a_located_error_not_an_internal_one(command: str, chained: bool,
+                                                                           tmp_path: Path) -> None:
+    (tmp_path / "deep.res").write_text(_nested_ifs(2000, chained))
+    result = run_resdsl(command, "deep.res", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.startswith("deep.res:") and "internal error" not in result.stderr
+
+
+def test_ifs_nested_a_few_deep_still_check() -> None:
+    assert resdsl.compile(_nested_ifs(8, chained=False)).params == 0
+    assert resdsl.compile(_nested_ifs(8, chained=True)).params == 0
+
+
+def test_blocks_calling_blocks_at_the_limit_each_nesting_ifs_at_the_limit_check() -> None:
+    """The two limits together are what the recursive passes must take: 31 blocks deep, 16 ifs deep in each."""
+    blocks = [f"block b{k}(width) {{\n" + "if true {\n" * 16 + (f"b{k + 1} width" if k < 30 else "relu") + "\n"
+              + "}\n" * 16 + "}" for k in range(31)]
+    network = "network a {\n  input 3x32x32\n  stem { conv 3x3, 4 }\n  stages { s: 1 x 4, block: b0 }\n}"
+    assert resdsl.compile("\n".join([*blocks, network]) + "\n").params == 108  # conv 3x3x3x4, no bias

@@ -1,13 +1,18 @@
-"""`resdsl lsp` end to end: a real LSP client (pytest-lsp) drives the server over stdio, as an editor does."""
+"""`resdsl lsp` end to end: a real LSP client (pytest-lsp) drives the server over stdio, as an editor does;
+raw byte sessions send it what no client would."""
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from conftest import run_resdsl
 
 pytest_lsp = pytest.importorskip("pytest_lsp", reason="pytest-lsp is in the dev extra")
 from lsprotocol import types  # noqa: E402
@@ -222,3 +227,70 @@ async def test_a_burst_of_edits_ends_with_the_last_ones_diagnostics(client: Lang
             content_changes=[types.TextDocumentContentChangeWholeDocument(text=text)]))
     await client.wait_for_notification(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
     assert not client.diagnostics[uri]
+
+
+# Raw sessions, byte for byte, for what a real client never sends: malformed frames and requests.
+def _frames(*messages: dict | bytes) -> bytes:
+    """Each message framed with its Content-Length; a bytes message is a body sent as it is."""
+    bodies = [message if isinstance(message, bytes) else json.dumps(message).encode() for message in messages]
+    return b"".join(b"Content-Length: %d\r\n\r\n%s" % (len(body), body) for body in bodies)
+
+
+def _session(*requests: dict | bytes) -> bytes:
+    """An editor's whole session around `requests`: initialize first, shutdown and exit last."""
+    return _frames({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"capabilities": {}}},
+                   {"jsonrpc": "2.0", "method": "initialized", "params": {}}, *requests,
+                   {"jsonrpc": "2.0", "id": 99, "method": "shutdown"}, {"jsonrpc": "2.0", "method": "exit"})
+
+
+def _hover(uri: str) -> dict:
+    return {"jsonrpc": "2.0", "id": 2, "method": "textDocument/hover",
+            "params": {"textDocument": {"uri": uri}, "position": {"line": 0, "character": 0}}}
+
+
+def test_request_about_an_unopened_named_pipe_neither_hangs_nor_reads_it(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.res")
+    result = run_resdsl("lsp", cwd=tmp_path, stdin=_session(_hover((tmp_path / "pipe.res").as_uri())), timeout=20)
+    assert result.returncode == 0
+    assert '"id": 99' in result.stdout  # it answered the shutdown
+
+
+def test_request_about_an_unopened_missing_file_is_answered_without_a_traceback(tmp_path: Path) -> None:
+    result = run_resdsl("lsp", cwd=tmp_path, stdin=_session(_hover((tmp_path / "absent.res").as_uri())))
+    assert result.returncode == 0
+    assert '"id": 2, "jsonrpc": "2.0", "result": null' in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_header_claiming_a_huge_message_does_not_exhaust_memory(tmp_path: Path) -> None:
+    result = run_resdsl("lsp", cwd=tmp_path, stdin=b"Content-Length: 99999999999999\r\n\r\n{}")
+    assert result.returncode == 0 and "out of memory" not in result.stderr
+
+
+def test_message_that_is_not_json_is_logged_in_one_line_without_a_traceback(tmp_path: Path) -> None:
+    result = run_resdsl("lsp", cwd=tmp_path, stdin=_session(b'{"a":'))
+    assert result.returncode == 0
+    assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) <= 1
+
+
+def test_request_with_params_of_the_wrong_shape_is_logged_without_a_traceback(tmp_path: Path) -> None:
+    hover = {"jsonrpc": "2.0", "id": 2, "method": "textDocument/hover", "params": None}
+    result = run_resdsl("lsp", cwd=tmp_path, stdin=_session(hover))
+    assert result.returncode == 0 and '"id": 99' in result.stdout
+    assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) <= 2
+
+
+def test_diagnostic_after_an_emoji_is_placed_in_the_utf16_units_the_server_announces(tmp_path: Path) -> None:
+    """The server announces positionEncoding utf-16, in which an emoji is two units: the range must count so."""
+    line = '  stem { relu; x = "😀😀"; bogus 3 }'
+    text = f"network a {{\n  input 3x32x32\n{line}\n}}\n"
+    uri = (tmp_path / "emoji.res").as_uri()
+    opened = {"jsonrpc": "2.0", "method": "textDocument/didOpen",
+              "params": {"textDocument": {"uri": uri, "languageId": "resdsl", "version": 1, "text": text}}}
+    result = run_resdsl("lsp", cwd=tmp_path, stdin=_session(opened))
+    bodies = re.split(r"Content-Length: \d+\r\n(?:.+\r\n)*\r\n", result.stdout)  # the headers between them
+    published = [json.loads(body) for body in bodies if body]
+    diagnostics = next(message["params"]["diagnostics"] for message in published
+                       if message.get("method") == "textDocument/publishDiagnostics")
+    start = len(line[:line.index("bogus")].encode("utf-16-le")) // 2  # 27: two emoji of two units each
+    assert diagnostics[0]["range"]["start"] == {"line": 2, "character": start}

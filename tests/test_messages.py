@@ -66,6 +66,17 @@ def test_escape_sequences_in_a_quoted_line_are_shown_escaped_with_the_caret_unde
     assert output.splitlines()[1:3] == ["    \\x1b]0;pwned\\x07 stem { }", "    ^~~~"]
 
 
+def test_caret_sits_under_the_error_after_wide_characters_on_the_line(tmp_path):
+    """A terminal shows each CJK character two cells wide: the caret must move by the cells, not the characters."""
+    prefix = '  stem { relu; x = "日本語"; '
+    spec = tmp_path / "wide.res"
+    spec.write_text(f"network a {{\n  input 3x32x32\n{prefix}bogus 3 }}\n}}\n")
+    _, output = _check(str(spec))
+    quote, caret = output.splitlines()[1:3]
+    assert quote == f"  {prefix}bogus 3 }}"
+    assert caret == " " * (2 + len(prefix) + 3) + "^~~~~"  # 3 characters of two cells each before it
+
+
 def test_a_bidirectional_override_in_a_path_is_shown_escaped(tmp_path):
     spec = tmp_path / "evil\u202egnp.res"
     spec.write_text("network t {\n  input 0x8x8\n}\n")

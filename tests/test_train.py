@@ -143,6 +143,31 @@ def test_ctrl_c_checkpoints_and_exits_130(workspace: Path, zygote):
     assert 2 <= saved["iteration"] < 100000
 
 
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.skipif(not FASHION.is_dir(), reason="needs the Debian package dataset-fashion-mnist")
+def test_sigterm_keeps_the_progress_as_ctrl_c_does(tmp_path: Path) -> None:
+    """A scheduler's preemption (Slurm, Kubernetes, systemd) is SIGTERM: the run should checkpoint as on Ctrl-C,
+    not lose every iteration since the last --checkpoint-every."""
+    tiny = "network tiny {\n  input 1x28x28\n  stem {\n    conv 3x3, 4\n  }\n  head {\n    avgpool\n    flatten\n" \
+           "    linear 10\n  }\n}\n"
+    (tmp_path / "tiny.res").write_text(tiny)
+    run = subprocess.Popen([sys.executable, "-m", "resdsl", "train", "tiny.res", "--dataset", "fashion-mnist",
+                            "--data", str(FASHION), "--out", "run", "--batch", "4", "--iterations", "1000000",
+                            "--checkpoint-every", "1000000", "--eval-every", "1000000", "--log-every", "1"],
+                           cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and run.poll() is None and (
+            not metrics.exists() or metrics.read_text().count("\n") < 3):
+        time.sleep(0.1)
+    run.send_signal(signal.SIGTERM)
+    _, stderr = run.communicate(timeout=60)
+    assert run.returncode != 0
+    assert (tmp_path / "run" / "last.pt").is_file(), stderr
+
+
 def test_missing_data_is_one_sentence(workspace: Path, cli):
     result = cli("train", "tiny.res", "--data", "nowhere", "--out", "none", cwd=workspace,
                      env={"RESDSL_DATA": str(workspace / "empty"), "HOME": str(workspace / "home")})
