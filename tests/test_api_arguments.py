@@ -87,6 +87,20 @@ def test_to_torch_refuses_a_seed_the_cli_refuses_by_name(seed: object) -> None:
 
 
 @pytest.mark.torch
+def test_a_numpy_integer_seed_draws_the_weights_of_the_same_int_seed_as_torch_takes_it(tmp_path: Path) -> None:
+    import numpy as np
+    import torch
+
+    network = resdsl.compile(TINY)
+    torch.manual_seed(7)
+    reference = network.to_torch()  # torch's own generator seeded with 7, as torchvision's models are drawn
+    drawn = network.to_torch(seed=np.int64(7))  # type: ignore[arg-type]
+    assert all(torch.equal(value, drawn.state_dict()[key]) for key, value in reference.state_dict().items())
+    built = resdsl.build(TINY, backend="pytorch", output=tmp_path / "tiny.pt2", seed=np.int64(7))  # type: ignore
+    assert built.path.exists()
+
+
+@pytest.mark.torch
 @pytest.mark.parametrize("seed", [1.5, 2**70], ids=["float", "over_int64"])
 def test_build_refuses_a_seed_the_cli_refuses_as_a_usage_error(seed: object, tmp_path: Path) -> None:
     with pytest.raises(resdsl.UsageError, match="seed"):
