@@ -90,9 +90,11 @@ def measure(run: Runner, example: torch.Tensor, *, runs: int, warmup: int, devic
 
 
 def bench(routes: list[str], model: torch.nn.Module, example: torch.Tensor, *, precision: str, device: str,
-          runs: int, warmup: int, workdir: Path, calibration: list[torch.Tensor] | None = None) -> list[Timing]:
+          runs: int, warmup: int, workdir: Path, calibration: list[torch.Tensor] | None = None,
+          required: int = 0) -> list[Timing]:
     """Build and warm up each route, then time them interleaved: each of `runs` rounds calls every route once, so
-    that a change in the machine's load falls on all routes alike. A route that fails gets its reason instead."""
+    that a change in the machine's load falls on all routes alike. A route that fails gets its reason instead; if
+    one of the first `required` routes fails to build, none is timed (the others were only there to compare)."""
     timings = [Timing(ROUTES[route], example.shape[0]) for route in routes]
     x = example.to(device, DTYPES[precision])
     sync = _synchronizer(device)
@@ -106,6 +108,8 @@ def bench(routes: list[str], model: torch.nn.Module, example: torch.Tensor, *, p
                     run(x)
             sync()
             runners[index] = run
+        if timings[index].error and index < required:
+            return timings
     with torch.inference_mode():
         samples: dict[int, list[float]] = {index: [] for index in runners}
         for _ in range(runs):

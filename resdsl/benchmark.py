@@ -84,7 +84,8 @@ def bench(spec: str | Path | Network, routes: str | Sequence[str] = "pytorch", *
     example = torch.randn(batch, *network.input_shape, generator=torch.Generator().manual_seed(0))
     with tempfile.TemporaryDirectory(prefix="resdsl-bench-") as workdir:
         timings = time_routes(chosen, model, example, precision=precision, device=device, runs=runs,
-                              warmup=warmup, workdir=Path(workdir), calibration=batches)
+                              warmup=warmup, workdir=Path(workdir), calibration=batches,
+                              required=1 if len(names) == 1 else 0)
     if len(names) == 1 and timings[0].error:  # the route asked for, whatever the comparison routes did
         raise BenchError(timings[0].error)
     return BenchResult(network.name, tuple(network.input_shape), device, precision, torch.get_num_threads(), runs,

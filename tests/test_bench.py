@@ -10,6 +10,7 @@ import torch
 from conftest import run_resdsl
 from typer.testing import CliRunner
 
+import resdsl
 from resdsl.cli.app import app
 
 pytestmark = pytest.mark.torch
@@ -54,6 +55,15 @@ def test_bench_of_one_route_that_cannot_run_here_fails_even_with_the_comparison(
                         "--warmup", "0", cwd=tmp_path, timeout=120)
     assert result.returncode == 1, result.stdout
     assert result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1
+
+
+def test_the_comparison_routes_are_not_built_when_the_route_asked_for_cannot_run(tmp_path: Path) -> None:
+    from resdsl.backends.bench import bench
+
+    model = resdsl.compile(TINY).to_torch(seed=0).eval()
+    timings = bench(["tensorrt", "compile"], model, torch.randn(1, 1, 8, 8), precision="fp32", device="cpu", runs=1,
+                    warmup=0, workdir=tmp_path, required=1)
+    assert timings[0].error and not timings[1].error and timings[1].p50_ms != timings[1].p50_ms  # NaN: not timed
 
 
 @pytest.fixture
