@@ -122,6 +122,22 @@ def test_build_names_an_argument_of_the_wrong_type(argument: str, value: object,
 
 
 @pytest.mark.torch
+@pytest.mark.parametrize("kind", ["numpy_float32", "torch_tensor"])
+def test_build_takes_mean_and_std_as_an_array_of_float32s(kind: str, tmp_path: Path) -> None:
+    """Statistics computed over a dataset come as float32 arrays; float() takes their elements, as it always did."""
+    import json
+
+    import numpy as np
+    import torch
+
+    mean, std = (np.array([value], dtype=np.float32) for value in (0.5, 0.25))
+    given = (mean, std) if kind == "numpy_float32" else (torch.from_numpy(mean), torch.from_numpy(std))
+    resdsl.build(TINY, backend="pytorch", output=tmp_path / "tiny.pt2", mean=given[0], std=given[1])  # type: ignore
+    sidecar = json.loads((tmp_path / "tiny.pt2.json").read_text())
+    assert (sidecar["mean"]["values"], sidecar["std"]["values"]) == ([0.5], [0.25])
+
+
+@pytest.mark.torch
 @pytest.mark.parametrize("seed", [1.5, 2**70], ids=["float", "over_int64"])
 def test_train_refuses_a_seed_the_cli_refuses_before_making_the_run(seed: object, tmp_path: Path) -> None:
     with pytest.raises(resdsl.UsageError, match="seed"):

@@ -258,3 +258,11 @@ def test_eval_refuses_a_runs_mean_image_holding_nan(run_folder: Path, model: tor
     result = eval_run(run_folder)
     assert result.exit_code == 1
     assert result.stderr == f"error: {run_folder / 'mean.pt'} holds a mean image that is NaN or infinite in float32\n"
+
+
+def test_eval_of_a_run_folder_with_a_brace_in_its_name_reads_the_run(run_folder: Path) -> None:
+    """read_spec reads `run{2}/spec.res` as a file, not as spec text; eval takes `run{2}` as the run folder it is."""
+    braced = run_folder.rename(run_folder.with_name("run{2}"))
+    result = CliRunner().invoke(app, ["eval", str(braced), "--json", "--workers", "0", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["images"] == 20
