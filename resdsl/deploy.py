@@ -33,7 +33,7 @@ from resdsl.diagnostics import SpecError
 from resdsl.limits import human_bytes, shortened
 from resdsl.network import Network
 from resdsl.quantization import HELDOUT_IMAGES, MAX_DROP, Int8Accuracy, Quantization
-from resdsl.resolve import UsageError, check_seed, load, read_spec
+from resdsl.resolve import UsageError, check_seed, is_source_text, load, read_spec
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -213,10 +213,13 @@ def checked_floats(flag: str, values: Sequence[float] | None) -> list[float] | N
     """`--mean`/`--std` values: finite numbers, a std positive (UsageError otherwise)."""
     if values is None:
         return None
-    if isinstance(values, str | bytes) or not all(isinstance(v, int | float) for v in values):
+    try:  # any number float() takes (a numpy float32, a tensor's element), but no string
+        if isinstance(values, str | bytes) or any(isinstance(v, str | bytes) for v in values):
+            raise TypeError
+        values = [float(v) for v in values]
+    except (TypeError, ValueError):
         raise UsageError(f"{flag} takes one number per channel, such as [0.485, 0.456, 0.406], not "
-                         f"{shortened(repr(values))}")
-    values = [float(v) for v in values]
+                         f"{shortened(repr(values))}") from None
     text = ",".join(f"{v:g}" for v in values)
     if not values or not all(math.isfinite(v) for v in values):
         raise UsageError(f"{flag} takes one number per channel, comma-separated, such as 0.485,0.456,0.406, not "
@@ -228,12 +231,7 @@ def checked_floats(flag: str, values: Sequence[float] | None) -> list[float] | N
 
 def spec_path(spec: str | Path | Network) -> Path | None:
     """The file `spec` is read from (None for a network or spec text)."""
-    return None if isinstance(spec, Network) or is_spec_text(spec) else Path(zoo.resolve(spec))
-
-
-def is_spec_text(spec: str | Path) -> bool:
-    """Whether `spec` is spec source rather than a path or zoo name (as resdsl.resolve.read_spec tells them)."""
-    return isinstance(spec, str) and ("\n" in spec or "{" in spec)
+    return None if isinstance(spec, Network) or is_source_text(spec) else Path(zoo.resolve(spec))
 
 
 def check_output(output: Path, network: Network, suffix: str, inputs: dict[str, str | Path | None]) -> None:

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from resdsl import zoo
 from resdsl.data.locate import DECODERS, PROTOCOLS, DataError
-from resdsl.deploy import is_spec_text, load_network
+from resdsl.deploy import load_network
 from resdsl.diagnostics import SpecError
 from resdsl.network import Network
-from resdsl.resolve import UsageError, check_workers
+from resdsl.resolve import UsageError, check_workers, is_source_text
 
 if TYPE_CHECKING:
     import torch
@@ -109,7 +109,7 @@ def check_options(protocol: str, decoder: str, batch: int, limit: int | None) ->
 
 def spec_and_weights(spec: str | Path | Network, weights: str | Path | None) -> tuple[str | Network, Path]:
     """The spec to compile and the weights file: a run folder gives its spec.res and, by default, its last.pt."""
-    if not isinstance(spec, Network) and not is_spec_text(spec):
+    if not isinstance(spec, Network) and not is_source_text(spec):
         run = Path(spec) if Path(spec).is_dir() else None
         if run is not None:
             if not (run / "spec.res").is_file():

@@ -347,14 +347,18 @@ _FLOAT = re.compile(r"-?[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?")
 _SHAPE = re.compile(r"[0-9]+(x[0-9]+)+")
 
 
+def is_source_text(spec: str | Path) -> bool:
+    """Whether read_spec reads `spec` as spec text: a blank string (not the folder Path("") means), or one with a
+    newline or a brace that names no existing file (a file named `net{v2}.res` is still a file)."""
+    return isinstance(spec, str) and (not spec.strip() or (("\n" in spec or "{" in spec) and not _exists(Path(spec))))
+
+
 def read_spec(path_or_text: str | Path) -> SourceFile:
     """A spec from a path or a zoo name (`resnet50`), or from text when given a string that is clearly source."""
-    if isinstance(path_or_text, str) and not path_or_text.strip():  # not the folder Path("") means: empty text
+    if is_source_text(path_or_text):
         return SourceFile(path="<string>", text=path_or_text)
     path = Path(path_or_text)
-    if isinstance(path_or_text, str) and not _exists(path):  # a file named `net{v2}.res` is still a file
-        if "\n" in path_or_text or "{" in path_or_text:
-            return SourceFile(path="<string>", text=path_or_text)
+    if isinstance(path_or_text, str) and not _exists(path):
         path = zoo.find(path_or_text) or path
     try:
         return SourceFile(path=str(path), text=read_source_text(path))
