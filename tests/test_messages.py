@@ -77,6 +77,17 @@ def test_caret_sits_under_the_error_after_wide_characters_on_the_line(tmp_path):
     assert caret == " " * (2 + len(prefix) + 3) + "^~~~~"  # 3 characters of two cells each before it
 
 
+def test_caret_does_not_move_for_marks_a_terminal_draws_on_the_character_before(tmp_path):
+    """Thai's vowel sign U+0E31 and the enclosing keycap U+20E3 take no cell (as wcwidth counts them), though
+    unicodedata.combining() gives them class 0."""
+    prefix = '  stem { relu; x = "\u0e01\u0e31 1\u20e3"; '
+    spec = tmp_path / "marks.res"
+    spec.write_text(f"network a {{\n  input 3x32x32\n{prefix}bogus 3 }}\n}}\n")
+    _, output = _check(str(spec))
+    caret = output.splitlines()[2]
+    assert caret == " " * (2 + len(prefix) - 2) + "^~~~~"  # the two marks before it take no cell
+
+
 def test_a_bidirectional_override_in_a_path_is_shown_escaped(tmp_path):
     spec = tmp_path / "evil\u202egnp.res"
     spec.write_text("network t {\n  input 0x8x8\n}\n")
