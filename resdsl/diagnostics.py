@@ -109,7 +109,12 @@ def _quote(span: Span | None, sources: SourceMap | None) -> list[str]:
     return [f"  {printable(text)}", "  " + " " * (shown_column - 1) + "^" + "~" * (width - 1)]
 
 
+# drawn on the character before (nonspacing and enclosing marks, whatever their combining class) or not at all
+_NO_CELL = ("Mn", "Me", "Cf")
+
+
 def _cells(text: str) -> int:
     """How many terminal cells `text` takes."""
-    return sum(0 if unicodedata.combining(char) or unicodedata.category(char) == "Cf"
-               else 2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in text)
+    return sum(0 if unicodedata.category(char) in _NO_CELL else 2 if unicodedata.east_asian_width(char) in "WF"
+               else 1 for char in text)
+
