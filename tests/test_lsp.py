@@ -294,3 +294,42 @@ def test_diagnostic_after_an_emoji_is_placed_in_the_utf16_units_the_server_annou
                        if message.get("method") == "textDocument/publishDiagnostics")
     start = len(line[:line.index("bogus")].encode("utf-16-le")) // 2  # 27: two emoji of two units each
     assert diagnostics[0]["range"]["start"] == {"line": 2, "character": start}
+
+
+def _published(stdout: str) -> list[dict]:
+    """The diagnostics of each publishDiagnostics notification in a raw session's output, in order."""
+    bodies = re.split(r"Content-Length: \d+\r\n(?:.+\r\n)*\r\n", stdout)
+    return [message["params"]["diagnostics"] for message in map(json.loads, filter(None, bodies))
+            if message.get("method") == "textDocument/publishDiagnostics"]
+
+
+def _opened(uri: str, text: str) -> dict:
+    return {"jsonrpc": "2.0", "method": "textDocument/didOpen",
+            "params": {"textDocument": {"uri": uri, "languageId": "resdsl", "version": 1, "text": text}}}
+
+
+def test_open_document_with_a_space_in_its_path_is_analysed_as_the_editor_holds_it(tmp_path: Path) -> None:
+    """Editors percent-encode a space in a URI (`my%20net.res`); the editor's unsaved text is what counts, not the
+    file on disk (here a good spec)."""
+    spec = tmp_path / "my net.res"
+    spec.write_text(GOOD)
+    edited = "network a {\n  input 3x32x32\n  stem { relu; bogus 3 }\n}\n"
+    result = run_resdsl("lsp", cwd=tmp_path, stdin=_session(_opened(spec.as_uri(), edited)))
+    assert "%20" in spec.as_uri()
+    assert [d["range"]["start"] for d in _published(result.stdout)[0]] == [{"line": 2, "character": 15}]
+
+
+def test_positions_count_in_the_encoding_negotiated_with_the_client(tmp_path: Path) -> None:
+    """A client that prefers UTF-8 (Neovim offers utf-8 first) is answered positionEncoding utf-8: a range then
+    counts bytes, three for each CJK character."""
+    line = '  stem { relu; x = "日本"; bogus 3 }'
+    text = f"network a {{\n  input 3x32x32\n{line}\n}}\n"
+    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                  "params": {"capabilities": {"general": {"positionEncodings": ["utf-8", "utf-16"]}}}}
+    stdin = _frames(initialize, {"jsonrpc": "2.0", "method": "initialized", "params": {}},
+                    _opened((tmp_path / "cjk.res").as_uri(), text),
+                    {"jsonrpc": "2.0", "id": 99, "method": "shutdown"}, {"jsonrpc": "2.0", "method": "exit"})
+    result = run_resdsl("lsp", cwd=tmp_path, stdin=stdin)
+    assert '"positionEncoding": "utf-8"' in result.stdout
+    start = len(line[:line.index("bogus")].encode("utf-8"))  # 29: two CJK characters of three bytes each
+    assert _published(result.stdout)[0][0]["range"]["start"] == {"line": 2, "character": start}
