@@ -8,10 +8,12 @@ import re
 import sys
 from pathlib import Path
 from typing import BinaryIO, cast
+from urllib.parse import unquote
 
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 from pygls.uris import from_fs_path, to_fs_path
+from pygls.workspace.position_codec import PositionCodec
 
 from resdsl import __version__
 from resdsl.diagnostics import Diagnostic
@@ -46,12 +48,13 @@ class ResdslServer(LanguageServer):
         if result.module is not None:
             self.parsed[uri] = result
         self.text_document_publish_diagnostics(types.PublishDiagnosticsParams(
-            uri=uri, version=version, diagnostics=[_diagnostic(d, result) for d in result.diagnostics]))
+            uri=uri, version=version,
+            diagnostics=[_diagnostic(d, result, self.workspace.position_codec) for d in result.diagnostics]))
 
     def text(self, uri: str) -> tuple[str, int | None]:
         """The document's text and version: the editor's copy if open, else the file read as `check` reads it
         ("" if it cannot be), as pygls would read any file whole, a named pipe forever."""
-        document = self.workspace.text_documents.get(uri)
+        document = self.workspace.text_documents.get(unquote(uri))  # pygls keys them so: `my%20net.res` is open
         if document is not None:
             return document.source, document.version
         try:
@@ -106,7 +109,7 @@ def did_close(ls: ResdslServer, params: types.DidCloseTextDocumentParams) -> Non
 @server.feature(types.TEXT_DOCUMENT_HOVER)
 def hover(ls: ResdslServer, params: types.HoverParams) -> types.Hover | None:
     current = ls.current(params.text_document.uri)
-    line, column = _position(params.position, current.text)
+    line, column = _position(params.position, current.text, ls.workspace.position_codec)
     text = analysis.hover(current, line, column)
     if text is None:
         return None
@@ -116,7 +119,7 @@ def hover(ls: ResdslServer, params: types.HoverParams) -> types.Hover | None:
 @server.feature(types.TEXT_DOCUMENT_DEFINITION)
 def definition(ls: ResdslServer, params: types.DefinitionParams) -> types.Location | None:
     current = ls.current(params.text_document.uri)
-    line, column = _position(params.position, current.text)
+    line, column = _position(params.position, current.text, ls.workspace.position_codec)
     target = analysis.extends_target(current, line, column)
     if target is not None:
         return types.Location(uri=from_fs_path(str(target)) or "", range=_range_at(1, 1, 1, 1))
@@ -125,13 +128,14 @@ def definition(ls: ResdslServer, params: types.DefinitionParams) -> types.Locati
     if found is None:
         return None
     span = found.span
-    return types.Location(uri=from_fs_path(str(Path(span.path).resolve())) or "", range=_range(span, current))
+    return types.Location(uri=from_fs_path(str(Path(span.path).resolve())) or "",
+                          range=_range(span, current, ls.workspace.position_codec))
 
 
 @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=[":", " ", '"']))
 def completion(ls: ResdslServer, params: types.CompletionParams) -> types.CompletionList:
     current = ls.current(params.text_document.uri)
-    line, column = _position(params.position, current.text)
+    line, column = _position(params.position, current.text, ls.workspace.position_codec)
     names = analysis.completions(current, line, column)
     return types.CompletionList(is_incomplete=False, items=[
         types.CompletionItem(label=name, kind=_COMPLETION_KINDS[kind], detail=kind) for name, kind in names])
@@ -142,33 +146,37 @@ def document_symbols(ls: ResdslServer, params: types.DocumentSymbolParams) -> li
     uri = params.text_document.uri
     ls.current(uri)
     good = ls.parsed.get(uri)  # a file that no longer parses keeps its last outline
-    return [] if good is None or good.module is None else [_symbol(s, good) for s in analysis.outline(good.module)]
+    return [] if good is None or good.module is None else [_symbol(s, good, ls.workspace.position_codec)
+                                                              for s in analysis.outline(good.module)]
 
 
-def _symbol(symbol: analysis.Symbol, document: analysis.Analysis) -> types.DocumentSymbol:
-    span = _range(symbol.span, document)
+def _symbol(symbol: analysis.Symbol, document: analysis.Analysis, codec: PositionCodec) -> types.DocumentSymbol:
+    span = _range(symbol.span, document, codec)
     return types.DocumentSymbol(name=symbol.name, kind=_SYMBOL_KINDS[symbol.kind], range=span, selection_range=span,
-                                children=[_symbol(child, document) for child in symbol.children])
+                                children=[_symbol(child, document, codec) for child in symbol.children])
 
 
-def _diagnostic(diagnostic: Diagnostic, document: analysis.Analysis) -> types.Diagnostic:
+def _diagnostic(diagnostic: Diagnostic, document: analysis.Analysis, codec: PositionCodec) -> types.Diagnostic:
     """An LSP diagnostic; one whose place is in another file (a parent, the prelude) is shown on line 1."""
     span, path = diagnostic.span, document.path
     here = span is not None and analysis.contains(span, path, span.line, span.column)
     message = diagnostic.message if here or span is None else f"{span}: {diagnostic.message}"
     related = [types.DiagnosticRelatedInformation(
         location=types.Location(uri=from_fs_path(str(Path(note.span.path).resolve())) or "",
-                                range=_range(note.span, document)),
+                                range=_range(note.span, document, codec)),
         message=note.message) for note in diagnostic.notes]
-    return types.Diagnostic(range=_range(span, document) if here and span else _range_at(1, 1, 1, 1), message=message,
+    return types.Diagnostic(range=_range(span, document, codec) if here and span else _range_at(1, 1, 1, 1),
+                            message=message,
                             severity=types.DiagnosticSeverity.Error, source="resdsl",
                             related_information=related or None)
 
 
-def _range(span: Span, document: analysis.Analysis) -> types.Range:
-    """`span` in UTF-16 units, the position encoding the server announces: the document's text, or its file's."""
+def _range(span: Span, document: analysis.Analysis, codec: PositionCodec) -> types.Range:
+    """`span` in the client's units (the position encoding negotiated, UTF-16 unless it asked for another) of the
+    document's text, or its file's."""
     lines = _lines(document.text if span.path == document.path else None, span.path)
-    return types.Range(start=_utf16(lines, span.line, span.column), end=_utf16(lines, span.end_line, span.end_column))
+    return types.Range(start=_client_position(lines, span.line, span.column, codec),
+                       end=_client_position(lines, span.end_line, span.end_column, codec))
 
 
 def _lines(text: str | None, path: str) -> list[str]:
@@ -181,10 +189,10 @@ def _lines(text: str | None, path: str) -> list[str]:
     return SourceFile(path, text).lines
 
 
-def _utf16(lines: list[str], line: int, column: int) -> types.Position:
-    """The LSP position of 1-based code-point `column` on `line`: a character beyond U+FFFF takes two units."""
+def _client_position(lines: list[str], line: int, column: int, codec: PositionCodec) -> types.Position:
+    """The LSP position of 1-based code-point `column` on `line` (in UTF-16, a character beyond U+FFFF is two)."""
     before = lines[line - 1][:column - 1] if 0 < line <= len(lines) else ""
-    units = len(before.encode("utf-16-le")) // 2
+    units = codec.client_num_units(before)
     return types.Position(line=line - 1, character=units + max(0, column - 1 - len(before)))
 
 
@@ -193,15 +201,15 @@ def _range_at(line: int, column: int, end_line: int, end_column: int) -> types.R
                        end=types.Position(line=end_line - 1, character=end_column - 1))
 
 
-def _position(position: types.Position, text: str) -> tuple[int, int]:
-    """The 1-based line and code-point column of an LSP position in `text`, whose characters are UTF-16 units."""
+def _position(position: types.Position, text: str, codec: PositionCodec) -> tuple[int, int]:
+    """The 1-based line and code-point column of an LSP position in `text`, counted in the client's units."""
     lines = SourceFile("", text).lines
     line = lines[position.line] if position.line < len(lines) else ""
     units = column = 0
     for char in line:
         if units >= position.character:
             break
-        units += 2 if ord(char) > 0xFFFF else 1
+        units += codec.client_num_units(char)
         column += 1
     return position.line + 1, column + 1 + max(0, position.character - units)
 
