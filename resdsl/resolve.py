@@ -355,7 +355,7 @@ def is_source_text(spec: str | Path) -> bool:
 
 def read_spec(path_or_text: str | Path) -> SourceFile:
     """A spec from a path or a zoo name (`resnet50`), or from text when given a string that is clearly source."""
-    if is_source_text(path_or_text):
+    if isinstance(path_or_text, str) and is_source_text(path_or_text):
         return SourceFile(path="<string>", text=path_or_text)
     path = Path(path_or_text)
     if isinstance(path_or_text, str) and not _exists(path):
