@@ -218,3 +218,41 @@ def test_a_process_that_freed_loaded_models_survives_forking_and_a_subprocess(tm
     done = subprocess.run([sys.executable, "-c", _FREED_MODELS_THEN_FORKS, str(tmp_path / "tiny.xml")],
                           capture_output=True, text=True, timeout=120)
     assert (done.returncode, done.stdout) == (0, "survived\n"), done.stderr[-2000:]
+
+
+# openvino_ir.save into a 256 KiB tmpfs with room for the weights' 147,456 bytes but not for the xml as well:
+# OpenVINO removes what it wrote when the save fails, so a probe of the weights' size alone fits
+SAVE_WITH_ROOM_FOR_THE_WEIGHTS_ONLY = """
+import sys
+from pathlib import Path
+
+import numpy as np
+import openvino
+import openvino.opset13 as ops
+
+from resdsl.backends import WriteFailed, openvino_ir
+
+folder = Path(sys.argv[1])
+x = ops.parameter([1, 64, 4, 4], np.float32, name="input")
+kernel = np.random.default_rng(0).standard_normal((64, 64, 3, 3)).astype(np.float32)
+model = openvino.Model([ops.convolution(x, ops.constant(kernel), [1, 1], [1, 1], [1, 1], [1, 1])], [x])
+(folder / "filler").write_bytes(bytes(256 * 1024 - kernel.nbytes - 1024))  # 4 KiB pages: the weights' 36 left
+try:
+    openvino_ir.save(openvino, model, folder / "out.xml")
+except WriteFailed as error:
+    print(f"WriteFailed: {error}")
+except RuntimeError as error:
+    print(f"RuntimeError: {error}")
+print(sorted(path.name for path in folder.iterdir()))
+"""
+
+
+def test_a_disk_with_room_for_the_weights_but_not_the_xml_is_named_full(tmp_path: Path) -> None:
+    from test_deploy_errors import sandbox_available
+
+    if not sandbox_available():
+        pytest.skip("needs unprivileged user namespaces (unshare -rm) to mount a small tmpfs")
+    command = ["unshare", "-rm", "sh", "-c", 'mount -t tmpfs -o size=256k tmpfs "$0" || exit 99; "$@"',
+               str(tmp_path), sys.executable, "-c", SAVE_WITH_ROOM_FOR_THE_WEIGHTS_ONLY, str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert (done.returncode, done.stdout) == (0, "WriteFailed: No space left on device\n['filler']\n"), done.stderr
