@@ -117,4 +117,3 @@ def _cells(text: str) -> int:
     """How many terminal cells `text` takes."""
     return sum(0 if unicodedata.category(char) in _NO_CELL else 2 if unicodedata.east_asian_width(char) in "WF"
                else 1 for char in text)
-

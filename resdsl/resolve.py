@@ -278,22 +278,24 @@ def check_override(name: str, value: object, given_as: str) -> Value:
 SEED_MAX = 2**63 - 1  # what every consumer of a seed takes: torch's and numpy's generators, an int64 tensor
 
 
-def check_seed(seed: object) -> int:
-    """`seed` if torch's and numpy's generators take it (a whole number from 0 to SEED_MAX); else UsageError."""
+def check_seed(seed: object, name: str = "seed") -> int:
+    """`seed` if torch's and numpy's generators take it (a whole number from 0 to SEED_MAX); else UsageError naming
+    it as `name` (the CLI's `--seed`)."""
     whole = _whole_number(seed)
     if whole is not None and 0 <= whole <= SEED_MAX:
         return whole
-    raise UsageError(f"--seed must be a whole number from 0 to 2**63-1 ({SEED_MAX}), not {shortened(repr(seed))}")
+    raise UsageError(f"{name} must be a whole number from 0 to 2**63-1 ({SEED_MAX}), not {shortened(repr(seed))}")
 
 
-def check_workers(workers: object) -> int | None:
-    """`workers` (decoding processes) if from 0 to limits.max_workers() or None; else UsageError."""
+def check_workers(workers: object, name: str = "workers") -> int | None:
+    """`workers` (decoding processes) if from 0 to limits.max_workers() or None; else UsageError naming it as
+    `name` (the CLI's `--workers`)."""
     if workers is None:
         return None
     whole = _whole_number(workers)
     if whole is not None and 0 <= whole <= max_workers():
         return whole
-    raise UsageError(f"--workers must be from 0 to {max_workers()} ({WORKERS_PER_CPU} x the {usable_cpus()} CPUs "
+    raise UsageError(f"{name} must be from 0 to {max_workers()} ({WORKERS_PER_CPU} x the {usable_cpus()} CPUs "
                      f"usable here), not {shortened(repr(workers))}")
 
 

@@ -59,7 +59,7 @@ SetOption = Annotated[
 def check_seed(value: int) -> int:
     """A typer callback for `--seed`: exit 2 unless resolve.check_seed takes it."""
     try:
-        return seed_checked(value)
+        return seed_checked(value, "--seed")
     except UsageError as error:
         fail(str(error), 2)
 
@@ -74,7 +74,7 @@ def check_device(value: str | None) -> str | None:
 def check_workers(value: int | None) -> int | None:
     """A typer callback for `--workers`: exit 2 unless resolve.check_workers takes it."""
     try:
-        return workers_checked(value)
+        return workers_checked(value, "--workers")
     except UsageError as error:
         fail(str(error), 2)
 
