@@ -476,10 +476,13 @@ class _ToAst:
         self.nesting[id(node)] = depth
         if depth == MAX_NESTING_DEPTH + 1:
             start, keyword = node.span, 3 if isinstance(node, ast.For) else 2
+            chain = isinstance(node, ast.If) and len(node.otherwise) == 1 and isinstance(node.otherwise[0], ast.If)
+            message = (f"this else-if chain has more than {MAX_NESTING_DEPTH} cases after here, the limit (each "
+                       "`else if` nests one level); continue it in a block called from an `else`" if chain else
+                       f"`if` and `for` are nested more than {MAX_NESTING_DEPTH} deep here, the limit; split the "
+                       "body into blocks")
             self.errors.append(Diagnostic(Span(start.path, start.line, start.column, start.line,
-                                               start.column + keyword),
-                                          f"`if` and `for` are nested more than {MAX_NESTING_DEPTH} deep here (an "
-                                          "else-if chain counts as nesting), the limit; split the body into blocks"))
+                                               start.column + keyword), message))
         return node
 
     def layer_body(self, children):

@@ -314,6 +314,17 @@ def test_ifs_nested_thousands_deep_are_a_located_error_not_an_internal_one(comma
     assert result.stderr.startswith("deep.res:") and "internal error" not in result.stderr
 
 
+@pytest.mark.parametrize(("chained", "message"), [
+    (False, "`if` and `for` are nested more than 16 deep here, the limit; split the body into blocks"),
+    (True, "this else-if chain has more than 16 cases after here, the limit (each `else if` nests one level); "
+           "continue it in a block called from an `else`"),
+], ids=["nested", "else_if_chain"])
+def test_the_nesting_limit_names_an_else_if_chain_as_a_chain(chained: bool, message: str) -> None:
+    with pytest.raises(resdsl.SpecError) as error:
+        resdsl.compile(_nested_ifs(17, chained))
+    assert str(error.value).splitlines()[0].endswith(f"error: {message}")
+
+
 def test_ifs_nested_a_few_deep_still_check() -> None:
     assert resdsl.compile(_nested_ifs(8, chained=False)).params == 0
     assert resdsl.compile(_nested_ifs(8, chained=True)).params == 0
