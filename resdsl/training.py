@@ -21,11 +21,16 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class TrainResult:
-    """The run's folder (spec.res, config.json, metrics.jsonl, last.pt, best.pt) and whether it was interrupted
-    (Ctrl-C: last.pt holds the iteration reached, and `resume=True` continues it)."""
+    """The run's folder (spec.res, config.json, metrics.jsonl, last.pt, best.pt) and its exit status: 0 when it
+    finished, 130 or 143 when Ctrl-C or SIGTERM stopped it (last.pt holds the iteration reached, and `resume=True`
+    continues it)."""
 
     out: Path
-    interrupted: bool = False
+    status: int = 0
+
+    @property
+    def interrupted(self) -> bool:
+        return self.status != 0
 
 
 def train(spec: str | Path | Network, *, out: str | Path | None = None, data: str | Path | None = None,
@@ -60,7 +65,7 @@ def train(spec: str | Path | Network, *, out: str | Path | None = None, data: st
                        eval_every=eval_every, log_every=log_every, limit_train=limit_train, limit_eval=limit_eval,
                        resume=resume, weights=None if weights is None else Path(weights), strict=strict,
                        tensorboard=tensorboard, workers=workers, decoder=decoder, divergence_check=divergence_check)
-    return TrainResult(folder, interrupted=run(network, config) != 0)
+    return TrainResult(folder, run(network, config))
 
 
 def setting_lines(settings: Mapping[str, object]) -> list[tuple[str, str]]:

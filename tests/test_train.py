@@ -156,15 +156,16 @@ def test_sigterm_keeps_the_progress_as_ctrl_c_does(tmp_path: Path) -> None:
     run = subprocess.Popen([sys.executable, "-m", "resdsl", "train", "tiny.res", "--dataset", "fashion-mnist",
                             "--data", str(FASHION), "--out", "run", "--batch", "4", "--iterations", "1000000",
                             "--checkpoint-every", "1000000", "--eval-every", "1000000", "--log-every", "1"],
-                           cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                           cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = tmp_path / "run" / "metrics.jsonl"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and run.poll() is None and (
             not metrics.exists() or metrics.read_text().count("\n") < 3):
         time.sleep(0.1)
     run.send_signal(signal.SIGTERM)
-    _, stderr = run.communicate(timeout=60)
-    assert run.returncode != 0
+    stdout, stderr = run.communicate(timeout=60)
+    assert run.returncode == 128 + signal.SIGTERM, stderr  # as a shell reports a process SIGTERM ended
+    assert "stopped by SIGTERM at iteration" in stdout
     assert (tmp_path / "run" / "last.pt").is_file(), stderr
 
 

@@ -107,7 +107,7 @@ def train(spec: SpecArgument, data: DataOption = None, out: OutOption = None, re
                      divergence_check=divergence_check)
     except (DataError, RunError, CheckpointError, DeviceError) as error:
         fail(str(error))
-    raise typer.Exit(130 if result.interrupted else 0)
+    raise typer.Exit(result.status)
 
 
 def register(app: typer.Typer) -> None:

@@ -36,7 +36,6 @@ from resdsl.weights import Preprocessing
 
 __all__ = ["RunError", "State", "train"]
 
-INTERRUPTED = 130  # exit status after Ctrl-C, as a shell reports SIGINT
 DIVERGED = 1.5  # a logged loss this many times the first one, after the warm-up, is divergence
 SETTLING = 50  # iterations before that is judged: a new net's loss may spike in its first steps (ResNet-18: x5)
 
@@ -57,7 +56,8 @@ class State:
 
 
 def train(network: Network, config: RunConfig) -> int:
-    """Run `config.recipe` on `network`; returns the exit status (0 done, 130 interrupted)."""
+    """Run `config.recipe` on `network`; returns the exit status (0 done; 130 after Ctrl-C, 143 after SIGTERM, as
+    a shell reports a process those signals ended)."""
     folder = RunFolder(config.out)
     if config.tensorboard and not tensorboard.available():
         raise RunError(tensorboard.MISSING)
@@ -163,11 +163,13 @@ class _Run:
                     self._step(images, labels, progress)
                     done = self.state.iteration >= self.total
                     self._periodic(done)
-                    if self.trainer.agree(stop()):
+                    received = stop()
+                    if self.trainer.agree(received is not None):
                         self._checkpoint()
-                        self.say(f"interrupted at iteration {self.state.iteration}; wrote {self.folder.last} "
+                        how = "stopped by SIGTERM" if received == signal.SIGTERM else "interrupted"
+                        self.say(f"{how} at iteration {self.state.iteration}; wrote {self.folder.last} "
                                  "(continue with --resume)")
-                        return INTERRUPTED
+                        return 128 + (received or signal.SIGINT)  # another rank's signal: as Ctrl-C
                     if done:
                         break
         self._check_ranks_agree()
@@ -379,17 +381,17 @@ def _seed_everything(seed: int) -> None:
 
 
 @contextmanager
-def _interrupts() -> Iterator:
-    """Turn Ctrl-C, and SIGTERM (a scheduler's preemption, `kill`), into a flag the loop checks after each step
-    (it then checkpoints and stops)."""
-    flag = {"set": False}
+def _interrupts() -> Iterator[Callable[[], signal.Signals | None]]:
+    """Turn Ctrl-C, and SIGTERM (a scheduler's preemption, `kill`), into the signal the loop checks for after each
+    step (it then checkpoints and stops); None while neither has come."""
+    received: list[signal.Signals] = []
 
-    def handle(signum, frame) -> None:
-        flag["set"] = True
+    def handle(signum: int, frame: object) -> None:
+        received.append(signal.Signals(signum))
 
     previous = {number: signal.signal(number, handle) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield lambda: flag["set"]
+        yield lambda: received[-1] if received else None
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
