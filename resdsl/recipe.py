@@ -330,6 +330,10 @@ def _integer(expr: ast.Expr, env: dict[str, Value], what: str, *, positive: bool
 def _dataset(setting: ast.Setting, env: dict[str, Value]) -> str:
     from resdsl.data import DATASETS
 
+    dashed = _dashed_words(setting)
+    if dashed is not None:
+        raise EvalError(setting.span, f"unquoted, the '-' in {dashed} is a minus: write the dataset name "
+                                      f"\"{dashed}\" or {dashed.replace('-', '_')}")
     expr = _only(setting, "a dataset name such as cifar10")
     name = _word(expr)
     if name is None:
@@ -341,6 +345,26 @@ def _dataset(setting: ast.Setting, env: dict[str, Value]) -> str:
         hint = f"; did you mean '{close[0]}'?" if close else f" (known: {', '.join(known)})"
         raise EvalError(expr.span, f"unknown dataset '{name}'{hint}")
     return name
+
+
+def _dashed_words(setting: ast.Setting) -> str | None:
+    """`fashion-mnist` if the setting's value is words joined by minus signs, written unquoted (which reads as
+    `fashion` given the value `-mnist`, or as a subtraction), else None."""
+
+    def words(expr: ast.Expr) -> str | None:
+        if isinstance(expr, ast.Name):
+            return expr.id
+        if isinstance(expr, ast.Binary) and expr.op == "-":
+            left, right = words(expr.left), words(expr.right)
+            return f"{left}-{right}" if left and right else None
+        return None
+
+    pieces = [*setting.args, *(part for kwarg in setting.kwargs
+                                for part in (ast.Name(kwarg.span, kwarg.name), kwarg.value))]
+    parts = [words(pieces[0]) if pieces else None,
+             *(words(piece.operand) if isinstance(piece, ast.Neg) else None for piece in pieces[1:])]
+    joined = "-".join(part for part in parts if part is not None)
+    return joined if None not in parts and "-" in joined else None
 
 
 def _split(setting: ast.Setting, env: dict[str, Value]) -> tuple[int | None, int] | None:

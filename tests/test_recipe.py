@@ -187,6 +187,13 @@ def test_fashion_mnist_name_maps_to_data_name():
     assert _recipe("dataset fashion_mnist").dataset == "fashion-mnist"
 
 
+@pytest.mark.parametrize("written", ["dataset fashion-mnist", "dataset fashion - mnist"])
+def test_a_dashed_dataset_name_unquoted_says_how_to_write_it(written: str):
+    assert 'error: unquoted, the \'-\' in fashion-mnist is a minus: write the dataset name "fashion-mnist" or ' \
+           "fashion_mnist" in _error(written)
+    assert _recipe('dataset "fashion-mnist"').dataset == "fashion-mnist"
+
+
 def test_unknown_key_suggests_the_close_one():
     assert "unknown train setting 'momentun'; did you mean 'momentum'?" in _error("momentun 0.9")
 
