@@ -365,7 +365,9 @@ class Emitter:
                                                      f"(`block: {layer.op}`); only blocks without one are layers")
             return self.placeholder(site, current, layer.span)
         if name in self._calls or len(self._calls) >= MAX_CALL_DEPTH:
-            reason = (f"block '{name}' calls itself" if name in self._calls
+            cycle = self._calls[self._calls.index(name):] if name in self._calls else []
+            through = f" ({' -> '.join([*cycle, name])})" if len(cycle) > 1 else ""  # b -> d -> b
+            reason = (f"block '{name}' calls itself{through}" if cycle
                       else f"blocks call each other more than {MAX_CALL_DEPTH} deep, the limit; write some of "
                            "these blocks' layers out in the block that calls them")
             self._report(layer.op_span, site.origin, reason)
