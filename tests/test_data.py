@@ -307,9 +307,18 @@ def test_oversized_cifar_batch_is_refused_before_unpickling(cifar10_dir: Path) -
         load_dataset("cifar10", cifar10_dir, train=False)
 
 
-def test_label_count_mismatch_is_refused(tmp_path: Path) -> None:
-    write_mnist(tmp_path, np.zeros((4, 28, 28)), np.zeros(3), gz=False)
-    with pytest.raises(DataError, match="3 labels for the 4 images"):
+@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gzipped"])
+def test_label_count_mismatch_names_the_files_read(tmp_path: Path, gz: bool) -> None:
+    write_mnist(tmp_path, np.zeros((4, 28, 28)), np.zeros(3), gz=gz)
+    suffix = ".gz" if gz else ""
+    with pytest.raises(DataError, match=re.escape(f"train-labels-idx1-ubyte{suffix} holds 3 labels for the 4 images "
+                                                  f"of {tmp_path / 'train-images-idx3-ubyte'}{suffix}")):
+        load_dataset("mnist", tmp_path, train=True)
+
+
+def test_a_label_out_of_range_names_the_gzipped_file_read(tmp_path: Path) -> None:
+    write_mnist(tmp_path, np.zeros((4, 28, 28)), np.array([0, 1, 2, 10]), gz=True)
+    with pytest.raises(DataError, match=re.escape("train-labels-idx1-ubyte.gz holds label 10, outside 0..9")):
         load_dataset("mnist", tmp_path, train=True)
 
 

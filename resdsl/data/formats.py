@@ -73,16 +73,22 @@ def read_cifar_batch(path: Path, label_key: bytes, classes: int) -> tuple[torch.
 
 def read_idx(path: Path, ndim: int) -> torch.Tensor:
     """The uint8 array stored in an idx file (`path`, or `path`.gz), which must have `ndim` dimensions."""
+    name = idx_file(path)
+    gzipped = name != path
+    try:
+        with (gzip.open(name, "rb") if gzipped else name.open("rb")) as file:
+            return _read_idx(file, name, ndim)
+    except (OSError, EOFError, zlib.error) as error:
+        raise DataError(f"{name} is not a readable {'gzip' if gzipped else 'idx'} file ({error})") from None
+
+
+def idx_file(path: Path) -> Path:
+    """The file an idx array is read from: `path`, else `path`.gz (DataError if neither is there)."""
     gz = path.with_name(path.name + ".gz")
     name = path if _there(path, "an idx file") else gz if _there(gz, "a gzipped idx file") else None
     if name is None:
         raise DataError(f"{path} (or {path.name}.gz) is missing; the idx directory must hold all four idx files")
-    try:
-        with (gzip.open(name, "rb") if name == gz else name.open("rb")) as file:
-            return _read_idx(file, name, ndim)
-    except (OSError, EOFError, zlib.error) as error:
-        kind = "gzip" if name == gz else "idx"
-        raise DataError(f"{name} is not a readable {kind} file ({error})") from None
+    return name
 
 
 def _there(path: Path, what: str) -> bool:
@@ -120,8 +126,8 @@ def read_idx_pair(images_path: Path, labels_path: Path, classes: int) -> tuple[t
     images = read_idx(images_path, 3)
     labels = read_idx(labels_path, 1).long()
     if labels.shape[0] != images.shape[0]:
-        raise DataError(f"{labels_path} holds {labels.shape[0]} labels for the {images.shape[0]} images "
-                        f"of {images_path}")
+        raise DataError(f"{idx_file(labels_path)} holds {labels.shape[0]} labels for the {images.shape[0]} images "
+                        f"of {idx_file(images_path)}")
     if labels.numel() and int(labels.max()) >= classes:
-        raise DataError(f"{labels_path} holds label {int(labels.max())}, outside 0..{classes - 1}")
+        raise DataError(f"{idx_file(labels_path)} holds label {int(labels.max())}, outside 0..{classes - 1}")
     return images.unsqueeze(1), labels
