@@ -219,10 +219,12 @@ def test_a_bad_flag_value_is_a_usage_error_before_any_work(tmp_path, monkeypatch
 def test_the_largest_seed_taken_is_one_torch_takes(capsys):
     import torch
 
-    assert common.check_seed(common.SEED_MAX) == 2**63 - 1
-    torch.Generator().manual_seed(common.SEED_MAX)
+    from resdsl.resolve import SEED_MAX
+
+    assert common.check_seed(SEED_MAX) == 2**63 - 1
+    torch.Generator().manual_seed(SEED_MAX)
     with pytest.raises(typer.Exit) as stop:
-        common.check_seed(common.SEED_MAX + 1)
+        common.check_seed(SEED_MAX + 1)
     assert stop.value.exit_code == 2 and "--seed must be" in capsys.readouterr().err
 
 

@@ -18,7 +18,6 @@ from resdsl import zoo
 from resdsl.files import kind, output_problem, overwritten_input
 from resdsl.limits import quoted
 from resdsl.network import Network, check_program
-from resdsl.resolve import SEED_MAX as SEED_MAX  # re-exported: the CLI's bound, stated in resolve
 from resdsl.resolve import UsageError, load, parse_overrides, read_spec
 from resdsl.resolve import check_seed as seed_checked
 from resdsl.resolve import check_workers as workers_checked
