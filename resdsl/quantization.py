@@ -135,15 +135,15 @@ def quantize(source: Path, out: Path, calibration: Sequence[ArrayLike]) -> list[
                    str(batches)]
         child = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                text=True, errors="replace", check=False)  # run() kills the child on an interrupt
-    written = child.stderr.strip().splitlines()
-    if child.returncode == openvino_ir.WRITE_FAILED_STATUS and written:
-        raise WriteFailed(written[-1])
+    said = child.stderr.strip().splitlines()
+    if child.returncode == openvino_ir.WRITE_FAILED_STATUS and said:
+        raise WriteFailed(said[-1])
     if child.returncode != 0:
-        raise QuantizationFailed(f"NNCF's INT8 quantisation {failure(child.returncode, child.stderr)}")
+        raise QuantizationFailed(f"NNCF's INT8 quantisation {failure(child.returncode, said)}")
     return [out.name, out.with_suffix(".bin").name]
 
 
-def failure(status: int, stderr: str) -> str:
+def failure(status: int, said: list[str]) -> str:
     """How the child ended: killed by a signal, else with the last line it wrote on stderr (its error)."""
     if status < 0:
         try:
@@ -151,8 +151,7 @@ def failure(status: int, stderr: str) -> str:
         except ValueError:
             name = f"signal {-status}"
         return f"process was killed by {name}"
-    lines = stderr.strip().splitlines()
-    return f"failed: {lines[-1]}" if lines else f"process ended with exit status {status}"
+    return f"failed: {said[-1]}" if said else f"process ended with exit status {status}"
 
 
 def datasets(network: Network, saved: Weights | None, data: str | Path,
